@@ -1,0 +1,204 @@
+"""The cache record: the only thing that crosses from teacher to student.
+
+One JSON object per line. The card's five fields (``prompt``, ``teacher_text``,
+``output_entropy``, ``self_consistency``, ``difficulty_score``) plus what a user needs to
+trust and resume a cache (``id``, ``teacher``, ``sampling``, token counts, ``finish_reason``,
+``consistency_samples``). ``read_cache`` is the reader every later stage uses; it also
+reads a plain JSONL file someone else produced with only the card's five fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dante.errors import DataError
+
+CARD_FIELDS = ("prompt", "teacher_text", "output_entropy", "self_consistency", "difficulty_score")
+
+
+def record_id(prompt: str, source: str = "", system: str | None = None) -> str:
+    """Stable id of a prompt: sha256 of (source, system, prompt), 16 hex chars."""
+    h = hashlib.sha256()
+    for part in (source, system or "", prompt):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+class CacheRecord(BaseModel):
+    """One teacher completion and its metadata."""
+
+    model_config = ConfigDict(extra="allow", strict=False)
+
+    prompt: str = Field(..., description="The user prompt as given (not chat-template rendered).")
+    teacher_text: str = Field(..., description="The teacher's greedy completion.")
+    output_entropy: float | None = Field(None, description="Mean next-token entropy (nats) over generated tokens.")
+    self_consistency: float | None = Field(None, description="Agreement among k sampled completions, in [0, 1].")
+    difficulty_score: float | None = Field(None, description="f(entropy, consistency), in [0, 1].")
+    id: str | None = Field(None, description="Stable id; default record_id(prompt).")
+    system: str | None = Field(None, description="System prompt, if any.")
+    messages: list[dict[str, Any]] | None = Field(None, description="Chat messages before the completion, if the prompt was a conversation.")
+    teacher: str | None = None
+    sampling: dict[str, Any] | None = None
+    prompt_tokens: int | None = Field(None, ge=0)
+    completion_tokens: int | None = Field(None, ge=0)
+    finish_reason: str | None = None
+    consistency_samples: int | None = Field(None, ge=0)
+    source: str | None = None
+
+    @field_validator("prompt", "teacher_text", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            raise ValueError(f"must be a string, got {type(v).__name__}")
+        return v
+
+    @field_validator("prompt")
+    @classmethod
+    def _non_empty_prompt(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("is empty")
+        return v
+
+    @field_validator("output_entropy", "self_consistency", "difficulty_score", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"must be a number or null, got {type(v).__name__} {v!r}")
+        if not math.isfinite(v):
+            raise ValueError(f"must be finite, got {v!r}")
+        return float(v)
+
+    @field_validator("output_entropy")
+    @classmethod
+    def _entropy_range(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:
+            raise ValueError(f"must be >= 0 nats, got {v!r}")
+        return v
+
+    @field_validator("self_consistency", "difficulty_score")
+    @classmethod
+    def _unit_range(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ValueError(f"must be in [0, 1], got {v!r}")
+        return v
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.id is None:
+            self.id = record_id(self.prompt, self.source or "", self.system)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", exclude_none=False), ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A bad line: ``file:line: field: problem``."""
+
+    file: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}: {self.message}"
+
+
+def cache_files(path: str | Path) -> list[Path]:
+    """The JSONL files of a cache: a folder's completed shards in order, or one file."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.glob("*.jsonl") if not p.name.startswith("."))
+    raise DataError("cache path does not exist", file=path)
+
+
+def parse_line(raw: bytes, file: str, lineno: int, *, strict: bool = False) -> tuple[CacheRecord | None, list[Problem]]:
+    """Parse one JSONL line into a record, or the problems that stop it.
+
+    strict=True also requires every one of the card's five keys to be present (null allowed
+    for the three metadata fields), as ``dante cache validate`` does.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [Problem(file, lineno, "<line>", f"invalid UTF-8 at byte {exc.start}")]
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, [Problem(file, lineno, "<line>", f"not valid JSON ({exc.msg} at column {exc.colno}); truncated line?")]
+    if not isinstance(obj, dict):
+        return None, [Problem(file, lineno, "<line>", f"must be a JSON object, got {type(obj).__name__}")]
+    problems = []
+    if strict:
+        problems += [Problem(file, lineno, k, "missing field") for k in CARD_FIELDS if k not in obj]
+    try:
+        rec = CacheRecord.model_validate(obj)
+    except ValidationError as err:
+        for e in err.errors():
+            fld = ".".join(str(p) for p in e["loc"]) or "<line>"
+            if strict and e["type"] == "missing" and fld in CARD_FIELDS:
+                continue  # already reported above
+            msg = "missing field" if e["type"] == "missing" else e["msg"].removeprefix("Value error, ")
+            problems.append(Problem(file, lineno, fld, msg))
+        return None, problems
+    return (None if problems else rec), problems
+
+
+def iter_cache(path: str | Path, *, strict: bool = False) -> Iterator[tuple[str, int, CacheRecord | None, list[Problem]]]:
+    """Yield (file, line, record-or-None, problems) for every non-blank line of a cache."""
+    for f in cache_files(path):
+        with open(f, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                rec, problems = parse_line(raw.rstrip(b"\r\n"), str(f), lineno, strict=strict)
+                yield str(f), lineno, rec, problems
+
+
+def read_cache(path: str | Path, *, strict: bool = False, allow_duplicates: bool = False) -> list[CacheRecord]:
+    """Read every record of a cache folder or JSONL file; the first bad line is a DataError.
+
+    Duplicate ids are an error (a cache holds each prompt once) unless allow_duplicates.
+    """
+    records: list[CacheRecord] = []
+    seen: dict[str, tuple[str, int]] = {}
+    for file, lineno, rec, problems in iter_cache(path, strict=strict):
+        if problems:
+            p = problems[0]
+            raise DataError(p.message, file=p.file, line=p.line, field=p.field, hint="run `dante cache validate` for every problem")
+        assert rec is not None and rec.id is not None
+        if rec.id in seen and not allow_duplicates:
+            f0, l0 = seen[rec.id]
+            raise DataError(f"duplicate id {rec.id!r} (first at {f0}:{l0})", file=file, line=lineno, field="id")
+        seen[rec.id] = (file, lineno)
+        records.append(rec)
+    return records
+
+
+def validate_cache(path: str | Path) -> tuple[int, list[Problem]]:
+    """Check every line against the schema; returns (records checked, problems)."""
+    checked = 0
+    problems: list[Problem] = []
+    seen: dict[str, tuple[str, int]] = {}
+    for file, lineno, rec, line_problems in iter_cache(path, strict=True):
+        checked += 1
+        problems += line_problems
+        if rec is not None and rec.id is not None:
+            if rec.id in seen:
+                f0, l0 = seen[rec.id]
+                problems.append(Problem(file, lineno, "id", f"duplicate id {rec.id!r} (first at {f0}:{l0})"))
+            else:
+                seen[rec.id] = (file, lineno)
+    return checked, problems

@@ -1,0 +1,184 @@
+"""The `dante` command: one verb per stage, each a thin wrapper over a Python function.
+
+    dante plan RECIPE [key=value ...]        what the run will do, loading no model
+    dante cache RECIPE [key=value ...]       teacher -> cache shards (resumable)
+    dante cache validate DIR | stats DIR     check / summarise a cache
+    dante train RECIPE [key=value ...] [--resume]
+    dante eval RECIPE [key=value ...] [--model PATH] [--limit N]
+    dante report RUN_DIR
+    dante run RECIPE [key=value ...]         every stage in order
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from dante.errors import DanteError
+
+console = Console(stderr=True)
+out = Console()
+
+
+class _DefaultRunGroup(TyperGroup):
+    """A group whose unknown first word is the recipe of its ``run`` command:
+    ``dante cache recipe.yaml`` is ``dante cache run recipe.yaml``."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):  # type: ignore[override]
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(
+    help="dante: cross-tokenizer generative knowledge distillation (DANTE loss family).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cache_app = typer.Typer(cls=_DefaultRunGroup, help="Teacher cache: generate (default), validate, stats.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML.", show_default=False)]
+OverridesArg = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. teacher.batch_size=16.", show_default=False)]
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Print DanteErrors as one located line and exit 1, instead of a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DanteError as err:
+            console.print(f"[bold red]error:[/] {err.render()}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]: finished work is kept; re-run the same command to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _load(recipe: Path, overrides: list[str] | None):
+    from dante.config import load_recipe
+
+    return load_recipe(recipe, overrides or [])
+
+
+@app.command()
+@_friendly
+def plan(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Print the resolved recipe and what the run will do, without loading any model."""
+    from dante.plan import render_plan
+
+    out.print(render_plan(_load(recipe, overrides)))
+
+
+@cache_app.command("run")
+@_friendly
+def cache_run(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Generate the teacher cache (resumes: ids already written are skipped)."""
+    from dante.cache.run import run_cache
+
+    summary = run_cache(_load(recipe, overrides))
+    out.print(summary)
+
+
+@cache_app.command("validate")
+@_friendly
+def cache_validate(path: Annotated[Path, typer.Argument(help="Cache folder or JSONL file.")]) -> None:
+    """Check every line against the record schema; exit 1 if any line is bad."""
+    from dante.cache.records import validate_cache
+
+    checked, problems = validate_cache(path)
+    for p in problems:
+        out.print(str(p), highlight=False, soft_wrap=True)
+    bad_lines = len({(p.file, p.line) for p in problems})
+    out.print(f"{checked} lines checked, {bad_lines} bad, {len(problems)} problems", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+
+
+@cache_app.command("stats")
+@_friendly
+def cache_stats(path: Annotated[Path, typer.Argument(help="Cache folder or JSONL file.")]) -> None:
+    """Counts, token totals and the entropy distribution of a cache."""
+    from dante.cache.stats import cache_stats as stats, render_stats
+
+    out.print(render_stats(stats(path)))
+
+
+@app.command()
+@_friendly
+def train(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last complete checkpoint.")] = False,
+) -> None:
+    """Fine-tune the student on the teacher cache with the DANTE objective."""
+    from dante.train.loop import train as run_train
+
+    result = run_train(_load(recipe, overrides), resume=resume)
+    out.print(result)
+
+
+@app.command("eval")
+@_friendly
+def eval_(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="Model to evaluate (student/teacher/base or a path); repeatable.")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", help="Extra lm-eval task; repeatable.")] = None,
+    limit: Annotated[float | None, typer.Option(help="lm-eval limit (rows, or a fraction < 1).")] = None,
+    allow_code_execution: Annotated[bool, typer.Option("--allow-code-execution", help="Run generated code (HumanEval/MBPP).")] = False,
+) -> None:
+    """Score models with lm-evaluation-harness; writes raw results and scores.json."""
+    from dante.eval.run import evaluate
+
+    cfg = _load(recipe, overrides)
+    if model:
+        cfg.eval.models = list(model)
+    if task:
+        cfg.eval.tasks = [*cfg.eval.tasks, *task]
+    if limit is not None:
+        cfg.eval.limit = limit
+    if allow_code_execution:
+        cfg.eval.allow_code_execution = True
+    out.print(evaluate(cfg))
+
+
+@app.command()
+@_friendly
+def report(run_dir: Annotated[Path, typer.Argument(help="Run folder (the recipe's output_dir).")]) -> None:
+    """Write report.md, plots and the student's model card from a run folder."""
+    from dante.report.build import build_report
+
+    path = build_report(run_dir)
+    out.print(f"report: {path}")
+
+
+@app.command()
+@_friendly
+def run(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Run every stage of a recipe in order: cache, train, eval, report."""
+    from dante.pipeline import run_pipeline
+
+    path = run_pipeline(_load(recipe, overrides))
+    out.print(f"[bold green]done[/]: report at {path}")
+
+
+def main() -> None:
+    app(prog_name="dante")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation (stage 6) on lm-evaluation-harness, with offline task YAMLs."""

@@ -1,0 +1,1 @@
+"""The run report: tables, plots and the student's model card."""
