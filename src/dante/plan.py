@@ -1,0 +1,220 @@
+"""`dante plan`: what a recipe will do (prompts, teacher tokens, student steps, tokens,
+FLOPs and device-hours) computed from the recipe and the data on disk, loading no model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dante.config import Recipe, resolved_dict
+
+# Rough characters per token for English text with modern BPE tokenizers; used only when
+# neither a cache nor token counts exist yet, and said so in the plan.
+CHARS_PER_TOKEN = 4.0
+
+
+@dataclass
+class Plan:
+    prompts: int | None
+    prompts_note: str
+    teacher_completions: int | None
+    teacher_tokens_max: int | None
+    cached_records: int
+    mean_record_tokens: float
+    record_tokens_source: str
+    student_steps: int
+    sequences_per_step: int | None
+    tokens_per_step: int | None
+    student_tokens: float
+    epochs: float | None
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _count_prompts(recipe: Recipe) -> tuple[int | None, str, float | None]:
+    """Number of prompts and their mean length in characters, or why it is unknown."""
+    if not recipe.prompts.source:
+        return None, "no prompts.source set", None
+    try:
+        from dante.prompts import load_prompts
+
+        prompts = load_prompts(recipe.prompts)
+    except Exception as exc:  # noqa: BLE001 - the plan reports what it cannot read
+        return None, f"could not read prompts: {exc}", None
+    if not prompts:
+        return 0, "prompt source is empty", None
+    mean_chars = sum(len(p.prompt) + len(p.system or "") for p in prompts) / len(prompts)
+    return len(prompts), recipe.prompts.source, mean_chars
+
+
+def _cache_lengths(recipe: Recipe) -> tuple[int, float | None]:
+    """Records already in the cache and their mean (prompt + completion) teacher tokens."""
+    cache = recipe.cache_dir
+    if not cache.exists():
+        return 0, None
+    n, total, counted = 0, 0, 0
+    for f in sorted(cache.glob("*.jsonl")):
+        if f.name.startswith("."):
+            continue
+        with open(f, "rb") as fh:
+            for raw in fh:
+                try:
+                    rec = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue
+                n += 1
+                if rec.get("prompt_tokens") is not None and rec.get("completion_tokens") is not None:
+                    total += rec["prompt_tokens"] + rec["completion_tokens"]
+                    counted += 1
+    return n, (total / counted if counted else None)
+
+
+def make_plan(recipe: Recipe) -> Plan:
+    t = recipe.teacher
+    n_prompts, note, mean_chars = _count_prompts(recipe)
+    samples = 1 + t.consistency_samples
+    consistency_tokens = t.consistency_max_new_tokens or t.max_new_tokens
+    teacher_tokens = None
+    if n_prompts is not None:
+        teacher_tokens = n_prompts * (t.max_new_tokens + t.consistency_samples * consistency_tokens)
+
+    cached, mean_cached = _cache_lengths(recipe)
+    if mean_cached is not None:
+        mean_tokens, source = mean_cached, f"measured on {cached} cached records (teacher tokens)"
+    else:
+        prompt_tokens = (mean_chars or 200.0) / CHARS_PER_TOKEN
+        mean_tokens = prompt_tokens + t.max_new_tokens / 2
+        source = f"estimate: prompt chars/{CHARS_PER_TOKEN:g} + max_new_tokens/2 (no cache yet)"
+    mean_tokens = min(mean_tokens, recipe.train.max_length)
+
+    tr = recipe.train
+    steps = tr.steps
+    if tr.batch_tokens is not None:
+        tokens_per_step, seqs = tr.batch_tokens, None
+        student_tokens = float(steps * tr.batch_tokens)
+        records_seen = student_tokens / mean_tokens
+    else:
+        seqs = tr.batch_sequences
+        tokens_per_step = int(round(seqs * mean_tokens))
+        student_tokens = float(steps * seqs * mean_tokens)
+        records_seen = float(steps * seqs)
+    dataset = cached or n_prompts
+    epochs = records_seen / dataset if dataset else None
+
+    training = _training_estimate(recipe, student_tokens, mean_tokens)
+    return Plan(
+        prompts=n_prompts,
+        prompts_note=note,
+        teacher_completions=None if n_prompts is None else n_prompts * samples,
+        teacher_tokens_max=teacher_tokens,
+        cached_records=cached,
+        mean_record_tokens=round(mean_tokens, 1),
+        record_tokens_source=source,
+        student_steps=steps,
+        sequences_per_step=seqs,
+        tokens_per_step=tokens_per_step,
+        student_tokens=student_tokens,
+        epochs=None if epochs is None else round(epochs, 2),
+        training=training,
+    )
+
+
+def _model_shape(recipe: Recipe) -> dict[str, Any]:
+    """Parameter count, layers and hidden size from a local config.json, or the recipe's hint."""
+    shape: dict[str, Any] = {"num_parameters": recipe.student.num_parameters, "n_layers": None, "hidden": None}
+    path = Path(recipe.student.model)
+    cfg_file = path / "config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+        cfg = cfg.get("text_config", cfg)
+        shape["n_layers"] = cfg.get("num_hidden_layers")
+        shape["hidden"] = cfg.get("hidden_size")
+        if shape["num_parameters"] is None:
+            shape["num_parameters"] = _params_from_config(cfg)
+    return shape
+
+
+def _params_from_config(cfg: dict[str, Any]) -> int | None:
+    """Dense decoder parameter count from config fields (embeddings + layers + lm_head if untied)."""
+    try:
+        v, h, i, n = cfg["vocab_size"], cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    except KeyError:
+        return None
+    heads = cfg.get("num_attention_heads", 1)
+    kv = cfg.get("num_key_value_heads", heads)
+    head_dim = cfg.get("head_dim") or h // heads
+    attn = h * heads * head_dim + 2 * h * kv * head_dim + heads * head_dim * h
+    if cfg.get("attention_bias") or cfg.get("model_type") == "qwen2":  # q/k/v projection biases
+        attn += (heads + 2 * kv) * head_dim
+    mlp = 3 * h * i
+    layer = attn + mlp + 2 * h
+    embed = v * h
+    lm_head = 0 if cfg.get("tie_word_embeddings", True) else v * h
+    return int(embed + n * layer + h + lm_head)
+
+
+def _training_estimate(recipe: Recipe, student_tokens: float, mean_tokens: float) -> dict[str, Any]:
+    shape = _model_shape(recipe)
+    if not shape["num_parameters"]:
+        return {"note": "set student.num_parameters (or use a local student) for FLOPs and device-hours"}
+    try:
+        from dante.train.flops import estimate_training
+    except ImportError:
+        flops = 6.0 * shape["num_parameters"] * student_tokens
+        return {"num_parameters": shape["num_parameters"], "flops": flops, "note": "6*N*tokens only"}
+    return estimate_training(
+        recipe,
+        num_parameters=shape["num_parameters"],
+        n_layers=shape["n_layers"],
+        hidden=shape["hidden"],
+        mean_tokens_per_record=mean_tokens,
+    )
+
+
+def _fmt(x: float | int | None, unit: str = "") -> str:
+    if x is None:
+        return "unknown"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    for div, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.2f}{suffix}{unit}"
+    return f"{x:g}{unit}" if isinstance(x, float) else f"{x}{unit}"
+
+
+def render_plan(recipe: Recipe):
+    """A rich renderable: the resolved recipe, then the plan table."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    plan = make_plan(recipe)
+    text = yaml.safe_dump(resolved_dict(recipe), sort_keys=False, allow_unicode=True)
+    table = Table(title=f"plan: {recipe.name}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    t = recipe.teacher
+    table.add_row("teacher", f"{t.backend}: {t.model or '(unset)'}")
+    table.add_row("prompts", f"{_fmt(plan.prompts)}  ({plan.prompts_note})")
+    table.add_row("teacher completions", f"{_fmt(plan.teacher_completions)} (1 greedy + {t.consistency_samples} samples each)")
+    table.add_row("teacher tokens (max)", _fmt(plan.teacher_tokens_max))
+    table.add_row("already cached", f"{plan.cached_records} records in {recipe.cache_dir}")
+    table.add_row("student", recipe.student.model or "(unset)")
+    table.add_row("student steps", str(plan.student_steps))
+    batch = f"{plan.sequences_per_step} sequences" if plan.sequences_per_step else f"{plan.tokens_per_step} tokens"
+    table.add_row("batch per step", batch)
+    table.add_row("tokens per record", f"{plan.mean_record_tokens} ({plan.record_tokens_source})")
+    table.add_row("student tokens", _fmt(plan.student_tokens))
+    table.add_row("epochs over cache", _fmt(plan.epochs))
+    for key, value in plan.training.items():
+        table.add_row(key.replace("_", " "), _fmt(value) if isinstance(value, int | float) else str(value))
+    return Group(Panel(Syntax(text, "yaml", word_wrap=True), title="resolved recipe"), table)
