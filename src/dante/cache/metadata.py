@@ -1,0 +1,155 @@
+"""Per-record metadata of the teacher cache: output entropy, self-consistency, difficulty.
+
+Pure functions with the formulas in their docstrings, so anyone can recompute a cache's
+numbers from the teacher's top-k logprobs and sampled completions (DESIGN.md, "Cache record").
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from itertools import combinations
+
+
+def topk_entropy(top_logprobs: Sequence[float]) -> float:
+    """Entropy (nats) of one next-token distribution known only through its top-k logprobs.
+
+        p_i = exp(l_i)                       for the k returned logprobs l_i
+        r   = max(0, 1 - sum_i p_i)          tail mass outside the top k (clamped for rounding)
+        H   = -sum_i p_i log p_i - r log r   the tail counted as one extra outcome
+
+    0 <= H <= log(k + 1). Terms with p = 0 (logprob -inf) contribute 0. With k = vocabulary
+    size this is the exact entropy; otherwise it lies between the DESIGN.md bounds.
+    """
+    h = 0.0
+    total = 0.0
+    for lp in top_logprobs:
+        p = math.exp(lp) if lp > -math.inf else 0.0
+        total += p
+        if p > 0.0:
+            h -= p * lp
+    r = 1.0 - total
+    if r > 0.0:
+        h -= r * math.log(r)
+    k = len(top_logprobs)
+    return min(max(h, 0.0), math.log(k + 1)) if k else 0.0
+
+
+def output_entropy(per_token: Sequence[float] | Sequence[Sequence[float]] | None) -> float | None:
+    """Mean next-token entropy over the generated tokens, in nats.
+
+        H = (1/T) sum_t H_t
+
+    ``per_token`` is either the per-token entropies H_t already computed (floats; what the
+    teacher workers return) or the per-token top-k logprob lists, turned into H_t with
+    ``topk_entropy``. None (or empty: no logprobs, or no tokens generated) gives None.
+    """
+    if not per_token:
+        return None
+    values = [topk_entropy(t) if isinstance(t, Sequence) else float(t) for t in per_token]
+    return sum(values) / len(values)
+
+
+# --- answer extraction for self-consistency ---------------------------------------------
+
+_GSM8K = re.compile(r"####\s*([^\n]+)")
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_CHOICE = re.compile(r"[Aa]nswer(?:\s+is|\s*:)?\s*:?\s*\(?([A-E])\)?(?![A-Za-z0-9])")
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|-?\.\d+")
+
+
+def normalise_number(text: str) -> str | None:
+    """'1,000' -> '1000', '5.0' -> '5', '-0.50' -> '-0.5'; None if ``text`` is not a number."""
+    try:
+        d = Decimal(text.replace(",", "").strip())
+    except InvalidOperation:
+        return None
+    if not d.is_finite():
+        return None
+    if d == d.to_integral_value():
+        return str(int(d))
+    return format(d.normalize(), "f")
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a completion, or None when none can be found.
+
+    In order: GSM8K style ``#### 42``; LaTeX ``\\boxed{42}``; a multiple-choice letter
+    after "answer" (``the answer is (B)``, ``Answer: C``); else the last number in the text.
+    Numbers are normalised (``1,000`` -> ``1000``, ``5.0`` -> ``5``).
+    """
+    for pattern in (_GSM8K, _BOXED):
+        m = pattern.findall(text)
+        if m:
+            raw = m[-1].strip()
+            nums = _NUMBER.findall(raw)
+            if nums:
+                return normalise_number(nums[-1])
+            return raw.strip(" .$") or None
+    m = _CHOICE.findall(text)
+    if m:
+        return m[-1]
+    nums = _NUMBER.findall(text)
+    return normalise_number(nums[-1]) if nums else None
+
+
+def text_similarity(a: str, b: str) -> float:
+    """difflib ``SequenceMatcher(None, a, b).ratio()``: 2*matches / (len(a)+len(b)), in [0, 1]."""
+    if not a and not b:
+        return 1.0
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def self_consistency(samples: Sequence[str], reference: str | None = None) -> float | None:
+    """Agreement among k sampled completions, in [0, 1]; None when k = 0.
+
+    Answer mode, used when an answer (``extract_answer``) is found in at least half of the
+    samples: the share of samples whose answer equals the majority answer (a sample without
+    an answer disagrees). With ``reference`` (e.g. the greedy completion) the target is the
+    reference's answer instead of the majority's, when it has one.
+
+    Text mode otherwise: mean pairwise ``text_similarity`` (difflib SequenceMatcher ratio)
+    over all pairs of samples, or the mean similarity of each sample to ``reference``.
+    One sample and no reference agrees with itself: 1.0.
+    """
+    if not samples:
+        return None
+    answers = [extract_answer(s) for s in samples]
+    found = [a for a in answers if a is not None]
+    if len(found) * 2 >= len(samples) and found:
+        target = extract_answer(reference) if reference is not None else None
+        if target is None:
+            target = Counter(found).most_common(1)[0][0]
+        return sum(a == target for a in answers) / len(samples)
+    if reference is not None:
+        return sum(text_similarity(s, reference) for s in samples) / len(samples)
+    if len(samples) == 1:
+        return 1.0
+    pairs = list(combinations(samples, 2))
+    return sum(text_similarity(a, b) for a, b in pairs) / len(pairs)
+
+
+def difficulty_score(entropy: float | None, consistency: float | None, entropy_scale: float = 3.0) -> float | None:
+    """How hard a prompt was for the teacher, in [0, 1] (high entropy, low consistency -> hard).
+
+        D = 0.5 * min(1, H / scale) + 0.5 * (1 - C)     both known
+        D = min(1, H / scale)                            consistency unknown (k = 0)
+        D = 1 - C                                        entropy unknown (no logprobs)
+        None                                             neither known
+
+    H in nats (negative values clamped to 0); ``scale`` (cache.difficulty_entropy_scale,
+    default 3.0 nats) is the entropy counted as fully uncertain.
+    """
+    e = None if entropy is None else min(1.0, max(0.0, entropy) / entropy_scale)
+    c = None if consistency is None else 1.0 - min(1.0, max(0.0, consistency))
+    if e is None and c is None:
+        return None
+    if c is None:
+        return e
+    if e is None:
+        return c
+    return 0.5 * e + 0.5 * c

@@ -1,0 +1,207 @@
+"""`dante cache RECIPE`: prompts -> teacher -> metadata -> sharded cache, resumable.
+
+Re-running skips ids already written; a cache made with other teacher/prompt settings is
+refused (the manifest holds them), so one folder never mixes two teachers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dante.cache.metadata import difficulty_score, self_consistency
+from dante.cache.records import CacheRecord
+from dante.cache.writer import CacheWriter, read_manifest
+from dante.config import Recipe, recipe_hash, resolved_dict, save_resolved
+from dante.errors import DanteError
+from dante.prompts import Prompt, load_prompts
+from dante.teacher.base import Completion, Teacher, make_teacher, sampling_settings
+
+FORMAT = "dante-cache/1"
+# Settings that change how fast or where the teacher runs, not what it writes: changing
+# them (e.g. more retries after a failure, another server URL) must not block a resume.
+OPERATIONAL = {
+    "teacher": {"device", "batch_size", "concurrency", "max_retries", "request_timeout_s", "backoff_base_s", "backoff_max_s",
+                "base_url", "api_key", "api_key_env", "gpu_memory_utilization", "tensor_parallel_size", "pipeline_parallel_size"},
+    "prompts": {"limit"},  # a larger limit extends a cache
+}
+
+
+def content_settings(recipe: Recipe) -> dict[str, Any]:
+    """The teacher and prompts settings that decide a cache's content (no secrets)."""
+    data = resolved_dict(recipe)
+    return {sec: {k: v for k, v in data[sec].items() if k not in OPERATIONAL[sec]} for sec in ("teacher", "prompts")}
+
+
+def cache_key(recipe: Recipe) -> str:
+    """Hash of ``content_settings``: a cache is resumed only under the same key."""
+    import hashlib
+    import json
+
+    blob = json.dumps(content_settings(recipe), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = []
+    for sec in ("teacher", "prompts"):
+        a, b = old.get(sec, {}), new.get(sec, {})
+        keys += [f"{sec}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return keys
+
+
+def check_manifest(directory: Path, recipe: Recipe) -> dict[str, Any] | None:
+    """Refuse to resume a cache written with other teacher/prompts settings."""
+    manifest = read_manifest(directory)
+    if manifest is None:
+        return None
+    if manifest.get("cache_key") != cache_key(recipe):
+        changes = _diff(manifest.get("settings", {}), content_settings(recipe))
+        raise DanteError(
+            "this cache was written with other teacher/prompts settings"
+            + (f" ({'; '.join(changes[:6])})" if changes else ""),
+            file=directory / "manifest.json", field="cache.dir",
+            hint="use another cache.dir, or delete the folder to regenerate; a cache never mixes two teachers",
+        )
+    return manifest
+
+
+@dataclass
+class CacheSummary:
+    """What `dante cache` did."""
+
+    cache_dir: Path
+    prompts: int
+    records: int
+    written: int
+    skipped: int
+    shards: int
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    teacher: str | None = None
+    mean_entropy: float | None = None
+    finish_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def records_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        ent = f", mean entropy {self.mean_entropy:.3f} nats" if self.mean_entropy is not None else ""
+        return (
+            f"cache {self.cache_dir}: {self.records}/{self.prompts} prompts done ({self.written} new, {self.skipped} already there) "
+            f"in {self.shards} shard(s); {self.completion_tokens} tokens in {self.seconds:.1f}s "
+            f"({self.records_per_s:.2f} records/s, {self.tokens_per_s:.1f} tokens/s){ent}"
+        )
+
+    def __rich__(self) -> Table:
+        t = Table(title=f"teacher cache: {self.cache_dir}", show_header=False, title_justify="left")
+        rows = [("teacher", self.teacher or "-"), ("records", f"{self.records} / {self.prompts} prompts"),
+                ("new / skipped", f"{self.written} / {self.skipped}"), ("shards", str(self.shards)),
+                ("completion tokens", str(self.completion_tokens)), ("time", f"{self.seconds:.1f} s"),
+                ("rate", f"{self.records_per_s:.2f} records/s, {self.tokens_per_s:.1f} tokens/s"),
+                ("mean entropy", "-" if self.mean_entropy is None else f"{self.mean_entropy:.4f} nats"),
+                ("finish reasons", ", ".join(f"{k}: {v}" for k, v in sorted(self.finish_reasons.items())) or "-")]
+        for k, v in rows:
+            t.add_row(k, v)
+        return t
+
+
+def make_record(c: Completion, teacher_name: str, sampling: dict[str, Any], consistency_k: int, entropy_scale: float) -> CacheRecord:
+    """A Completion + its metadata -> the cache record (DESIGN.md "Cache record")."""
+    entropy = c.main.output_entropy
+    consistency = self_consistency([s.text for s in c.samples]) if consistency_k else None
+    p: Prompt = c.prompt
+    return CacheRecord(
+        id=p.id, prompt=p.prompt, system=p.system, messages=p.messages, source=p.source,
+        teacher_text=c.main.text, output_entropy=entropy, self_consistency=consistency,
+        difficulty_score=difficulty_score(entropy, consistency, entropy_scale),
+        teacher=teacher_name, sampling=sampling, prompt_tokens=c.main.prompt_tokens,
+        completion_tokens=c.main.completion_tokens, finish_reason=c.main.finish_reason,
+        consistency_samples=consistency_k,
+    )
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]teacher cache"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+
+
+def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Console | None = None) -> CacheSummary:
+    """Generate (or finish) the cache of ``recipe``; returns what was done.
+
+    ``teacher`` replaces the engine made from ``recipe.teacher`` (tests, notebooks).
+    """
+    t0 = time.perf_counter()
+    cfg = recipe.teacher
+    directory = recipe.cache_dir
+    check_manifest(directory, recipe)
+    base_dir = Path(recipe.source_file).parent if recipe.source_file else None
+    prompts = load_prompts(recipe.prompts, base_dir=base_dir)
+    sampling = sampling_settings(cfg)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    old = read_manifest(directory) or {}
+    manifest = {
+        "format": FORMAT, "cache_key": cache_key(recipe), "recipe_hash": recipe_hash(recipe, ("teacher", "prompts")),
+        "created": old.get("created", now), "updated": now, "teacher": {"backend": cfg.backend, "model": cfg.model, "sampling": sampling},
+        "settings": content_settings(recipe), "prompts_total": len(prompts), "complete": False,
+    }
+    writer = CacheWriter(directory, shard_size=recipe.cache.shard_size, flush_every=recipe.cache.flush_every, manifest=manifest)
+    done = writer.open()
+    try:
+        save_resolved(recipe, directory)
+    except OSError as exc:
+        writer.close()
+        raise DanteError(f"cannot write the resolved recipe: {exc.strerror}", file=directory, field="cache.dir") from None
+    pending = [p for p in prompts if p.id not in done]
+    summary = CacheSummary(directory, len(prompts), 0, 0, len(prompts) - len(pending), 0, teacher=None)
+    entropies: list[float] = []
+    complete = False
+    try:
+        writer.write_manifest()
+        if pending:
+            engine = teacher or make_teacher(cfg)
+            summary.teacher = engine.name
+            writer.manifest_base["teacher"]["name"] = engine.name
+            console = console or Console(stderr=True)
+            start = time.perf_counter()
+            with _progress(console) as bar:
+                task = bar.add_task("cache", total=len(pending), rate="")
+                try:
+                    for c in engine.iter_completions(pending):
+                        rec = make_record(c, engine.name, sampling, cfg.consistency_samples, recipe.cache.difficulty_entropy_scale)
+                        writer.add(rec)
+                        summary.written += 1
+                        summary.completion_tokens += sum(g.completion_tokens or 0 for g in [c.main, *c.samples])
+                        reason = rec.finish_reason or "unknown"
+                        summary.finish_reasons[reason] = summary.finish_reasons.get(reason, 0) + 1
+                        if rec.output_entropy is not None:
+                            entropies.append(rec.output_entropy)
+                        dt = max(time.perf_counter() - start, 1e-9)
+                        bar.update(task, advance=1, rate=f"{summary.written / dt:.2f} rec/s {summary.completion_tokens / dt:.0f} tok/s")
+                finally:
+                    if teacher is None:
+                        engine.close()
+        complete = True
+    finally:
+        # Finished records are always made durable; only a complete run seals the last shard.
+        writer.close(seal=complete, complete=complete, updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    summary.records = writer.records
+    summary.shards = len(writer.sealed_shards)
+    summary.seconds = time.perf_counter() - t0
+    summary.mean_entropy = sum(entropies) / len(entropies) if entropies else None
+    return summary

@@ -1,0 +1,110 @@
+"""Local transformers teacher: small teachers, CPU runs and tests (batched, left-padded generate).
+
+Entropy per generated token comes from the raw logits ``generate`` returns (``output_logits``),
+reduced to the top-k logprobs + tail exactly as the other engines report them, so all agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from dante.config import TeacherConfig
+from dante.prompts import Prompt, render_prompt
+from dante.teacher.base import Generation, Teacher
+
+
+def topk_entropy_from_logits(logits: Any, k: int) -> Any:
+    """Batched ``dante.cache.metadata.topk_entropy`` of the softmax of ``logits`` [..., V].
+
+    H = -sum_{i<=k} p_i log p_i - r log r, r = max(0, 1 - sum_{i<=k} p_i); float64; in nats.
+    """
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    top = logp.topk(min(k, logp.shape[-1]), dim=-1).values.double()
+    p = top.exp()
+    h = -torch.where(p > 0, p * top, torch.zeros_like(p)).sum(-1)
+    r = (1.0 - p.sum(-1)).clamp(min=0.0)
+    h = h - torch.where(r > 0, r * torch.log(r.clamp(min=1e-300)), torch.zeros_like(r))
+    return h.clamp(min=0.0, max=math.log(top.shape[-1] + 1))
+
+
+class HFTeacher(Teacher):
+    """A transformers causal LM loaded with ``dante.models``; greedy by default; works on CPU."""
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        super().__init__(cfg)
+        import torch
+
+        from dante.models import default_device, load_causal_lm, load_tokenizer, resolve_model
+
+        resolved = resolve_model(cfg.model)
+        self.name = resolved.name
+        self.device = default_device() if cfg.device == "auto" else cfg.device
+        self.tokenizer = load_tokenizer(resolved, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision, padding_side="left")
+        self.model = load_causal_lm(resolved, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision, device=self.device)
+        self.model.eval()
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self._torch = torch
+
+    def render(self, prompt: Prompt) -> str:
+        return render_prompt(prompt, self.tokenizer, self.cfg.use_chat_template)
+
+    def _uses_template(self) -> bool:
+        return bool(self.cfg.use_chat_template and getattr(self.tokenizer, "chat_template", None))
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        top_logprobs: int = 0,
+        n: int = 1,
+        seed: int | None = None,
+    ) -> list[list[Generation]]:
+        torch = self._torch
+        texts = [self.render(p) for p in prompts]
+        # A chat template already holds the special tokens it needs (BOS included).
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self._uses_template()).to(self.device)
+        prompt_lens = enc["attention_mask"].sum(-1).tolist()
+        sample = temperature > 0
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": sample, "return_dict_in_generate": True,
+                                  "output_logits": top_logprobs > 0, "pad_token_id": self.tokenizer.pad_token_id}
+        if sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=n)
+            if seed is not None:
+                torch.manual_seed(seed)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.no_grad():
+            out = self.model.generate(**enc, **kwargs)
+        new = out.sequences[:, enc["input_ids"].shape[1]:]
+        entropies = None
+        if top_logprobs > 0:
+            entropies = torch.stack([topk_entropy_from_logits(step, top_logprobs) for step in out.logits], dim=1).tolist()
+        gens = []
+        for row, ids in enumerate(new.tolist()):
+            length, finish = len(ids), "length"
+            for i, t in enumerate(ids):
+                if t in self.eos_ids:
+                    length, finish = i + 1, "stop"  # the end-of-sequence token counts, like vLLM/OpenAI
+                    break
+            text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
+            gens.append(Generation(text=text, completion_tokens=length, finish_reason=finish,
+                                   token_entropies=entropies[row][:length] if entropies is not None else None,
+                                   prompt_tokens=int(prompt_lens[row // (n if sample else 1)])))
+        per = n if sample else 1
+        grouped = [gens[i * per : (i + 1) * per] for i in range(len(prompts))]
+        if not sample and n > 1:  # greedy samples are all the same completion
+            grouped = [g * n for g in grouped]
+        return grouped
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,285 @@
+"""OpenAI-compatible HTTP teacher (vLLM serve, SGLang, TGI, llama.cpp, hosted APIs) over httpx.
+
+Bounded concurrency, per-request timeout, retries with exponential back-off + jitter on
+429 (Retry-After honoured) / 5xx / timeouts / dropped connections / malformed bodies. The API
+key is sent in a header and nowhere else: never logged, saved or put in an error message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import httpx
+
+from dante.cache.metadata import topk_entropy
+from dante.config import TeacherConfig
+from dante.errors import DanteError
+from dante.prompts import Prompt, render_prompt
+from dante.teacher.base import Completion, Generation, Teacher
+
+log = logging.getLogger(__name__)
+RETRY_STATUS = {408, 409, 425, 429}  # plus every 5xx
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if absent/bad."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(retry: int, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    """Delay before retry number ``retry`` (0-based): min(cap, base * 2**retry) * U(0.5, 1)
+    ("equal jitter", so concurrent clients spread out); a server's Retry-After wins when it
+    asks for longer, up to ``cap``."""
+    u = (rng or random).random()
+    delay = min(cap, base * 2**retry) * (0.5 + 0.5 * u)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return delay
+
+
+class _Rejected(Exception):
+    """A non-retryable HTTP answer (4xx other than 408/409/425/429)."""
+
+    def __init__(self, status: int, body: str) -> None:
+        self.status, self.body = status, body
+        super().__init__(f"HTTP {status}: {body}")
+
+
+def _top_values(entries: Any, k: int) -> list[float]:
+    """k highest logprobs from a chat ``top_logprobs`` list or a completions {token: logprob} dict."""
+    if isinstance(entries, dict):
+        values = [float(v) for v in entries.values()]
+    else:
+        values = [float(e["logprob"]) for e in entries or []]
+    return sorted(values, reverse=True)[:k]
+
+
+def parse_choice(choice: dict[str, Any], api: str, k: int) -> Generation:
+    """One ``choices[i]`` of a chat or completions response -> Generation (KeyError/TypeError if malformed)."""
+    entropies = None
+    tokens = None
+    lp = choice.get("logprobs")
+    if api == "chat":
+        text = choice["message"]["content"] or ""
+        content = lp.get("content") if isinstance(lp, dict) else None
+        if content is not None:
+            tokens = len(content)
+            if k > 0:
+                entropies = [topk_entropy(_top_values(t.get("top_logprobs"), k) or [float(t["logprob"])]) for t in content]
+    else:
+        text = choice["text"]
+        if isinstance(lp, dict) and lp.get("tokens") is not None:
+            tokens = len(lp["tokens"])
+            if k > 0 and lp.get("top_logprobs") is not None:
+                tops, own = lp["top_logprobs"], lp.get("token_logprobs") or [None] * tokens
+                entropies = [topk_entropy(_top_values(t, k) or ([float(o)] if o is not None else [])) for t, o in zip(tops, own, strict=False)]
+    if not isinstance(text, str):
+        raise TypeError("completion text is not a string")
+    return Generation(text=text, completion_tokens=tokens, finish_reason=choice.get("finish_reason"), token_entropies=entropies)
+
+
+def parse_response(data: Any, api: str, k: int, n: int) -> list[Generation]:
+    """A whole response body -> its Generations (ordered by ``index``); ValueError if malformed."""
+    try:
+        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+        gens = [parse_choice(c, api, k) for c in choices]
+        usage = data.get("usage") or {}
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"malformed response ({type(exc).__name__}: {exc})") from None
+    if not gens:
+        raise ValueError("malformed response (no choices)")
+    for g in gens:
+        g.prompt_tokens = usage.get("prompt_tokens")
+        if g.completion_tokens is None and len(gens) == 1 and n == 1:
+            g.completion_tokens = usage.get("completion_tokens")
+    return gens
+
+
+class OpenAITeacher(Teacher):
+    """Chat or completions endpoint of any OpenAI-compatible server."""
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        super().__init__(cfg)
+        if not cfg.model:
+            raise DanteError("the openai backend needs the served model name", field="teacher.model")
+        base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL")
+        if not base_url:
+            raise DanteError("no server URL", field="teacher.base_url", hint="set teacher.base_url (e.g. http://127.0.0.1:8000/v1) or OPENAI_BASE_URL")
+        key = cfg.api_key.get_secret_value() if cfg.api_key is not None else os.environ.get(cfg.api_key_env)
+        self._secret = key or None
+        self.name = cfg.model
+        self.base_url = base_url.rstrip("/")
+        self.path = "/chat/completions" if cfg.api == "chat" else "/completions"
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(cfg.request_timeout_s),
+            limits=httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency),
+        )
+        self._n_supported = True
+        self._stop = threading.Event()
+        self._rng = random.Random()
+
+    # --- requests -------------------------------------------------------------------------
+
+    def render(self, prompt: Prompt) -> str | list[dict[str, Any]]:
+        """Chat: the messages (the server applies its template). Completions: raw text."""
+        return prompt.chat() if self.cfg.api == "chat" else render_prompt(prompt, None, use_chat_template=False)
+
+    def _payload(self, prompt: Prompt, *, max_new_tokens: int, temperature: float, top_p: float, k: int, n: int, seed: int | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.cfg.model, "max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "n": n}
+        if seed is not None:
+            body["seed"] = seed
+        if self.cfg.api == "chat":
+            body["messages"] = self.render(prompt)
+            if k > 0:
+                body.update(logprobs=True, top_logprobs=k)
+        else:
+            body["prompt"] = self.render(prompt)
+            if k > 0:
+                body["logprobs"] = k
+        return body
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _post(self, body: dict[str, Any], k: int, what: str) -> list[Generation]:
+        """POST with retries; returns the parsed Generations or raises DanteError/_Rejected."""
+        cfg = self.cfg
+        attempts = cfg.max_retries + 1
+        last = "no attempt made"
+        for attempt in range(attempts):
+            if self._stop.is_set():
+                raise DanteError("stopped", field="teacher")
+            retry_after = None
+            try:
+                resp = self._client.post(self.path, json=body)
+                if resp.status_code == 200:
+                    return parse_response(resp.json(), cfg.api, k, body["n"])
+                excerpt = self._scrub(resp.text[:300].strip())
+                if resp.status_code in RETRY_STATUS or resp.status_code >= 500:
+                    last = f"HTTP {resp.status_code}: {excerpt}"
+                    retry_after = parse_retry_after(resp.headers.get("retry-after"))
+                else:
+                    raise _Rejected(resp.status_code, excerpt)
+            except httpx.TimeoutException:
+                last = f"timed out after {cfg.request_timeout_s:g}s"
+            except httpx.TransportError as exc:  # refused, reset, dropped mid-body
+                last = f"connection failed ({type(exc).__name__})"
+            except ValueError as exc:  # JSON decode errors and malformed bodies
+                last = f"malformed response: {self._scrub(str(exc))[:200]}"
+            if attempt + 1 < attempts:
+                delay = backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_max_s, retry_after, self._rng)
+                log.warning("%s: %s; retry %d/%d in %.2fs", what, last, attempt + 1, cfg.max_retries, delay)
+                if self._stop.wait(delay):
+                    raise DanteError("stopped", field="teacher")
+        raise DanteError(
+            f"{what} failed after {attempts} attempts; last error: {last}",
+            file=self.base_url + self.path, field="teacher",
+            hint="check the server, or raise teacher.max_retries / request_timeout_s; finished records are kept, re-run to resume",
+        )
+
+    def _generate_one(self, prompt: Prompt, *, max_new_tokens: int, temperature: float, top_p: float, k: int, n: int, seed: int | None) -> list[Generation]:
+        what = f"prompt {prompt.id}"
+        params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "k": k}
+        gens: list[Generation] = []
+        if n > 1 and self._n_supported:
+            try:
+                gens = self._post(self._payload(prompt, n=n, seed=seed, **params), k, what)
+            except _Rejected as exc:
+                if exc.status not in (400, 422):
+                    raise self._rejected(exc, what) from None
+                log.warning("server rejected n=%d (HTTP %d); sending %d separate requests", n, exc.status, n)
+                self._n_supported = False
+        while len(gens) < n:  # n unsupported, or fewer choices than asked: one request per sample
+            i = len(gens)
+            s = None if seed is None else seed + i
+            try:
+                gens += self._post(self._payload(prompt, n=1, seed=s, **params), k, what)[:1]
+            except _Rejected as exc:
+                raise self._rejected(exc, what) from None
+        return gens[:n]
+
+    def _rejected(self, exc: _Rejected, what: str) -> DanteError:
+        hint = "check teacher.api_key_env" if exc.status in (401, 403) else "check teacher.model, teacher.api and the sampling settings"
+        return DanteError(f"{what}: server refused the request (HTTP {exc.status}): {exc.body}", file=self.base_url + self.path, field="teacher", hint=hint)
+
+    # --- the Teacher interface -----------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        top_logprobs: int = 0,
+        n: int = 1,
+        seed: int | None = None,
+    ) -> list[list[Generation]]:
+        kw = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "k": top_logprobs, "n": n, "seed": seed}
+        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
+            return list(pool.map(lambda p: self._generate_one(p, **kw), prompts))
+
+    def _complete(self, prompt: Prompt) -> Completion:
+        cfg = self.cfg
+        main = self._generate_one(prompt, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                  k=cfg.top_logprobs, n=1, seed=cfg.seed if cfg.temperature > 0 else None)[0]
+        samples: list[Generation] = []
+        if cfg.consistency_samples:
+            samples = self._generate_one(prompt, max_new_tokens=cfg.consistency_max_new_tokens or cfg.max_new_tokens,
+                                         temperature=cfg.consistency_temperature, top_p=cfg.top_p, k=0,
+                                         n=cfg.consistency_samples, seed=cfg.seed)
+        return Completion(prompt, main, samples)
+
+    def iter_completions(self, prompts: Sequence[Prompt]) -> Iterator[Completion]:
+        """Stream completions as they finish, ``concurrency`` prompts in flight. On a fatal
+        error, nothing new starts; requests already running finish and are yielded, then the
+        error is raised, so the writer keeps every finished record."""
+        pending = iter(prompts)
+        error: BaseException | None = None
+        in_flight: set[Future[Completion]] = set()
+        pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency, thread_name_prefix="dante-openai")
+        try:
+            for p in pending:
+                in_flight.add(pool.submit(self._complete, p))
+                if len(in_flight) >= self.cfg.concurrency:
+                    break
+            while in_flight:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    if fut.exception() is not None:
+                        error = error or fut.exception()
+                    else:
+                        yield fut.result()
+                    if error is None:
+                        nxt = next(pending, None)
+                        if nxt is not None:
+                            in_flight.add(pool.submit(self._complete, nxt))
+        finally:
+            if error is None and in_flight:  # the consumer stopped early (Ctrl-C, writer error)
+                self._stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        self._stop.set()
+        self._client.close()

@@ -1,0 +1,117 @@
+"""vLLM offline teacher: large teachers on GPUs (tensor/pipeline parallel), the card's setup.
+
+vLLM is imported only when this backend is used (``pip install dante-distill[vllm]``).
+``generation_from_vllm`` maps vLLM's output objects to Generations (tested without vLLM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dante.cache.metadata import topk_entropy
+from dante.config import TeacherConfig
+from dante.errors import DanteError
+from dante.prompts import Prompt, render_prompt
+from dante.teacher.base import Generation, Teacher
+
+
+def _topk_values(position: dict[Any, Any], k: int) -> list[float]:
+    """The k highest logprobs of one position. vLLM returns the top k plus the sampled token
+    when it is outside them (k + 1 entries); ``rank`` is 1-based when present."""
+    items = [(getattr(lp, "rank", None), float(getattr(lp, "logprob", lp))) for lp in position.values()]
+    if all(rank is not None for rank, _ in items):
+        values = [v for rank, v in sorted(items, key=lambda x: x[0]) if rank <= k]
+    else:
+        values = sorted((v for _, v in items), reverse=True)
+    return values[:k]
+
+
+def generation_from_vllm(completion: Any, k: int, prompt_tokens: int | None = None) -> Generation:
+    """vLLM ``CompletionOutput`` -> Generation (entropies in the worker; scalars only).
+
+    ``completion.logprobs`` is a list (one per generated token) of dicts token_id ->
+    ``Logprob(logprob, rank, decoded_token)``, or None when logprobs were not requested.
+    """
+    token_ids = list(getattr(completion, "token_ids", None) or [])
+    entropies = None
+    if k > 0 and completion.logprobs is not None:
+        entropies = [topk_entropy(_topk_values(pos, k)) for pos in completion.logprobs]
+    finish = getattr(completion, "finish_reason", None)
+    return Generation(
+        text=completion.text,
+        completion_tokens=len(token_ids) if token_ids else (len(entropies) if entropies is not None else None),
+        finish_reason=str(finish) if finish is not None else None,
+        token_entropies=entropies,
+        prompt_tokens=prompt_tokens,
+    )
+
+
+def generations_from_request_outputs(outputs: Sequence[Any], k: int) -> list[list[Generation]]:
+    """A list of vLLM ``RequestOutput`` (in prompt order) -> n Generations per prompt."""
+    result = []
+    for ro in outputs:
+        n_prompt = len(ro.prompt_token_ids) if getattr(ro, "prompt_token_ids", None) is not None else None
+        result.append([generation_from_vllm(c, k, n_prompt) for c in ro.outputs])
+    return result
+
+
+class VLLMTeacher(Teacher):
+    """vLLM's offline ``LLM`` engine; prompts are rendered with its tokenizer's chat template."""
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        super().__init__(cfg)
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise DanteError("the vllm backend needs vLLM", field="teacher.backend", hint="pip install 'dante-distill[vllm]' on a GPU machine") from None
+        from dante.models import resolve_model
+
+        resolved = resolve_model(cfg.model)
+        self.name = resolved.name
+        kwargs: dict[str, Any] = {
+            "model": resolved.path,
+            "tensor_parallel_size": cfg.tensor_parallel_size,
+            "pipeline_parallel_size": cfg.pipeline_parallel_size,
+            "dtype": cfg.dtype,
+            "gpu_memory_utilization": cfg.gpu_memory_utilization,
+            "trust_remote_code": cfg.trust_remote_code,
+            "seed": cfg.seed,
+            "max_logprobs": max(20, cfg.top_logprobs),
+        }
+        if resolved.gguf_file:
+            kwargs["model"] = f"{resolved.path}/{resolved.gguf_file}"
+        optional = {"revision": cfg.revision, "max_model_len": cfg.max_model_len, "quantization": cfg.quantization}
+        kwargs.update({k: v for k, v in optional.items() if v is not None})
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def render(self, prompt: Prompt) -> str:
+        return render_prompt(prompt, self.tokenizer, self.cfg.use_chat_template)
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        top_logprobs: int = 0,
+        n: int = 1,
+        seed: int | None = None,
+    ) -> list[list[Generation]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+            logprobs=top_logprobs or None, seed=seed if temperature > 0 else None,
+        )
+        texts = [self.render(p) for p in prompts]
+        # The chat template already holds BOS; do not let vLLM add a second one.
+        uses_template = bool(self.cfg.use_chat_template and getattr(self.tokenizer, "chat_template", None))
+        inputs: list[Any] = [{"prompt_token_ids": self.tokenizer.encode(t, add_special_tokens=False)} for t in texts] if uses_template else texts
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        return generations_from_request_outputs(outputs, top_logprobs)
+
+    def close(self) -> None:
+        self.llm = None

@@ -1,0 +1,240 @@
+"""openai teacher against a real HTTP server on 127.0.0.1 that fails on purpose: retries,
+back-off, Retry-After, n fallback, bounded attempts, and an API key that never leaks."""
+
+import json
+import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from dante.cache.records import read_cache
+from dante.cache.run import run_cache
+from dante.config import load_recipe
+from dante.errors import DanteError
+from dante.teacher.openai import backoff_delay, parse_retry_after
+
+KEY = "sk-dante-FAKE-7f3a9c11"
+LN = math.log
+TOKENS = 3  # every completion: 3 tokens, each with top logprobs (0.5, 0.25) -> H = 1.5 ln 2
+
+
+class FakeServer:
+    """OpenAI-compatible /v1/chat/completions and /v1/completions with a scripted failure plan.
+
+    ``plan(prompt_text, attempt, body) -> action``: "ok", ("429", retry_after), "500",
+    "drop" (connection closed mid-body), "badjson", ("400", message).
+    """
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.attempts: dict[str, int] = {}
+        self.auth: set[str] = set()
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                text = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+                with server.lock:
+                    server.auth.add(self.headers.get("Authorization", ""))
+                    n = server.attempts[text] = server.attempts.get(text, 0) + 1
+                action = server.plan(text, n, body)
+                kind = action[0] if isinstance(action, tuple) else action
+                if kind == "ok":
+                    return self._send(200, server.response(text, body))
+                if kind == "429":
+                    return self._send(429, {"error": "slow down"}, {"Retry-After": str(action[1])})
+                if kind == "500":
+                    return self._send(500, {"error": "boom"})
+                if kind == "400":
+                    return self._send(400, {"error": action[1]})
+                if kind == "badjson":
+                    return self._raw(200, b'{"choices": [ not json')
+                if kind == "drop":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "5000")
+                    self.end_headers()
+                    self.wfile.write(b'{"choices": [{"index": 0, ')
+                    self.wfile.flush()
+                    self.close_connection = True
+
+            def _send(self, status, obj, headers=None):
+                self._raw(status, json.dumps(obj).encode(), headers)
+
+            def _raw(self, status, data, headers=None):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    @staticmethod
+    def response(text, body):
+        n = body.get("n", 1)
+        chat = "messages" in body
+        choices = []
+        for i in range(n):
+            answer = f"The answer is {len(text)}." if body.get("temperature", 0) == 0 else f"#### {len(text) + (i % 2)}"
+            if chat:
+                top = [{"token": "a", "logprob": LN(0.5)}, {"token": "b", "logprob": LN(0.25)}]
+                lp = {"content": [{"token": "a", "logprob": LN(0.5), "top_logprobs": top} for _ in range(TOKENS)]}
+                choices.append({"index": i, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop",
+                                "logprobs": lp if body.get("logprobs") else None})
+            else:
+                lp = {"tokens": ["a"] * TOKENS, "token_logprobs": [LN(0.5)] * TOKENS,
+                      "top_logprobs": [{"a": LN(0.5), "b": LN(0.25)}] * TOKENS}
+                choices.append({"index": i, "text": answer, "finish_reason": "length", "logprobs": lp if body.get("logprobs") else None})
+        return {"id": "x", "choices": choices, "usage": {"prompt_tokens": 11, "completion_tokens": TOKENS * n}}
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server_factory():
+    servers = []
+
+    def make(plan):
+        s = FakeServer(plan)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def prompts_file(tmp_path, n):
+    f = tmp_path / "prompts.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"Question number {i}: what is {i} times 3?"}) + "\n" for i in range(n)))
+    return f
+
+
+def recipe(tmp_path, url, n_prompts=8, **teacher):
+    data = {
+        "output_dir": str(tmp_path / "run"),
+        "teacher": {"backend": "openai", "model": "fake-teacher", "base_url": url, "api_key_env": "DANTE_TEST_KEY",
+                    "top_logprobs": 2, "max_new_tokens": 16, "concurrency": 4, "max_retries": 4,
+                    "backoff_base_s": 0.01, "backoff_max_s": 0.2, "request_timeout_s": 5, **teacher},
+        "prompts": {"source": str(prompts_file(tmp_path, n_prompts))},
+        "cache": {"shard_size": 3, "flush_every": 1},
+    }
+    return load_recipe(data=data)
+
+
+def flaky(text, attempt, body):
+    """Each prompt meets a different failure first, then succeeds."""
+    i = int(text.split()[2].rstrip(":"))
+    failures = [("429", 0.05), "500", "drop", "badjson", "ok"][i % 5 :]
+    return failures[attempt - 1] if attempt <= len(failures) else "ok"
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_flaky_server_every_prompt_exactly_once_with_entropy(tmp_path, server_factory, monkeypatch, api):
+    monkeypatch.setenv("DANTE_TEST_KEY", KEY)
+    srv = server_factory(flaky)
+    summary = run_cache(recipe(tmp_path, srv.url, api=api, consistency_samples=2))
+    records = read_cache(tmp_path / "run" / "cache")
+    assert summary.written == 8 and len(records) == 8 and len({r.id for r in records}) == 8
+    assert srv.auth == {f"Bearer {KEY}"}  # the key is sent, as a header
+    assert max(srv.attempts.values()) >= 4  # 429, 500, dropped body and bad JSON were all retried
+    for r in records:
+        # hand value: p = (.5, .25), tail .25: H = .5 ln2 + .25 ln4 + .25 ln4 = 1.5 ln2 for every token
+        assert r.output_entropy == pytest.approx(1.5 * math.log(2), abs=1e-12)
+        assert r.teacher_text == f"The answer is {len(r.prompt)}." and r.completion_tokens == TOKENS
+        # samples answer len, len+1: majority of 2 is 1 of them -> 0.5
+        assert r.consistency_samples == 2 and r.self_consistency == 0.5
+        assert r.difficulty_score == pytest.approx(0.5 * (1.5 * math.log(2) / 3) + 0.5 * 0.5)
+        assert r.prompt_tokens == 11 and r.sampling["top_logprobs"] == 2
+
+
+def test_server_rejecting_n_falls_back_to_separate_requests(tmp_path, server_factory, monkeypatch):
+    monkeypatch.setenv("DANTE_TEST_KEY", KEY)
+    srv = server_factory(lambda text, attempt, body: ("400", "n must be 1") if body.get("n", 1) > 1 else "ok")
+    run_cache(recipe(tmp_path, srv.url, n_prompts=3, consistency_samples=3, concurrency=1))
+    records = read_cache(tmp_path / "run" / "cache")
+    assert len(records) == 3 and all(r.consistency_samples == 3 and r.self_consistency is not None for r in records)
+
+
+def test_persistent_failure_stops_with_clear_error_keeps_records_and_hides_key(tmp_path, server_factory, monkeypatch, capsys, caplog):
+    monkeypatch.setenv("DANTE_TEST_KEY", KEY)
+    broken = {"on": True}
+    srv = server_factory(lambda text, attempt, body: "500" if broken["on"] and text.startswith("Question number 3:") else "ok")
+    r = recipe(tmp_path, srv.url, n_prompts=6, concurrency=1, max_retries=2)
+    with pytest.raises(DanteError) as exc:
+        run_cache(r)
+    message = str(exc.value)
+    assert "failed after 3 attempts" in message and "HTTP 500" in message and KEY not in message
+    assert srv.attempts["Question number 3: what is 3 times 3?"] == 3
+    cache = tmp_path / "run" / "cache"
+    partial = [json.loads(line) for f in cache.glob(".partial-*.jsonl") for line in f.read_text().splitlines()]
+    sealed = read_cache(cache)
+    assert len(partial) + len(sealed) == 3  # the three prompts before the failing one are durable
+
+    # no file anywhere, no log line, no printed output holds the key
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert KEY.encode() not in f.read_bytes(), f
+    out = capsys.readouterr()
+    assert KEY not in out.out + out.err + caplog.text
+
+    # fixed server + more retries (an operational setting): the same cache resumes
+    broken["on"] = False
+    summary = run_cache(recipe(tmp_path, srv.url, n_prompts=6, concurrency=1, max_retries=5))
+    records = read_cache(cache)
+    assert summary.skipped == 3 and summary.written == 3
+    assert len(records) == 6 and len({x.id for x in records}) == 6
+
+
+def test_unauthorised_is_not_retried(tmp_path, server_factory, monkeypatch):
+    monkeypatch.setenv("DANTE_TEST_KEY", KEY)
+    srv = server_factory(lambda text, attempt, body: ("400", f"bad key {KEY}"))
+    with pytest.raises(DanteError) as exc:
+        run_cache(recipe(tmp_path, srv.url, n_prompts=1))
+    assert "HTTP 400" in str(exc.value) and KEY not in str(exc.value) and sum(srv.attempts.values()) == 1
+
+
+def test_retry_after_is_honoured(tmp_path, server_factory, monkeypatch):
+    monkeypatch.setenv("DANTE_TEST_KEY", KEY)
+    srv = server_factory(lambda text, attempt, body: ("429", 0.4) if attempt == 1 else "ok")
+    t0 = time.perf_counter()
+    run_cache(recipe(tmp_path, srv.url, n_prompts=1, backoff_base_s=0.001, backoff_max_s=5))
+    assert time.perf_counter() - t0 >= 0.4
+
+
+def test_backoff_and_retry_after_parsing():
+    import random
+
+    rng = random.Random(0)
+    delays = [backoff_delay(i, 1.0, 10.0, rng=rng) for i in range(6)]
+    assert all(0.5 * min(10, 2**i) <= d <= min(10, 2**i) for i, d in enumerate(delays))
+    assert backoff_delay(0, 1.0, 10.0, retry_after=7.0) == 7.0  # the server's wait wins
+    assert backoff_delay(0, 1.0, 10.0, retry_after=99.0) == 10.0  # up to the cap
+    assert parse_retry_after("3") == 3.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
+
+
+def test_missing_base_url_is_a_config_error(monkeypatch):
+    from dante.config import TeacherConfig
+    from dante.teacher.base import make_teacher
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(DanteError, match="base_url"):
+        make_teacher(TeacherConfig(backend="openai", model="m"))
