@@ -128,7 +128,8 @@ def train(
     from dante.train.loop import train as run_train
 
     result = run_train(_load(recipe, overrides), resume=resume)
-    out.print(result)
+    if result.is_main_process:  # one line per run, not one per rank
+        out.print(str(result), highlight=False, soft_wrap=True)
 
 
 @app.command("eval")

@@ -110,9 +110,12 @@ class LossConfig(Section):
     cwce_span: float = Field(0.70, description="w(-inf) - w(inf).")
     cwce_slope: float = Field(1.5, description="Logistic slope in H.")
     cwce_center: float = Field(1.5, description="Entropy (nats) where w is halfway.")
-    normalise: Literal["token", "sequence"] = Field(
+    normalise: Literal["token", "sequence", "card"] = Field(
         "token",
-        description="token: sum_t w_t*CE_t / sum_t w_t over the global batch; sequence: mean CE per record, then weighted mean.",
+        description=(
+            "token: sum_t w_t*CE_t / sum_t w_t over the global batch; sequence: mean CE per record, then weighted mean; "
+            "card: (1/N) sum_i w_i*CE_i literally (see dante.train.losses)."
+        ),
     )
     tea: bool = Field(True, description="Embedding anchor ||E - E0||_F^2.")
     tea_start: float = Field(1.0, description="lambda_TEA at step 0.")
@@ -131,7 +134,9 @@ class TrainConfig(Section):
     steps: int = Field(2000, ge=1, description="Optimizer steps.")
     batch_sequences: int | None = Field(128, ge=1, description="Effective batch in sequences (records) per step.")
     batch_tokens: int | None = Field(None, ge=1, description="Effective batch in tokens per step (instead of batch_sequences).")
-    micro_batch_size: int = Field(4, ge=1, description="Records per forward pass per device (unpacked) / records packed per row budget.")
+    micro_batch_size: int = Field(
+        4, ge=1, description="Records per forward pass per device: packed into one padding-free row (packing), or padded rows."
+    )
     max_length: int = Field(4096, ge=8, description="Max tokens per record (prompt + completion).")
     packing: bool = Field(True, description="Padding-free packing of several records per row.")
     curriculum: Literal["entropy", "shuffle", "none"] = Field("entropy", description="entropy: ascending output_entropy (the card); shuffle: ablation.")

@@ -1,0 +1,208 @@
+"""Student data (stage 3): cache records -> token ids with prompt-masked targets -> packed or
+padded micro-batches. The loop (train/loop.py) only asks for ``collate(examples, ...)``.
+
+A record becomes ``prompt_ids + completion_ids``, rendered with the *student's* chat template
+(system / messages / prompt as the user turn, teacher_text as the assistant turn) or as raw
+``prompt`` + ``teacher_text`` text, with EOS appended to the completion. Targets are stored
+already shifted: ``targets[p]`` is the token that position p must predict, −100 for prompt
+positions and for the last position of a record. So packing never lets one record's last
+token be trained to predict the next record's first token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dante.config import StudentConfig
+from dante.errors import DanteError, DataError
+
+IGNORE = -100
+
+
+@dataclass
+class Example:
+    """One record, tokenized for the student."""
+
+    id: str
+    input_ids: list[int]
+    targets: list[int]  # next-token targets, IGNORE where not trained
+    n_completion: int  # positions with a target (= completion tokens kept)
+    entropy: float | None
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class DataStats:
+    """What tokenization did to the cache; stored in the manifest."""
+
+    records: int = 0
+    kept: int = 0
+    truncated: int = 0  # completion cut to fit max_length (kept, counted)
+    dropped: int = 0  # prompt alone fills max_length: nothing to train on (counted, not kept)
+    dropped_ids: list[str] = field(default_factory=list)  # first few, for the log
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    chat_template: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def use_chat(tokenizer, student: StudentConfig, model_ref: str = "") -> bool:
+    """Whether records are rendered with the chat template; error when one is required and missing."""
+    if not student.use_chat_template:
+        return False
+    if has_chat_template(tokenizer):
+        return True
+    if student.require_chat_template:
+        raise DanteError(
+            "the student tokenizer has no chat template",
+            file=model_ref or None,
+            field="student.require_chat_template",
+            hint="use a tokenizer with a chat_template, or set student.use_chat_template=false to train on raw prompt + completion text",
+        )
+    return False
+
+
+def _messages(rec) -> list[dict[str, Any]]:
+    msgs = [dict(m) for m in rec.messages] if rec.messages else [{"role": "user", "content": rec.prompt}]
+    if rec.system and not any(m.get("role") == "system" for m in msgs):
+        msgs.insert(0, {"role": "system", "content": rec.system})
+    return msgs
+
+
+def render_record(rec, tokenizer, chat: bool) -> tuple[list[int], list[int]]:
+    """(prompt_ids, completion_ids) of one cache record, EOS appended to the completion.
+
+    Chat: the prompt is the template with ``add_generation_prompt=True`` (what the student sees
+    at inference); the completion is the rest of the full conversation rendering (teacher_text
+    plus the template's end-of-turn marker). Both halves are tokenized separately, as at inference.
+    """
+    if chat:
+        msgs = _messages(rec)
+        prompt_text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template([*msgs, {"role": "assistant", "content": rec.teacher_text}], tokenize=False)
+        # Templates that rewrite earlier turns (e.g. drop reasoning) break the prefix property:
+        # then the completion is the teacher text alone.
+        completion_text = full[len(prompt_text) :] if full.startswith(prompt_text) else rec.teacher_text
+        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    else:
+        prompt_text = (rec.system + "\n\n" if rec.system else "") + rec.prompt
+        completion_text = rec.teacher_text
+        prompt_ids = tokenizer(prompt_text, add_special_tokens=True)["input_ids"]
+    completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos is not None and eos not in completion_ids[-2:]:  # ChatML-like templates already end with EOS (+ newline)
+        completion_ids = [*completion_ids, eos]
+    return list(prompt_ids), list(completion_ids)
+
+
+def make_example(rec_id: str, prompt_ids: list[int], completion_ids: list[int], entropy: float | None, truncated: bool) -> Example:
+    ids = prompt_ids + completion_ids
+    p = len(prompt_ids)
+    # position j predicts ids[j+1]; only completion tokens are targets
+    targets = [ids[j + 1] if j + 1 >= p else IGNORE for j in range(len(ids) - 1)] + [IGNORE]
+    return Example(rec_id, ids, targets, len(completion_ids), entropy, truncated)
+
+
+def build_examples(records, tokenizer, student: StudentConfig, max_length: int, *, source: str | Path = "", model_ref: str = "") -> tuple[list[Example], DataStats]:
+    """Tokenize every record; cut completions that overflow ``max_length`` (counted as truncated),
+    drop records whose prompt alone leaves no room for one completion token (counted as dropped).
+
+    Raises DataError when every record is dropped (max_length smaller than every prompt).
+    """
+    chat = use_chat(tokenizer, student, model_ref)
+    stats = DataStats(records=len(records), chat_template=chat)
+    examples: list[Example] = []
+    shortest_prompt = None
+    for rec in records:
+        prompt_ids, completion_ids = render_record(rec, tokenizer, chat)
+        shortest_prompt = len(prompt_ids) if shortest_prompt is None else min(shortest_prompt, len(prompt_ids))
+        if len(prompt_ids) >= max_length:
+            stats.dropped += 1
+            if len(stats.dropped_ids) < 10:
+                stats.dropped_ids.append(str(rec.id))
+            continue
+        truncated = len(prompt_ids) + len(completion_ids) > max_length
+        if truncated:
+            completion_ids = completion_ids[: max_length - len(prompt_ids)]
+            stats.truncated += 1
+        examples.append(make_example(str(rec.id), prompt_ids, completion_ids, rec.output_entropy, truncated))
+        stats.prompt_tokens += len(prompt_ids)
+        stats.completion_tokens += len(completion_ids)
+    stats.kept = len(examples)
+    if records and not examples:
+        raise DataError(
+            f"train.max_length={max_length} is smaller than every prompt (shortest prompt: {shortest_prompt} student tokens)",
+            file=source or None,
+            field="train.max_length",
+            hint="raise train.max_length",
+        )
+    return examples, stats
+
+
+def collate(examples: list[Example], weights: list[float], *, packing: bool, pad_id: int) -> dict[str, torch.Tensor]:
+    """A micro-batch as tensors. ``weights[i]`` is u_t for every target of example i.
+
+    packing=True: one row, padding-free; ``position_ids`` restart at 0 for each record and
+    ``segment_ids`` number the records (for the block-diagonal mask). packing=False: one row per
+    record, right-padded, with an ``attention_mask``.
+    """
+    if packing:
+        ids, pos, tgt, wts, seg = [], [], [], [], []
+        for k, (ex, w) in enumerate(zip(examples, weights, strict=True)):
+            ids += ex.input_ids
+            pos += range(len(ex))
+            tgt += ex.targets
+            wts += [w if t != IGNORE else 0.0 for t in ex.targets]
+            seg += [k] * len(ex)
+        return {
+            "input_ids": torch.tensor([ids]),
+            "position_ids": torch.tensor([pos]),
+            "targets": torch.tensor([tgt]),
+            "weights": torch.tensor([wts], dtype=torch.float32),
+            "segment_ids": torch.tensor([seg]),
+        }
+    width = max(len(ex) for ex in examples)
+    n = len(examples)
+    batch = {
+        "input_ids": torch.full((n, width), pad_id),
+        "attention_mask": torch.zeros((n, width), dtype=torch.long),
+        "targets": torch.full((n, width), IGNORE),
+        "weights": torch.zeros((n, width), dtype=torch.float32),
+    }
+    for r, (ex, w) in enumerate(zip(examples, weights, strict=True)):
+        L = len(ex)
+        batch["input_ids"][r, :L] = torch.tensor(ex.input_ids)
+        batch["attention_mask"][r, :L] = 1
+        t = torch.tensor(ex.targets)
+        batch["targets"][r, :L] = t
+        batch["weights"][r, :L] = torch.where(t != IGNORE, torch.tensor(w, dtype=torch.float32), torch.tensor(0.0))
+    return batch
+
+
+def block_diagonal_causal_mask(segment_ids: torch.Tensor, *, as_bool: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, 1, T, T) mask letting position q attend to k only when k ≤ q within the same record.
+
+    SDPA takes the boolean form (True = attend); eager attention adds the float form
+    (0 = attend, dtype min = blocked). Needed on CPU, where there is no varlen kernel.
+    """
+    T = segment_ids.shape[-1]
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
+    allowed = (same & causal)[:, None]
+    if as_bool:
+        return allowed
+    blocked = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
+    return blocked.masked_fill(~allowed, torch.finfo(dtype).min)

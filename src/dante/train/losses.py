@@ -1,0 +1,156 @@
+"""The DANTE objective as pure functions: CWCE weights, the weighted masked CE, the TEA anchor
+and the two schedules. The train loop (train/loop.py) only combines them.
+
+    L(θ; t)   = λ_CE(t) · L_CWCE(θ) + λ_TEA(t) · L_TEA(θ)
+    w(H)      = floor + span / (1 + exp(slope · (H − center)))      card: 0.30, 0.70, 1.5, 1.5
+    L_TEA(θ)  = ‖E(θ) − E(θ₀)‖²_F
+    λ_TEA(t)  = tea_start → tea_end, linear over the run               card: 1.0 → 0.1
+    λ_CE(t)   = ce_start + (ce_end − ce_start) · clamp((t − W) / (R − W))   card: 0.70 + 0.30·max(0, t−200)/1800
+
+How CE_masked is averaged (``LossConfig.normalise``). Every variant is written as one sum over
+completion tokens t of the *global* batch (all micro-batches of the optimizer step, all ranks):
+
+    L_CWCE = Σ_t u_t · CE_t / D
+
+``token``    u_t = w(H_i) for every completion token of record i, D = Σ_t u_t.
+             A token-level weighted mean: long completions count in proportion to their length.
+``sequence`` u_t = w(H_i) / n_i (n_i = completion tokens of record i), D = Σ_i w(H_i).
+             = Σ_i w_i · mean_t CE_i,t / Σ_i w_i: per-record mean CE, then a weighted mean.
+``card``     u_t = w(H_i) / n_i, D = N (records in the global batch).
+             = (1/N) Σ_i w_i · CE_i, the card's formula literally (CE_i a per-record mean).
+             It equals ``sequence`` times mean(w), i.e. the weights also scale the step size.
+
+With cwce=false every w is 1: ``token`` is the usual mean token CE of SFT, ``sequence`` and
+``card`` the mean of per-record means. Because D is a global constant computed before the
+forward passes (the weights are known from the data), each micro-batch contributes
+Σ_{t in micro-batch} u_t·CE_t / D and the gradients of all micro-batches and ranks add up to
+the gradient of the full-batch loss: accumulation and data parallelism do not change the
+objective (the bug class of transformers issue 35203).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from dante.config import LossConfig
+
+_DEFAULT = LossConfig()
+
+
+def cwce_weight(entropy: float | torch.Tensor, cfg: LossConfig = _DEFAULT) -> float | torch.Tensor:
+    """w(H) = floor + span / (1 + exp(slope · (H − center))); w(0)≈0.934, w(1.5)=0.65, w(∞)=0.30 (card).
+
+    A confident (low-entropy) teacher completion gets close to full weight, an uncertain one
+    down to ``floor``. Accepts a float or a tensor of entropies in nats.
+    """
+    if isinstance(entropy, torch.Tensor):
+        return cfg.cwce_floor + cfg.cwce_span * torch.sigmoid(-cfg.cwce_slope * (entropy - cfg.cwce_center))
+    z = cfg.cwce_slope * (float(entropy) - cfg.cwce_center)
+    if z > 700:  # exp overflow: the weight is the floor
+        return cfg.cwce_floor
+    return cfg.cwce_floor + cfg.cwce_span / (1.0 + math.exp(z))
+
+
+def lambda_ce(step: int, cfg: LossConfig = _DEFAULT) -> float:
+    """λ_CE(t) = ce_start + (ce_end − ce_start) · clamp((t − ce_warmup_steps) / (ce_ramp_end − ce_warmup_steps), 0, 1).
+
+    Card: 0.70 up to step 200, then linear to 1.0 at step 2 000 (λ_CE(200)=0.70, λ_CE(2000)=1.0).
+    ``step`` is the 1-based number of the optimizer update. ce_schedule=false gives 1.0.
+    """
+    if not cfg.ce_schedule:
+        return 1.0
+    span = max(1, cfg.ce_ramp_end - cfg.ce_warmup_steps)
+    frac = min(1.0, max(0.0, (step - cfg.ce_warmup_steps) / span))
+    return cfg.ce_start + (cfg.ce_end - cfg.ce_start) * frac
+
+
+def lambda_tea(step: int, total_steps: int, cfg: LossConfig = _DEFAULT) -> float:
+    """λ_TEA(t) = tea_start + (tea_end − tea_start) · clamp((t − 1) / (T − 1), 0, 1).
+
+    Linear over the run of T optimizer updates (1-based t): tea_start at the first update,
+    tea_end at the last (card: 1.0 → 0.1 over 2 000 steps). tea=false gives 0.0.
+    """
+    if not cfg.tea:
+        return 0.0
+    if total_steps <= 1:
+        return cfg.tea_start
+    frac = min(1.0, max(0.0, (step - 1) / (total_steps - 1)))
+    return cfg.tea_start + (cfg.tea_end - cfg.tea_start) * frac
+
+
+def tea_penalty(embedding: torch.Tensor, snapshot: torch.Tensor) -> torch.Tensor:
+    """L_TEA = ‖E − E₀‖²_F, the squared Frobenius distance of the input embedding matrix to its
+    snapshot at initialisation, summed in float32 (bf16 squares of small differences underflow).
+
+    The gradient is 2(E − E₀) on E only; the snapshot must not require grad. With tied
+    embeddings E is also the output projection, so the anchor pulls on both roles at once.
+    """
+    if snapshot.requires_grad:
+        raise ValueError("the TEA snapshot must be detached (not a trainable parameter)")
+    diff = embedding.float() - snapshot.float()
+    return (diff * diff).sum()
+
+
+def weighted_ce_sum(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ_t u_t · CE_t over positions whose target is not −100, in float32; also the plain CE sum.
+
+    logits: (..., V) already aligned with ``targets`` (position p predicts targets[p]; no shift
+    here). weights: same shape as targets (u_t; zero where masked). Returns (Σ u·CE, Σ CE).
+    """
+    logits = logits.reshape(-1, logits.shape[-1]).float()
+    targets = targets.reshape(-1)
+    weights = weights.reshape(-1).to(logits.dtype)
+    ce = F.cross_entropy(logits, targets.clamp_min(0), reduction="none")
+    keep = targets != -100
+    ce = torch.where(keep, ce, torch.zeros_like(ce))
+    return (weights * ce).sum(), ce.sum()
+
+
+def token_weights(record_weight: float, n_completion: int, normalise: str) -> float:
+    """u_t of one completion token of a record with weight w and n completion tokens (see module doc)."""
+    if normalise == "token":
+        return record_weight
+    return record_weight / max(1, n_completion)
+
+
+class TeaAnchor(torch.nn.Module):
+    """Holds E(θ₀), a detached copy of only the input embedding matrix, in the parameter dtype,
+    on the parameter's device; a buffer (never in the optimizer, never saved with the model).
+
+    ``attach(model)`` registers a forward hook on the input embedding module: when armed, the
+    hook computes ‖E − E₀‖²_F from the weight the module is actually using in that forward pass.
+    Computing it inside the forward makes it correct under FSDP (the full weight exists only
+    while the module runs) as well as for plain, DDP and tied/untied models. Under FSDP each
+    rank keeps a full copy of E₀ (V×H values): the price of an exact anchor.
+    """
+
+    def __init__(self, embedding_weight: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("snapshot", embedding_weight.detach().clone(), persistent=False)
+        self.armed = False
+        self.value: torch.Tensor | None = None
+
+    def attach(self, model: torch.nn.Module) -> "TeaAnchor":
+        model.get_input_embeddings().register_forward_hook(self._hook)
+        return self
+
+    def _hook(self, module: torch.nn.Module, args, output) -> None:
+        if self.armed:
+            weight = module.weight
+            if self.snapshot.device != weight.device:
+                self.snapshot = self.snapshot.to(weight.device)
+            self.value = tea_penalty(weight, self.snapshot)
+            self.armed = False
+
+    def arm(self) -> None:
+        """Compute the penalty during the next forward pass (the last micro-batch of a step)."""
+        self.armed, self.value = True, None
+
+    def take(self) -> torch.Tensor:
+        value, self.value = self.value, None
+        if value is None:
+            raise RuntimeError("TEA anchor was armed but the input embedding did not run")
+        return value
