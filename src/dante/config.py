@@ -100,6 +100,8 @@ class StudentConfig(Section):
     require_chat_template: bool = Field(False, description="Error if use_chat_template is on and the tokenizer has none.")
     attn_implementation: str | None = Field(None, description="'sdpa', 'eager', 'flash_attention_2', ... (default: transformers' choice).")
     num_parameters: int | None = Field(None, ge=1, description="Parameter count hint for `dante plan` when the model is not local.")
+    num_layers: int | None = Field(None, ge=1, description="Decoder layers hint for `dante plan`'s attention FLOPs when the model is not local.")
+    hidden_size: int | None = Field(None, ge=1, description="Hidden size hint for `dante plan`'s attention FLOPs when the model is not local.")
 
 
 class LossConfig(Section):

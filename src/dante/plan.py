@@ -129,14 +129,15 @@ def make_plan(recipe: Recipe) -> Plan:
 
 def _model_shape(recipe: Recipe) -> dict[str, Any]:
     """Parameter count, layers and hidden size from a local config.json, or the recipe's hint."""
-    shape: dict[str, Any] = {"num_parameters": recipe.student.num_parameters, "n_layers": None, "hidden": None}
+    st = recipe.student
+    shape: dict[str, Any] = {"num_parameters": st.num_parameters, "n_layers": st.num_layers, "hidden": st.hidden_size}
     path = Path(recipe.student.model)
     cfg_file = path / "config.json"
     if cfg_file.is_file():
         cfg = json.loads(cfg_file.read_text())
         cfg = cfg.get("text_config", cfg)
-        shape["n_layers"] = cfg.get("num_hidden_layers")
-        shape["hidden"] = cfg.get("hidden_size")
+        shape["n_layers"] = shape["n_layers"] or cfg.get("num_hidden_layers")
+        shape["hidden"] = shape["hidden"] or cfg.get("hidden_size")
         if shape["num_parameters"] is None:
             shape["num_parameters"] = _params_from_config(cfg)
     return shape
@@ -216,5 +217,9 @@ def render_plan(recipe: Recipe):
     table.add_row("student tokens", _fmt(plan.student_tokens))
     table.add_row("epochs over cache", _fmt(plan.epochs))
     for key, value in plan.training.items():
-        table.add_row(key.replace("_", " "), _fmt(value) if isinstance(value, int | float) else str(value))
+        if key.startswith("flops") and isinstance(value, int | float):
+            shown = f"{value:.3g} FLOP"  # 1.45e+18, not an SI prefix that reads like a unit
+        else:
+            shown = _fmt(value) if isinstance(value, int | float) else str(value)
+        table.add_row(key.replace("_", " "), shown)
     return Group(Panel(Syntax(text, "yaml", word_wrap=True), title="resolved recipe"), table)
