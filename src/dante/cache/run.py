@@ -101,7 +101,7 @@ class CacheSummary:
         ent = f", mean entropy {self.mean_entropy:.3f} nats" if self.mean_entropy is not None else ""
         return (
             f"cache {self.cache_dir}: {self.records}/{self.prompts} prompts done ({self.written} new, {self.skipped} already there) "
-            f"in {self.shards} shard(s); {self.completion_tokens} tokens in {self.seconds:.1f}s "
+            f"in {self.shards} shard(s); {self.completion_tokens} generated tokens in {self.seconds:.1f}s "
             f"({self.records_per_s:.2f} records/s, {self.tokens_per_s:.1f} tokens/s){ent}"
         )
 
@@ -109,7 +109,7 @@ class CacheSummary:
         t = Table(title=f"teacher cache: {self.cache_dir}", show_header=False, title_justify="left")
         rows = [("teacher", self.teacher or "-"), ("records", f"{self.records} / {self.prompts} prompts"),
                 ("new / skipped", f"{self.written} / {self.skipped}"), ("shards", str(self.shards)),
-                ("completion tokens", str(self.completion_tokens)), ("time", f"{self.seconds:.1f} s"),
+                ("generated tokens", f"{self.completion_tokens} (greedy + consistency samples)"), ("time", f"{self.seconds:.1f} s"),
                 ("rate", f"{self.records_per_s:.2f} records/s, {self.tokens_per_s:.1f} tokens/s"),
                 ("mean entropy", "-" if self.mean_entropy is None else f"{self.mean_entropy:.4f} nats"),
                 ("finish reasons", ", ".join(f"{k}: {v}" for k, v in sorted(self.finish_reasons.items())) or "-")]
