@@ -5,6 +5,7 @@ Layout of a cache folder:
     .partial-NNNNN.jsonl     the shard being written: append-only, fsynced every ``flush_every``
     manifest.json            counts, hashes, teacher settings (atomic rewrite)
     .lock                    flock held by the one writer
+    .manifest.json.tmp-PID   a manifest being written (a kill can leave it; open() removes it)
 A partial shard is sealed by an atomic rename to ``shard-NNNNN.jsonl``. On open, a torn or
 bad tail of the partial (a kill mid-write) is cut off; ids in shards + partial are "done".
 """
@@ -24,6 +25,7 @@ from dante.io import atomic_write_json, fsync_dir
 
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.jsonl$")
 PARTIAL_RE = re.compile(r"^\.partial-(\d{5,})\.jsonl$")
+TEMP_RE = re.compile(r"^\..+\.tmp-\d+$")  # dante.io atomic-write temp files (manifest, recipe)
 MANIFEST = "manifest.json"
 
 
@@ -102,6 +104,9 @@ class CacheWriter:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock()
+            for p in self.dir.iterdir():  # left by a run killed mid atomic write; we hold the lock
+                if TEMP_RE.match(p.name):
+                    p.unlink(missing_ok=True)
             shards = sorted((int(m.group(1)), p) for p in self.dir.iterdir() if (m := SHARD_RE.match(p.name)))
             partials = sorted((int(m.group(1)), p) for p in self.dir.iterdir() if (m := PARTIAL_RE.match(p.name)))
         except OSError as exc:
