@@ -19,6 +19,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     tr.write_sep("=", "reliability: faults injected, records checked")
     faults = sum(v for k, v in TALLY.items() if k.startswith(("kill", "fault")))
     for key in sorted(TALLY):
-        tr.write_line(f"  {key:<52} {TALLY[key]:>7}")
-    tr.write_line(f"  {'faults injected (kills + faults), total':<52} {faults:>7}")
+        tr.write_line(f"  {key:<60} {TALLY[key]:>7}")
+    total = "faults injected (kills + faults), total"
+    tr.write_line(f"  {total:<60} {faults:>7}")
     tr.write_line(f"  seed {SEED}: replay with DANTE_RELIABILITY_SEED={SEED}")

@@ -111,3 +111,26 @@ def durable_lines(cache: Path) -> int:
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` and its bytes (to prove an output was not touched)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+
+
+def write_train_cache(directory: Path, n: int = 24) -> Path:
+    """A tiny learnable cache (the answer repeats the topic) for the trainer tests."""
+    topics = ["fox", "clips", "add", "answer", "cache", "numbers", "letters", "dog"]
+    r = random.Random(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        rows.append({"id": f"r{i:03d}", "prompt": f"Question {i}: tell me about the {topic}.",
+                     "teacher_text": f"The answer is {topic}. The {topic} is {i % 7}." + " More." * r.randint(0, 3),
+                     "output_entropy": round(r.uniform(0.0, 3.0), 3), "self_consistency": None, "difficulty_score": None})
+    (directory / "shard-00000.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+    return directory
+
+
+def train_recipe(run_dir: Path, student_dir: Path, cache_dir: Path, **train) -> dict:
+    """A recipe dict for a tiny CPU training run."""
+    base = {"steps": 6, "batch_sequences": 4, "micro_batch_size": 2, "max_length": 96, "lr": 3e-3, "warmup_steps": 1,
+            "lr_scheduler": "constant_with_warmup", "checkpoint_every": 100, "seed": 7, **train}
+    return {"name": "reliability", "output_dir": str(run_dir), "cache": {"dir": str(cache_dir)},
+            "student": {"model": str(student_dir)}, "train": base}
