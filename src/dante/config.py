@@ -171,29 +171,33 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    """lm-evaluation-harness runs (stage 6)."""
+    """lm-evaluation-harness runs (stage 6); see docs/eval.md."""
 
     output_dir: Path | None = Field(None, description="Default: <output_dir>/eval.")
-    suite: str | None = Field("card", description="Named suite ('card', 'demo', ...) or null.")
-    tasks: list[str] = Field(default_factory=list, description="Extra lm-eval task names.")
-    models: list[str] = Field(default_factory=lambda: ["student"], description="'student', 'teacher', 'base' or paths.")
-    limit: float | None = Field(None, description="lm-eval --limit (int rows or fraction).")
-    batch_size: int | str = Field(1)
-    dtype: str = Field("auto")
-    device: str = Field("auto")
-    num_fewshot: int | None = Field(None, description="Override every task's shots (breaks comparability; flagged in the report).")
+    suite: str | None = Field("card", description="Named suite: 'card' (the card's 7 benchmarks, hub data), 'local' or 'demo' (offline), or null.")
+    tasks: list[str] = Field(default_factory=list, description="Extra lm-eval task names (any task lm-eval knows, or dante's local ones).")
+    models: list[str] = Field(default_factory=lambda: ["student"], description="'student', 'teacher', 'base' or model paths / hub ids.")
+    limit: float | None = Field(None, gt=0, description="lm-eval --limit: rows per task (>= 1) or a fraction (< 1). Scores are flagged as partial.")
+    batch_size: int | str = Field(1, description="Batch size, or 'auto' / 'auto:N' (lm-eval).")
+    dtype: str = Field("auto", description="Weights dtype: auto, float32, bfloat16, float16.")
+    device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    num_fewshot: int | None = Field(None, ge=0, description="Override every task's shots (breaks comparability; flagged in the report).")
     allow_code_execution: bool = Field(False, description="Run generated code (HumanEval/MBPP). Off unless asked.")
-    code_timeout_s: float = Field(10.0, gt=0.0)
-    max_gen_toks: int | None = Field(None, ge=1)
-    apply_chat_template: bool = Field(False)
+    code_timeout_s: float = Field(10.0, gt=0.0, description="Per-sample timeout of code execution (dante's local code tasks).")
+    max_gen_toks: int | None = Field(None, ge=1, description="Cap on generated tokens per sample (default: each task's own; flagged when set).")
+    apply_chat_template: bool = Field(False, description="Render prompts with the model's chat template (few-shot as multi-turn).")
+    log_samples: bool = Field(True, description="Write per-sample inputs/outputs next to the raw results.")
+    seed: int | None = Field(None, description="Seed for lm-eval's python/numpy/torch/few-shot RNGs (default: lm-eval's own).")
 
 
 class ReportConfig(Section):
-    """The run report (tables, plots, model card)."""
+    """The run report (tables, plots, model card); see docs/eval.md."""
 
     output_dir: Path | None = Field(None, description="Default: <output_dir>/report.")
-    title: str | None = Field(None)
-    include_card_reference: bool = Field(True, description="Add the card's published numbers as reference rows.")
+    title: str | None = Field(None, description="Report title (default: the recipe name).")
+    include_card_reference: bool = Field(True, description="Add the card's published numbers as reference rows (marked as not measured here).")
+    model_card: bool = Field(True, description="Write a Hugging Face model card README.md for the student.")
+    model_name: str | None = Field(None, description="Model name in the model card (default: the recipe name).")
 
 
 class Recipe(Section):

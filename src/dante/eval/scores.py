@@ -1,0 +1,147 @@
+"""Flat scores from raw lm-eval results (stage 6 -> report): one row per task, metric and filter,
+each carrying the settings needed to compare it (task, shots, metric, filter, lm-eval version, n).
+
+Layout of one model's folder under ``<eval_dir>/<model_label>/``::
+
+    results_<task>.json   lm-eval's result dict, unchanged (per-sample outputs left out)
+    samples_<task>.jsonl  lm-eval's per-sample records (eval.log_samples)
+    dante_<task>.json     what dante knows about the run (model, settings, wall time, device)
+    scores.json           derived from the files above by ``write_scores``
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from dante.errors import DataError
+from dante.io import atomic_write_json
+
+FORMAT = "dante-scores/1"
+# Metrics that are a mean of 0/1 outcomes: a Wilson interval is right even for a handful of rows.
+BINARY_METRICS = {"acc", "acc_norm", "exact_match", "pass@1", "pass_at_1", "pass@k"}
+SKIP_KEYS = {"alias", "name", "sample_len", "samples"}
+
+
+def wilson_ci(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion p observed over n trials."""
+    if n <= 0:
+        return 0.0, 1.0
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _number(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _n_samples(raw: dict, task: str) -> tuple[int | None, int | None]:
+    """(evaluated, total) rows of a task, summed over its subtasks for a group (mmlu)."""
+    counts = raw.get("n-samples", {})
+    leaves = [task] if task in counts else raw.get("group_subtasks", {}).get(task, [])
+    stack, effective, original = list(leaves), 0, 0
+    seen = False
+    while stack:
+        name = stack.pop()
+        if name in counts:
+            effective += int(counts[name].get("effective", 0))
+            original += int(counts[name].get("original", 0))
+            seen = True
+        else:
+            stack += raw.get("group_subtasks", {}).get(name, [])
+    return (effective, original) if seen else (None, None)
+
+
+def _metric_pairs(result: dict) -> list[tuple[str, str, float, float | None]]:
+    """[(metric, filter, value, stderr)] of one task's result block, in lm-eval's order."""
+    pairs = []
+    for key, value in result.items():
+        if key in SKIP_KEYS or "," not in key or "_stderr," in key:
+            continue
+        metric, filt = key.split(",", 1)
+        v = _number(value)
+        if v is None:
+            continue
+        pairs.append((metric, filt, v, _number(result.get(f"{metric}_stderr,{filt}"))))
+    return pairs
+
+
+def _interval(metric: str, value: float, stderr: float | None, n: int | None) -> tuple[list[float] | None, str | None]:
+    if metric in BINARY_METRICS and 0.0 <= value <= 1.0 and n:
+        return list(wilson_ci(value, n)), "wilson"
+    if stderr is not None:
+        return [value - 1.96 * stderr, value + 1.96 * stderr], "normal (1.96 stderr)"
+    return None, None
+
+
+def score_rows(raw: dict, info: dict) -> list[dict[str, Any]]:
+    """Flat score rows of one lm-eval run (``raw``) of one task described by ``info`` (dante_<task>.json)."""
+    spec = info.get("spec", {})
+    task = spec.get("task") or info.get("task")
+    result = raw.get("results", {}).get(task)
+    if result is None:
+        raise DataError(f"lm-eval results hold no task {task!r}", field="results")
+    n_eval, n_total = _n_samples(raw, task)
+    pairs = _metric_pairs(result)
+    headline = (spec.get("metric"), spec.get("filter", "none"))
+    if headline[0] is None and pairs:
+        headline = pairs[0][:2]
+    rows = []
+    for metric, filt, value, stderr in pairs:
+        ci, ci_method = _interval(metric, value, stderr, n_eval)
+        rows.append({
+            "model": info.get("model"), "model_ref": info.get("model_ref"), "model_path": info.get("model_path"),
+            "benchmark": spec.get("benchmark", task), "task": task, "task_version": raw.get("versions", {}).get(task),
+            "shots": raw.get("n-shot", {}).get(task, spec.get("shots")), "metric": metric, "filter": filt,
+            "primary": (metric, filt) == tuple(headline), "value": value, "stderr": stderr, "ci95": ci, "ci_method": ci_method,
+            "n_samples": n_eval, "n_total": n_total, "limit": info.get("limit"),
+            "harness": "lm-eval", "lm_eval_version": raw.get("lm_eval_version") or info.get("lm_eval_version"),
+            "max_gen_toks": info.get("max_gen_toks"), "apply_chat_template": info.get("apply_chat_template", False),
+            "dtype": info.get("dtype"), "device": info.get("device"), "batch_size": info.get("batch_size"),
+            "rows": spec.get("rows"), "date": info.get("date"), "wall_time_s": info.get("wall_time_s"),
+            "note": spec.get("note", ""), "contamination": info.get("contamination"),
+        })
+    return rows
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read JSON ({exc})", file=path) from None
+
+
+def write_scores(model_dir: str | Path) -> Path:
+    """Derive ``scores.json`` of a model folder from every results_<task>.json / dante_<task>.json in it."""
+    model_dir = Path(model_dir)
+    rows: list[dict[str, Any]] = []
+    problems: list[dict[str, str]] = []
+    for info_path in sorted(model_dir.glob("dante_*.json")):
+        info = read_json(info_path)
+        task = info.get("spec", {}).get("task", info_path.stem.removeprefix("dante_"))
+        if info.get("status") != "ok":
+            problems.append({"task": task, "status": info.get("status", "unknown"), "reason": info.get("reason", "")})
+            continue
+        raw_path = model_dir / f"results_{task}.json"
+        if not raw_path.is_file():
+            problems.append({"task": task, "status": "missing", "reason": f"{raw_path.name} not found"})
+            continue
+        rows += score_rows(read_json(raw_path), info)
+    label = model_dir.name
+    return atomic_write_json(model_dir / "scores.json", {"format": FORMAT, "model": label, "scores": rows, "not_scored": problems})
+
+
+def read_scores(path: str | Path) -> dict[str, Any]:
+    """A scores.json file; rows missing the settings needed for comparison are an error naming the file."""
+    path = Path(path)
+    data = read_json(path)
+    for i, row in enumerate(data.get("scores", [])):
+        missing = [k for k in ("task", "shots", "metric", "lm_eval_version", "value") if row.get(k) is None]
+        if missing:
+            raise DataError(f"score row {i} lacks {', '.join(missing)}", file=path, field="scores",
+                            hint="re-run `dante eval` to rebuild it")
+    return data

