@@ -1,0 +1,215 @@
+"""Markdown sections of report.md (last stage): measured scores with their settings and flags,
+the card's published rows (marked as not measured here), compute, training and cache summaries.
+
+Functions take ``RunData`` (dante.report.data) and return markdown text; nothing here reads files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dante.report.consistency import describe, flag_published, flag_rows, settings_of
+from dante.report.data import RunData
+from dante.report.reference import Published, PublishedCompute
+
+NOT_RECORDED = "not recorded"
+
+
+def md_table(headers: list[str], rows: list[list[Any]], align: str | None = None) -> str:
+    """A GitHub markdown table; ``align`` is one letter per column (l/r)."""
+    align = align or "l" * len(headers)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{100 * value:.{digits}f}"
+
+
+def fmt_hours(h: float | None) -> str:
+    if h is None:
+        return NOT_RECORDED
+    return f"{h:.3g}" if h >= 0.01 else f"{h:.2e}"
+
+
+def notes_block(data: RunData, part: str) -> str:
+    return "\n".join(f"> {n}" for n in data.notes.get(part, []))
+
+
+# -- scores ------------------------------------------------------------------------------
+
+
+def scores_section(data: RunData) -> str:
+    """Summary (benchmark x model) and details (one row per model and benchmark) of the measured headline scores."""
+    rows = data.primary_scores
+    out = ["## Scores measured in this run", ""]
+    if not rows:
+        return "\n".join(out + [notes_block(data, "scores") or "> no scores yet (run `dante eval`)", ""])
+    flags = flag_rows(rows)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    benches = list(dict.fromkeys(r["benchmark"] for r in rows))
+    footnotes: list[str] = []
+    cell: dict[tuple[str, str], str] = {}
+    for row, found in zip(rows, flags):
+        mark = ""
+        if found:
+            footnotes.append(f"{row['model']} / {row['benchmark']}: " + "; ".join(found))
+            mark = f" [{len(footnotes)}]"
+        cell[(row["benchmark"], row["model"])] = f"{pct(row['value'])}{mark}"
+    summary = [[b] + [cell.get((b, m), "—") for m in models] for b in benches]
+    out += ["Headline metric of each benchmark, in percent. A bracketed number marks a score whose settings differ "
+            "from the other measured scores of its benchmark (or a partial run); read its note before comparing.", "",
+            md_table(["benchmark"] + models, summary, "l" + "r" * len(models)), ""]
+    out += [f"[{i}] {text}" + "  " for i, text in enumerate(footnotes, start=1)]
+    out += ["", "### Details", "", _details_table(rows), ""]
+    if data.not_scored:
+        out += ["Not scored:", ""] + [f"- {p['model']} / {p['task']}: {p['status']} — {p.get('reason', '')}" for p in data.not_scored] + [""]
+    note = notes_block(data, "scores")
+    return "\n".join(out + ([note, ""] if note else []))
+
+
+def _details_table(rows: list[dict[str, Any]]) -> str:
+    body = []
+    for r in rows:
+        ci = f"{pct(r['ci95'][0])}–{pct(r['ci95'][1])}" if r.get("ci95") else "—"
+        n = f"{r.get('n_samples')}" + (f" of {r['n_total']}" if r.get("n_total") else "")
+        body.append([r["model"], r["benchmark"], r["task"], r.get("shots"), f"{r['metric']} ({r['filter']})", pct(r["value"], 2), ci, n,
+                     f"lm-eval {r.get('lm_eval_version')}", r.get("max_gen_toks") or "task default", r.get("date") or ""])
+    headers = ["model", "benchmark", "task", "shots", "metric (filter)", "score %", "95% CI", "n", "harness", "max_gen_toks", "date"]
+    return md_table(headers, body, "lllrlrrrlll")
+
+
+# -- published reference -----------------------------------------------------------------
+
+
+def reference_section(data: RunData, refs: list[Published]) -> str:
+    """The card's numbers as reference rows: published figures, not measured here, with sources and every difference."""
+    out = ["## Published reference figures (not measured here)", "",
+           "Copied from the DANTE-Mosaic-3.5B model card; **not** produced by this run. Sources are numbered below the "
+           "table; the second table lists every setting in which a published number differs from this run's measured "
+           "scores of the same benchmark, so no comparison is silent.", ""]
+    sources = list(dict.fromkeys(r.source for r in refs))
+    models = list(dict.fromkeys(r.model for r in refs))
+    benches = list(dict.fromkeys(r.benchmark for r in refs))
+    value = {(r.benchmark, r.model): f"{r.value:.1f}" for r in refs}
+    source_of = {m: sources.index(next(r.source for r in refs if r.model == m)) + 1 for m in models}
+    headers = ["benchmark"] + [f"{m.removesuffix(' (published)')} [{source_of[m]}]" for m in models]
+    out += [md_table(headers, [[b] + [value.get((b, m), "—") for m in models] for b in benches], "l" + "r" * len(models)), ""]
+    out += [f"[{i}] {s}  " for i, s in enumerate(sources, start=1)] + [""]
+    out += ["### Published settings and differences from this run", "", _reference_differences(data, refs), ""]
+    return "\n".join(out)
+
+
+def _reference_differences(data: RunData, refs: list[Published]) -> str:
+    """One row per distinct (benchmark, published settings): the models it covers and what differs from the measured rows."""
+    flags = flag_published(refs, data.primary_scores)
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for ref, found in zip(refs, flags):
+        settings = describe({"task": ref.task, "shots": ref.shots, "metric": ref.metric, "filter": ref.filter, "harness": ref.harness,
+                             "harness_version": ref.harness_version, "n_samples": ref.n_samples})
+        note = "; ".join(x for x in [ref.note] + found if x) or "same settings"
+        groups.setdefault((ref.benchmark, settings, note), []).append(ref.model.removesuffix(" (published)"))
+    body = [[bench, ", ".join(models), settings, note] for (bench, settings, note), models in groups.items()]
+    return md_table(["benchmark", "published models", "published settings", "differences from this run / notes"], body)
+
+
+# -- compute -----------------------------------------------------------------------------
+
+
+def student_compute(data: RunData) -> dict[str, Any] | None:
+    m = data.student_manifest
+    if not m:
+        return None
+    hours = m.get("device_hours")
+    if hours is None and m.get("wall_time_s") is not None and m.get("device_count"):
+        hours = m["wall_time_s"] * m["device_count"] / 3600
+    return {"hours": hours, "device_type": m.get("device_type"), "device_count": m.get("device_count"),
+            "device_name": m.get("device_name"), "wall_time_s": m.get("wall_time_s"), "tokens": m.get("tokens_seen"), "steps": m.get("steps")}
+
+
+def cache_compute(data: RunData) -> dict[str, Any] | None:
+    """Teacher cache compute from its manifest; device-hours are computed only from recorded wall time and device count."""
+    m = data.cache_manifest
+    if m is None and data.cache_stats is None:
+        return None
+    m = m or {}
+    wall = m.get("wall_time_s", m.get("seconds"))
+    count = m.get("device_count")
+    hours = m.get("device_hours")
+    if hours is None and wall is not None and count:
+        hours = wall * count / 3600
+    stats = data.cache_stats or {}
+    return {"hours": hours, "device_type": m.get("device_type"), "device_count": count, "device_name": m.get("device_name"),
+            "wall_time_s": wall, "tokens": stats.get("completion_tokens"), "records": m.get("records", stats.get("records"))}
+
+
+def eval_compute(data: RunData) -> dict[str, Any] | None:
+    per_task = {(r["model"], r["task"]): r for r in data.scores if r.get("wall_time_s") is not None}
+    if not per_task:
+        return None
+    wall = sum(r["wall_time_s"] for r in per_task.values())
+    devices = sorted({str(r.get("device")) for r in per_task.values()})
+    return {"hours": wall / 3600, "device_type": ", ".join(devices), "device_count": 1, "wall_time_s": wall, "tokens": None}
+
+
+def compute_section(data: RunData, published: list[PublishedCompute]) -> str:
+    out = ["## Compute", "", "Device-hours = wall time × devices, from the stage manifests; "
+           f"'{NOT_RECORDED}' where a stage did not write it.", ""]
+    body = []
+    for stage, c in (("teacher cache", cache_compute(data)), ("student training", student_compute(data)), ("evaluation", eval_compute(data))):
+        if c is None:
+            body.append([stage, "stage has not run", "", "", "", ""])
+            continue
+        device = f"{c.get('device_count') or '?'}× {c.get('device_name') or c.get('device_type') or '?'}" if c.get("device_type") else NOT_RECORDED
+        wall = f"{c['wall_time_s']:.0f}" if c.get("wall_time_s") is not None else NOT_RECORDED
+        tokens = f"{c['tokens']:,}" if c.get("tokens") is not None else "—"
+        body.append([stage, device, wall, fmt_hours(c["hours"]), tokens, "measured (manifest)"])
+    out += [md_table(["stage", "devices", "wall time (s)", "device-hours", "tokens", "source"], body, "llrrrl"), ""]
+    if published:
+        out += [f"Published compute (not measured here; A100-GPU-hour equivalents, the card's own figures and estimates; "
+                f"source: {published[0].source}):", ""]
+        out += [md_table(["job", "A100-hours", "note"], [[p.job, f"{p.a100_hours:,.0f}", p.note] for p in published], "lrl"), ""]
+    return "\n".join(out)
+
+
+# -- training and cache -------------------------------------------------------------------
+
+
+def training_section(data: RunData) -> str:
+    out = ["## Training", ""]
+    m = data.student_manifest
+    if m:
+        rows = [["steps", m.get("steps")], ["tokens seen", f"{m.get('tokens_seen', 0):,}"], ["records seen", m.get("records_seen", "—")],
+                ["final loss", _num(m.get("final_loss"))], ["held-out loss (start → end)", f"{_num(m.get('initial_eval_loss'))} → {_num(m.get('eval_loss'))}"],
+                ["mixed precision", m.get("mixed_precision", "—")], ["student init", m.get("student", "—")]]
+        out += [md_table(["", ""], rows), ""]
+    note = notes_block(data, "training")
+    return "\n".join(out + ([note, ""] if note else []))
+
+
+def _num(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) else "—"
+
+
+def cache_section(data: RunData) -> str:
+    out = ["## Teacher cache", ""]
+    s = data.cache_stats
+    if s:
+        teacher = (data.cache_manifest or {}).get("teacher", {})
+        ent = s.get("output_entropy") or {}
+        rows = [["teacher", teacher.get("name") or teacher.get("model") or ", ".join(s.get("teachers", {}))], ["records", s["records"]],
+                ["completion tokens", f"{s.get('completion_tokens', 0):,}"],
+                ["output_entropy mean / median / p90 (nats)", " / ".join(_num(ent.get(k)) for k in ("mean", "median", "p90"))],
+                ["records without entropy", f"{100 * s['null_share']['output_entropy']:.1f}%"]]
+        out += [md_table(["", ""], rows), ""]
+    note = notes_block(data, "cache")
+    return "\n".join(out + ([note, ""] if note else []))
+
+
+def settings_summary(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per distinct (benchmark, settings) among measured rows, for the consistency section."""
+    seen = dict.fromkeys(f"{r['benchmark']}: {describe(settings_of(r))}" for r in rows)
+    return list(seen)
