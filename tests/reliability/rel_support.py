@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dante.cache.records import CacheRecord, read_cache
+from dante.teacher.base import Generation, Teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 CRASHRUN = Path(__file__).with_name("crashrun.py")
@@ -134,3 +135,17 @@ def train_recipe(run_dir: Path, student_dir: Path, cache_dir: Path, **train) -> 
             "lr_scheduler": "constant_with_warmup", "checkpoint_every": 100, "seed": 7, **train}
     return {"name": "reliability", "output_dir": str(run_dir), "cache": {"dir": str(cache_dir)},
             "student": {"model": str(student_dir)}, "train": base}
+
+
+def prompt_lines(n: int, start: int = 0) -> str:
+    return "".join(json.dumps({"prompt": f"Question {i}: what is {i} plus {i}?"}) + "\n" for i in range(start, start + n))
+
+
+class EchoTeacher(Teacher):
+    """A deterministic in-process teacher (no model): fast runs of the cache stage."""
+
+    name = "echo"
+
+    def generate(self, prompts, *, max_new_tokens, temperature, top_p=1.0, top_logprobs=0, n=1, seed=None):
+        entropies = [0.25, 0.5, 0.75] if top_logprobs else None
+        return [[Generation(f"echo: {p.prompt}", 3, "stop", entropies, 7) for _ in range(n)] for p in prompts]

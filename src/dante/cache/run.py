@@ -18,7 +18,7 @@ from rich.table import Table
 
 from dante.cache.metadata import difficulty_score, self_consistency
 from dante.cache.records import CacheRecord
-from dante.cache.writer import CacheWriter, read_manifest
+from dante.cache.writer import CacheWriter, disk_error, read_manifest
 from dante.config import Recipe, recipe_hash, resolved_dict, save_resolved
 from dante.errors import DanteError
 from dante.prompts import Prompt, load_prompts
@@ -166,7 +166,7 @@ def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Consol
         save_resolved(recipe, directory)
     except OSError as exc:
         writer.close()
-        raise DanteError(f"cannot write the resolved recipe: {exc.strerror}", file=directory, field="cache.dir") from None
+        raise disk_error(exc, directory / "resolved_recipe.yaml", "write the resolved recipe") from None
     pending = [p for p in prompts if p.id not in done]
     summary = CacheSummary(directory, len(prompts), 0, 0, len(prompts) - len(pending), 0, teacher=None)
     entropies: list[float] = []

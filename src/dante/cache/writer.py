@@ -37,7 +37,7 @@ def partial_name(index: int) -> str:
     return f".partial-{index:05d}.jsonl"
 
 
-def _disk_error(exc: OSError, path: Path, doing: str) -> DanteError:
+def disk_error(exc: OSError, path: Path, doing: str) -> DanteError:
     reason = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
               errno.EPERM: "permission denied", errno.EROFS: "read-only file system"}.get(exc.errno or 0, exc.strerror or str(exc))
     return DanteError(f"cannot {doing}: {reason}", file=path, field="cache.dir",
@@ -53,6 +53,8 @@ def read_manifest(directory: str | Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"manifest is not valid JSON ({exc})", file=path, hint="delete it to rebuild from the shards") from None
+    except OSError as exc:
+        raise disk_error(exc, path, "read the manifest") from None
 
 
 def _valid_prefix(path: Path) -> tuple[list[str], int]:
@@ -102,6 +104,14 @@ class CacheWriter:
 
     def open(self) -> set[str]:
         try:
+            return self._recover()
+        except BaseException:
+            self.broken = True  # write nothing more; only release the lock so a later open can retry
+            self.close()
+            raise
+
+    def _recover(self) -> set[str]:
+        try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock()
             for p in self.dir.iterdir():  # left by a run killed mid atomic write; we hold the lock
@@ -110,9 +120,13 @@ class CacheWriter:
             shards = sorted((int(m.group(1)), p) for p in self.dir.iterdir() if (m := SHARD_RE.match(p.name)))
             partials = sorted((int(m.group(1)), p) for p in self.dir.iterdir() if (m := PARTIAL_RE.match(p.name)))
         except OSError as exc:
-            raise _disk_error(exc, self.dir, "open the cache folder") from None
+            raise disk_error(exc, self.dir, "open the cache folder") from None
         for _, path in shards:
-            for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise disk_error(exc, path, "read the shard") from None
+            for lineno, raw in enumerate(data.splitlines(), start=1):
                 if not raw.strip():
                     continue
                 try:
@@ -129,7 +143,10 @@ class CacheWriter:
         # Normally at most one partial exists, numbered after the last shard. Older ones
         # (from an interrupted seal) are sealed first so their records are not lost.
         for i, (number, path) in enumerate(partials):
-            ids, good = _valid_prefix(path)
+            try:
+                ids, good = _valid_prefix(path)
+            except OSError as exc:
+                raise disk_error(exc, path, "read the partial shard") from None
             if any(x in self.done for x in ids):
                 raise DataError("partial shard repeats ids of sealed shards", file=path, hint="delete this .partial file")
             self._truncate(path, good)
@@ -149,7 +166,7 @@ class CacheWriter:
             os.replace(src, dst)
             fsync_dir(self.dir)
         except OSError as exc:
-            raise _disk_error(exc, dst, "rename the partial shard") from None
+            raise disk_error(exc, dst, "rename the partial shard") from None
 
     def _lock(self) -> None:
         import fcntl
@@ -170,7 +187,7 @@ class CacheWriter:
                     fh.flush()
                     os.fsync(fh.fileno())
         except OSError as exc:
-            raise _disk_error(exc, path, "repair the partial shard") from None
+            raise disk_error(exc, path, "repair the partial shard") from None
 
     def _open_partial(self) -> None:
         path = self.dir / partial_name(self.index)
@@ -178,7 +195,7 @@ class CacheWriter:
             self._fh = open(path, "ab")
             fsync_dir(self.dir)
         except OSError as exc:
-            raise _disk_error(exc, path, "create the partial shard") from None
+            raise disk_error(exc, path, "create the partial shard") from None
 
     # --- writing -------------------------------------------------------------------------
 
@@ -215,7 +232,7 @@ class CacheWriter:
                 except OSError:
                     pass
                 self.broken = True
-                raise _disk_error(exc, path, "write the cache") from None
+                raise disk_error(exc, path, "write the cache") from None
             self.partial_records += len(lines)
             if self.partial_records >= self.shard_size:
                 self._fh.close()
@@ -237,7 +254,7 @@ class CacheWriter:
             fsync_dir(self.dir)
         except OSError as exc:
             self.broken = True
-            raise _disk_error(exc, target, "seal the shard") from None
+            raise disk_error(exc, target, "seal the shard") from None
         self.write_manifest()
 
     def write_manifest(self, **extra: Any) -> None:
@@ -249,7 +266,7 @@ class CacheWriter:
             atomic_write_json(path, data)
         except OSError as exc:
             self.broken = True
-            raise _disk_error(exc, path, "write the manifest") from None
+            raise disk_error(exc, path, "write the manifest") from None
 
     def close(self, *, seal: bool = False, **manifest_extra: Any) -> None:
         """Flush; with ``seal`` turn the partial shard into a final shard. Always releases the lock."""
