@@ -1,0 +1,129 @@
+"""`dante eval` through the real lm-eval: a tiny random model end to end, and the scoring of the
+offline tasks checked with a stand-in model that answers with the gold answer."""
+
+import json
+import re
+
+import pytest
+
+from dante.config import load_recipe
+from dante.errors import ConfigError
+from dante.eval.run import evaluate, model_refs, run_task, task_manager
+from dante.eval.suites import local_module, spec_for
+
+SCORE_KEYS = {"model", "task", "benchmark", "shots", "metric", "filter", "primary", "value", "stderr", "ci95",
+              "n_samples", "n_total", "limit", "lm_eval_version", "harness", "max_gen_toks", "date"}
+
+
+def tiny_recipe(tmp_path, student_dir, **eval_overrides):
+    data = {"name": "tiny-eval", "output_dir": str(tmp_path / "run"), "student": {"model": str(student_dir)},
+            "eval": {"suite": None, "tasks": ["gsm8k_local"], "models": ["base"], "limit": 5, "max_gen_toks": 8,
+                     "device": "cpu", "dtype": "float32", "batch_size": 5, **eval_overrides}}
+    return load_recipe(data=data)
+
+
+def test_tiny_model_on_gsm8k_local_writes_scores(tmp_path, student_dir):
+    recipe = tiny_recipe(tmp_path, student_dir)
+    summary = evaluate(recipe)
+    model_dir = tmp_path / "run" / "eval" / "base"
+    scores = json.loads((model_dir / "scores.json").read_text())
+    rows = scores["scores"]
+    assert {(r["metric"], r["filter"]) for r in rows} == {("exact_match", "strict-match"), ("exact_match", "flexible-extract")}
+    for row in rows:
+        assert SCORE_KEYS <= row.keys()
+        assert 0.0 <= row["value"] <= 1.0
+        assert row["task"] == "gsm8k_local" and row["shots"] == 8 and row["n_samples"] == 5 and row["n_total"] == 1319
+        assert row["lm_eval_version"].startswith("0.4")
+    (primary,) = [r for r in rows if r["primary"]]
+    assert primary["filter"] == "strict-match" and 0.0 <= primary["ci95"][0] <= primary["ci95"][1] <= 1.0
+    raw = json.loads((model_dir / "results_gsm8k_local.json").read_text())
+    assert raw["n-samples"]["gsm8k_local"]["effective"] == 5 and "samples" not in raw
+    samples = [json.loads(line) for line in (model_dir / "samples_gsm8k_local.jsonl").read_text().splitlines()]
+    assert {s["doc_id"] for s in samples} == set(range(5))  # one record per doc and filter
+    assert (model_dir / "resolved_recipe.yaml").is_file() and (tmp_path / "run" / "eval" / "resolved_recipe.yaml").is_file()
+    assert summary.rows == [primary] and "gsm8k_local" in str(summary)
+
+
+class GoldLM:
+    """Stand-in for a model: answers each GSM8K question with its gold solution and each HumanEval
+    prompt with the canonical solution, so a correct task definition scores 1.0."""
+
+    def __new__(cls, answers: dict[str, str]):
+        from lm_eval.api.model import LM
+
+        class _Gold(LM):
+            def generate_until(self, requests, disable_tqdm=False):
+                return [self.answer(r.args[0]) for r in requests]
+
+            def answer(self, context):
+                for key, text in answers.items():
+                    if context.endswith(key):
+                        return text
+                raise AssertionError(f"no gold answer for context ending {context[-80:]!r}")
+
+            def loglikelihood(self, requests, disable_tqdm=False):
+                raise NotImplementedError
+
+            def loglikelihood_rolling(self, requests, disable_tqdm=False):
+                raise NotImplementedError
+
+        return _Gold()
+
+
+def test_gsm8k_local_scores_gold_answers_as_correct(tmp_path):
+    gsm = local_module("gsm8k_local/gsm8k_utils.py")
+    rows = gsm.read_rows("600:605")
+    answers = {f"Question: {r['question']}\nAnswer:": " " + r["answer"] for r in rows}
+    cfg = load_recipe(data={"eval": {"limit": 5}}).eval
+    spec = spec_for("gsm8k_local_heldout")
+    raw = run_task(GoldLM(answers), spec, cfg, task_manager([spec]))
+    result = raw["results"]["gsm8k_local_heldout"]
+    assert result["exact_match,strict-match"] == 1.0
+    assert raw["n-shot"]["gsm8k_local_heldout"] == 8
+    prompt = raw["samples"]["gsm8k_local_heldout"][0]["arguments"][0][0]
+    assert prompt.count("Question:") == 9 and prompt.startswith("Question: There are 15 trees")
+
+
+def test_gsm8k_local_scores_wrong_answers_as_wrong(tmp_path):
+    gsm = local_module("gsm8k_local/gsm8k_utils.py")
+    rows = gsm.read_rows("0:3")
+    answers = {f"Question: {r['question']}\nAnswer:": re.sub(r"#### .*", "#### 123456789", r["answer"]) for r in rows}
+    cfg = load_recipe(data={"eval": {"limit": 3}}).eval
+    spec = spec_for("gsm8k_local")
+    raw = run_task(GoldLM(answers), spec, cfg, task_manager([spec]))
+    assert raw["results"]["gsm8k_local"]["exact_match,strict-match"] == 0.0
+
+
+def test_humaneval_local_passes_canonical_solutions_with_opt_in(tmp_path):
+    from dante.eval.run import code_execution
+
+    he = local_module("humaneval_local/humaneval_utils.py")
+    answers = {p["prompt"]: p["canonical_solution"] for p in he.read_problems()[:3]}
+    cfg = load_recipe(data={"eval": {"limit": 3, "allow_code_execution": True, "code_timeout_s": 10}}).eval
+    spec = spec_for("humaneval_local")
+    with code_execution(cfg):
+        raw = run_task(GoldLM(answers), spec, cfg, task_manager([spec]))
+    assert raw["results"]["humaneval_local"]["pass@1,create_test"] == 1.0
+
+
+def test_student_ref_needs_a_trained_checkpoint(tmp_path):
+    recipe = load_recipe(data={"output_dir": str(tmp_path), "eval": {"models": ["student"]}})
+    with pytest.raises(ConfigError, match="dante train"):
+        model_refs(recipe)
+
+
+def test_model_labels_for_paths_and_roles(tmp_path, student_dir):
+    recipe = load_recipe(data={"output_dir": str(tmp_path), "student": {"model": str(student_dir)}, "teacher": {"model": "org/teacher"},
+                               "eval": {"models": ["base", "teacher", str(student_dir), "/x/model.Q4.gguf"]}})
+    labels = [m.label for m in model_refs(recipe)]
+    assert labels[:2] == ["base", "teacher"] and labels[2] == student_dir.name and labels[3] == "model.Q4"
+
+
+def test_contamination_note_when_prompts_share_gsm8k_rows():
+    from dante.eval.run import contamination_note
+
+    overlap = load_recipe(data={"prompts": {"source": "data/gsm8k/test.jsonl", "rows": "0:600"}})
+    assert contamination_note(overlap, spec_for("gsm8k_local")).startswith("600 evaluated rows")
+    assert contamination_note(overlap, spec_for("gsm8k_local_heldout")) is None
+    everything = load_recipe(data={"prompts": {"source": "data/gsm8k/test.jsonl"}})
+    assert contamination_note(everything, spec_for("gsm8k_local_heldout")) is not None

@@ -1,0 +1,123 @@
+"""`dante report RUN_DIR` from a run folder written by the test: files, images, model card, notes."""
+
+import re
+from pathlib import Path
+
+import yaml
+from fake_run import make_run, write_eval
+
+from dante.report.build import build_report
+
+PLOTS = ("scoreboard.png", "score_vs_compute.png", "training_curves.png", "cache_entropy.png")
+
+
+def front_matter(text: str) -> dict:
+    match = re.match(r"^---\n(.*?)\n---\n", text, re.S)
+    assert match, "model card has no YAML front matter"
+    return yaml.safe_load(match.group(1))
+
+
+def test_report_writes_markdown_plots_and_model_card(tmp_path):
+    from PIL import Image
+
+    run = make_run(tmp_path / "run")
+    path = build_report(run)
+    out = run / "report"
+    assert path == out / "report.md"
+    for name in PLOTS:
+        with Image.open(out / name) as img:
+            img.verify()
+        with Image.open(out / name) as img:
+            assert img.format == "PNG" and img.size[0] > 400 and img.size[1] > 250
+    text = path.read_text()
+    for heading in ("## Scores measured in this run", "## Published reference figures (not measured here)", "## Compute",
+                    "## Training", "## Teacher cache", "## Plots", "## Consistency checks"):
+        assert heading in text
+    for name in PLOTS:
+        assert f"]({name})" in text
+    assert "| GSM8K | 18.0" in text and "32.0" in text  # base and student, in percent
+    assert "not recorded" in text  # the fake cache manifest has no device time
+
+
+def test_model_card_yaml_holds_the_measured_student_scores(tmp_path):
+    run = make_run(tmp_path / "run")
+    build_report(run)
+    card = (run / "report" / "README.md").read_text()
+    meta = front_matter(card)
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    (entry,) = meta["model-index"]
+    assert entry["name"] == "fake-run"
+    values = {r["dataset"]["type"]: (r["metrics"][0]["type"], r["metrics"][0]["value"]) for r in entry["results"]}
+    assert values == {"gsm8k_local_heldout": ("exact_match", 32.0), "humaneval_local": ("pass@1", 10.0)}
+    assert all("lm-eval 0.4.13" in r["dataset"]["name"] and "8-shot" in r["dataset"]["name"]
+               for r in entry["results"] if r["dataset"]["type"].startswith("gsm8k"))
+    assert (run / "student" / "README.md").read_text() == card  # copied into the checkpoint folder
+
+
+def test_model_card_in_student_folder_is_not_overwritten_when_user_written(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "student" / "README.md").write_text("# my own card\n")
+    build_report(run)
+    assert (run / "student" / "README.md").read_text() == "# my own card\n"
+
+
+def test_report_of_a_run_with_no_stage_done_is_notes_not_a_crash(tmp_path):
+    run = tmp_path / "empty"
+    run.mkdir()
+    text = build_report(run).read_text()
+    assert "no evaluation yet" in text and "has not finished training" in text and "no sealed cache shards" in text
+    assert "not drawn" in text
+    assert not list((run / "report").glob("*.png"))
+    meta = front_matter((run / "report" / "README.md").read_text())
+    assert "model-index" not in meta
+
+
+def test_report_before_eval_still_draws_training_and_cache(tmp_path):
+    run = make_run(tmp_path / "run", scores=False)
+    text = build_report(run).read_text()
+    out = run / "report"
+    assert (out / "training_curves.png").is_file() and (out / "cache_entropy.png").is_file()
+    assert not (out / "scoreboard.png").exists() and "no evaluation yet" in text
+
+
+def test_broken_files_are_noted_and_skipped(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "eval" / "teacher").mkdir()
+    (run / "eval" / "teacher" / "scores.json").write_text("{not json")
+    with open(run / "student" / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 61, "loss": 1.0')  # torn last line
+    text = build_report(run).read_text()
+    assert "teacher/scores.json" in text and "metrics.jsonl:62" in text
+    assert (run / "report" / "training_curves.png").is_file()
+
+
+def test_report_output_dir_and_no_reference(tmp_path):
+    run = make_run(tmp_path / "run")
+    recipe = yaml.safe_load((run / "resolved_recipe.yaml").read_text())
+    recipe["report"] = {"include_card_reference": False, "title": "My run"}
+    (run / "resolved_recipe.yaml").write_text(yaml.safe_dump(recipe))
+    path = build_report(run, output_dir=tmp_path / "elsewhere")
+    text = path.read_text()
+    assert path.parent == tmp_path / "elsewhere" and text.startswith("# My run")
+    assert "Published reference" not in text
+
+
+def test_cli_report_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from dante.cli import app
+
+    run = make_run(tmp_path / "run")
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    assert Path(run / "report" / "report.md").is_file()
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert missing.exit_code == 1
+
+
+def test_eval_rows_of_another_model_appear_as_a_column(tmp_path):
+    run = make_run(tmp_path / "run")
+    write_eval(run / "eval", "teacher", "gsm8k_local_heldout", 0.61)
+    text = build_report(run).read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| benchmark | base"))
+    assert header == "| benchmark | base | student | teacher |"
