@@ -111,8 +111,6 @@ def test_train_killed_mid_checkpoint_and_mid_step_resumes_to_same_losses(tmp_pat
     count("train steps compared with an uninterrupted run", STEPS)
 
 
-@pytest.mark.xfail(strict=True, reason="bug in dante/train/runtime.py MetricsLog: a torn last line of metrics.jsonl "
-                   "(disk full or power loss mid-append) makes --resume die with a raw JSONDecodeError")
 def test_resume_survives_a_torn_metrics_line(tmp_path):
     from dante.train.runtime import MetricsLog
 

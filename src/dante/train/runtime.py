@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from dante.config import TrainConfig
+from dante.io import atomic_write_text
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -79,13 +80,22 @@ class MetricsLog:
         if resume_step is None:
             path.write_text("")
         elif path.exists():  # drop rows written after the checkpoint we resume from
-            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            path.write_text("".join(ln + "\n" for ln in kept))
+            kept = [json.dumps(r) for r in self.rows() if r.get("step", 0) <= resume_step]
+            atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
     def rows(self) -> list[dict[str, Any]]:
+        """Every complete row; a torn line (a kill or full disk mid-append) is skipped."""
         if not self.path.exists():
             return []
-        return [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+        rows = []
+        for ln in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(ln)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
 
     def write(self, row: dict[str, Any]) -> None:
         if self.enabled:
