@@ -1,0 +1,136 @@
+"""An OpenAI-compatible chat endpoint on 127.0.0.1 that fails on purpose, for the reliability
+suite. It listens on the loopback address only, answers at most ``max_requests`` requests and
+stops by itself after ``lifetime_s`` seconds, and counts every request server-side.
+
+``script(prompt_text, attempt) -> action``, attempt counted from 1 per prompt:
+    "ok"                  200 with a valid completion (top logprobs .5/.25 on 3 tokens)
+    ("429", seconds)      429 Too Many Requests with Retry-After
+    "500" / "503"         server errors
+    ("hang", seconds)     sleeps past the client's timeout, then closes without answering
+    "drop"                200 headers announcing 5000 bytes, part of the body, then the connection closes
+    "reset"               closes the connection before any response
+    "badjson"             200 with a body that is not JSON
+    "badschema"           200 with JSON that is not a completion
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TOKENS = 3
+ENTROPY = 1.5 * math.log(2)  # every token: p = (.5, .25) + tail .25
+
+
+class FlakyServer:
+    def __init__(self, script, *, max_requests: int = 300, lifetime_s: float = 90.0, echo_auth: bool = False) -> None:
+        self.script, self.max_requests, self.echo_auth = script, max_requests, echo_auth
+        self.attempts: Counter[str] = Counter()
+        self.times: dict[str, list[float]] = {}
+        self.served_ok: set[str] = set()
+        self.faults: Counter[str] = Counter()
+        self.auth: set[str] = set()
+        self.requests = 0
+        self.overflow = False
+        self.closed = False
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                try:
+                    server.handle(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout): expected for "hang"
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # loopback only, never another address
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.timer = threading.Timer(lifetime_s, self.close)  # bounded in time even if a test hangs
+        self.timer.daemon = True
+        self.timer.start()
+
+    # --- one request ---------------------------------------------------------------------
+
+    def handle(self, h: BaseHTTPRequestHandler) -> None:
+        body = json.loads(h.rfile.read(int(h.headers["Content-Length"])))
+        text = body["messages"][-1]["content"]
+        with self.lock:
+            self.requests += 1
+            if self.requests > self.max_requests:
+                self.overflow = True
+                action = "503"
+            else:
+                self.attempts[text] += 1
+                self.times.setdefault(text, []).append(time.monotonic())
+                self.auth.add(h.headers.get("Authorization", ""))
+                action = self.script(text, self.attempts[text])
+        kind = action[0] if isinstance(action, tuple) else action
+        if kind != "ok":
+            with self.lock:
+                self.faults[kind] += 1
+        auth = f" (you sent {h.headers.get('Authorization')})" if self.echo_auth else ""
+        if kind == "ok":
+            self.send(h, 200, json.dumps(self.completion(text, body)).encode())
+            with self.lock:
+                self.served_ok.add(text)
+        elif kind == "429":
+            self.send(h, 429, json.dumps({"error": f"rate limited{auth}"}).encode(), {"Retry-After": str(action[1])})
+        elif kind in ("500", "503"):
+            self.send(h, int(kind), json.dumps({"error": f"server error{auth}"}).encode())
+        elif kind == "hang":
+            time.sleep(action[1])
+            h.close_connection = True
+        elif kind == "drop":
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", "5000")
+            h.end_headers()
+            h.wfile.write(b'{"choices": [{"index": 0, "message": {"content": "The ans')
+            h.wfile.flush()
+            h.close_connection = True
+        elif kind == "reset":
+            h.close_connection = True
+        elif kind == "badjson":
+            self.send(h, 200, b'{"choices": [{"index": 0, "message": ')
+        elif kind == "badschema":
+            self.send(h, 200, json.dumps({"object": "error", "detail": f"not a completion{auth}"}).encode())
+        else:
+            raise ValueError(f"unknown action {action!r}")
+
+    @staticmethod
+    def send(h: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict | None = None) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(data)
+
+    @staticmethod
+    def completion(text: str, body: dict) -> dict:
+        top = [{"token": "a", "logprob": math.log(0.5)}, {"token": "b", "logprob": math.log(0.25)}]
+        logprobs = {"content": [{"token": "a", "logprob": math.log(0.5), "top_logprobs": top} for _ in range(TOKENS)]}
+        choices = [{"index": i, "message": {"role": "assistant", "content": f"The answer to {text!r} is {len(text)}."},
+                    "finish_reason": "stop", "logprobs": logprobs if body.get("logprobs") else None} for i in range(body.get("n", 1))]
+        return {"id": "cmpl", "object": "chat.completion", "choices": choices,
+                "usage": {"prompt_tokens": 11, "completion_tokens": TOKENS * len(choices)}}
+
+    def close(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+        self.timer.cancel()
+        self.httpd.shutdown()
+        self.httpd.server_close()
