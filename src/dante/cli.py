@@ -138,16 +138,19 @@ def eval_(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
     model: Annotated[list[str] | None, typer.Option("--model", help="Model to evaluate (student/teacher/base or a path); repeatable.")] = None,
+    suite: Annotated[str | None, typer.Option(help="Named suite: card, local, demo, or 'none' for only --task.")] = None,
     task: Annotated[list[str] | None, typer.Option("--task", help="Extra lm-eval task; repeatable.")] = None,
     limit: Annotated[float | None, typer.Option(help="lm-eval limit (rows, or a fraction < 1).")] = None,
     allow_code_execution: Annotated[bool, typer.Option("--allow-code-execution", help="Run generated code (HumanEval/MBPP).")] = False,
 ) -> None:
-    """Score models with lm-evaluation-harness; writes raw results and scores.json."""
+    """Score models with lm-evaluation-harness; writes raw results and scores.json per model."""
     from dante.eval.run import evaluate
 
     cfg = _load(recipe, overrides)
     if model:
         cfg.eval.models = list(model)
+    if suite is not None:
+        cfg.eval.suite = None if suite.lower() in ("none", "null", "") else suite
     if task:
         cfg.eval.tasks = [*cfg.eval.tasks, *task]
     if limit is not None:
@@ -159,11 +162,14 @@ def eval_(
 
 @app.command()
 @_friendly
-def report(run_dir: Annotated[Path, typer.Argument(help="Run folder (the recipe's output_dir).")]) -> None:
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder (the recipe's output_dir).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder (default: RUN_DIR/report).")] = None,
+) -> None:
     """Write report.md, plots and the student's model card from a run folder."""
     from dante.report.build import build_report
 
-    path = build_report(run_dir)
+    path = build_report(run_dir, output)
     out.print(f"report: {path}")
 
 

@@ -49,3 +49,15 @@ def test_code_runs_in_a_process_with_a_timeout():
     assert he.run_tests(program, problem["test"], problem["entry_point"], timeout=10)
     assert not he.run_tests(problem["prompt"] + "    return None\n", problem["test"], problem["entry_point"], timeout=10)
     assert not he.run_tests(problem["prompt"] + "    while True:\n        pass\n", problem["test"], problem["entry_point"], timeout=1)
+
+
+def test_cli_eval_refuses_code_task_and_names_the_flag(tmp_path):
+    from typer.testing import CliRunner
+
+    from dante.cli import app
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"output_dir: {tmp_path}\nstudent:\n  model: /nonexistent\neval:\n  models: [base]\n")
+    result = CliRunner().invoke(app, ["eval", str(recipe), "--suite", "none", "--task", "humaneval_local"])
+    assert result.exit_code == 1
+    assert "eval.allow_code_execution" in result.output and "--allow-code-execution" in result.output

@@ -154,11 +154,11 @@ def contamination_note(recipe: Recipe, spec: TaskSpec) -> str | None:
 @contextmanager
 def code_execution(cfg: EvalConfig):
     """Allow dante's local code tasks to run code (and set their timeout) only inside this block."""
-    keys = {"DANTE_ALLOW_CODE_EXECUTION": "1", "DANTE_CODE_TIMEOUT_S": str(cfg.code_timeout_s)}
+    # HF_ALLOW_CODE_EVAL: the opt-in of lm-eval's stock humaneval/mbpp (hf evaluate's code_eval).
+    keys = {"DANTE_ALLOW_CODE_EXECUTION": "1", "DANTE_CODE_TIMEOUT_S": str(cfg.code_timeout_s), "HF_ALLOW_CODE_EVAL": "1"}
     old = {k: os.environ.get(k) for k in keys}
     if cfg.allow_code_execution:
         os.environ.update(keys)
-        os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")  # lm-eval's stock humaneval/mbpp (hf evaluate code_eval)
     try:
         yield
     finally:
@@ -275,4 +275,8 @@ def evaluate(recipe: Recipe) -> EvalSummary:
             summary.rows += [r for r in data["scores"] if r["primary"] and r["task"] in {s.task for s in specs}]
             summary.not_scored += [{**p, "model": model.label} for p in data["not_scored"] if p["task"] in {s.task for s in specs}]
     summary.seconds = time.perf_counter() - t0
+    if not summary.rows and summary.not_scored:
+        first = summary.not_scored[0]
+        raise DanteError(f"no task could be scored ({len(summary.not_scored)} failed; first: {first['task']}: {first.get('reason', '')})",
+                         file=recipe.eval_dir, field="eval.tasks", hint="hub tasks need network access; offline, use suite 'local' or 'demo'")
     return summary

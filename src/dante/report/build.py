@@ -95,7 +95,7 @@ def make_figures(data: RunData, out: Path, refs: list[Published]) -> dict[str, P
     attempts = {
         "scoreboard": (lambda: plots.scoreboard(scoreboard_bars(data, refs), out / "scoreboard.png"), "no scores yet"),
         "score_vs_compute": (lambda: plots.score_vs_compute(*compute_points(data, refs), out / "score_vs_compute.png"),
-                             "needs student scores with recorded training device-hours, or base scores"),
+                             "needs student scores and the student's recorded training device-hours"),
         "training_curves": (lambda: plots.training_curves(data.metrics, out / "training_curves.png"), "no training metrics"),
         "cache_entropy": (lambda: plots.entropy_histogram(data.entropies, cwce_weight_fn(data), out / "cache_entropy.png"),
                           "no cache records with output_entropy"),
@@ -105,6 +105,9 @@ def make_figures(data: RunData, out: Path, refs: list[Published]) -> dict[str, P
             path = draw()
         except ImportError as exc:
             path, why = None, f"matplotlib is not installed ({exc}); pip install 'dante-distill[report]'"
+        if path is None:
+            for stale in out.glob(f"{name}.png"):  # a plot of an earlier report must not outlive its data
+                stale.unlink()
         figures[name] = path if path is not None else why
     return figures
 

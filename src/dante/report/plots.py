@@ -83,9 +83,10 @@ def score_vs_compute(points: list[dict[str, Any]], baselines: list[dict[str, Any
 
     ``points`` = [{"benchmark", "label", "hours", "unit", "value", "published"}]; ``baselines`` =
     [{"benchmark", "label", "value"}] drawn as dashed lines (models with no training compute of ours).
+    Nothing is drawn without at least one measured point.
     """
-    if not points and not baselines:
-        return None
+    if not any(not p["published"] for p in points):
+        return None  # published points alone say nothing about this run
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
     benches = list(dict.fromkeys([p["benchmark"] for p in points] + [b["benchmark"] for b in baselines]))
@@ -99,9 +100,9 @@ def score_vs_compute(points: list[dict[str, Any]], baselines: list[dict[str, Any
     for b in baselines:
         ax.axhline(b["value"], color=color[b["benchmark"]], linestyle="--", linewidth=1)
     ax.set_xscale("log")
+    ax.set_ylim(-3, 105)
     ax.set_xlabel("training compute (device-hours, log scale; units differ per point, see labels)")
     ax.set_ylabel("score (%)")
-    ax.set_ylim(0, 105)
     ax.grid(alpha=0.3, which="major")
     _compute_legend(ax, benches, color, bool(baselines))
     ax.set_title("Score vs training compute")
@@ -128,7 +129,7 @@ def training_curves(metrics: list[dict[str, Any]], path: Path) -> Path | None:
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     panels = [
-        (axes[0, 0], "Loss", "loss", [("loss", "total loss"), ("cwce", "CWCE (weighted CE)"), ("ce", "CE (unweighted)")]),
+        (axes[0, 0], "Loss", "loss", [("loss", "total loss"), ("cwce", "CWCE (weighted CE)"), ("ce", "CE (unweighted, dotted)")]),
         (axes[0, 1], "TEA anchor ||E - E0||²", "TEA", [("tea", "TEA")]),
         (axes[1, 0], "Loss weights", "λ", [("lambda_ce", "λ_CE"), ("lambda_tea", "λ_TEA")]),
         (axes[1, 1], "Learning rate", "learning rate", [("lr", "LR")]),
@@ -151,10 +152,10 @@ def training_curves(metrics: list[dict[str, Any]], path: Path) -> Path | None:
 
 def _curve_panel(ax, rows: list[dict[str, Any]], series: list[tuple[str, str]]) -> None:
     drawn = False
-    for key, label in series:
+    for (key, label), style in zip(series, ("-", "--", ":")):  # styles keep overlapping curves visible
         pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
         if pts:
-            ax.plot(*zip(*pts), label=label, linewidth=1.4)
+            ax.plot(*zip(*pts), style, label=label, linewidth=1.6)
             drawn = True
     if drawn:
         ax.legend()

@@ -130,20 +130,44 @@ def student_compute(data: RunData) -> dict[str, Any] | None:
             "device_name": m.get("device_name"), "wall_time_s": m.get("wall_time_s"), "tokens": m.get("tokens_seen"), "steps": m.get("steps")}
 
 
+def _teacher_devices(recipe: dict[str, Any]) -> tuple[int | None, str | None]:
+    """Devices the teacher used, from the recipe: vLLM's parallel degrees, one local device for hf, unknown for a server."""
+    t = recipe.get("teacher") or {}
+    if t.get("backend") == "vllm":
+        return int(t.get("tensor_parallel_size") or 1) * int(t.get("pipeline_parallel_size") or 1), "GPU (vLLM)"
+    if t.get("backend", "hf") == "hf":
+        return 1, str(t.get("device") or "auto")
+    return None, "remote server"
+
+
+def _manifest_span_s(m: dict[str, Any]) -> float | None:
+    from datetime import datetime
+
+    try:
+        return (datetime.fromisoformat(m["updated"]) - datetime.fromisoformat(m["created"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def cache_compute(data: RunData) -> dict[str, Any] | None:
-    """Teacher cache compute from its manifest; device-hours are computed only from recorded wall time and device count."""
+    """Teacher cache compute: recorded device-hours, else wall time × devices, else an estimate from the manifest's
+    created/updated times and the recipe's teacher devices (marked as such), else not recorded."""
     m = data.cache_manifest
     if m is None and data.cache_stats is None:
         return None
     m = m or {}
-    wall = m.get("wall_time_s", m.get("seconds"))
-    count = m.get("device_count")
-    hours = m.get("device_hours")
-    if hours is None and wall is not None and count:
-        hours = wall * count / 3600
     stats = data.cache_stats or {}
-    return {"hours": hours, "device_type": m.get("device_type"), "device_count": count, "device_name": m.get("device_name"),
-            "wall_time_s": wall, "tokens": stats.get("completion_tokens"), "records": m.get("records", stats.get("records"))}
+    out = {"hours": m.get("device_hours"), "device_type": m.get("device_type"), "device_count": m.get("device_count"),
+           "device_name": m.get("device_name"), "wall_time_s": m.get("wall_time_s", m.get("seconds")),
+           "tokens": stats.get("completion_tokens"), "records": m.get("records", stats.get("records")), "source": "measured (manifest)"}
+    if out["hours"] is None and out["wall_time_s"] is not None and out["device_count"]:
+        out["hours"] = out["wall_time_s"] * out["device_count"] / 3600
+    if out["hours"] is None and out["wall_time_s"] is None and (span := _manifest_span_s(m)) is not None:
+        count, kind = _teacher_devices(data.recipe)
+        out.update(wall_time_s=span, device_count=count, device_type=kind, device_name=kind,
+                   hours=span * count / 3600 if count else None,
+                   source="estimate: manifest created→updated span (includes pauses) × teacher devices from the recipe")
+    return out
 
 
 def eval_compute(data: RunData) -> dict[str, Any] | None:
@@ -166,7 +190,7 @@ def compute_section(data: RunData, published: list[PublishedCompute]) -> str:
         device = f"{c.get('device_count') or '?'}× {c.get('device_name') or c.get('device_type') or '?'}" if c.get("device_type") else NOT_RECORDED
         wall = f"{c['wall_time_s']:.0f}" if c.get("wall_time_s") is not None else NOT_RECORDED
         tokens = f"{c['tokens']:,}" if c.get("tokens") is not None else "—"
-        body.append([stage, device, wall, fmt_hours(c["hours"]), tokens, "measured (manifest)"])
+        body.append([stage, device, wall, fmt_hours(c["hours"]), tokens, c.get("source", "measured (manifest)")])
     out += [md_table(["stage", "devices", "wall time (s)", "device-hours", "tokens", "source"], body, "llrrrl"), ""]
     if published:
         out += [f"Published compute (not measured here; A100-GPU-hour equivalents, the card's own figures and estimates; "
