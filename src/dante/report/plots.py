@@ -69,7 +69,8 @@ def _score_panel(ax, bench: str, items: list[dict[str, Any]], colors: dict[str, 
         if item.get("ci"):
             lo, hi = item["ci"]
             ax.errorbar(i, item["value"], yerr=[[item["value"] - lo], [hi - item["value"]]], color="black", capsize=3, linewidth=1)
-        ax.text(i, item["value"] + 1.5, f"{item['value']:.1f}" + ("*" if item.get("flagged") else ""), ha="center", va="bottom", fontsize=8)
+        top = max(item["value"], item["ci"][1] if item.get("ci") else 0.0)  # above the interval, not on it
+        ax.text(i, top + 1.5, f"{item['value']:.1f}" + ("*" if item.get("flagged") else ""), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(items)))
     ax.set_xticklabels([it["label"].replace(" (published)", "\n(published)") for it in items], rotation=35, ha="right", fontsize=8)
     ax.set_ylim(0, 105)
@@ -129,7 +130,7 @@ def training_curves(metrics: list[dict[str, Any]], path: Path) -> Path | None:
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     panels = [
-        (axes[0, 0], "Loss", "loss", [("loss", "total loss"), ("cwce", "CWCE (weighted CE)"), ("ce", "CE (unweighted, dotted)")]),
+        (axes[0, 0], "Loss", "loss", [("loss", "total loss"), ("cwce", "CWCE (weighted CE)"), ("ce", "CE (unweighted)")]),
         (axes[0, 1], "TEA anchor ||E - E0||²", "TEA", [("tea", "TEA")]),
         (axes[1, 0], "Loss weights", "λ", [("lambda_ce", "λ_CE"), ("lambda_tea", "λ_TEA")]),
         (axes[1, 1], "Learning rate", "learning rate", [("lr", "LR")]),
