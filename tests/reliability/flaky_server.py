@@ -11,6 +11,8 @@ stops by itself after ``lifetime_s`` seconds, and counts every request server-si
     "reset"               closes the connection before any response
     "badjson"             200 with a body that is not JSON
     "badschema"           200 with JSON that is not a completion
+With ``echo_auth`` every error body quotes the request's Authorization header after ``pad``
+filler characters (a server that echoes the key back: the client must not repeat it).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ ENTROPY = 1.5 * math.log(2)  # every token: p = (.5, .25) + tail .25
 
 
 class FlakyServer:
-    def __init__(self, script, *, max_requests: int = 300, lifetime_s: float = 90.0, echo_auth: bool = False) -> None:
-        self.script, self.max_requests, self.echo_auth = script, max_requests, echo_auth
+    def __init__(self, script, *, max_requests: int = 300, lifetime_s: float = 90.0, echo_auth: bool = False, pad: int = 0) -> None:
+        self.script, self.max_requests, self.echo_auth, self.pad = script, max_requests, echo_auth, pad
         self.attempts: Counter[str] = Counter()
         self.times: dict[str, list[float]] = {}
         self.served_ok: set[str] = set()
@@ -78,7 +80,8 @@ class FlakyServer:
         if kind != "ok":
             with self.lock:
                 self.faults[kind] += 1
-        auth = f" (you sent {h.headers.get('Authorization')})" if self.echo_auth else ""
+        # like servers that quote the request back: the Authorization header in the error body
+        auth = "x" * self.pad + f" (you sent {h.headers.get('Authorization')})" if self.echo_auth else ""
         if kind == "ok":
             self.send(h, 200, json.dumps(self.completion(text, body)).encode())
             with self.lock:

@@ -173,7 +173,7 @@ class OpenAITeacher(Teacher):
                 resp = self._client.post(self.path, json=body)
                 if resp.status_code == 200:
                     return parse_response(resp.json(), cfg.api, k, body["n"])
-                excerpt = self._scrub(resp.text[:300].strip())
+                excerpt = self._scrub(resp.text)[:300].strip()  # scrub first: a cut could split the key
                 if resp.status_code in RETRY_STATUS or resp.status_code >= 500:
                     last = f"HTTP {resp.status_code}: {excerpt}"
                     retry_after = parse_retry_after(resp.headers.get("retry-after"))
