@@ -127,6 +127,9 @@ class LossConfig(Section):
     ce_end: float = Field(1.0, description="lambda_CE at ce_ramp_end.")
     ce_warmup_steps: int = Field(200, ge=0, description="Steps held at ce_start.")
     ce_ramp_end: int = Field(2000, ge=1, description="Step where lambda_CE reaches ce_end.")
+    chunked_ce: bool = Field(
+        True, description="Compute the lm_head and CE in token chunks (never the full tokens x vocab logits): less memory, same gradients."
+    )
 
 
 class TrainConfig(Section):

@@ -26,7 +26,7 @@ from dante.train import runtime
 from dante.train.checkpoint import latest_checkpoint, read_state, save_checkpoint
 from dante.train.curriculum import BatchStream, check_entropies, micro_batches, rank_slice
 from dante.train.data import IGNORE, Example, block_diagonal_causal_mask, build_examples, collate
-from dante.train.losses import TeaAnchor, cwce_weight, lambda_ce, lambda_tea, token_weights, weighted_ce_sum
+from dante.train.losses import ChunkedCEHead, TeaAnchor, cwce_weight, lambda_ce, lambda_tea, token_weights, weighted_ce_sum
 
 METRICS_FILE = "metrics.jsonl"
 MANIFEST_FILE = "dante_manifest.json"
@@ -60,15 +60,31 @@ class Forward:
     Packed rows carry a block-diagonal causal mask for SDPA/eager (no varlen kernel on CPU);
     flash-attention and flex use ``position_ids`` (transformers detects the packed records).
     Only positions with a target get logits (``logits_to_keep``), so prompts cost no lm_head.
+    ``loss_sums`` gives the weighted CE sums; with chunked_ce (and a plain linear head) the
+    lm_head computes them chunk by chunk and the (tokens × vocab) logits are never built.
     """
 
-    def __init__(self, model, base_model, accelerator) -> None:
+    def __init__(self, model, base_model, accelerator, *, chunked_ce: bool = False) -> None:
         self.model, self.device = model, accelerator.device
         self.attn = getattr(base_model.config, "_attn_implementation", None) or "eager"
         self.mask_dtype = next(base_model.parameters()).dtype
         self.keep_logits = "logits_to_keep" in inspect.signature(base_model.forward).parameters
+        self.head = ChunkedCEHead(base_model) if chunked_ce and ChunkedCEHead.supports(base_model) else None
+
+    def loss_sums(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ u_t·CE_t, Σ CE_t) of one micro-batch (see ``weighted_ce_sum``)."""
+        if self.head is None:
+            return weighted_ce_sum(*self(batch))
+        kwargs, targets, weights = self._inputs(batch)
+        self.head.arm(targets, weights)
+        self.model(**kwargs)
+        return self.head.take()
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        kwargs, targets, weights = self._inputs(batch)
+        return self.model(**kwargs).logits, targets, weights
+
+    def _inputs(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         kwargs: dict[str, Any] = {"input_ids": batch["input_ids"], "use_cache": False}
         if "segment_ids" in batch:
@@ -84,8 +100,7 @@ class Forward:
                 keep = torch.zeros(1, dtype=torch.long, device=self.device)
             kwargs["logits_to_keep"] = keep
             targets, weights = targets[:, keep], weights[:, keep]
-        logits = self.model(**kwargs).logits
-        return logits, targets, weights
+        return kwargs, targets, weights
 
 
 def _dummy(pad_id: int) -> Example:
@@ -112,8 +127,7 @@ def held_out_loss(forward: Forward, examples: list[Example], accelerator, *, mic
     for mb in micro_batches(local, len(order), accelerator.num_processes, micro_batch_size):
         exs = [examples[i] for i in mb] or [_dummy(pad_id)]
         with accelerator.autocast():
-            logits, targets, weights = forward(collate(exs, [1.0] * len(exs), packing=packing, pad_id=pad_id))
-        ce_sum += weighted_ce_sum(logits, targets, weights)[1]
+            ce_sum += forward.loss_sums(collate(exs, [1.0] * len(exs), packing=packing, pad_id=pad_id))[1]
     forward.model.train()
     ce_sum = accelerator.reduce(ce_sum, "sum")
     return float(ce_sum) / sum(ex.n_completion for ex in examples)
@@ -179,7 +193,7 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: accelerate would step it once per process
-    forward = Forward(model, base_model, accelerator)
+    forward = Forward(model, base_model, accelerator, chunked_ce=lcfg.chunked_ce)
 
     state: dict[str, Any] = {"step": 0, "cursor": 0, "tokens": 0, "records": 0, "wall_time_s": 0.0}
     if resume:
@@ -226,8 +240,7 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
                     if anchor is not None and is_last:
                         anchor.arm()
                     with accelerator.autocast():
-                        logits, targets, weights = forward(batch)
-                    wsum, cesum = weighted_ce_sum(logits, targets, weights)
+                        wsum, cesum = forward.loss_sums(batch)
                     # × world: DDP/FSDP average gradients over ranks, the objective sums them
                     loss = lam_ce * (wsum / denom) * world
                     if anchor is not None and is_last:
