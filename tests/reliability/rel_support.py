@@ -53,7 +53,7 @@ def run_cli(args: list[str], *, timeout: float = 240, **env: str) -> subprocess.
 
 
 def start_cli(args: list[str], **env: str) -> subprocess.Popen:
-    return subprocess.Popen(cli_command(args), cwd=ROOT, env=cli_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cli_command(args), cwd=ROOT, env=cli_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def tail(proc: subprocess.CompletedProcess, n: int = 3000) -> str:

@@ -131,6 +131,43 @@ def test_bad_recipe_is_a_located_error_and_nothing_is_written(tmp_path, monkeypa
     count("faults: bad inputs rejected (recipes)")
 
 
+def damage(cache: Path, how: str) -> None:
+    first = (cache / "shard-00000.jsonl").read_text().splitlines()[0]
+    if how == "manifest_not_json":
+        (cache / "manifest.json").write_text('{"records": 3, "shards": [')
+    elif how == "manifest_not_an_object":
+        (cache / "manifest.json").write_text("[]\n")
+    elif how == "bad_line_in_sealed_shard":
+        with open(cache / "shard-00000.jsonl", "a") as fh:
+            fh.write('{"prompt": "half a rec\n')
+    elif how == "duplicate_id_across_shards":
+        with open(cache / "shard-00001.jsonl", "a") as fh:
+            fh.write(first + "\n")
+    elif how == "partial_repeats_a_sealed_id":
+        (cache / ".partial-00002.jsonl").write_text(first + "\n")
+    else:
+        raise ValueError(how)
+
+
+@pytest.mark.parametrize("case", CASES["cache-folders"], ids=lambda c: c["damage"])
+def test_damaged_cache_folder_is_a_located_error_and_is_left_as_found(tmp_path, teacher_dir, case):
+    source = tmp_path / "prompts.jsonl"
+    write_prompts(source, GOOD)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "output_dir": str(tmp_path / "run"),
+        "teacher": {"backend": "hf", "model": str(teacher_dir), "device": "cpu", "max_new_tokens": 2, "top_logprobs": 2},
+        "prompts": {"source": str(source)}, "cache": {"shard_size": 2},
+    }))
+    assert invoke(["cache", recipe]).exit_code == 0
+    cache = tmp_path / "run" / "cache"
+    damage(cache, case["damage"])
+    before = snapshot(cache)
+    assert_clean_failure(invoke(["cache", recipe]), [f.format(cache=cache) for f in case["expect"]])
+    assert snapshot(cache) == before
+    count("faults: bad inputs rejected (damaged cache folders)")
+
+
 @pytest.mark.parametrize("args", [["cache", "validate", CORPUS / "records" / "entropy_nan.jsonl"],
                                   ["cache", CORPUS / "recipes" / "unknown_key.yaml"]], ids=["validate", "recipe"])
 def test_the_installed_dante_command_prints_no_traceback(args):

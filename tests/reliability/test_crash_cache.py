@@ -59,7 +59,6 @@ def kill_at_random_time(recipe, cache, r) -> str | None:
         return None  # finished first: nothing killed
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    proc.stderr.close()
     return f"random time, {durable_lines(cache) - before} new lines durable"
 
 

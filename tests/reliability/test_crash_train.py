@@ -54,7 +54,6 @@ def kill_during_a_step(args, out, r) -> str | None:
         return None
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    proc.stderr.close()
     return "random moment during a step"
 
 

@@ -50,11 +50,14 @@ def read_manifest(directory: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"manifest is not valid JSON ({exc})", file=path, hint="delete it to rebuild from the shards") from None
     except OSError as exc:
         raise disk_error(exc, path, "read the manifest") from None
+    if not isinstance(data, dict):
+        raise DataError(f"manifest must be a JSON object, got {type(data).__name__}", file=path, hint="delete it to rebuild from the shards")
+    return data
 
 
 def _valid_prefix(path: Path) -> tuple[list[str], int]:
