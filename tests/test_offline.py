@@ -202,6 +202,25 @@ def test_resolve_converts_once_then_reuses(fake_site, fake_convert, tmp_path):
     assert len(fake_convert) == 1
 
 
+def test_model_reference_pypi_name_resolves_to_the_folder(fake_site, fake_convert, tmp_path, monkeypatch):
+    from dante.models import resolve_model
+
+    monkeypatch.setenv("DANTE_CACHE", str(tmp_path))
+    resolved = resolve_model(f"pypi:{FAKE.name}")
+    assert resolved.path == str(tmp_path / "models" / FAKE.name) and resolved.gguf_file is None
+
+
+def test_converted_folder_is_used_after_packages_are_uninstalled(fake_site, fake_convert, tmp_path):
+    import importlib
+
+    folder = offline.resolve_packaged(FAKE.name, cache_dir=tmp_path)
+    sys.path.remove(str(fake_site))
+    importlib.invalidate_caches()
+    assert offline.missing_packages(FAKE)
+    assert offline.resolve_packaged(FAKE.name, cache_dir=tmp_path) == folder
+    assert len(fake_convert) == 1
+
+
 def test_deleting_the_converted_folder_converts_again(fake_site, fake_convert, tmp_path):
     import shutil
 
