@@ -290,11 +290,26 @@ def test_killed_conversion_is_never_picked_up(fake_site, fake_convert, tmp_path)
     assert proc.returncode == 9, stderr
     models = cache / "models"
     leftovers = [p.name for p in models.iterdir()]
-    assert leftovers == [f".{FAKE.name}.tmp-{proc.pid}"]  # only the dead process's temporary folder
+    assert len(leftovers) == 1 and leftovers[0].startswith(f".{FAKE.name}.tmp-") and leftovers[0].endswith(f"-{proc.pid}")
+    assert (models / leftovers[0] / "config.json").exists()  # the dead process's half-done work
     assert offline.read_marker(models / FAKE.name) is None
     folder = offline.resolve_packaged(FAKE.name, cache_dir=cache)
     assert len(fake_convert) == 1 and offline.read_marker(folder) is not None
     assert [p.name for p in models.iterdir()] == [FAKE.name]  # the stale temporary was removed
+
+
+def test_only_temporary_folders_of_dead_processes_are_removed(tmp_path):
+    import os
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    target = tmp_path / "m"
+    alive_tmp = tmp_path / f".m.tmp-0a0b-{os.getpid()}"  # a conversion running now (this process)
+    dead_tmp = tmp_path / f".m.tmp-0c0d-{dead.pid}"
+    for folder in (alive_tmp, dead_tmp):
+        folder.mkdir()
+    offline.remove_stale(target)
+    assert alive_tmp.exists() and not dead_tmp.exists()
 
 
 def test_real_packages_are_found_in_order_when_installed():

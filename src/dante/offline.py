@@ -318,7 +318,7 @@ def remove_stale(target: Path) -> None:
 
 def _publish(tmp: Path, target: Path) -> None:
     """Rename the finished ``tmp`` to ``target``, replacing an outdated or incomplete one."""
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    old = target.parent / f".{target.name}.old-{os.urandom(4).hex()}-{os.getpid()}"
     if target.exists():
         target.rename(old)
     try:
@@ -375,8 +375,7 @@ def build_folder(target: Path, chunks: Sequence[Chunk], *, gguf_name: str, expec
     remove_stale(target)
     total = check_chunks(chunks)
     _check_space(target.parent, total)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.urandom(4).hex()}-{os.getpid()}"  # pid last: see remove_stale
     tmp.mkdir()
     started = time.perf_counter()
     try:
@@ -386,7 +385,11 @@ def build_folder(target: Path, chunks: Sequence[Chunk], *, gguf_name: str, expec
         marker = {"format": FORMAT, **(info or {}), "gguf": gguf_name, "gguf_sha256": digest, "sources": _sources(chunks),
                   **details, "convert_seconds": round(time.perf_counter() - started, 1)}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        _publish(tmp, target)
+        finished = read_marker(target)
+        if finished and finished.get("sources") == marker["sources"]:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            _publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
