@@ -240,6 +240,9 @@ class Recipe(Section):
 # ---------------------------------------------------------------------------------------
 
 
+SECRET_FIELDS = frozenset({"api_key"})
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``'teacher.batch_size=16'`` -> (['teacher', 'batch_size'], 16). Values are YAML scalars."""
     if "=" not in text:
@@ -308,6 +311,8 @@ def _raise_validation(err: ValidationError, file: str | None, key_lines: dict[tu
             where = f"line {line}: " if line else ""
         if e["type"] == "extra_forbidden":
             problems.append(f"{where}{dotted}: unknown key")
+        elif loc[-1] in SECRET_FIELDS:  # never echo a secret, even a mistyped one
+            problems.append(f"{where}{dotted}: {e['msg']} (value not shown: it is a secret)")
         else:
             problems.append(f"{where}{dotted}: {e['msg']} (got {e.get('input')!r})")
     raise ConfigError("; ".join(problems), file=file or "<recipe>") from None
@@ -349,11 +354,26 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     return recipe
 
 
+def redact_url(url: str | None) -> str | None:
+    """``https://user:key@host/v1`` -> ``https://***@host/v1``: credentials in a URL are never shown."""
+    if not url or "@" not in url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.username and not parts.password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
 def resolved_dict(recipe: Recipe) -> dict[str, Any]:
-    """The recipe as plain data, secrets masked (api_key is never written anywhere)."""
+    """The recipe as plain data, secrets masked (api_key and URL credentials are never written anywhere)."""
     data = recipe.model_dump(mode="json", exclude={"source_file"})
-    if data.get("teacher", {}).get("api_key") is not None:
-        data["teacher"]["api_key"] = "**********"
+    teacher = data.get("teacher", {})
+    if teacher.get("api_key") is not None:
+        teacher["api_key"] = "**********"
+    teacher["base_url"] = redact_url(teacher.get("base_url"))
     return data
 
 

@@ -96,8 +96,6 @@ def test_api_key_never_written_printed_logged_or_raised(tmp_path, monkeypatch, c
     count("faults: flaky teacher server (key echoed in error bodies)", sum(srv.faults.values()))
 
 
-@pytest.mark.xfail(strict=True, reason="bug in dante/config.py _raise_validation: a wrong-typed value is quoted "
-                   "('got ...'), so a numeric api_key (YAML reads it as an int) is printed in the error")
 def test_a_wrong_typed_api_key_is_not_quoted_in_the_error(tmp_path):
     digits = "712345678901234567"
     recipe = tmp_path / "recipe.yaml"

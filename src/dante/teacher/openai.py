@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from dante.cache.metadata import topk_entropy
-from dante.config import TeacherConfig
+from dante.config import TeacherConfig, redact_url
 from dante.errors import DanteError
 from dante.prompts import Prompt, render_prompt
 from dante.teacher.base import Completion, Generation, Teacher
@@ -128,6 +128,7 @@ class OpenAITeacher(Teacher):
         self.name = cfg.model
         self.base_url = base_url.rstrip("/")
         self.path = "/chat/completions" if cfg.api == "chat" else "/completions"
+        self.endpoint = (redact_url(self.base_url) or "") + self.path  # what errors show: no URL credentials
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=httpx.Timeout(cfg.request_timeout_s),
@@ -192,7 +193,7 @@ class OpenAITeacher(Teacher):
                     raise DanteError("stopped", field="teacher")
         raise DanteError(
             f"{what} failed after {attempts} attempts; last error: {last}",
-            file=self.base_url + self.path, field="teacher",
+            file=self.endpoint, field="teacher",
             hint="check the server, or raise teacher.max_retries / request_timeout_s; finished records are kept, re-run to resume",
         )
 
@@ -219,7 +220,7 @@ class OpenAITeacher(Teacher):
 
     def _rejected(self, exc: _Rejected, what: str) -> DanteError:
         hint = "check teacher.api_key_env" if exc.status in (401, 403) else "check teacher.model, teacher.api and the sampling settings"
-        return DanteError(f"{what}: server refused the request (HTTP {exc.status}): {exc.body}", file=self.base_url + self.path, field="teacher", hint=hint)
+        return DanteError(f"{what}: server refused the request (HTTP {exc.status}): {exc.body}", file=self.endpoint, field="teacher", hint=hint)
 
     # --- the Teacher interface -----------------------------------------------------------
 
