@@ -33,7 +33,7 @@ def test_tiny_model_on_gsm8k_local_writes_scores(tmp_path, student_dir):
         assert SCORE_KEYS <= row.keys()
         assert 0.0 <= row["value"] <= 1.0
         assert row["task"] == "gsm8k_local" and row["shots"] == 8 and row["n_samples"] == 5 and row["n_total"] == 1319
-        assert row["lm_eval_version"].startswith("0.4")
+        assert row["lm_eval_version"].startswith("0.4") and row["limit"] == 5
     (primary,) = [r for r in rows if r["primary"]]
     assert primary["filter"] == "strict-match" and 0.0 <= primary["ci95"][0] <= primary["ci95"][1] <= 1.0
     raw = json.loads((model_dir / "results_gsm8k_local.json").read_text())

@@ -187,11 +187,16 @@ def load_lm(model: ModelRef, cfg: EvalConfig):
         raise DanteError(f"lm-eval cannot load model {model.label!r}: {exc}", file=resolved.path, field="eval.models") from None
 
 
+def lm_eval_limit(cfg: EvalConfig) -> int | float | None:
+    """eval.limit as lm-eval reads it: a row count (int) from 1 up, a fraction below 1."""
+    return None if cfg.limit is None else (int(cfg.limit) if cfg.limit >= 1 else cfg.limit)
+
+
 def run_task(lm, spec: TaskSpec, cfg: EvalConfig, manager) -> dict[str, Any]:
     """One lm-eval run; returns lm-eval's result dict (with 'samples' when logged)."""
     import lm_eval
 
-    limit = None if cfg.limit is None else (int(cfg.limit) if cfg.limit >= 1 else cfg.limit)
+    limit = lm_eval_limit(cfg)
     seeds = {} if cfg.seed is None else {k: cfg.seed for k in ("random_seed", "numpy_random_seed", "torch_random_seed", "fewshot_random_seed")}
     return lm_eval.simple_evaluate(
         model=lm, tasks=[spec.task], num_fewshot=spec.shots, limit=limit, task_manager=manager,
@@ -219,7 +224,7 @@ def _info(model: ModelRef, resolved, device: str, spec: TaskSpec, cfg: EvalConfi
 
     return {
         "model": model.label, "model_ref": model.ref, "model_path": resolved.path, "gguf_file": resolved.gguf_file,
-        "spec": spec.as_dict(), "limit": cfg.limit, "max_gen_toks": cfg.max_gen_toks, "apply_chat_template": cfg.apply_chat_template,
+        "spec": spec.as_dict(), "limit": lm_eval_limit(cfg), "max_gen_toks": cfg.max_gen_toks, "apply_chat_template": cfg.apply_chat_template,
         "dtype": cfg.dtype, "device": device, "batch_size": cfg.batch_size, "seed": cfg.seed, "lm_eval_version": md.version("lm_eval"),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "contamination": contamination_note(recipe, spec),
     }
