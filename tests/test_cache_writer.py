@@ -131,3 +131,32 @@ def test_stats(tmp_path):
     console = Console(record=True, width=120)
     console.print(render_stats(st))
     assert "output_entropy" in console.export_text()
+
+
+def test_manifest_records_teacher_compute_across_resumes(tmp_path, teacher_dir):
+    from dante.cache.run import run_cache
+    from dante.cache.writer import read_manifest
+    from dante.config import load_recipe
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"q{i}?"}) + "\n" for i in range(4)))
+    data = {"output_dir": str(tmp_path / "run"), "teacher": {"backend": "hf", "model": str(teacher_dir), "max_new_tokens": 2},
+            "prompts": {"source": str(prompts), "limit": 2}}
+    run_cache(load_recipe(data=data))
+    first = read_manifest(tmp_path / "run" / "cache")
+    assert first["device_type"] == "cpu" and first["device_count"] == 1 and first["wall_time_s"] > 0
+    data["prompts"]["limit"] = 4
+    run_cache(load_recipe(data=data))
+    second = read_manifest(tmp_path / "run" / "cache")
+    assert second["wall_time_s"] > first["wall_time_s"]
+    assert second["device_hours"] == pytest.approx(second["wall_time_s"] / 3600)
+
+
+def test_a_dante_cache_folder_reads_only_its_shards(tmp_path):
+    from dante.cache.records import cache_files
+
+    (tmp_path / "shard-00000.jsonl").write_text("")
+    (tmp_path / "notes.jsonl").write_text("")
+    assert [p.name for p in cache_files(tmp_path)] == ["notes.jsonl", "shard-00000.jsonl"]  # someone else's folder
+    (tmp_path / "manifest.json").write_text("{}")
+    assert [p.name for p in cache_files(tmp_path)] == ["shard-00000.jsonl"]

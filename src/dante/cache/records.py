@@ -115,12 +115,17 @@ class Problem:
 
 
 def cache_files(path: str | Path) -> list[Path]:
-    """The JSONL files of a cache: a folder's completed shards in order, or one file."""
+    """The JSONL files of a cache: a folder's completed shards in order, or one file.
+
+    A dante cache folder (one with ``manifest.json``) is read through its ``shard-*.jsonl``
+    files only; any other folder through all of its ``*.jsonl`` files (someone else's export).
+    """
     path = Path(path)
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted(p for p in path.glob("*.jsonl") if not p.name.startswith("."))
+        pattern = "shard-*.jsonl" if (path / "manifest.json").is_file() else "*.jsonl"
+        return sorted(p for p in path.glob(pattern) if not p.name.startswith("."))
     raise DataError("cache path does not exist", file=path)
 
 

@@ -171,11 +171,13 @@ def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Consol
     summary = CacheSummary(directory, len(prompts), 0, 0, len(prompts) - len(pending), 0, teacher=None)
     entropies: list[float] = []
     complete = False
+    devices: dict[str, Any] = {k: old[k] for k in ("device_type", "device_count") if k in old}
     try:
         writer.write_manifest()
         if pending:
             engine = teacher or make_teacher(cfg)
             summary.teacher = engine.name
+            devices = engine.device_info()
             writer.manifest_base["teacher"]["name"] = engine.name
             console = console or Console(stderr=True)
             start = time.perf_counter()
@@ -199,7 +201,11 @@ def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Consol
         complete = True
     finally:
         # Finished records are always made durable; only a complete run seals the last shard.
-        writer.close(seal=complete, complete=complete, updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        # Compute adds up over resumed runs (a killed run's time is not counted: an under-estimate).
+        wall = float(old.get("wall_time_s") or 0.0) + time.perf_counter() - t0
+        count = devices.get("device_count")
+        writer.close(seal=complete, complete=complete, updated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     wall_time_s=wall, **devices, device_hours=wall * count / 3600.0 if count else None)
     summary.records = writer.records
     summary.shards = len(writer.sealed_shards)
     summary.seconds = time.perf_counter() - t0

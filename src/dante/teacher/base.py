@@ -109,6 +109,11 @@ class Teacher:
             )
         return [Completion(p, m[0], s) for p, m, s in zip(chunk, mains, samples, strict=True)]
 
+    def device_info(self) -> dict[str, Any]:
+        """Where generation runs, for the compute table: device_type and device_count
+        (None when unknown, e.g. a remote server)."""
+        return {"device_type": "remote", "device_count": None}
+
     def close(self) -> None:
         """Free the engine (GPU memory, HTTP connections)."""
 

@@ -52,6 +52,9 @@ class HFTeacher(Teacher):
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self._torch = torch
 
+    def device_info(self) -> dict[str, Any]:
+        return {"device_type": str(self.device).split(":")[0], "device_count": 1}
+
     def render(self, prompt: Prompt) -> str:
         return render_prompt(prompt, self.tokenizer, self.cfg.use_chat_template)
 

@@ -86,6 +86,9 @@ class VLLMTeacher(Teacher):
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
 
+    def device_info(self) -> dict[str, Any]:
+        return {"device_type": "cuda", "device_count": self.cfg.tensor_parallel_size * self.cfg.pipeline_parallel_size}
+
     def render(self, prompt: Prompt) -> str:
         return render_prompt(prompt, self.tokenizer, self.cfg.use_chat_template)
 
