@@ -1,0 +1,28 @@
+"""The capability-transfer bench's statistics (bench/capability_transfer.py) against hand values."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_SPEC = importlib.util.spec_from_file_location("capability_transfer", Path(__file__).parents[1] / "bench" / "capability_transfer.py")
+capability = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(capability)
+
+
+def test_mcnemar_exact_by_hand():
+    a = {i: False for i in range(10)}
+    b = {i: i < 5 for i in range(10)}  # b right on 5 rows a got wrong, never the reverse
+    assert capability.mcnemar_exact(a, b) == {"rows": 10, "b_only": 5, "a_only": 0, "p_value": pytest.approx(2 / 32)}
+    b[9], a[8] = True, True  # 6 vs 1 discordant: p = 2 * (C(7,0) + C(7,1)) / 2^7
+    assert capability.mcnemar_exact(a, b)["p_value"] == pytest.approx(2 * 8 / 128)
+    assert capability.mcnemar_exact(a, a)["p_value"] == 1.0  # no discordant rows
+
+
+def test_recipe_scales_the_demo_and_sft_switches_every_dante_addition_off():
+    args = capability.parse_args(["--prompts", "40", "--epochs", "2", "--batch", "8", "--out", "/tmp/x"])
+    recipe = capability.recipe_for(args, *capability.SFT_FLAGS)
+    t = recipe.train
+    assert t.steps == 10 and t.loss.ce_ramp_end == 10 and recipe.prompts.limit == 40
+    assert not (t.loss.cwce or t.loss.tea or t.loss.ce_schedule) and t.curriculum == "shuffle"
+    assert recipe.eval.tasks == [capability.TASK] and recipe.eval.suite is None
