@@ -131,7 +131,7 @@ def _model_shape(recipe: Recipe) -> dict[str, Any]:
     """Parameter count, layers and hidden size from a local config.json, or the recipe's hint."""
     st = recipe.student
     shape: dict[str, Any] = {"num_parameters": st.num_parameters, "n_layers": st.num_layers, "hidden": st.hidden_size}
-    path = Path(recipe.student.model)
+    path = _local_folder(recipe.student.model)
     cfg_file = path / "config.json"
     if cfg_file.is_file():
         cfg = json.loads(cfg_file.read_text())
@@ -141,6 +141,16 @@ def _model_shape(recipe: Recipe) -> dict[str, Any]:
         if shape["num_parameters"] is None:
             shape["num_parameters"] = _params_from_config(cfg)
     return shape
+
+
+def _local_folder(ref: str) -> Path:
+    """The folder a model reference loads from, without loading or converting anything:
+    a packaged ``pypi:NAME`` model's converted folder (when it exists), else the path itself."""
+    if ref.startswith("pypi:"):
+        from dante.offline import models_dir
+
+        return models_dir() / ref.removeprefix("pypi:")
+    return Path(ref)
 
 
 def _params_from_config(cfg: dict[str, Any]) -> int | None:
