@@ -43,7 +43,7 @@ def run_pipeline(recipe: Recipe) -> Path:
         console.print(f"student already trained: {recipe.student_dir} (delete it to train again)")
     else:
         resume = latest_checkpoint(recipe.student_dir) is not None
-        console.print(train(recipe, resume=resume))
+        console.print(str(train(recipe, resume=resume)), highlight=False, soft_wrap=True)
     timings["train"] = time.perf_counter() - t0
 
     t0 = _stage("3/4 evaluation")
