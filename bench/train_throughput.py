@@ -43,7 +43,7 @@ import common  # noqa: E402
 from common import RunResult  # noqa: E402
 
 SETTINGS = ("dante", "trl-padded", "trl-grouped", "trl-padfree", "trl-bfd")
-LEVERS = ("dante-plain-ce", "dante-gc", "dante-padded", "dante-v0")  # measured with --levers
+LEVERS = ("dante-plain-ce", "dante-mask-attn", "dante-gc", "dante-padded", "dante-v0")  # measured with --levers
 
 
 # -- the workload -------------------------------------------------------------------------------
@@ -95,13 +95,16 @@ def _records(meta: dict[str, Any]) -> list[dict[str, Any]]:
 # -- our trainer ---------------------------------------------------------------------------------
 
 def run_dante(meta: dict[str, Any], args, *, packing: bool = True, gradient_checkpointing: bool = False, chunked_ce: bool | None = None,
-              loop_adamw: bool = False, name: str = "dante") -> RunResult:
+              loop_adamw: bool = False, mask_attention: bool = False, name: str = "dante") -> RunResult:
     """One `dante train` run with the full DANTE loss; step ends are read off its metrics log.
 
-    loop_adamw: torch's default for-loop AdamW instead of the fused one (the trainer before the
-    optimisations of BENCHMARKS.md, with chunked_ce=False).
+    loop_adamw: torch's default for-loop AdamW instead of the fused one; mask_attention: packed
+    rows through SDPA with the block-diagonal mask instead of record by record. Both, with
+    chunked_ce=False, are the trainer before the optimisations of BENCHMARKS.md.
     """
     import torch
+
+    import dante.train.loop as loop
 
     from dante.config import load_recipe
 
@@ -118,17 +121,19 @@ def run_dante(meta: dict[str, Any], args, *, packing: bool = True, gradient_chec
         "name": "bench", "output_dir": str(out), "cache": {"dir": meta["cache"]},
         "student": {"model": meta["student"], "use_chat_template": False, "attn_implementation": "sdpa"}, "train": train,
     })
-    orig_adamw = torch.optim.AdamW
+    orig_adamw, orig_packed = torch.optim.AdamW, loop.use_packed_sdpa
 
     def adamw(*a, fused=None, **k):
         return orig_adamw(*a, **k)
 
     if loop_adamw:
         torch.optim.AdamW = adamw
+    if mask_attention:
+        loop.use_packed_sdpa = lambda model: False
     try:
         return common.timed_dante_train(recipe, args.warmup, name)
     finally:
-        torch.optim.AdamW = orig_adamw
+        torch.optim.AdamW, loop.use_packed_sdpa = orig_adamw, orig_packed
         shutil.rmtree(out, ignore_errors=True)
 
 
@@ -229,8 +234,10 @@ def run_setting(name: str, meta: dict[str, Any], args) -> RunResult:
         return run_dante(meta, args, gradient_checkpointing=True, name=name)
     if name == "dante-plain-ce":
         return run_dante(meta, args, chunked_ce=False, name=name)
+    if name == "dante-mask-attn":
+        return run_dante(meta, args, mask_attention=True, name=name)
     if name == "dante-v0":
-        return run_dante(meta, args, chunked_ce=False, loop_adamw=True, name=name)
+        return run_dante(meta, args, chunked_ce=False, loop_adamw=True, mask_attention=True, name=name)
     if name.startswith("trl-"):
         return run_trl(meta, args, name.removeprefix("trl-"))
     raise SystemExit(f"unknown setting {name!r}")
@@ -300,6 +307,8 @@ def bench_model(model: str, args) -> dict[str, Any]:
     print(f"padding-free correctness (max |Δlogit| vs one record at a time): " + ", ".join(f"{k} {v:.1e}" for k, v in check.items()))
     correct = {k: v < 1e-3 for k, v in check.items()}
     correct["trl-bfd"] = correct["trl-padfree"]  # BFD packing feeds the model the same padding-free rows
+    print("warm-up run (untimed) ...")
+    run_dante(meta, argparse.Namespace(**{**vars(args), "steps": 2, "warmup": 1}), name="warm-up")
     results = common.interleaved({n: (lambda n=n: run_setting(n, meta, args)) for n in names}, args.repeats)
     memory: dict[str, dict[str, Any]] = {}
     if not args.no_memory:

@@ -23,6 +23,8 @@ from dante.config import Recipe, resolved_dict, save_resolved
 from dante.errors import DanteError
 from dante.io import atomic_write_json
 from dante.train import runtime
+from dante.train.attention import NAME as PACKED_SDPA
+from dante.train.attention import has_sliding_window, record_bounds, use_packed_sdpa
 from dante.train.checkpoint import latest_checkpoint, read_state, save_checkpoint
 from dante.train.curriculum import BatchStream, check_entropies, micro_batches, rank_slice
 from dante.train.data import IGNORE, Example, block_diagonal_causal_mask, build_examples, collate
@@ -57,16 +59,20 @@ class TrainResult:
 class Forward:
     """Runs the student on one micro-batch and returns logits aligned with its targets.
 
-    Packed rows carry a block-diagonal causal mask for SDPA/eager (no varlen kernel on CPU);
+    Packed rows: an SDPA student runs attention record by record (``dante.train.attention``,
+    the record boundaries passed as ``cu_seq_lens_q``); eager gets a block-diagonal causal mask;
     flash-attention and flex use ``position_ids`` (transformers detects the packed records).
     Only positions with a target get logits (``logits_to_keep``), so prompts cost no lm_head.
     ``loss_sums`` gives the weighted CE sums; with chunked_ce (and a plain linear head) the
     lm_head computes them chunk by chunk and the (tokens × vocab) logits are never built.
     """
 
-    def __init__(self, model, base_model, accelerator, *, chunked_ce: bool = False) -> None:
+    def __init__(self, model, base_model, accelerator, *, chunked_ce: bool = False, packed_attention: bool = False) -> None:
         self.model, self.device = model, accelerator.device
+        if packed_attention:
+            use_packed_sdpa(base_model)
         self.attn = getattr(base_model.config, "_attn_implementation", None) or "eager"
+        self.sliding = has_sliding_window(base_model.config)
         self.mask_dtype = next(base_model.parameters()).dtype
         self.keep_logits = "logits_to_keep" in inspect.signature(base_model.forward).parameters
         self.head = ChunkedCEHead(base_model) if chunked_ce and ChunkedCEHead.supports(base_model) else None
@@ -85,11 +91,14 @@ class Forward:
         return self.model(**kwargs).logits, targets, weights
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        bounds = record_bounds(batch["segment_ids"]) if self.attn == PACKED_SDPA and "segment_ids" in batch else None
         batch = {k: v.to(self.device) for k, v in batch.items()}
         kwargs: dict[str, Any] = {"input_ids": batch["input_ids"], "use_cache": False}
         if "segment_ids" in batch:
             kwargs["position_ids"] = batch["position_ids"]
-            if self.attn in ("sdpa", "eager"):
+            if bounds is not None:
+                kwargs["cu_seq_lens_q"] = bounds  # stays on the CPU
+            elif self.attn in ("sdpa", "eager") and not self.sliding:  # else transformers' mask from position_ids keeps the windows
                 kwargs["attention_mask"] = block_diagonal_causal_mask(batch["segment_ids"], as_bool=self.attn == "sdpa", dtype=self.mask_dtype)
         else:
             kwargs["attention_mask"] = batch["attention_mask"]
@@ -193,7 +202,7 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: accelerate would step it once per process
-    forward = Forward(model, base_model, accelerator, chunked_ce=lcfg.chunked_ce)
+    forward = Forward(model, base_model, accelerator, chunked_ce=lcfg.chunked_ce, packed_attention=cfg.packing)
 
     state: dict[str, Any] = {"step": 0, "cursor": 0, "tokens": 0, "records": 0, "wall_time_s": 0.0}
     if resume:
