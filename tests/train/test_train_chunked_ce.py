@@ -103,3 +103,18 @@ def test_heads_that_rescale_logits_use_the_plain_path(tmp_path):
     model.config.final_logit_softcapping = 30.0  # Gemma-2 style: tanh on the logits
     assert not ChunkedCEHead.supports(model)
     assert Forward(model, model, CPU, chunked_ce=True).head is None
+
+
+def test_a_second_backward_is_refused_not_silently_wrong():
+    from dante.train.losses import tea_penalty
+
+    h, w, targets, weights = _problem(seed=4)
+    wsum = chunked_weighted_ce_sum(h, w, targets, weights)[0]
+    wsum.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        wsum.backward()
+    e = torch.randn(5, 3, requires_grad=True)
+    tea = tea_penalty(e, torch.zeros(5, 3))
+    tea.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        tea.backward()

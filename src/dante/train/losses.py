@@ -90,8 +90,25 @@ def tea_penalty(embedding: torch.Tensor, snapshot: torch.Tensor) -> torch.Tensor
     """
     if snapshot.requires_grad:
         raise ValueError("the TEA snapshot must be detached (not a trainable parameter)")
-    diff = embedding.float() - snapshot.float()
-    return (diff * diff).sum()
+    return _SquaredDistance.apply(embedding, snapshot)
+
+
+class _SquaredDistance(torch.autograd.Function):
+    """‖E − E₀‖²_F with one (V × H) temporary: the difference, which backward turns into the
+    gradient 2(E − E₀)·g in place (an embedding-sized allocation costs page faults on CPU)."""
+
+    @staticmethod
+    def forward(ctx, embedding, snapshot):
+        diff = embedding.float() - snapshot.float()
+        flat = diff.reshape(-1)
+        ctx.save_for_backward(diff)
+        ctx.dtype = embedding.dtype
+        return torch.dot(flat, flat)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (diff,) = ctx.saved_tensors  # a second backward (retain_graph) fails torch's in-place version check
+        return diff.mul_(2.0 * grad).to(ctx.dtype), None
 
 
 def weighted_ce_sum(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,8 +193,8 @@ class _ChunkedWeightedCE(torch.autograd.Function):
         grad_hidden, grad_weight = ctx.saved_tensors
         if grad_wsum is None or grad_hidden is None:
             return None, None, None, None, None, None, None
-        g = grad_wsum.float()
-        return (grad_hidden * g).to(ctx.dtypes[0]), (grad_weight * g).to(ctx.dtypes[1]), None, None, None, None, None
+        g = grad_wsum.float()  # scaled in place: no second (V × H) allocation
+        return grad_hidden.mul_(g).to(ctx.dtypes[0]), grad_weight.mul_(g).to(ctx.dtypes[1]), None, None, None, None, None
 
 
 def chunked_weighted_ce_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
