@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=float, default=2.0, help="passes over the cache")
     ap.add_argument("--batch", type=int, default=8, help="sequences per optimizer step")
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--max-new-tokens", type=int, default=384,
+                    help="teacher completion cap and eval generation cap (the demo's 256 cuts about half the teacher's solutions)")
     ap.add_argument("--skip-teacher-eval", action="store_true", help="leave out the (slowest) teacher evaluation")
     ap.add_argument("overrides", nargs="*", help="extra dotted recipe overrides, e.g. teacher.max_new_tokens=192")
     return ap.parse_args(argv)
@@ -51,6 +53,8 @@ def recipe_for(args: argparse.Namespace, *extra: str):
         f"train.steps={steps}", f"train.batch_sequences={args.batch}", f"train.lr={args.lr}",
         f"train.warmup_steps={max(1, steps // 10)}", f"train.checkpoint_every={max(1, steps // 2)}",
         f"train.loss.ce_warmup_steps={max(1, steps // 10)}", f"train.loss.ce_ramp_end={steps}",
+        f"teacher.max_new_tokens={args.max_new_tokens}", f"eval.max_gen_toks={args.max_new_tokens}",
+        f"train.max_length={args.max_new_tokens + 256}",
         "eval.suite=null", f"eval.tasks=[{TASK}]", *args.overrides, *extra,
     ]
     return load_recipe(args.recipe, overrides)
