@@ -35,7 +35,8 @@ from typing import Any  # noqa: E402
 
 import common  # noqa: E402
 
-PEAKS = {"H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}  # bf16 dense TFLOP/s
+# bf16 dense TFLOP/s by device name, most specific first (torch.cuda.get_device_name)
+PEAKS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 CARD = {"steps": 2000, "sequences": 128, "a100_hours": 21.0, "tokens_per_sequence": 525}  # card; 450-600 tokens/sample (DESIGN.md)
 
 
@@ -178,6 +179,11 @@ def report(meta: dict[str, Any], results: list[dict[str, Any]], args) -> None:
     print(common.table(rows, ["variant", "tokens/s", "TFLOP/s", "MFU", "peak memory", "device-hours, card run"]))
     print(f"card run: {CARD['steps']} steps x {CARD['sequences']} sequences x {CARD['tokens_per_sequence']} tokens = {card_tokens:.3e} tokens; "
           f"the card spent {CARD['a100_hours']} A100-hours")
+    for r in out:
+        if r.get("mfu"):
+            a100 = card_tokens * flops_per_token / (r["mfu"] * PEAKS["A100"] * 1e12) / 3600
+            print(f"{r['name']}: {r['projected_device_hours']:.1f} device-hours on this GPU; at the same MFU on A100s "
+                  f"{a100:.1f} A100-hours ({CARD['a100_hours'] / a100:.1f}x fewer than the card)")
     if args.tiny:
         print("--tiny: a CPU check of the script at a tiny size; these are not GPU figures")
     if args.json:
