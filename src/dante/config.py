@@ -377,13 +377,18 @@ def resolved_dict(recipe: Recipe) -> dict[str, Any]:
     return data
 
 
+def stable_hash(data: Any) -> str:
+    """Short sha256 of JSON-able data, independent of key order."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def recipe_hash(recipe: Recipe, sections: tuple[str, ...] | None = None) -> str:
     """Stable short hash of the resolved recipe (or of some sections of it)."""
     data = resolved_dict(recipe)
     if sections is not None:
         data = {k: data[k] for k in sections}
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return stable_hash(data)
 
 
 def save_resolved(recipe: Recipe, directory: str | Path, name: str = "resolved_recipe.yaml") -> Path:

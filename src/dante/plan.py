@@ -57,13 +57,13 @@ def _count_prompts(recipe: Recipe) -> tuple[int | None, str, float | None]:
 
 def _cache_lengths(recipe: Recipe) -> tuple[int, float | None]:
     """Records already in the cache and their mean (prompt + completion) teacher tokens."""
+    from dante.cache.records import cache_files
+
     cache = recipe.cache_dir
     if not cache.exists():
         return 0, None
     n, total, counted = 0, 0, 0
-    for f in sorted(cache.glob("*.jsonl")):
-        if f.name.startswith("."):
-            continue
+    for f in cache_files(cache):
         with open(f, "rb") as fh:
             for raw in fh:
                 try:

@@ -19,7 +19,7 @@ from rich.table import Table
 from dante.cache.metadata import difficulty_score, self_consistency
 from dante.cache.records import CacheRecord
 from dante.cache.writer import CacheWriter, disk_error, read_manifest
-from dante.config import Recipe, recipe_hash, resolved_dict, save_resolved
+from dante.config import Recipe, recipe_hash, resolved_dict, save_resolved, stable_hash
 from dante.errors import DanteError
 from dante.prompts import Prompt, load_prompts
 from dante.teacher.base import Completion, Teacher, make_teacher, sampling_settings
@@ -42,11 +42,7 @@ def content_settings(recipe: Recipe) -> dict[str, Any]:
 
 def cache_key(recipe: Recipe) -> str:
     """Hash of ``content_settings``: a cache is resumed only under the same key."""
-    import hashlib
-    import json
-
-    blob = json.dumps(content_settings(recipe), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return stable_hash(content_settings(recipe))
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
