@@ -10,6 +10,8 @@ Settings (each a full trainer run, timed from the end of warm-up step W to the e
   trl-grouped    the same, with train_sampling_strategy="group_by_length" (similar lengths together)
   trl-padfree    SFTTrainer(padding_free=True): the same micro-batches flattened into one row
   trl-bfd        SFTTrainer(packing=True, packing_strategy="bfd"): best-fit-decreasing rows
+  dante-compile  dante with train.compile (each decoder block torch.compile'd; opt-in, not the default)
+  trl-padfree-compile  trl-padfree with TrainingArguments(torch_compile=True) (whole model compiled)
 Both sides: fp32 (TRL's bf16/gradient-checkpointing defaults off, as ours), AdamW(0.9, 0.95),
 wd 0.1, clip 1.0, SDPA attention, batch B sequences per step in micro-batches of M. TRL reads the
 records sequentially in the order of dante's entropy curriculum, so padded/padding-free runs see
@@ -43,7 +45,7 @@ import common  # noqa: E402
 from common import RunResult  # noqa: E402
 
 SETTINGS = ("dante", "trl-padded", "trl-grouped", "trl-padfree", "trl-bfd")
-LEVERS = ("dante-plain-ce", "dante-mask-attn", "dante-gc", "dante-padded", "dante-v0")  # measured with --levers
+LEVERS = ("dante-plain-ce", "dante-mask-attn", "dante-gc", "dante-padded", "dante-v0", "dante-compile")  # measured with --levers
 
 
 # -- the workload -------------------------------------------------------------------------------
@@ -95,7 +97,7 @@ def _records(meta: dict[str, Any]) -> list[dict[str, Any]]:
 # -- our trainer ---------------------------------------------------------------------------------
 
 def run_dante(meta: dict[str, Any], args, *, packing: bool = True, gradient_checkpointing: bool = False, chunked_ce: bool | None = None,
-              loop_adamw: bool = False, mask_attention: bool = False, name: str = "dante") -> RunResult:
+              loop_adamw: bool = False, mask_attention: bool = False, compile: bool = False, name: str = "dante") -> RunResult:
     """One `dante train` run with the full DANTE loss; step ends are read off its metrics log.
 
     loop_adamw: torch's default for-loop AdamW instead of the fused one; mask_attention: packed
@@ -111,7 +113,7 @@ def run_dante(meta: dict[str, Any], args, *, packing: bool = True, gradient_chec
     out = Path(tempfile.mkdtemp(prefix="dante-bench-"))
     train: dict[str, Any] = {
         "steps": args.steps, "batch_sequences": args.batch, "micro_batch_size": args.micro, "max_length": 1024,
-        "packing": packing, "gradient_checkpointing": gradient_checkpointing, "mixed_precision": "no",
+        "packing": packing, "gradient_checkpointing": gradient_checkpointing, "mixed_precision": "no", "compile": compile,
         "lr": 1e-4, "warmup_steps": 0, "lr_scheduler": "constant", "checkpoint_every": 10_000, "log_every": 1, "seed": args.seed,
         "loss": {"cwce": True, "tea": True, "ce_schedule": True},
     }
@@ -157,8 +159,10 @@ def run_trl(meta: dict[str, Any], args, mode: str) -> RunResult:
                           "train_sampling_strategy": "sequential"}
     if mode == "grouped":  # padded, but micro-batches of similar lengths (transformers' LengthGroupedSampler)
         kw.update(train_sampling_strategy="group_by_length")
-    elif mode == "padfree":
+    elif mode in ("padfree", "padfree-compile"):
         kw.update(padding_free=True, max_length=None)  # records are shorter than 1024 already
+        if mode == "padfree-compile":
+            kw.update(torch_compile=True)
     elif mode == "bfd":  # rows of ~M records, one row per micro-batch: the same tokens per step on average
         kw.update(packing=True, packing_strategy="bfd", per_device_train_batch_size=1, max_length=_row_length(meta, args.micro))
     out = Path(tempfile.mkdtemp(prefix="trl-bench-"))
@@ -236,6 +240,8 @@ def run_setting(name: str, meta: dict[str, Any], args) -> RunResult:
         return run_dante(meta, args, chunked_ce=False, name=name)
     if name == "dante-mask-attn":
         return run_dante(meta, args, mask_attention=True, name=name)
+    if name == "dante-compile":
+        return run_dante(meta, args, compile=True, name=name)
     if name == "dante-v0":
         return run_dante(meta, args, chunked_ce=False, loop_adamw=True, mask_attention=True, name=name)
     if name.startswith("trl-"):
@@ -266,7 +272,7 @@ def main() -> None:
     p.add_argument("--micro", type=int, default=4, help="sequences per forward pass")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--records", type=int, default=256)
-    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list from {SETTINGS + LEVERS}")
+    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list from {SETTINGS + LEVERS + ('trl-padfree-compile',)}")
     p.add_argument("--levers", action="store_true", help=f"also run {', '.join(LEVERS)}")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child runs")
     p.add_argument("--threads", type=int, default=1,
@@ -307,6 +313,7 @@ def bench_model(model: str, args) -> dict[str, Any]:
     print(f"padding-free correctness (max |Δlogit| vs one record at a time): " + ", ".join(f"{k} {v:.1e}" for k, v in check.items()))
     correct = {k: v < 1e-3 for k, v in check.items()}
     correct["trl-bfd"] = correct["trl-padfree"]  # BFD packing feeds the model the same padding-free rows
+    correct["trl-padfree-compile"] = correct["trl-padfree"]
     print("warm-up run (untimed) ...")
     run_dante(meta, argparse.Namespace(**{**vars(args), "steps": 2, "warmup": 1}), name="warm-up")
     results = common.interleaved({n: (lambda n=n: run_setting(n, meta, args)) for n in names}, args.repeats)
@@ -349,6 +356,10 @@ def summarise(model: str, results: dict[str, list[RunResult]], memory: dict[str,
             out.update(peak_dante=d, peak_best=b)
             line += f"; peak RSS {common.mib(d)} vs {common.mib(b)} ({d / b:.2f}x)"
         print(line)
+        if "dante-compile" in results:
+            ratio_c = common.median(common.paired_ratios(results["dante-compile"], results[best]))
+            out.update(ratio_compile_vs_best=ratio_c)
+            print(f"dante with train.compile vs {best}: {ratio_c:.2f}x")
     out["memory"] = memory
     return out
 

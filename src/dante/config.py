@@ -156,6 +156,11 @@ class TrainConfig(Section):
     grad_clip: float | None = Field(1.0, description="Max global grad norm; null disables.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 where supported, else fp32.")
     gradient_checkpointing: bool = Field(False)
+    compile: bool = Field(
+        False, description="torch.compile each decoder block (regional compilation, dynamic shapes): fuses the "
+        "norm/RoPE/SwiGLU elementwise work; costs a one-off compile (~30 s on CPU) at the first step. Needs a C++ "
+        "compiler on CPU, Triton on GPU.",
+    )
     seed: int = Field(42)
     checkpoint_every: int = Field(200, ge=1, description="Steps between resumable checkpoints.")
     keep_checkpoints: int = Field(2, ge=1, description="Complete checkpoints kept on disk.")

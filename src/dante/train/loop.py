@@ -194,6 +194,10 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.compile:
+        n_blocks = runtime.compile_blocks(model)
+        if main:
+            accelerator.print(f"compile: {n_blocks} decoder blocks compiled on first use" if n_blocks else "compile: no repeated blocks found; running eager")
     anchor = TeaAnchor(model.get_input_embeddings().weight).attach(model) if lcfg.tea else None
     optimizer = runtime.build_optimizer(model, cfg)
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)

@@ -62,6 +62,23 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
         return torch.optim.AdamW(groups, **kwargs)
 
 
+def compile_blocks(model: torch.nn.Module) -> int:
+    """Regional compilation: ``torch.compile`` every block of the model's repeated-block list
+    (the decoder layers) in place, with dynamic shapes so packed rows of any length reuse one
+    graph; returns how many blocks were compiled. In place (``nn.Module.compile``) keeps the
+    parameter names, so checkpoints, ``save_pretrained`` and accelerate's wrappers see the
+    same module tree. The embeddings, final norm and lm_head (dante's chunked CE head) stay eager.
+    """
+    from accelerate.utils.other import is_repeated_blocks
+
+    blocks = max((m for m in model.modules() if is_repeated_blocks(m)), key=len, default=None)
+    if blocks is None:
+        return 0
+    for block in blocks:
+        block.compile(dynamic=True)
+    return len(blocks)
+
+
 def split_heldout(records: list, fraction: float, seed: int) -> tuple[list, list]:
     """(train, held-out): a fixed share of records chosen by a seeded hash of their id, so the
     split does not depend on file order and stays put when records are added."""
