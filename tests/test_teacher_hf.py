@@ -55,3 +55,24 @@ def test_samples_and_no_logprobs(teacher):
     assert all(s.token_entropies is None and s.output_entropy is None for g in out for s in g)
     again = teacher.generate(prompts, max_new_tokens=5, temperature=1.0, top_logprobs=0, n=3, seed=1)
     assert [s.text for s in again[0]] == [s.text for s in out[0]]  # seeded
+
+
+def test_step_entropies_equal_those_of_generates_own_logits(teacher):
+    """The hook sees the raw logits generate returns with output_logits=True: same numbers,
+    every step, every row (a batch with left padding and rows that stop early)."""
+    from dante.teacher.hf import StepEntropy
+
+    prompts = ["What is 2 + 3?", "Natalia sold clips to 48 of her friends in April, and then half as many in May."]
+    enc = teacher.tokenizer(prompts, return_tensors="pt", padding=True)
+    kwargs = {"max_new_tokens": 7, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+              "repetition_penalty": 1.3, "pad_token_id": teacher.tokenizer.pad_token_id}  # a processor must not leak in
+    hook = StepEntropy(teacher.model, 4)
+    with torch.no_grad():
+        out = teacher.model.generate(**enc, **kwargs, return_dict_in_generate=True, output_logits=True)
+    hook.remove()
+    want = torch.stack([topk_entropy_from_logits(step, 4) for step in out.logits], dim=1)
+    got = hook.per_row()
+    assert want.shape == (2, len(out.logits)) and got == want.tolist()
+    with torch.no_grad():
+        teacher.model(enc["input_ids"][:1])
+    assert len(hook.steps) == len(out.logits)  # removed: later calls add nothing

@@ -1,7 +1,11 @@
 """Local transformers teacher: small teachers, CPU runs and tests (batched, left-padded generate).
 
-Entropy per generated token comes from the raw logits ``generate`` returns (``output_logits``),
+Entropy per generated token comes from the raw next-token logits of each decoding step,
 reduced to the top-k logprobs + tail exactly as the other engines report them, so all agree.
+It is computed as generation goes (``StepEntropy``, a forward hook on the model), so the cache
+keeps batch × steps floats instead of the batch × steps × vocabulary logits that
+``generate(output_logits=True)`` would hold to the end of the batch (2.5 GB at batch 8 × 512
+steps × a 152k vocabulary).
 """
 
 from __future__ import annotations
@@ -29,6 +33,32 @@ def topk_entropy_from_logits(logits: Any, k: int) -> Any:
     r = (1.0 - p.sum(-1)).clamp(min=0.0)
     h = h - torch.where(r > 0, r * torch.log(r.clamp(min=1e-300)), torch.zeros_like(r))
     return h.clamp(min=0.0, max=math.log(top.shape[-1] + 1))
+
+
+class StepEntropy:
+    """Forward hook that reduces each decoding step's last-position logits to top-k entropies.
+
+    ``generate`` runs the model once per new token (prefill included) and picks the token from
+    ``logits[:, -1]`` of that call: the same raw logits ``output_logits=True`` returns, before
+    any logits processor (repetition penalty, temperature, top-p). Entropies of step j are in
+    ``steps[j]``, one float per row of the batch.
+    """
+
+    def __init__(self, model: Any, k: int) -> None:
+        self.k, self.steps = k, []
+        self._handle = model.register_forward_hook(self._hook)
+
+    def _hook(self, module: Any, args: Any, output: Any) -> None:
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        self.steps.append(topk_entropy_from_logits(logits[:, -1, :], self.k))
+
+    def per_row(self) -> list[list[float]]:
+        import torch
+
+        return torch.stack(self.steps, dim=1).tolist() if self.steps else []
+
+    def remove(self) -> None:
+        self._handle.remove()
 
 
 class HFTeacher(Teacher):
@@ -79,19 +109,22 @@ class HFTeacher(Teacher):
         prompt_lens = enc["attention_mask"].sum(-1).tolist()
         sample = temperature > 0
         kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": sample, "return_dict_in_generate": True,
-                                  "output_logits": top_logprobs > 0, "pad_token_id": self.tokenizer.pad_token_id}
+                                  "pad_token_id": self.tokenizer.pad_token_id}
         if sample:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=n)
             if seed is not None:
                 torch.manual_seed(seed)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        with torch.no_grad():
-            out = self.model.generate(**enc, **kwargs)
+        hook = StepEntropy(self.model, top_logprobs) if top_logprobs > 0 else None
+        try:
+            with torch.no_grad():
+                out = self.model.generate(**enc, **kwargs)
+        finally:
+            if hook is not None:
+                hook.remove()
         new = out.sequences[:, enc["input_ids"].shape[1]:]
-        entropies = None
-        if top_logprobs > 0:
-            entropies = torch.stack([topk_entropy_from_logits(step, top_logprobs) for step in out.logits], dim=1).tolist()
+        entropies = hook.per_row() if hook is not None else None
         gens = []
         for row, ids in enumerate(new.tolist()):
             length, finish = len(ids), "length"
