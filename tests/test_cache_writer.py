@@ -50,6 +50,20 @@ def test_torn_last_line_is_cut_and_ids_are_not_repeated(tmp_path):
     assert validate_cache(tmp_path) == (4, [])
 
 
+def test_full_partial_left_by_a_kill_before_the_seal_is_sealed_on_resume(tmp_path):
+    """A run killed after filling its partial shard but before renaming it: the resumed writer
+    seals it as it is (no blank line appended) and writes new records to the next shard."""
+    (tmp_path / ".partial-00000.jsonl").write_text("".join(rec(i).to_json() + "\n" for i in range(3)))  # full, unsealed
+    w2 = CacheWriter(tmp_path, shard_size=3, flush_every=1)
+    assert w2.open() == {rec(i).id for i in range(3)}
+    w2.add(rec(3))
+    w2.close(seal=True)
+    first = (tmp_path / "shard-00000.jsonl").read_bytes()
+    assert first.count(b"\n") == 3 and b"\n\n" not in first
+    assert [r.prompt for r in read_cache(tmp_path)] == ["p0", "p1", "p2", "p3"]
+    assert json.loads((tmp_path / "manifest.json").read_text())["shards"] == ["shard-00000.jsonl", "shard-00001.jsonl"]
+
+
 def test_second_writer_is_refused(tmp_path):
     w = CacheWriter(tmp_path)
     w.open()

@@ -161,6 +161,10 @@ class CacheWriter:
             self.index, self.partial_records = max(number, self.index), len(ids)
             if number != self.index:
                 self._rename(path, self.dir / partial_name(self.index))
+                path = self.dir / partial_name(self.index)
+            if self.partial_records >= self.shard_size:  # killed after its last write, before the seal
+                self._seal(path, self.index, self.partial_records)
+                self.index, self.partial_records = self.index + 1, 0
         self._open_partial()
         return set(self.done)
 
