@@ -88,6 +88,13 @@ def correct_by_row(model_dir: Path) -> dict[int, bool]:
     return out
 
 
+def boxed_rate(model_dir: Path) -> float:
+    """Share of generations that give an answer in \\boxed{} (the teacher's format), any value."""
+    rows = [json.loads(line) for line in (model_dir / f"samples_{TASK}.jsonl").read_text().splitlines()]
+    outs = [r["resps"][0][0] for r in rows if r.get("filter") == "flexible-extract"]
+    return sum("\\boxed{" in o for o in outs) / max(1, len(outs))
+
+
 def mcnemar_exact(a: dict[int, bool], b: dict[int, bool]) -> dict[str, float]:
     """Exact two-sided McNemar test on the rows both models answered: b wins vs a wins."""
     rows = sorted(set(a) & set(b))
@@ -103,8 +110,8 @@ def summarise(args: argparse.Namespace, labels: dict[str, str], seconds: float) 
 
     eval_dir = Path(args.out) / "eval"
     lines = [
-        "| model | accuracy (flexible-extract) | 95% CI | strict-match (#### N) | n |",
-        "|---|---:|---|---:|---:|",
+        "| model | accuracy (flexible-extract) | 95% CI | strict-match (\\boxed{N}) | answers in \\boxed{} | n |",
+        "|---|---:|---|---:|---:|---:|",
     ]
     table = {}
     for folder, label in labels.items():
@@ -113,18 +120,24 @@ def summarise(args: argparse.Namespace, labels: dict[str, str], seconds: float) 
             continue
         rows = {(r["metric"], r["filter"]): r for r in read_scores(path)["scores"] if r["task"] == TASK}
         flex, strict = rows[("exact_match", "flexible-extract")], rows[("exact_match", "strict-match")]
-        table[label] = {"flexible": flex["value"], "ci95": flex["ci95"], "strict": strict["value"], "n": flex["n_samples"]}
+        boxed = boxed_rate(eval_dir / folder)
+        table[label] = {"flexible": flex["value"], "ci95": flex["ci95"], "strict": strict["value"], "boxed": boxed, "n": flex["n_samples"]}
         lo, hi = flex["ci95"]
-        lines.append(f"| {label} | {flex['value']:.3f} | {lo:.3f}–{hi:.3f} | {strict['value']:.3f} | {flex['n_samples']} |")
-    test = None
-    if all((eval_dir / f / f"samples_{TASK}.jsonl").is_file() for f in ("student-sft", "student-dante")):
-        test = mcnemar_exact(correct_by_row(eval_dir / "student-sft"), correct_by_row(eval_dir / "student-dante"))
-        lines += ["", f"DANTE vs SFT on the same {test['rows']} rows: DANTE right and SFT wrong on {test['b_only']}, "
-                      f"the reverse on {test['a_only']}; exact McNemar p = {test['p_value']:.3f}."]
+        lines.append(f"| {label} | {flex['value']:.3f} | {lo:.3f}–{hi:.3f} | {strict['value']:.3f} | {boxed:.2f} | {flex['n_samples']} |")
+    samples = {f: correct_by_row(eval_dir / f) for f in ("base", "student-sft", "student-dante")
+               if (eval_dir / f / f"samples_{TASK}.jsonl").is_file()}
+    tests = {}
+    for a, b, what in (("student-sft", "student-dante", "DANTE vs SFT"), ("base", "student-sft", "SFT vs before"),
+                       ("base", "student-dante", "DANTE vs before")):
+        if a in samples and b in samples:
+            t = tests[what] = mcnemar_exact(samples[a], samples[b])
+            lines += ["", f"{what} on the same {t['rows']} rows: {what.split(' vs ')[0]} right and "
+                      f"{what.split(' vs ')[1]} wrong on {t['b_only']}, the reverse on {t['a_only']}; exact McNemar p = {t['p_value']:.3f}."]
+    test = tests.get("DANTE vs SFT")
     lines += ["", f"Prompts {args.prompts} (GSM8K rows 0-599), held-out rows {args.eval_rows} (from row 600), "
                   f"{args.epochs:g} epochs at {args.batch} sequences/step, lr {args.lr:g}; wall time {seconds / 60:.0f} min."]
     out = Path(args.out)
-    (out / "capability.json").write_text(json.dumps({"args": vars(args), "scores": table, "mcnemar_dante_vs_sft": test,
+    (out / "capability.json").write_text(json.dumps({"args": vars(args), "scores": table, "mcnemar_dante_vs_sft": test, "mcnemar": tests,
                                                      "wall_time_s": seconds}, indent=2, default=str))
     text = "\n".join(lines) + "\n"
     (out / "capability.md").write_text(text)

@@ -26,3 +26,12 @@ def test_recipe_scales_the_demo_and_sft_switches_every_dante_addition_off():
     assert t.steps == 10 and t.loss.ce_ramp_end == 10 and recipe.prompts.limit == 40
     assert not (t.loss.cwce or t.loss.tea or t.loss.ce_schedule) and t.curriculum == "shuffle"
     assert recipe.eval.tasks == [capability.TASK] and recipe.eval.suite is None
+
+
+def test_boxed_rate_counts_answers_in_the_teachers_format(tmp_path):
+    import json
+
+    rows = [{"filter": "flexible-extract", "resps": [[text]]} for text in ("so \\boxed{12}.", "It is 12.", "\\boxed{}", "\\boxed{7}")]
+    rows.append({"filter": "strict-match", "resps": [["\\boxed{3}"]]})  # the other filter's copy is not counted twice
+    (tmp_path / f"samples_{capability.TASK}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert capability.boxed_rate(tmp_path) == pytest.approx(3 / 4)
