@@ -127,17 +127,16 @@ def summarise(args: argparse.Namespace, labels: dict[str, str], seconds: float) 
     samples = {f: correct_by_row(eval_dir / f) for f in ("base", "student-sft", "student-dante")
                if (eval_dir / f / f"samples_{TASK}.jsonl").is_file()}
     tests = {}
-    for a, b, what in (("student-sft", "student-dante", "DANTE vs SFT"), ("base", "student-sft", "SFT vs before"),
-                       ("base", "student-dante", "DANTE vs before")):
+    for a, b, a_name, b_name in (("student-sft", "student-dante", "SFT", "DANTE"), ("base", "student-sft", "before", "SFT"),
+                                 ("base", "student-dante", "before", "DANTE")):
         if a in samples and b in samples:
-            t = tests[what] = mcnemar_exact(samples[a], samples[b])
-            lines += ["", f"{what} on the same {t['rows']} rows: {what.split(' vs ')[0]} right and "
-                      f"{what.split(' vs ')[1]} wrong on {t['b_only']}, the reverse on {t['a_only']}; exact McNemar p = {t['p_value']:.3f}."]
-    test = tests.get("DANTE vs SFT")
+            t = tests[f"{b_name} vs {a_name}"] = mcnemar_exact(samples[a], samples[b])
+            lines += ["", f"{b_name} vs {a_name} on the same {t['rows']} rows: {b_name} right and {a_name} wrong on "
+                          f"{t['b_only']}, the reverse on {t['a_only']}; exact McNemar p = {t['p_value']:.3f}."]
     lines += ["", f"Prompts {args.prompts} (GSM8K rows 0-599), held-out rows {args.eval_rows} (from row 600), "
                   f"{args.epochs:g} epochs at {args.batch} sequences/step, lr {args.lr:g}; wall time {seconds / 60:.0f} min."]
     out = Path(args.out)
-    (out / "capability.json").write_text(json.dumps({"args": vars(args), "scores": table, "mcnemar_dante_vs_sft": test, "mcnemar": tests,
+    (out / "capability.json").write_text(json.dumps({"args": vars(args), "scores": table, "mcnemar": tests,
                                                      "wall_time_s": seconds}, indent=2, default=str))
     text = "\n".join(lines) + "\n"
     (out / "capability.md").write_text(text)
