@@ -36,6 +36,11 @@ def test_report_writes_markdown_plots_and_model_card(tmp_path):
     for name in PLOTS:
         assert f"]({name})" in text
     assert "| GSM8K | 18.0" in text and "32.0" in text  # base and student, in percent
+    # the first table answers the run's question: the student before and after, one row each
+    first = text[text.index("## Scores measured in this run"):].split("\n\n")[3]
+    assert text.index("### Before and after distillation") < text.index("### All models")
+    assert first.splitlines()[0].startswith("| model | GSM8K | HumanEval")
+    assert first.splitlines()[2].startswith("| student before | 18.0") and first.splitlines()[3].startswith("| student after | 32.0")
     assert "not recorded" in text  # the fake cache manifest has no device time
 
 

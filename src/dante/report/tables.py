@@ -60,6 +60,7 @@ def scores_section(data: RunData) -> str:
             mark = f" [{len(footnotes)}]"
         cell[(row["benchmark"], row["model"])] = f"{pct(row['value'])}{mark}"
     summary = [[b] + [cell.get((b, m), "—") for m in models] for b in benches]
+    out += _before_after(models, benches, cell)
     out += ["Headline metric of each benchmark, in percent. A bracketed number marks a score whose settings differ "
             "from the other measured scores of its benchmark (or a partial run); read its note before comparing.", "",
             md_table(["benchmark"] + models, summary, "l" + "r" * len(models)), ""]
@@ -69,6 +70,19 @@ def scores_section(data: RunData) -> str:
         out += ["Not scored:", ""] + [f"- {p['model']} / {p['task']}: {p['status']} — {p.get('reason', '')}" for p in data.not_scored] + [""]
     note = notes_block(data, "scores")
     return "\n".join(out + ([note, ""] if note else []))
+
+
+BEFORE_AFTER = (("teacher", "teacher"), ("base", "student before"), ("student", "student after"))
+
+
+def _before_after(models: list[str], benches: list[str], cell: dict[tuple[str, str], str]) -> list[str]:
+    """The run's answer first: teacher, student before and student after, one row each (when
+    both the base and the trained student were scored). Cells and their [n] marks as below."""
+    if not {"base", "student"} <= set(models):
+        return []
+    body = [[label] + [cell.get((b, m), "—") for b in benches] for m, label in BEFORE_AFTER if m in models]
+    return ["### Before and after distillation", "", "Headline metric in percent; a bracketed number refers to the notes below the next table.", "",
+            md_table(["model"] + benches, body, "l" + "r" * len(benches)), "", "### All models", ""]
 
 
 def _details_table(rows: list[dict[str, Any]]) -> str:
