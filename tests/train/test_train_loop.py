@@ -172,7 +172,6 @@ def test_two_processes_match_one_process(tmp_path, student_dir, tiny_cache):
 def test_compile_gives_the_same_losses_and_a_plain_checkpoint(tmp_path, student_dir, tiny_cache, capsys):
     """train.compile: every decoder block compiled in place (inductor's C++ backend on CPU);
     the losses match eager up to fused-kernel rounding, and the saved folder is the usual one."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     eager = train(load_recipe(data=recipe_data(tmp_path / "eager", student_dir, tiny_cache, steps=3)))
