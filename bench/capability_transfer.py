@@ -78,20 +78,20 @@ def evaluate(args: argparse.Namespace, models: list[str]) -> None:
         print(run_eval(recipe_for(args, f"eval.models=[{','.join(todo)}]")), flush=True)
 
 
+def flexible_samples(model_dir: Path) -> list[dict]:
+    """lm-eval's per-sample records of the task, one per row (the flexible-extract filter's copy)."""
+    rows = [json.loads(line) for line in (model_dir / f"samples_{TASK}.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("filter") == "flexible-extract"]
+
+
 def correct_by_row(model_dir: Path) -> dict[int, bool]:
-    """Per held-out row: was the flexible-extract answer right (lm-eval's per-sample record)."""
-    out = {}
-    for line in (model_dir / f"samples_{TASK}.jsonl").read_text().splitlines():
-        s = json.loads(line)
-        if s.get("filter") == "flexible-extract":
-            out[int(s["doc"]["row"])] = bool(s["exact_match"])
-    return out
+    """Per held-out row: was the flexible-extract answer right."""
+    return {int(s["doc"]["row"]): bool(s["exact_match"]) for s in flexible_samples(model_dir)}
 
 
 def boxed_rate(model_dir: Path) -> float:
     """Share of generations that give an answer in \\boxed{} (the teacher's format), any value."""
-    rows = [json.loads(line) for line in (model_dir / f"samples_{TASK}.jsonl").read_text().splitlines()]
-    outs = [r["resps"][0][0] for r in rows if r.get("filter") == "flexible-extract"]
+    outs = [r["resps"][0][0] for r in flexible_samples(model_dir)]
     return sum("\\boxed{" in o for o in outs) / max(1, len(outs))
 
 
