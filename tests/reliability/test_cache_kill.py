@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import yaml
+from rel_support import durable_lines
 
 from dante.cache.records import read_cache, validate_cache
 from dante.config import PromptsConfig
@@ -17,14 +18,9 @@ from dante.prompts import load_prompts
 N = 30
 
 
-def durable_records(cache: Path) -> int:
-    files = [*cache.glob("shard-*.jsonl"), *cache.glob(".partial-*.jsonl")] if cache.exists() else []
-    return sum(f.read_bytes().count(b"\n") for f in files)
-
-
 def start(recipe: Path) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     return subprocess.Popen([sys.executable, "-m", "dante.cli", "cache", str(recipe)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -32,7 +28,7 @@ def start(recipe: Path) -> subprocess.Popen:
 def kill_when(proc: subprocess.Popen, cache: Path, at_least: int, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        n = durable_records(cache)
+        n = durable_lines(cache)  # tolerates a .partial renamed to shard-* between glob and read
         if n >= at_least:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -61,7 +57,7 @@ def test_sigkill_mid_run_then_resume_gives_every_prompt_once(tmp_path, teacher_d
         assert proc.returncode == -signal.SIGKILL and seen < N
 
     done = subprocess.run([sys.executable, "-m", "dante.cli", "cache", str(recipe)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")})
     assert done.returncode == 0, done.stderr[-2000:]
     records = read_cache(cache)
     expected = {p.id for p in load_prompts(PromptsConfig(source=str(prompts)))}
