@@ -25,3 +25,19 @@ def teacher_dir(tmp_path_factory) -> Path:
 def student_dir(tmp_path_factory) -> Path:
     """A tiny random llama-architecture student with a different tokenizer (vocab 320)."""
     return tiny.make_student_dir(tmp_path_factory.mktemp("student"))
+
+
+@pytest.fixture
+def teacher_server():
+    """``start(script, **kw)``: a FlakyServer (flaky_server.py) on 127.0.0.1; all are closed after the test."""
+    from flaky_server import FlakyServer
+
+    servers: list[FlakyServer] = []
+
+    def start(script, **kw) -> FlakyServer:
+        servers.append(FlakyServer(script, **kw))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()

@@ -1,14 +1,13 @@
-"""openai teacher against a real HTTP server on 127.0.0.1 that fails on purpose: retries,
-back-off, Retry-After, n fallback, bounded attempts, and an API key that never leaks."""
+"""openai teacher against a real HTTP server on 127.0.0.1 that fails on purpose (flaky_server.py,
+the ``teacher_server`` fixture): retries, back-off, Retry-After, n fallback, bounded attempts,
+both the chat and the completions API, and an API key that never leaks."""
 
 import json
 import math
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
+from flaky_server import ENTROPY, TOKENS
 
 from dante.cache.records import read_cache
 from dante.cache.run import run_cache
@@ -17,108 +16,6 @@ from dante.errors import DanteError
 from dante.teacher.openai import backoff_delay, parse_retry_after
 
 KEY = "sk-dante-FAKE-7f3a9c11"
-LN = math.log
-TOKENS = 3  # every completion: 3 tokens, each with top logprobs (0.5, 0.25) -> H = 1.5 ln 2
-
-
-class FakeServer:
-    """OpenAI-compatible /v1/chat/completions and /v1/completions with a scripted failure plan.
-
-    ``plan(prompt_text, attempt, body) -> action``: "ok", ("429", retry_after), "500",
-    "drop" (connection closed mid-body), "badjson", ("400", message).
-    """
-
-    def __init__(self, plan):
-        self.plan = plan
-        self.attempts: dict[str, int] = {}
-        self.auth: set[str] = set()
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # quiet
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                text = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
-                with server.lock:
-                    server.auth.add(self.headers.get("Authorization", ""))
-                    n = server.attempts[text] = server.attempts.get(text, 0) + 1
-                action = server.plan(text, n, body)
-                kind = action[0] if isinstance(action, tuple) else action
-                if kind == "ok":
-                    return self._send(200, server.response(text, body))
-                if kind == "429":
-                    return self._send(429, {"error": "slow down"}, {"Retry-After": str(action[1])})
-                if kind == "500":
-                    return self._send(500, {"error": "boom"})
-                if kind == "400":
-                    return self._send(400, {"error": action[1]})
-                if kind == "badjson":
-                    return self._raw(200, b'{"choices": [ not json')
-                if kind == "drop":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", "5000")
-                    self.end_headers()
-                    self.wfile.write(b'{"choices": [{"index": 0, ')
-                    self.wfile.flush()
-                    self.close_connection = True
-
-            def _send(self, status, obj, headers=None):
-                self._raw(status, json.dumps(obj).encode(), headers)
-
-            def _raw(self, status, data, headers=None):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    @staticmethod
-    def response(text, body):
-        n = body.get("n", 1)
-        chat = "messages" in body
-        choices = []
-        for i in range(n):
-            answer = f"The answer is {len(text)}." if body.get("temperature", 0) == 0 else f"#### {len(text) + (i % 2)}"
-            if chat:
-                top = [{"token": "a", "logprob": LN(0.5)}, {"token": "b", "logprob": LN(0.25)}]
-                lp = {"content": [{"token": "a", "logprob": LN(0.5), "top_logprobs": top} for _ in range(TOKENS)]}
-                choices.append({"index": i, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop",
-                                "logprobs": lp if body.get("logprobs") else None})
-            else:
-                lp = {"tokens": ["a"] * TOKENS, "token_logprobs": [LN(0.5)] * TOKENS,
-                      "top_logprobs": [{"a": LN(0.5), "b": LN(0.25)}] * TOKENS}
-                choices.append({"index": i, "text": answer, "finish_reason": "length", "logprobs": lp if body.get("logprobs") else None})
-        return {"id": "x", "choices": choices, "usage": {"prompt_tokens": 11, "completion_tokens": TOKENS * n}}
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server_factory():
-    servers = []
-
-    def make(plan):
-        s = FakeServer(plan)
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        s.close()
 
 
 def prompts_file(tmp_path, n):
@@ -147,36 +44,37 @@ def flaky(text, attempt, body):
 
 
 @pytest.mark.parametrize("api", ["chat", "completions"])
-def test_flaky_server_every_prompt_exactly_once_with_entropy(tmp_path, server_factory, monkeypatch, api):
+def test_flaky_server_every_prompt_exactly_once_with_entropy(tmp_path, teacher_server, monkeypatch, api):
     monkeypatch.setenv("DANTE_TEST_KEY", KEY)
-    srv = server_factory(flaky)
+    srv = teacher_server(flaky)
     summary = run_cache(recipe(tmp_path, srv.url, api=api, consistency_samples=2))
     records = read_cache(tmp_path / "run" / "cache")
     assert summary.written == 8 and len(records) == 8 and len({r.id for r in records}) == 8
     assert srv.auth == {f"Bearer {KEY}"}  # the key is sent, as a header
+    assert set(srv.paths) == {"/v1/chat/completions" if api == "chat" else "/v1/completions"}
     assert max(srv.attempts.values()) >= 4  # 429, 500, dropped body and bad JSON were all retried
     for r in records:
         # hand value: p = (.5, .25), tail .25: H = .5 ln2 + .25 ln4 + .25 ln4 = 1.5 ln2 for every token
-        assert r.output_entropy == pytest.approx(1.5 * math.log(2), abs=1e-12)
-        assert r.teacher_text == f"The answer is {len(r.prompt)}." and r.completion_tokens == TOKENS
+        assert ENTROPY == 1.5 * math.log(2) and r.output_entropy == pytest.approx(ENTROPY, abs=1e-12)
+        assert r.teacher_text == f"The answer to {r.prompt!r} is {len(r.prompt)}." and r.completion_tokens == TOKENS
         # samples answer len, len+1: majority of 2 is 1 of them -> 0.5
         assert r.consistency_samples == 2 and r.self_consistency == 0.5
         assert r.difficulty_score == pytest.approx(0.5 * (1.5 * math.log(2) / 3) + 0.5 * 0.5)
         assert r.prompt_tokens == 11 and r.sampling["top_logprobs"] == 2
 
 
-def test_server_rejecting_n_falls_back_to_separate_requests(tmp_path, server_factory, monkeypatch):
+def test_server_rejecting_n_falls_back_to_separate_requests(tmp_path, teacher_server, monkeypatch):
     monkeypatch.setenv("DANTE_TEST_KEY", KEY)
-    srv = server_factory(lambda text, attempt, body: ("400", "n must be 1") if body.get("n", 1) > 1 else "ok")
+    srv = teacher_server(lambda text, attempt, body: ("400", "n must be 1") if body.get("n", 1) > 1 else "ok")
     run_cache(recipe(tmp_path, srv.url, n_prompts=3, consistency_samples=3, concurrency=1))
     records = read_cache(tmp_path / "run" / "cache")
     assert len(records) == 3 and all(r.consistency_samples == 3 and r.self_consistency is not None for r in records)
 
 
-def test_persistent_failure_stops_with_clear_error_keeps_records_and_hides_key(tmp_path, server_factory, monkeypatch, capsys, caplog):
+def test_persistent_failure_stops_with_clear_error_keeps_records_and_hides_key(tmp_path, teacher_server, monkeypatch, capsys, caplog):
     monkeypatch.setenv("DANTE_TEST_KEY", KEY)
     broken = {"on": True}
-    srv = server_factory(lambda text, attempt, body: "500" if broken["on"] and text.startswith("Question number 3:") else "ok")
+    srv = teacher_server(lambda text, attempt, body: "500" if broken["on"] and text.startswith("Question number 3:") else "ok")
     r = recipe(tmp_path, srv.url, n_prompts=6, concurrency=1, max_retries=2)
     with pytest.raises(DanteError) as exc:
         run_cache(r)
@@ -203,17 +101,17 @@ def test_persistent_failure_stops_with_clear_error_keeps_records_and_hides_key(t
     assert len(records) == 6 and len({x.id for x in records}) == 6
 
 
-def test_unauthorised_is_not_retried(tmp_path, server_factory, monkeypatch):
+def test_unauthorised_is_not_retried(tmp_path, teacher_server, monkeypatch):
     monkeypatch.setenv("DANTE_TEST_KEY", KEY)
-    srv = server_factory(lambda text, attempt, body: ("400", f"bad key {KEY}"))
+    srv = teacher_server(lambda text, attempt, body: ("400", f"bad key {KEY}"))
     with pytest.raises(DanteError) as exc:
         run_cache(recipe(tmp_path, srv.url, n_prompts=1))
     assert "HTTP 400" in str(exc.value) and KEY not in str(exc.value) and sum(srv.attempts.values()) == 1
 
 
-def test_retry_after_is_honoured(tmp_path, server_factory, monkeypatch):
+def test_retry_after_is_honoured(tmp_path, teacher_server, monkeypatch):
     monkeypatch.setenv("DANTE_TEST_KEY", KEY)
-    srv = server_factory(lambda text, attempt, body: ("429", 0.4) if attempt == 1 else "ok")
+    srv = teacher_server(lambda text, attempt, body: ("429", 0.4) if attempt == 1 else "ok")
     t0 = time.perf_counter()
     run_cache(recipe(tmp_path, srv.url, n_prompts=1, backoff_base_s=0.001, backoff_max_s=5))
     assert time.perf_counter() - t0 >= 0.4

@@ -1,5 +1,5 @@
 """A flaky teacher server: `dante cache` with the openai backend against a local server
-(flaky_server.py, 127.0.0.1 only) that answers 429 + Retry-After, 500, 503, hangs past the
+(tests/flaky_server.py, 127.0.0.1 only) that answers 429 + Retry-After, 500, 503, hangs past the
 timeout, drops the connection mid-body or before answering, and returns malformed JSON. The
 cache ends with every prompt exactly once; the server counts that each prompt was retried
 exactly as often as it failed (bounded, never re-asked once answered); a persistent failure
@@ -31,20 +31,6 @@ def prompt_number(text: str) -> int:
     return int(text.split()[1].rstrip(":"))
 
 
-@pytest.fixture
-def server():
-    servers = []
-
-    def start(script, **kw) -> FlakyServer:
-        s = FlakyServer(script, **kw)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.close()
-
-
 def write_recipe(tmp_path, url: str, n: int, **teacher):
     source = tmp_path / "prompts.jsonl"
     source.write_text("".join(f'{{"prompt": "Question {i}: what is {i} plus {i}?"}}\n' for i in range(n)))
@@ -74,9 +60,9 @@ def tally(srv: FlakyServer) -> None:
         count(f"faults: flaky teacher server ({kind})", n)
 
 
-def test_flaky_server_every_prompt_exactly_once_retries_bounded(tmp_path, server, monkeypatch):
+def test_flaky_server_every_prompt_exactly_once_retries_bounded(tmp_path, teacher_server, monkeypatch):
     monkeypatch.setenv("DANTE_TEST_KEY", KEY)
-    srv = server(lambda text, attempt: (FAILURES[prompt_number(text) % len(FAILURES)] + ["ok"])[attempt - 1])
+    srv = teacher_server(lambda text, attempt, body: (FAILURES[prompt_number(text) % len(FAILURES)] + ["ok"])[attempt - 1])
     n = 2 * len(FAILURES)
     recipe, cache, ids = write_recipe(tmp_path, srv.url, n)
     done = invoke(["cache", recipe])
@@ -100,18 +86,18 @@ def test_flaky_server_every_prompt_exactly_once_retries_bounded(tmp_path, server
             assert TIMEOUT - 0.01 <= times[1] - times[0] < 0.9
 
 
-def test_persistent_failure_stops_after_the_configured_attempts_and_keeps_answers(tmp_path, server, monkeypatch):
+def test_persistent_failure_stops_after_the_configured_attempts_and_keeps_answers(tmp_path, teacher_server, monkeypatch):
     monkeypatch.setenv("DANTE_TEST_KEY", KEY)
     broken = {"on": True}
     cycle = ["503", "500", "drop", "badjson", ("hang", 0.6), "reset"]
 
-    def script(text, attempt):
+    def script(text, attempt, body):
         i = prompt_number(text)
         if i == 5 and broken["on"]:
             return cycle[(attempt - 1) % len(cycle)]
         return ("429", 0.05) if i == 2 and attempt == 1 else "ok"
 
-    srv = server(script)
+    srv = teacher_server(script)
     recipe, cache, ids = write_recipe(tmp_path, srv.url, 10, concurrency=2, max_retries=3)
     failed = invoke(["cache", recipe])
     tally(srv)

@@ -42,7 +42,7 @@ def test_api_key_never_written_printed_logged_or_raised(tmp_path, monkeypatch, c
     caplog.set_level(logging.DEBUG)  # httpx / httpcore debug records included
     broken = {"on": True}
 
-    def script(text, attempt):
+    def script(text, attempt, body):
         i = int(text.split()[1].rstrip(":"))
         if i == 3 and broken["on"]:
             return "500"

@@ -1,16 +1,22 @@
-"""An OpenAI-compatible chat endpoint on 127.0.0.1 that fails on purpose, for the reliability
-suite. It listens on the loopback address only, answers at most ``max_requests`` requests and
-stops by itself after ``lifetime_s`` seconds, and counts every request server-side.
+"""An OpenAI-compatible endpoint on 127.0.0.1 that fails on purpose, for the openai teacher's
+tests and the reliability suite. It serves /v1/chat/completions and /v1/completions, listens on
+the loopback address only, answers at most ``max_requests`` requests and stops by itself after
+``lifetime_s`` seconds, and counts every request server-side.
 
-``script(prompt_text, attempt) -> action``, attempt counted from 1 per prompt:
+``script(prompt_text, attempt, body) -> action``, attempt counted from 1 per prompt text, body the
+request's JSON:
     "ok"                  200 with a valid completion (top logprobs .5/.25 on 3 tokens)
     ("429", seconds)      429 Too Many Requests with Retry-After
     "500" / "503"         server errors
+    ("400", message)      400 Bad Request (a client error: never retried)
     ("hang", seconds)     sleeps past the client's timeout, then closes without answering
     "drop"                200 headers announcing 5000 bytes, part of the body, then the connection closes
     "reset"               closes the connection before any response
     "badjson"             200 with a body that is not JSON
     "badschema"           200 with JSON that is not a completion
+A greedy request (temperature 0) is answered ``The answer to '<prompt>' is <len(prompt)>.``; a
+sampled one with ``n`` choices answers ``#### <len(prompt) + i % 2>`` for choice i, so two samples
+agree at rate 0.5.
 With ``echo_auth`` every error body quotes the request's Authorization header after ``pad``
 filler characters (a server that echoes the key back: the client must not repeat it).
 """
@@ -36,6 +42,7 @@ class FlakyServer:
         self.served_ok: set[str] = set()
         self.faults: Counter[str] = Counter()
         self.auth: set[str] = set()
+        self.paths: Counter[str] = Counter()  # request path -> count
         self.requests = 0
         self.overflow = False
         self.closed = False
@@ -65,9 +72,10 @@ class FlakyServer:
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         body = json.loads(h.rfile.read(int(h.headers["Content-Length"])))
-        text = body["messages"][-1]["content"]
+        text = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
         with self.lock:
             self.requests += 1
+            self.paths[h.path] += 1
             if self.requests > self.max_requests:
                 self.overflow = True
                 action = "503"
@@ -75,7 +83,7 @@ class FlakyServer:
                 self.attempts[text] += 1
                 self.times.setdefault(text, []).append(time.monotonic())
                 self.auth.add(h.headers.get("Authorization", ""))
-                action = self.script(text, self.attempts[text])
+                action = self.script(text, self.attempts[text], body)
         kind = action[0] if isinstance(action, tuple) else action
         if kind != "ok":
             with self.lock:
@@ -88,6 +96,8 @@ class FlakyServer:
                 self.served_ok.add(text)
         elif kind == "429":
             self.send(h, 429, json.dumps({"error": f"rate limited{auth}"}).encode(), {"Retry-After": str(action[1])})
+        elif kind == "400":
+            self.send(h, 400, json.dumps({"error": f"{action[1]}{auth}"}).encode())
         elif kind in ("500", "503"):
             self.send(h, int(kind), json.dumps({"error": f"server error{auth}"}).encode())
         elif kind == "hang":
@@ -122,12 +132,23 @@ class FlakyServer:
 
     @staticmethod
     def completion(text: str, body: dict) -> dict:
-        top = [{"token": "a", "logprob": math.log(0.5)}, {"token": "b", "logprob": math.log(0.25)}]
-        logprobs = {"content": [{"token": "a", "logprob": math.log(0.5), "top_logprobs": top} for _ in range(TOKENS)]}
-        choices = [{"index": i, "message": {"role": "assistant", "content": f"The answer to {text!r} is {len(text)}."},
-                    "finish_reason": "stop", "logprobs": logprobs if body.get("logprobs") else None} for i in range(body.get("n", 1))]
-        return {"id": "cmpl", "object": "chat.completion", "choices": choices,
-                "usage": {"prompt_tokens": 11, "completion_tokens": TOKENS * len(choices)}}
+        n, chat, want_logprobs = body.get("n", 1), "messages" in body, bool(body.get("logprobs"))
+        if body.get("temperature", 0) == 0:
+            answers = [f"The answer to {text!r} is {len(text)}."] * n
+        else:
+            answers = [f"#### {len(text) + i % 2}" for i in range(n)]
+        a, b = math.log(0.5), math.log(0.25)
+        if chat:
+            top = [{"token": "a", "logprob": a}, {"token": "b", "logprob": b}]
+            logprobs = {"content": [{"token": "a", "logprob": a, "top_logprobs": top} for _ in range(TOKENS)]}
+            choices = [{"index": i, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop",
+                        "logprobs": logprobs if want_logprobs else None} for i, answer in enumerate(answers)]
+        else:
+            logprobs = {"tokens": ["a"] * TOKENS, "token_logprobs": [a] * TOKENS, "top_logprobs": [{"a": a, "b": b}] * TOKENS}
+            choices = [{"index": i, "text": answer, "finish_reason": "length", "logprobs": logprobs if want_logprobs else None}
+                       for i, answer in enumerate(answers)]
+        return {"id": "cmpl", "object": "chat.completion" if chat else "text_completion", "choices": choices,
+                "usage": {"prompt_tokens": 11, "completion_tokens": TOKENS * n}}
 
     def close(self) -> None:
         with self.lock:
