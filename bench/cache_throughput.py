@@ -88,7 +88,7 @@ def prepare(workdir: Path, args) -> dict[str, Any]:
 
 def topk_mean_entropy(logits: list[Any], lengths: list[int], k: int = 20) -> list[float]:
     """The baseline's own entropy, written the direct way: log-softmax over the stacked (B, T, V)
-    logits, top-k, tail mass as one more outcome (DESIGN.md), mean over each completion."""
+    logits, top-k, tail mass as one more outcome (dante.teacher.entropy), mean over each completion."""
     import torch
 
     logp = torch.log_softmax(torch.stack(logits, dim=1).float(), dim=-1)

@@ -9,7 +9,7 @@ this projects for the card's 2 000-step run (128 sequences per step) next to its
 Each variant is one `dante train` run (dante.train.loop.train, full DANTE loss, chunked CE,
 fused AdamW) in a fresh process, timed from the end of warm-up step W to the end of step N.
 
-    MFU = tokens/s · (6·N + 12·L·d·T) / peak          (DESIGN.md; dante.train.flops)
+    MFU = tokens/s · (6·N + 12·L·d·T) / peak          (dante.train.flops, docs/training.md)
 N: parameters (the tied embedding counted once, as the lm_head); L layers; d hidden size; T the
 mean record length (records attend only within themselves). Peak: bf16 dense, 989 TFLOP/s for
 H100/H200 SXM, 312 for A100, or --peak-tflops.
@@ -37,7 +37,7 @@ import common  # noqa: E402
 
 # bf16 dense TFLOP/s by device name, most specific first (torch.cuda.get_device_name)
 PEAKS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
-CARD = {"steps": 2000, "sequences": 128, "a100_hours": 21.0, "tokens_per_sequence": 525}  # card; 450-600 tokens/sample (DESIGN.md)
+CARD = {"steps": 2000, "sequences": 128, "a100_hours": 21.0, "tokens_per_sequence": 525}  # card; 450-600 tokens/sample (the seed card)
 
 
 def prepare(workdir: Path, args) -> dict[str, Any]:

@@ -13,6 +13,8 @@ entropies.
 
 from __future__ import annotations
 
+from dante.teacher.base import Sampling
+
 import argparse
 import json
 import resource
@@ -28,16 +30,16 @@ def child(args: argparse.Namespace) -> None:
 
     from dante.config import load_recipe
     from dante.prompts import load_prompts
-    from dante.teacher.base import make_teacher
+    from dante.teacher import make_teacher
     from dante.teacher.hf import topk_entropy_from_logits
 
     recipe = load_recipe(ROOT / "configs" / "demo.yaml", [f"teacher.model={args.teacher}", f"prompts.limit={args.batch}"])
     teacher = make_teacher(recipe.teacher)
     prompts = load_prompts(recipe.prompts, ROOT / "configs")
-    teacher.generate(prompts[:1], max_new_tokens=2, temperature=0.0, top_logprobs=20)
+    teacher.generate(prompts[:1], Sampling(max_new_tokens=2, temperature=0.0, top_logprobs=20))
     start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if args.child == "dante":
-        out = teacher.generate(prompts, max_new_tokens=args.max_new_tokens, temperature=0.0, top_logprobs=20)
+        out = teacher.generate(prompts, Sampling(max_new_tokens=args.max_new_tokens, temperature=0.0, top_logprobs=20))
         first = out[0][0].token_entropies[:5]
     else:
         enc = teacher.tokenizer([teacher.render(p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)

@@ -80,8 +80,8 @@ class FakeTeacher(Teacher):
         self.calls = 0
         self.fail_after = fail_after
 
-    def generate(self, prompts, *, max_new_tokens, temperature, top_p=1.0, top_logprobs=0, n=1, seed=None):
-        return [[Generation(f"answer to {p.prompt}", 3, "stop", [0.5, 1.0, 1.5] if top_logprobs else None, 5) for _ in range(n)] for p in prompts]
+    def generate(self, prompts, sampling):
+        return [[Generation(f"answer to {p.prompt}", 3, "stop", [0.5, 1.0, 1.5] if sampling.top_logprobs else None, 5) for _ in range(sampling.n)] for p in prompts]
 
 
 def make_recipe(tmp_path, n=7, **teacher):
@@ -149,7 +149,7 @@ def test_stats(tmp_path):
 
 def test_manifest_records_teacher_compute_across_resumes(tmp_path, teacher_dir):
     from dante.cache.run import run_cache
-    from dante.cache.writer import read_manifest
+    from dante.cache.manifest import read_manifest
     from dante.config import load_recipe
 
     prompts = tmp_path / "p.jsonl"

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dante.cache.records import record_id
+from dante.prompts import record_id
 from dante.config import PromptsConfig
 from dante.errors import DataError
 from dante.prompts import Prompt, load_prompts, render_prompt

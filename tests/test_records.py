@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from dante.cache.records import CacheRecord, read_cache, record_id, validate_cache
+from dante.cache.records import CacheRecord, read_cache, validate_cache
+from dante.prompts import record_id
 from dante.errors import DataError
 
 GOOD = {"prompt": "2+2?", "teacher_text": "4", "output_entropy": 0.25, "self_consistency": None, "difficulty_score": 0.1}

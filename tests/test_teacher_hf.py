@@ -5,11 +5,10 @@ import math
 import pytest
 import torch
 
-from dante.cache.metadata import topk_entropy
 from dante.config import TeacherConfig
 from dante.prompts import Prompt
-from dante.teacher.base import make_teacher
-from dante.teacher.hf import topk_entropy_from_logits
+from dante.teacher import Sampling, make_teacher
+from dante.teacher.entropy import topk_entropy, topk_entropy_from_logits
 
 
 def test_vectorised_entropy_matches_the_definition():
@@ -31,7 +30,7 @@ def teacher(teacher_dir):
 
 def test_greedy_generation_and_first_token_entropy(teacher):
     prompts = [Prompt(id="a", prompt="What is 2 + 3?"), Prompt(id="b", prompt="Natalia sold clips to 48 of her friends in April.")]
-    out = teacher.generate(prompts, max_new_tokens=6, temperature=0.0, top_logprobs=4)
+    out = teacher.generate(prompts, Sampling(max_new_tokens=6, temperature=0.0, top_logprobs=4))
     assert [len(g) for g in out] == [1, 1]
     g = out[0][0]
     assert g.finish_reason in ("stop", "length") and 1 <= g.completion_tokens <= 6
@@ -44,16 +43,16 @@ def test_greedy_generation_and_first_token_entropy(teacher):
     assert g.token_entropies[0] == pytest.approx(topk_entropy(top), abs=1e-4)
     assert 0 <= g.output_entropy <= math.log(5)
     # greedy is deterministic, batched or alone
-    again = teacher.generate(prompts[:1], max_new_tokens=6, temperature=0.0, top_logprobs=4)
+    again = teacher.generate(prompts[:1], Sampling(max_new_tokens=6, temperature=0.0, top_logprobs=4))
     assert again[0][0].text == g.text
 
 
 def test_samples_and_no_logprobs(teacher):
     prompts = [Prompt(id="a", prompt="hello"), Prompt(id="b", prompt="the quick brown fox")]
-    out = teacher.generate(prompts, max_new_tokens=5, temperature=1.0, top_logprobs=0, n=3, seed=1)
+    out = teacher.generate(prompts, Sampling(max_new_tokens=5, temperature=1.0, top_logprobs=0, n=3, seed=1))
     assert [len(g) for g in out] == [3, 3]
     assert all(s.token_entropies is None and s.output_entropy is None for g in out for s in g)
-    again = teacher.generate(prompts, max_new_tokens=5, temperature=1.0, top_logprobs=0, n=3, seed=1)
+    again = teacher.generate(prompts, Sampling(max_new_tokens=5, temperature=1.0, top_logprobs=0, n=3, seed=1))
     assert [s.text for s in again[0]] == [s.text for s in out[0]]  # seeded
 
 

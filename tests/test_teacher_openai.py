@@ -131,7 +131,7 @@ def test_backoff_and_retry_after_parsing():
 
 def test_missing_base_url_is_a_config_error(monkeypatch):
     from dante.config import TeacherConfig
-    from dante.teacher.base import make_teacher
+    from dante.teacher import make_teacher
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(DanteError, match="base_url"):

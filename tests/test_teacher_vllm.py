@@ -39,7 +39,7 @@ def test_backend_without_vllm_installed_says_how_to_install():
     try:
         import vllm  # noqa: F401
     except ImportError:
-        from dante.teacher.base import make_teacher
+        from dante.teacher import make_teacher
 
         with pytest.raises(DanteError, match="vllm"):
             make_teacher(TeacherConfig(backend="vllm", model="Qwen/Qwen2.5-0.5B-Instruct"))

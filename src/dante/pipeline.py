@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from dante.config import Recipe, save_resolved
+from dante.layout import STUDENT_MANIFEST
 
 console = Console(stderr=True)
 
@@ -39,7 +40,7 @@ def run_pipeline(recipe: Recipe) -> Path:
     timings["cache"] = time.perf_counter() - t0
 
     t0 = _stage("2/4 student training")
-    if (recipe.student_dir / "dante_manifest.json").is_file():
+    if (recipe.student_dir / STUDENT_MANIFEST).is_file():
         console.print(f"student already trained: {recipe.student_dir} (delete it to train again)")
     else:
         resume = latest_checkpoint(recipe.student_dir) is not None

@@ -8,17 +8,26 @@ Prompt into what a teacher reads (chat template when it has one, raw text otherw
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dante.cache.records import record_id
 from dante.config import PromptsConfig
 from dante.errors import DataError
 
 FILE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def record_id(prompt: str, source: str = "", system: str | None = None) -> str:
+    """Stable id of a prompt: sha256 of (source, system, prompt), 16 hex chars."""
+    h = hashlib.sha256()
+    for part in (source, system or "", prompt):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,6 @@ class EchoTeacher(Teacher):
 
     name = "echo"
 
-    def generate(self, prompts, *, max_new_tokens, temperature, top_p=1.0, top_logprobs=0, n=1, seed=None):
-        entropies = [0.25, 0.5, 0.75] if top_logprobs else None
-        return [[Generation(f"echo: {p.prompt}", 3, "stop", entropies, 7) for _ in range(n)] for p in prompts]
+    def generate(self, prompts, sampling):
+        entropies = [0.25, 0.5, 0.75] if sampling.top_logprobs else None
+        return [[Generation(f"echo: {p.prompt}", 3, "stop", entropies, 7) for _ in range(sampling.n)] for p in prompts]

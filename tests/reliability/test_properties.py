@@ -13,9 +13,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from rel_support import count
 
-from dante.cache.metadata import topk_entropy
+from dante.teacher.entropy import topk_entropy, topk_entropy_from_logits
 from dante.config import LossConfig
-from dante.teacher.hf import topk_entropy_from_logits
 from dante.train.curriculum import BatchStream, epoch_order, micro_batches, rank_slice
 from dante.train.data import IGNORE, block_diagonal_causal_mask, collate, make_example
 from dante.train.losses import cwce_weight

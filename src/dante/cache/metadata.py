@@ -1,57 +1,25 @@
-"""Per-record metadata of the teacher cache: output entropy, self-consistency, difficulty.
+"""Per-record metadata of the teacher cache: self-consistency and difficulty (stage 2); the
+output entropy itself is computed by the teachers (``dante.teacher.entropy``).
 
 Pure functions with the formulas in their docstrings, so anyone can recompute a cache's
-numbers from the teacher's top-k logprobs and sampled completions (DESIGN.md, "Cache record").
+numbers from the teacher's top-k logprobs and sampled completions (docs/teachers.md, "Metadata definitions").
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from itertools import combinations
 
+from dante.teacher.entropy import output_entropy, topk_entropy
 
-def topk_entropy(top_logprobs: Sequence[float]) -> float:
-    """Entropy (nats) of one next-token distribution known only through its top-k logprobs.
-
-        p_i = exp(l_i)                       for the k returned logprobs l_i
-        r   = max(0, 1 - sum_i p_i)          tail mass outside the top k (clamped for rounding)
-        H   = -sum_i p_i log p_i - r log r   the tail counted as one extra outcome
-
-    0 <= H <= log(k + 1). Terms with p = 0 (logprob -inf) contribute 0. With k = vocabulary
-    size this is the exact entropy; otherwise it lies between the DESIGN.md bounds.
-    """
-    h = 0.0
-    total = 0.0
-    for lp in top_logprobs:
-        p = math.exp(lp) if lp > -math.inf else 0.0
-        total += p
-        if p > 0.0:
-            h -= p * lp
-    r = 1.0 - total
-    if r > 0.0:
-        h -= r * math.log(r)
-    k = len(top_logprobs)
-    return min(max(h, 0.0), math.log(k + 1)) if k else 0.0
-
-
-def output_entropy(per_token: Sequence[float] | Sequence[Sequence[float]] | None) -> float | None:
-    """Mean next-token entropy over the generated tokens, in nats.
-
-        H = (1/T) sum_t H_t
-
-    ``per_token`` is either the per-token entropies H_t already computed (floats; what the
-    teacher workers return) or the per-token top-k logprob lists, turned into H_t with
-    ``topk_entropy``. None (or empty: no logprobs, or no tokens generated) gives None.
-    """
-    if not per_token:
-        return None
-    values = [topk_entropy(t) if isinstance(t, Sequence) else float(t) for t in per_token]
-    return sum(values) / len(values)
+__all__ = [
+    "difficulty_score", "extract_answer", "normalise_number", "output_entropy", "self_consistency", "text_similarity",
+    "topk_entropy",
+]
 
 
 # --- answer extraction for self-consistency ---------------------------------------------

@@ -9,7 +9,6 @@ reads a plain JSONL file someone else produced with only the card's five fields.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -20,17 +19,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dante.errors import DataError
+from dante.layout import CACHE_MANIFEST
+from dante.prompts import record_id
 
 CARD_FIELDS = ("prompt", "teacher_text", "output_entropy", "self_consistency", "difficulty_score")
-
-
-def record_id(prompt: str, source: str = "", system: str | None = None) -> str:
-    """Stable id of a prompt: sha256 of (source, system, prompt), 16 hex chars."""
-    h = hashlib.sha256()
-    for part in (source, system or "", prompt):
-        h.update(part.encode("utf-8"))
-        h.update(b"\x00")
-    return h.hexdigest()[:16]
 
 
 class CacheRecord(BaseModel):
@@ -124,7 +116,7 @@ def cache_files(path: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        pattern = "shard-*.jsonl" if (path / "manifest.json").is_file() else "*.jsonl"
+        pattern = "shard-*.jsonl" if (path / CACHE_MANIFEST).is_file() else "*.jsonl"
         return sorted(p for p in path.glob(pattern) if not p.name.startswith("."))
     raise DataError("cache path does not exist", file=path)
 

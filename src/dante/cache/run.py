@@ -16,58 +16,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from dante.cache.manifest import check_manifest, new_manifest
 from dante.cache.metadata import difficulty_score, self_consistency
 from dante.cache.records import CacheRecord
-from dante.cache.writer import CacheWriter, disk_error, read_manifest
-from dante.config import Recipe, recipe_hash, resolved_dict, save_resolved, stable_hash
-from dante.errors import DanteError
+from dante.cache.writer import CacheWriter, disk_error
+from dante.config import Recipe, save_resolved
+from dante.layout import RESOLVED_RECIPE
 from dante.prompts import Prompt, load_prompts
-from dante.teacher.base import Completion, Teacher, make_teacher, sampling_settings
-
-FORMAT = "dante-cache/1"
-# Settings that change how fast or where the teacher runs, not what it writes: changing
-# them (e.g. more retries after a failure, another server URL) must not block a resume.
-OPERATIONAL = {
-    "teacher": {"device", "batch_size", "concurrency", "max_retries", "request_timeout_s", "backoff_base_s", "backoff_max_s",
-                "base_url", "api_key", "api_key_env", "gpu_memory_utilization", "tensor_parallel_size", "pipeline_parallel_size"},
-    "prompts": {"limit"},  # a larger limit extends a cache
-}
-
-
-def content_settings(recipe: Recipe) -> dict[str, Any]:
-    """The teacher and prompts settings that decide a cache's content (no secrets)."""
-    data = resolved_dict(recipe)
-    return {sec: {k: v for k, v in data[sec].items() if k not in OPERATIONAL[sec]} for sec in ("teacher", "prompts")}
-
-
-def cache_key(recipe: Recipe) -> str:
-    """Hash of ``content_settings``: a cache is resumed only under the same key."""
-    return stable_hash(content_settings(recipe))
-
-
-def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    keys = []
-    for sec in ("teacher", "prompts"):
-        a, b = old.get(sec, {}), new.get(sec, {})
-        keys += [f"{sec}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return keys
-
-
-def check_manifest(directory: Path, recipe: Recipe) -> dict[str, Any] | None:
-    """Refuse to resume a cache written with other teacher/prompts settings."""
-    manifest = read_manifest(directory)
-    if manifest is None:
-        return None
-    if manifest.get("cache_key") != cache_key(recipe):
-        changes = _diff(manifest.get("settings", {}), content_settings(recipe))
-        raise DanteError(
-            "this cache was written with other teacher/prompts settings"
-            + (f" ({'; '.join(changes[:6])})" if changes else ""),
-            file=directory / "manifest.json", field="cache.dir",
-            hint="use another cache.dir, or delete the folder to regenerate; a cache never mixes two teachers",
-        )
-    return manifest
-
+from dante.teacher import Completion, Teacher, make_teacher
+from dante.teacher.base import sampling_settings
 
 @dataclass
 class CacheSummary:
@@ -115,7 +72,7 @@ class CacheSummary:
 
 
 def make_record(c: Completion, teacher_name: str, sampling: dict[str, Any], consistency_k: int, entropy_scale: float) -> CacheRecord:
-    """A Completion + its metadata -> the cache record (DESIGN.md "Cache record")."""
+    """A Completion + its metadata -> the cache record (docs/teachers.md, "The cache folder")."""
     entropy = c.main.output_entropy
     consistency = self_consistency([s.text for s in c.samples]) if consistency_k else None
     p: Prompt = c.prompt
@@ -137,73 +94,77 @@ def _progress(console: Console) -> Progress:
     )
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Console | None = None) -> CacheSummary:
     """Generate (or finish) the cache of ``recipe``; returns what was done.
 
     ``teacher`` replaces the engine made from ``recipe.teacher`` (tests, notebooks).
     """
     t0 = time.perf_counter()
-    cfg = recipe.teacher
     directory = recipe.cache_dir
-    check_manifest(directory, recipe)
+    old = check_manifest(directory, recipe) or {}
     base_dir = Path(recipe.source_file).parent if recipe.source_file else None
     prompts = load_prompts(recipe.prompts, base_dir=base_dir)
-    sampling = sampling_settings(cfg)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    old = read_manifest(directory) or {}
-    manifest = {
-        "format": FORMAT, "cache_key": cache_key(recipe), "recipe_hash": recipe_hash(recipe, ("teacher", "prompts")),
-        "created": old.get("created", now), "updated": now, "teacher": {"backend": cfg.backend, "model": cfg.model, "sampling": sampling},
-        "settings": content_settings(recipe), "prompts_total": len(prompts), "complete": False,
-    }
+    manifest = new_manifest(recipe, len(prompts), old, _now())
     writer = CacheWriter(directory, shard_size=recipe.cache.shard_size, flush_every=recipe.cache.flush_every, manifest=manifest)
     done = writer.open()
     try:
         save_resolved(recipe, directory)
     except OSError as exc:
         writer.close()
-        raise disk_error(exc, directory / "resolved_recipe.yaml", "write the resolved recipe") from None
+        raise disk_error(exc, directory / RESOLVED_RECIPE, "write the resolved recipe") from None
     pending = [p for p in prompts if p.id not in done]
     summary = CacheSummary(directory, len(prompts), 0, 0, len(prompts) - len(pending), 0, teacher=None)
-    entropies: list[float] = []
     complete = False
     devices: dict[str, Any] = {k: old[k] for k in ("device_type", "device_count") if k in old}
     try:
         writer.write_manifest()
         if pending:
-            engine = teacher or make_teacher(cfg)
-            summary.teacher = engine.name
-            devices = engine.device_info()
-            writer.manifest_base["teacher"]["name"] = engine.name
-            console = console or Console(stderr=True)
-            start = time.perf_counter()
-            with _progress(console) as bar:
-                task = bar.add_task("cache", total=len(pending), rate="")
-                try:
-                    for c in engine.iter_completions(pending):
-                        rec = make_record(c, engine.name, sampling, cfg.consistency_samples, recipe.cache.difficulty_entropy_scale)
-                        writer.add(rec)
-                        summary.written += 1
-                        summary.completion_tokens += sum(g.completion_tokens or 0 for g in [c.main, *c.samples])
-                        reason = rec.finish_reason or "unknown"
-                        summary.finish_reasons[reason] = summary.finish_reasons.get(reason, 0) + 1
-                        if rec.output_entropy is not None:
-                            entropies.append(rec.output_entropy)
-                        dt = max(time.perf_counter() - start, 1e-9)
-                        bar.update(task, advance=1, rate=f"{summary.written / dt:.2f} rec/s {summary.completion_tokens / dt:.0f} tok/s")
-                finally:
-                    if teacher is None:
-                        engine.close()
+            engine = teacher or make_teacher(recipe.teacher)
+            try:
+                devices = engine.device_info()
+                writer.manifest_base["teacher"]["name"] = engine.name
+                generate_records(recipe, engine, pending, writer, summary, console or Console(stderr=True))
+            finally:
+                if teacher is None:
+                    engine.close()
         complete = True
     finally:
         # Finished records are always made durable; only a complete run seals the last shard.
         # Compute adds up over resumed runs (a killed run's time is not counted: an under-estimate).
         wall = float(old.get("wall_time_s") or 0.0) + time.perf_counter() - t0
         count = devices.get("device_count")
-        writer.close(seal=complete, complete=complete, updated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        writer.close(seal=complete, complete=complete, updated=_now(),
                      wall_time_s=wall, **devices, device_hours=wall * count / 3600.0 if count else None)
     summary.records = writer.records
     summary.shards = len(writer.sealed_shards)
     summary.seconds = time.perf_counter() - t0
-    summary.mean_entropy = sum(entropies) / len(entropies) if entropies else None
     return summary
+
+
+def generate_records(recipe: Recipe, engine: Teacher, pending: list[Prompt], writer: CacheWriter, summary: CacheSummary,
+                     console: Console) -> None:
+    """The generation loop: each finished completion becomes a record in ``writer`` and a tick
+    of the progress bar; ``summary`` counts what was written."""
+    cfg = recipe.teacher
+    sampling = sampling_settings(cfg)
+    summary.teacher = engine.name
+    entropy_sum, entropy_count = 0.0, 0
+    start = time.perf_counter()
+    with _progress(console) as bar:
+        task = bar.add_task("cache", total=len(pending), rate="")
+        for c in engine.iter_completions(pending):
+            rec = make_record(c, engine.name, sampling, cfg.consistency_samples, recipe.cache.difficulty_entropy_scale)
+            writer.add(rec)
+            summary.written += 1
+            summary.completion_tokens += sum(g.completion_tokens or 0 for g in [c.main, *c.samples])
+            reason = rec.finish_reason or "unknown"
+            summary.finish_reasons[reason] = summary.finish_reasons.get(reason, 0) + 1
+            if rec.output_entropy is not None:
+                entropy_sum, entropy_count = entropy_sum + rec.output_entropy, entropy_count + 1
+                summary.mean_entropy = entropy_sum / entropy_count
+            dt = max(time.perf_counter() - start, 1e-9)
+            bar.update(task, advance=1, rate=f"{summary.written / dt:.2f} rec/s {summary.completion_tokens / dt:.0f} tok/s")

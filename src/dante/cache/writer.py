@@ -22,11 +22,11 @@ from typing import Any
 from dante.cache.records import CacheRecord
 from dante.errors import DanteError, DataError
 from dante.io import atomic_write_json, fsync_dir
+from dante.layout import CACHE_MANIFEST
 
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.jsonl$")
 PARTIAL_RE = re.compile(r"^\.partial-(\d{5,})\.jsonl$")
 TEMP_RE = re.compile(r"^\..+\.tmp-\d+$")  # dante.io atomic-write temp files (manifest, recipe)
-MANIFEST = "manifest.json"
 
 
 def shard_name(index: int) -> str:
@@ -42,22 +42,6 @@ def disk_error(exc: OSError, path: Path, doing: str) -> DanteError:
               errno.EPERM: "permission denied", errno.EROFS: "read-only file system"}.get(exc.errno or 0, exc.strerror or str(exc))
     return DanteError(f"cannot {doing}: {reason}", file=path, field="cache.dir",
                       hint="free space or fix permissions, then re-run the same command: records already written are kept")
-
-
-def read_manifest(directory: str | Path) -> dict[str, Any] | None:
-    """The cache's manifest, or None for a new cache."""
-    path = Path(directory) / MANIFEST
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"manifest is not valid JSON ({exc})", file=path, hint="delete it to rebuild from the shards") from None
-    except OSError as exc:
-        raise disk_error(exc, path, "read the manifest") from None
-    if not isinstance(data, dict):
-        raise DataError(f"manifest must be a JSON object, got {type(data).__name__}", file=path, hint="delete it to rebuild from the shards")
-    return data
 
 
 def _valid_prefix(path: Path) -> tuple[list[str], int]:
@@ -265,7 +249,7 @@ class CacheWriter:
         self.write_manifest()
 
     def write_manifest(self, **extra: Any) -> None:
-        path = self.dir / MANIFEST
+        path = self.dir / CACHE_MANIFEST
         data = {**self.manifest_base, "records": self.sealed_records + self.partial_records, "sealed_records": self.sealed_records,
                 "partial_records": self.partial_records, "shards": list(self.sealed_shards), "shard_size": self.shard_size, **extra}
         self.manifest_base.update(extra)

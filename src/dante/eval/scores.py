@@ -18,6 +18,7 @@ from typing import Any
 
 from dante.errors import DataError
 from dante.io import atomic_write_json
+from dante.layout import SCORES
 
 FORMAT = "dante-scores/1"
 # Metrics that are a mean of 0/1 outcomes: a Wilson interval is right even for a handful of rows.
@@ -132,7 +133,7 @@ def write_scores(model_dir: str | Path) -> Path:
             continue
         rows += score_rows(read_json(raw_path), info)
     label = model_dir.name
-    return atomic_write_json(model_dir / "scores.json", {"format": FORMAT, "model": label, "scores": rows, "not_scored": problems})
+    return atomic_write_json(model_dir / SCORES, {"format": FORMAT, "model": label, "scores": rows, "not_scored": problems})
 
 
 def read_scores(path: str | Path) -> dict[str, Any]:

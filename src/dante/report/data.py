@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from dante import layout
 from dante.errors import DanteError
 
 
@@ -44,21 +45,21 @@ class RunData:
         return [r for r in self.scores if r.get("primary")]
 
 
-def _stage_dir(run_dir: Path, recipe: dict[str, Any], section: str, key: str, default: str) -> Path:
-    """A stage folder: the recipe's explicit setting when it exists on disk, else RUN_DIR/<default>."""
-    explicit = (recipe.get(section) or {}).get(key)
+def _stage_dir(run_dir: Path, recipe: dict[str, Any], stage: str) -> Path:
+    """A stage folder: the recipe's explicit setting when it exists on disk (as given, or inside
+    the run folder when the run was moved), else ``dante.layout``'s default inside RUN_DIR."""
+    explicit = layout.explicit_setting(recipe, stage)
     if explicit:
-        p = Path(explicit)
-        for candidate in (p, run_dir / p):
+        for candidate in (Path(explicit), run_dir / explicit):
             if candidate.exists():
                 return candidate
-    return run_dir / default
+    return layout.stage_dir(run_dir, stage)
 
 
 def load_recipe(run_dir: Path) -> dict[str, Any]:
     """The resolved recipe the stages saved (run folder first, then the stage folders), as plain data."""
-    for candidate in (run_dir / "resolved_recipe.yaml", run_dir / "student" / "resolved_recipe.yaml",
-                      run_dir / "eval" / "resolved_recipe.yaml", run_dir / "cache" / "resolved_recipe.yaml"):
+    folders = [run_dir] + [layout.stage_dir(run_dir, stage) for stage in ("student", "eval", "cache")]
+    for candidate in (folder / layout.RESOLVED_RECIPE for folder in folders):
         if candidate.is_file():
             try:
                 data = yaml.safe_load(candidate.read_text(encoding="utf-8"))
@@ -80,7 +81,7 @@ def read_json(path: Path, data: RunData, part: str) -> Any:
 def load_scores(data: RunData) -> None:
     from dante.eval.scores import read_scores
 
-    files = sorted(data.eval_dir.glob("**/scores.json")) if data.eval_dir and data.eval_dir.is_dir() else []
+    files = sorted(data.eval_dir.glob(f"**/{layout.SCORES}")) if data.eval_dir and data.eval_dir.is_dir() else []
     if not files:
         data.note("scores", f"no evaluation yet: no `scores.json` under `{data.eval_dir}` (run `dante eval`)")
     for path in files:
@@ -94,12 +95,12 @@ def load_scores(data: RunData) -> None:
 
 
 def load_student(data: RunData) -> None:
-    manifest = data.student_dir / "dante_manifest.json"
+    manifest = data.student_dir / layout.STUDENT_MANIFEST
     if manifest.is_file():
         data.student_manifest = read_json(manifest, data, "training")
     else:
         data.note("training", f"no training manifest (`{manifest}`): the student has not finished training")
-    metrics = data.student_dir / "metrics.jsonl"
+    metrics = data.student_dir / layout.METRICS
     if not metrics.is_file():
         data.note("training", f"no training metrics (`{metrics}`)")
         return
@@ -119,7 +120,7 @@ def load_cache(data: RunData) -> None:
     from dante.cache.records import read_cache
     from dante.cache.stats import cache_stats
 
-    manifest = data.cache_dir / "manifest.json"
+    manifest = data.cache_dir / layout.CACHE_MANIFEST
     if manifest.is_file():
         data.cache_manifest = read_json(manifest, data, "cache")
     if not data.cache_dir.is_dir() or not any(data.cache_dir.glob("shard-*.jsonl")):
@@ -142,14 +143,13 @@ def load_run(run_dir: str | Path) -> RunData:
     recipe = load_recipe(run_dir)
     data = RunData(
         run_dir=run_dir, recipe=recipe,
-        cache_dir=_stage_dir(run_dir, recipe, "cache", "dir", "cache"),
-        student_dir=_stage_dir(run_dir, recipe, "train", "output_dir", "student"),
-        eval_dir=_stage_dir(run_dir, recipe, "eval", "output_dir", "eval"),
+        cache_dir=_stage_dir(run_dir, recipe, "cache"),
+        student_dir=_stage_dir(run_dir, recipe, "student"),
+        eval_dir=_stage_dir(run_dir, recipe, "eval"),
+        report_dir=layout.stage_dir(run_dir, "report", layout.explicit_setting(recipe, "report")),
     )
-    explicit_report = (recipe.get("report") or {}).get("output_dir")
-    data.report_dir = Path(explicit_report) if explicit_report else run_dir / "report"
     if not recipe:
-        data.note("run", "no resolved_recipe.yaml found: stage folders assumed inside the run folder")
+        data.note("run", f"no {layout.RESOLVED_RECIPE} found: stage folders assumed inside the run folder")
     load_scores(data)
     load_student(data)
     load_cache(data)

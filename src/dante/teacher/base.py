@@ -1,7 +1,9 @@
 """The one interface every teacher engine implements (stage 1: prompts -> completions).
 
 A teacher generates text plus, per generated token, the entropy of its next-token
-distribution computed in the worker from the top-k logprobs (DESIGN.md): only scalars travel.
+distribution computed in the worker from the top-k logprobs (``dante.teacher.entropy``): only
+scalars travel. What to ask the engine is a ``TeacherRequest`` built once from the config: the
+main completion's ``Sampling`` and, for self-consistency, the samples'.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from dante.config import TeacherConfig
 from dante.prompts import Prompt
+from dante.teacher.entropy import output_entropy
 
 
 @dataclass
@@ -26,9 +29,7 @@ class Generation:
 
     @property
     def output_entropy(self) -> float | None:
-        """Mean of ``token_entropies`` (``dante.cache.metadata.output_entropy``)."""
-        from dante.cache.metadata import output_entropy
-
+        """Mean of ``token_entropies`` (``dante.teacher.entropy.output_entropy``)."""
         return output_entropy(self.token_entropies)
 
 
@@ -39,6 +40,50 @@ class Completion:
     prompt: Prompt
     main: Generation
     samples: list[Generation] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """One ``generate`` call's settings: n completions per prompt, each up to max_new_tokens.
+
+    temperature 0 is greedy (n must then be 1, or the greedy text is repeated); ``seed`` is
+    only sent with sampling; ``top_logprobs`` k > 0 asks for the per-token entropies.
+    """
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float = 1.0
+    top_logprobs: int = 0
+    n: int = 1
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """What the cache asks of a teacher per prompt: the main completion and the k samples of
+    self-consistency (None when consistency_samples is 0)."""
+
+    main: Sampling
+    consistency: Sampling | None = None
+
+    @classmethod
+    def from_config(cls, cfg: TeacherConfig) -> TeacherRequest:
+        main = Sampling(
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            top_logprobs=cfg.top_logprobs, n=1, seed=cfg.seed if cfg.temperature > 0 else None,
+        )
+        consistency = None
+        if cfg.consistency_samples:
+            consistency = Sampling(
+                max_new_tokens=cfg.consistency_max_new_tokens or cfg.max_new_tokens,
+                temperature=cfg.consistency_temperature, top_p=cfg.top_p, top_logprobs=0,
+                n=cfg.consistency_samples, seed=cfg.seed,
+            )
+        return cls(main, consistency)
 
 
 def sampling_settings(cfg: TeacherConfig) -> dict[str, Any]:
@@ -57,57 +102,39 @@ def sampling_settings(cfg: TeacherConfig) -> dict[str, Any]:
 
 class Teacher:
     """Base of the engines. Subclasses implement ``generate``; ``iter_completions`` (main
-    completion + consistency samples per prompt) has a batched default they may override
-    to stream results as they finish (the HTTP backend does)."""
+    completion + consistency samples per prompt, ``complete``) goes batch by batch, and engines
+    may override it to stream results as they finish (the HTTP backend does)."""
 
     name: str = "teacher"
 
     def __init__(self, cfg: TeacherConfig) -> None:
         self.cfg = cfg
+        self.request = TeacherRequest.from_config(cfg)
 
     def render(self, prompt: Prompt) -> str | list[dict[str, Any]]:
         """What is sent to the engine: a rendered string, or chat messages."""
         raise NotImplementedError
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float = 1.0,
-        top_logprobs: int = 0,
-        n: int = 1,
-        seed: int | None = None,
-    ) -> list[list[Generation]]:
-        """n completions for each prompt (temperature 0: greedy, n must be 1).
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Generation]]:
+        """``sampling.n`` completions for each prompt, in prompt order.
 
-        ``top_logprobs`` k > 0 fills ``Generation.token_entropies`` with ``topk_entropy`` of
-        each generated token's top-k logprobs; 0 leaves them None.
+        ``sampling.top_logprobs`` k > 0 fills ``Generation.token_entropies`` with the top-k
+        entropy of each generated token; 0 leaves them None.
         """
         raise NotImplementedError
 
-    def iter_completions(self, prompts: Sequence[Prompt]) -> Iterator[Completion]:
-        """Yield a Completion per prompt (any order) using the configured settings."""
-        cfg = self.cfg
-        for start in range(0, len(prompts), cfg.batch_size):
-            chunk = list(prompts[start : start + cfg.batch_size])
-            yield from self._complete_chunk(chunk)
+    def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
+        """The main completion and the consistency samples of each prompt (``self.request``)."""
+        mains = self.generate(prompts, self.request.main)
+        samples: list[list[Generation]] = [[] for _ in prompts]
+        if self.request.consistency is not None:
+            samples = self.generate(prompts, self.request.consistency)
+        return [Completion(p, m[0], s) for p, m, s in zip(prompts, mains, samples, strict=True)]
 
-    def _complete_chunk(self, chunk: list[Prompt]) -> list[Completion]:
-        cfg = self.cfg
-        mains = self.generate(
-            chunk, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-            top_logprobs=cfg.top_logprobs, n=1, seed=cfg.seed,
-        )
-        samples: list[list[Generation]] = [[] for _ in chunk]
-        if cfg.consistency_samples:
-            samples = self.generate(
-                chunk, max_new_tokens=cfg.consistency_max_new_tokens or cfg.max_new_tokens,
-                temperature=cfg.consistency_temperature, top_p=cfg.top_p, top_logprobs=0,
-                n=cfg.consistency_samples, seed=cfg.seed,
-            )
-        return [Completion(p, m[0], s) for p, m, s in zip(chunk, mains, samples, strict=True)]
+    def iter_completions(self, prompts: Sequence[Prompt]) -> Iterator[Completion]:
+        """Yield a Completion per prompt (any order), ``teacher.batch_size`` prompts at a time."""
+        for start in range(0, len(prompts), self.cfg.batch_size):
+            yield from self.complete(prompts[start : start + self.cfg.batch_size])
 
     def device_info(self) -> dict[str, Any]:
         """Where generation runs, for the compute table: device_type and device_count
@@ -122,20 +149,3 @@ class Teacher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def make_teacher(cfg: TeacherConfig) -> Teacher:
-    """The engine named by ``cfg.backend``; optional engines are imported only here."""
-    if cfg.backend == "hf":
-        from dante.teacher.hf import HFTeacher
-
-        return HFTeacher(cfg)
-    if cfg.backend == "vllm":
-        from dante.teacher.vllm import VLLMTeacher
-
-        return VLLMTeacher(cfg)
-    if cfg.backend == "openai":
-        from dante.teacher.openai import OpenAITeacher
-
-        return OpenAITeacher(cfg)
-    raise ValueError(f"unknown teacher backend {cfg.backend!r}")

@@ -16,23 +16,8 @@ from typing import Any
 
 from dante.config import TeacherConfig
 from dante.prompts import Prompt, render_prompt
-from dante.teacher.base import Generation, Teacher
-
-
-def topk_entropy_from_logits(logits: Any, k: int) -> Any:
-    """Batched ``dante.cache.metadata.topk_entropy`` of the softmax of ``logits`` [..., V].
-
-    H = -sum_{i<=k} p_i log p_i - r log r, r = max(0, 1 - sum_{i<=k} p_i); float64; in nats.
-    """
-    import torch
-
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    top = logp.topk(min(k, logp.shape[-1]), dim=-1).values.double()
-    p = top.exp()
-    h = -torch.where(p > 0, p * top, torch.zeros_like(p)).sum(-1)
-    r = (1.0 - p.sum(-1)).clamp(min=0.0)
-    h = h - torch.where(r > 0, r * torch.log(r.clamp(min=1e-300)), torch.zeros_like(r))
-    return h.clamp(min=0.0, max=math.log(top.shape[-1] + 1))
+from dante.teacher.base import Generation, Sampling, Teacher
+from dante.teacher.entropy import topk_entropy_from_logits
 
 
 class StepEntropy:
@@ -91,32 +76,22 @@ class HFTeacher(Teacher):
     def _uses_template(self) -> bool:
         return bool(self.cfg.use_chat_template and getattr(self.tokenizer, "chat_template", None))
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float = 1.0,
-        top_logprobs: int = 0,
-        n: int = 1,
-        seed: int | None = None,
-    ) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Generation]]:
         torch = self._torch
         texts = [self.render(p) for p in prompts]
         # A chat template already holds the special tokens it needs (BOS included).
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self._uses_template()).to(self.device)
         prompt_lens = enc["attention_mask"].sum(-1).tolist()
-        sample = temperature > 0
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": sample, "return_dict_in_generate": True,
+        sample, n = not sampling.greedy, sampling.n
+        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "do_sample": sample, "return_dict_in_generate": True,
                                   "pad_token_id": self.tokenizer.pad_token_id}
         if sample:
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=n)
-            if seed is not None:
-                torch.manual_seed(seed)
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0, num_return_sequences=n)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        hook = StepEntropy(self.model, top_logprobs) if top_logprobs > 0 else None
+        hook = StepEntropy(self.model, sampling.top_logprobs) if sampling.top_logprobs > 0 else None
         try:
             with torch.no_grad():
                 out = self.model.generate(**enc, **kwargs)

@@ -15,15 +15,16 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
-from dante.cache.metadata import topk_entropy
 from dante.config import TeacherConfig, redact_url
 from dante.errors import DanteError
 from dante.prompts import Prompt, render_prompt
-from dante.teacher.base import Completion, Generation, Teacher
+from dante.teacher.base import Completion, Generation, Sampling, Teacher
+from dante.teacher.entropy import topk_entropy
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 425, 429}  # plus every 5xx
@@ -144,10 +145,12 @@ class OpenAITeacher(Teacher):
         """Chat: the messages (the server applies its template). Completions: raw text."""
         return prompt.chat() if self.cfg.api == "chat" else render_prompt(prompt, None, use_chat_template=False)
 
-    def _payload(self, prompt: Prompt, *, max_new_tokens: int, temperature: float, top_p: float, k: int, n: int, seed: int | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.cfg.model, "max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "n": n}
-        if seed is not None:
-            body["seed"] = seed
+    def _payload(self, prompt: Prompt, sampling: Sampling) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.cfg.model, "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
+                                "top_p": sampling.top_p, "n": sampling.n}
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        k = sampling.top_logprobs
         if self.cfg.api == "chat":
             body["messages"] = self.render(prompt)
             if k > 0:
@@ -197,23 +200,21 @@ class OpenAITeacher(Teacher):
             hint="check the server, or raise teacher.max_retries / request_timeout_s; finished records are kept, re-run to resume",
         )
 
-    def _generate_one(self, prompt: Prompt, *, max_new_tokens: int, temperature: float, top_p: float, k: int, n: int, seed: int | None) -> list[Generation]:
-        what = f"prompt {prompt.id}"
-        params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "k": k}
+    def _generate_one(self, prompt: Prompt, sampling: Sampling) -> list[Generation]:
+        what, n, k = f"prompt {prompt.id}", sampling.n, sampling.top_logprobs
         gens: list[Generation] = []
         if n > 1 and self._n_supported:
             try:
-                gens = self._post(self._payload(prompt, n=n, seed=seed, **params), k, what)
+                gens = self._post(self._payload(prompt, sampling), k, what)
             except _Rejected as exc:
                 if exc.status not in (400, 422):
                     raise self._rejected(exc, what) from None
                 log.warning("server rejected n=%d (HTTP %d); sending %d separate requests", n, exc.status, n)
                 self._n_supported = False
         while len(gens) < n:  # n unsupported, or fewer choices than asked: one request per sample
-            i = len(gens)
-            s = None if seed is None else seed + i
+            seed = None if sampling.seed is None else sampling.seed + len(gens)
             try:
-                gens += self._post(self._payload(prompt, n=1, seed=s, **params), k, what)[:1]
+                gens += self._post(self._payload(prompt, replace(sampling, n=1, seed=seed)), k, what)[:1]
             except _Rejected as exc:
                 raise self._rejected(exc, what) from None
         return gens[:n]
@@ -224,31 +225,14 @@ class OpenAITeacher(Teacher):
 
     # --- the Teacher interface -----------------------------------------------------------
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float = 1.0,
-        top_logprobs: int = 0,
-        n: int = 1,
-        seed: int | None = None,
-    ) -> list[list[Generation]]:
-        kw = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "k": top_logprobs, "n": n, "seed": seed}
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Generation]]:
+        if len(prompts) == 1:  # iter_completions' path: one prompt per worker thread already
+            return [self._generate_one(prompts[0], sampling)]
         with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
-            return list(pool.map(lambda p: self._generate_one(p, **kw), prompts))
+            return list(pool.map(lambda p: self._generate_one(p, sampling), prompts))
 
-    def _complete(self, prompt: Prompt) -> Completion:
-        cfg = self.cfg
-        main = self._generate_one(prompt, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                  k=cfg.top_logprobs, n=1, seed=cfg.seed if cfg.temperature > 0 else None)[0]
-        samples: list[Generation] = []
-        if cfg.consistency_samples:
-            samples = self._generate_one(prompt, max_new_tokens=cfg.consistency_max_new_tokens or cfg.max_new_tokens,
-                                         temperature=cfg.consistency_temperature, top_p=cfg.top_p, k=0,
-                                         n=cfg.consistency_samples, seed=cfg.seed)
-        return Completion(prompt, main, samples)
+    def _complete_one(self, prompt: Prompt) -> Completion:
+        return self.complete([prompt])[0]
 
     def iter_completions(self, prompts: Sequence[Prompt]) -> Iterator[Completion]:
         """Stream completions as they finish, ``concurrency`` prompts in flight. On a fatal
@@ -260,7 +244,7 @@ class OpenAITeacher(Teacher):
         pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency, thread_name_prefix="dante-openai")
         try:
             for p in pending:
-                in_flight.add(pool.submit(self._complete, p))
+                in_flight.add(pool.submit(self._complete_one, p))
                 if len(in_flight) >= self.cfg.concurrency:
                     break
             while in_flight:
@@ -273,7 +257,7 @@ class OpenAITeacher(Teacher):
                     if error is None:
                         nxt = next(pending, None)
                         if nxt is not None:
-                            in_flight.add(pool.submit(self._complete, nxt))
+                            in_flight.add(pool.submit(self._complete_one, nxt))
         finally:
             if error is None and in_flight:  # the consumer stopped early (Ctrl-C, writer error)
                 self._stop.set()

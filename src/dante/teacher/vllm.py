@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dante.cache.metadata import topk_entropy
 from dante.config import TeacherConfig
 from dante.errors import DanteError
 from dante.prompts import Prompt, render_prompt
-from dante.teacher.base import Generation, Teacher
+from dante.teacher.base import Generation, Sampling, Teacher
+from dante.teacher.entropy import topk_entropy
 
 
 def _topk_values(position: dict[Any, Any], k: int) -> list[float]:
@@ -92,29 +92,19 @@ class VLLMTeacher(Teacher):
     def render(self, prompt: Prompt) -> str:
         return render_prompt(prompt, self.tokenizer, self.cfg.use_chat_template)
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float = 1.0,
-        top_logprobs: int = 0,
-        n: int = 1,
-        seed: int | None = None,
-    ) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Generation]]:
         from vllm import SamplingParams
 
         params = SamplingParams(
-            n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
-            logprobs=top_logprobs or None, seed=seed if temperature > 0 else None,
+            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
+            logprobs=sampling.top_logprobs or None, seed=None if sampling.greedy else sampling.seed,
         )
         texts = [self.render(p) for p in prompts]
         # The chat template already holds BOS; do not let vLLM add a second one.
         uses_template = bool(self.cfg.use_chat_template and getattr(self.tokenizer, "chat_template", None))
         inputs: list[Any] = [{"prompt_token_ids": self.tokenizer.encode(t, add_special_tokens=False)} for t in texts] if uses_template else texts
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
-        return generations_from_request_outputs(outputs, top_logprobs)
+        return generations_from_request_outputs(outputs, sampling.top_logprobs)
 
     def close(self) -> None:
         self.llm = None

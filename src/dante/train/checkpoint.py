@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from dante.io import atomic_write_json, fsync_dir
+from dante.layout import CHECKPOINTS
 
 STATE_FILE = "dante_state.json"
 _NAME = re.compile(r"^step-(\d+)$")
 
 
 def checkpoint_root(student_dir: str | Path) -> Path:
-    return Path(student_dir) / "checkpoints"
+    return Path(student_dir) / CHECKPOINTS
 
 
 def complete_checkpoints(student_dir: str | Path) -> list[Path]:

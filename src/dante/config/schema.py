@@ -1,21 +1,15 @@
-"""The recipe: one typed config tree (teacher, prompts, cache, student, train, eval, report).
-
-Loaded from YAML with dotted command-line overrides; unknown keys and wrong types are
-errors naming the key, the file and (where known) the line. Every stage saves the
-resolved recipe next to its outputs with ``save_resolved``.
+"""The recipe's schema: one typed config tree (teacher, prompts, cache, student, train, eval,
+report). Every field has a default and a description; ``dante.config.loader`` reads YAML into it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from dante.errors import ConfigError
+from dante import layout
 
 
 class Section(BaseModel):
@@ -108,10 +102,10 @@ class LossConfig(Section):
     """The DANTE objective; every component can be switched off (ablations are one flag)."""
 
     cwce: bool = Field(True, description="Confidence weighting w(H); off = plain masked CE.")
-    cwce_floor: float = Field(0.30, description="w(inf).")
-    cwce_span: float = Field(0.70, description="w(-inf) - w(inf).")
-    cwce_slope: float = Field(1.5, description="Logistic slope in H.")
-    cwce_center: float = Field(1.5, description="Entropy (nats) where w is halfway.")
+    cwce_floor: float = Field(0.30, ge=0.0, description="w(inf): the weight of a completion the teacher was unsure of.")
+    cwce_span: float = Field(0.70, gt=0.0, description="w(-inf) - w(inf): floor + span is the weight of a fully confident one.")
+    cwce_slope: float = Field(1.5, gt=0.0, description="Logistic slope in H (per nat): how fast w falls around the center.")
+    cwce_center: float = Field(1.5, ge=0.0, description="Entropy (nats) where w is halfway between floor + span and floor.")
     normalise: Literal["token", "sequence", "card"] = Field(
         "token",
         description=(
@@ -120,16 +114,27 @@ class LossConfig(Section):
         ),
     )
     tea: bool = Field(True, description="Embedding anchor ||E - E0||_F^2.")
-    tea_start: float = Field(1.0, description="lambda_TEA at step 0.")
-    tea_end: float = Field(0.1, description="lambda_TEA at the last step.")
+    tea_start: float = Field(1.0, ge=0.0, description="lambda_TEA at the first step.")
+    tea_end: float = Field(0.1, ge=0.0, description="lambda_TEA at the last step (linear in between).")
     ce_schedule: bool = Field(True, description="lambda_CE ramp; off = 1.0 throughout.")
-    ce_start: float = Field(0.70, description="lambda_CE during warm-up.")
-    ce_end: float = Field(1.0, description="lambda_CE at ce_ramp_end.")
+    ce_start: float = Field(0.70, gt=0.0, description="lambda_CE during warm-up.")
+    ce_end: float = Field(1.0, gt=0.0, description="lambda_CE at ce_ramp_end.")
     ce_warmup_steps: int = Field(200, ge=0, description="Steps held at ce_start.")
     ce_ramp_end: int = Field(2000, ge=1, description="Step where lambda_CE reaches ce_end.")
     chunked_ce: bool = Field(
-        True, description="Compute the lm_head and CE in token chunks (never the full tokens x vocab logits): less memory, same gradients."
+        True,
+        description="Compute the lm_head and CE in token chunks (never the full tokens x vocab logits): "
+        "less memory, same gradients (dante.train.chunked_ce).",
     )
+
+    @model_validator(mode="after")
+    def _ramp_after_warmup(self) -> "LossConfig":
+        if self.ce_schedule and self.ce_ramp_end <= self.ce_warmup_steps:
+            raise ValueError(
+                f"ce_ramp_end ({self.ce_ramp_end}) must come after ce_warmup_steps ({self.ce_warmup_steps}): "
+                "lambda_CE ramps from ce_start to ce_end between them"
+            )
+        return self
 
 
 class TrainConfig(Section):
@@ -145,29 +150,31 @@ class TrainConfig(Section):
     max_length: int = Field(4096, ge=8, description="Max tokens per record (prompt + completion).")
     packing: bool = Field(True, description="Padding-free packing of several records per row.")
     curriculum: Literal["entropy", "shuffle", "none"] = Field("entropy", description="entropy: ascending output_entropy (the card); shuffle: ablation.")
-    loss: LossConfig = Field(default_factory=LossConfig)
-    lr: float = Field(2e-5, gt=0.0)
-    lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
-    warmup_steps: int = Field(200, ge=0)
-    adam_beta1: float = Field(0.9)
-    adam_beta2: float = Field(0.95)
-    adam_eps: float = Field(1e-8)
-    weight_decay: float = Field(0.1)
+    loss: LossConfig = Field(default_factory=LossConfig, description="The DANTE objective (dante.train.losses).")
+    lr: float = Field(2e-5, gt=0.0, description="Peak learning rate of AdamW (after warm-up).")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name (get_scheduler): cosine, linear, constant, ...")
+    warmup_steps: int = Field(200, ge=0, description="Steps of linear learning-rate warm-up from 0 to lr.")
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW beta1 (the card: 0.9).")
+    adam_beta2: float = Field(0.95, ge=0.0, lt=1.0, description="AdamW beta2 (the card: 0.95).")
+    adam_eps: float = Field(1e-8, gt=0.0, description="AdamW epsilon.")
+    weight_decay: float = Field(0.1, ge=0.0, description="AdamW weight decay on matrices (not on biases and norm gains).")
     grad_clip: float | None = Field(1.0, description="Max global grad norm; null disables.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 where supported, else fp32.")
-    gradient_checkpointing: bool = Field(False)
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% more compute.")
     compile: bool = Field(
         False, description="torch.compile each decoder block (regional compilation, dynamic shapes): fuses the "
         "norm/RoPE/SwiGLU elementwise work; costs a one-off compile (~30 s on CPU) at the first step. Needs a C++ "
         "compiler on CPU, Triton on GPU.",
     )
-    seed: int = Field(42)
+    seed: int = Field(42, description="Seed of the weights' RNGs, the curriculum shuffle and the held-out split.")
     checkpoint_every: int = Field(200, ge=1, description="Steps between resumable checkpoints.")
     keep_checkpoints: int = Field(2, ge=1, description="Complete checkpoints kept on disk.")
-    log_every: int = Field(1, ge=1)
+    log_every: int = Field(1, ge=1, description="Steps between rows of metrics.jsonl (and the trackers).")
     eval_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of the cache held out for a validation loss.")
     eval_every: int = Field(0, ge=0, description="Steps between held-out loss evaluations (0: only at the end).")
-    trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
+    trackers: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list, description="accelerate trackers that also get every logged row (extra dante-distill[tracking])."
+    )
 
     @model_validator(mode="after")
     def _one_batch_unit(self) -> "TrainConfig":
@@ -211,196 +218,30 @@ class ReportConfig(Section):
 class Recipe(Section):
     """A whole run: every stage reads this one tree."""
 
-    name: str = Field("dante-run")
+    name: str = Field("dante-run", description="Run name: the report's title, the trackers' project, the model card's name.")
     output_dir: Path = Field(Path("runs/dante-run"), description="Run folder; stage folders default inside it.")
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
-    cache: CacheConfig = Field(default_factory=CacheConfig)
-    student: StudentConfig = Field(default_factory=StudentConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    report: ReportConfig = Field(default_factory=ReportConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="Who writes the completions, and how (dante.teacher).")
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="Where the prompts come from (dante.prompts).")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="The teacher cache on disk (dante.cache).")
+    student: StudentConfig = Field(default_factory=StudentConfig, description="The model being distilled into.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation, data and the objective (dante.train).")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="lm-evaluation-harness runs (dante.eval).")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="The run report (dante.report).")
     source_file: str | None = Field(None, exclude=True, description="Where the recipe was loaded from (not saved).")
 
-    # Stage folders: explicit setting, else inside output_dir.
+    # Stage folders: explicit setting, else inside output_dir (dante.layout).
     @property
     def cache_dir(self) -> Path:
-        return Path(self.cache.dir) if self.cache.dir else self.output_dir / "cache"
+        return layout.stage_dir(self.output_dir, "cache", self.cache.dir)
 
     @property
     def student_dir(self) -> Path:
-        return Path(self.train.output_dir) if self.train.output_dir else self.output_dir / "student"
+        return layout.stage_dir(self.output_dir, "student", self.train.output_dir)
 
     @property
     def eval_dir(self) -> Path:
-        return Path(self.eval.output_dir) if self.eval.output_dir else self.output_dir / "eval"
+        return layout.stage_dir(self.output_dir, "eval", self.eval.output_dir)
 
     @property
     def report_dir(self) -> Path:
-        return Path(self.report.output_dir) if self.report.output_dir else self.output_dir / "report"
-
-
-# ---------------------------------------------------------------------------------------
-# Loading, overrides, errors with locations
-# ---------------------------------------------------------------------------------------
-
-
-SECRET_FIELDS = frozenset({"api_key"})
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``'teacher.batch_size=16'`` -> (['teacher', 'batch_size'], 16). Values are YAML scalars."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not key=value", field=text, hint="e.g. teacher.batch_size=16")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key", field=key)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set dotted keys in a nested dict (creating sections); returns the same dict."""
-    for text in overrides:
-        path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"cannot set {'.'.join(path)}: {part} is not a section", field=".".join(path))
-            node = child
-        node[path[-1]] = value
-    return data
-
-
-def _yaml_key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Map each dotted key path in a YAML document to its 1-based line number."""
-    lines: dict[tuple[str, ...], int] = {}
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return lines
-
-    def walk(node: Any, prefix: tuple[str, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                key = (*prefix, str(key_node.value))
-                lines[key] = key_node.start_mark.line + 1
-                walk(value_node, key)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                key = (*prefix, str(i))
-                lines[key] = item.start_mark.line + 1
-                walk(item, key)
-
-    walk(root, ())
-    return lines
-
-
-def _raise_validation(err: ValidationError, file: str | None, key_lines: dict[tuple[str, ...], int], overridden: set[str]) -> None:
-    """Turn pydantic's errors into one ConfigError naming file, line and dotted key of each problem."""
-    problems = []
-    for e in err.errors():
-        loc = tuple(str(p) for p in e["loc"])
-        dotted = ".".join(loc)
-        if dotted in overridden:
-            where = "command-line override: "
-        else:  # a missing nested key has no line of its own: point at the nearest parent
-            line = next((key_lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in key_lines), None)
-            where = f"line {line}: " if line else ""
-        if e["type"] == "extra_forbidden":
-            problems.append(f"{where}{dotted}: unknown key")
-        elif loc[-1] in SECRET_FIELDS:  # never echo a secret, even a mistyped one
-            problems.append(f"{where}{dotted}: {e['msg']} (value not shown: it is a secret)")
-        else:
-            problems.append(f"{where}{dotted}: {e['msg']} (got {e.get('input')!r})")
-    raise ConfigError("; ".join(problems), file=file or "<recipe>") from None
-
-
-def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, data: dict | None = None) -> Recipe:
-    """Load a recipe from YAML (or a dict), apply dotted overrides, validate.
-
-    Errors name the file, the line and the dotted key: ``recipe.yaml: line 7: teacher.batch_sz: unknown key``.
-    """
-    overrides = list(overrides or [])
-    file = str(path) if path is not None else None
-    key_lines: dict[tuple[str, ...], int] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("recipe file does not exist", file=file)
-        text = p.read_text(encoding="utf-8")
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file, line=mark.line + 1 if mark else None) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError("a recipe must be a YAML mapping of sections", file=file)
-        key_lines = _yaml_key_lines(text)
-        data = loaded
-    data = dict(data or {})
-    apply_overrides(data, overrides)
-    overridden = {o.split("=", 1)[0].strip() for o in overrides}
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as err:
-        _raise_validation(err, file, key_lines, overridden)
-        raise  # unreachable
-    recipe.source_file = file
-    return recipe
-
-
-def redact_url(url: str | None) -> str | None:
-    """``https://user:key@host/v1`` -> ``https://***@host/v1``: credentials in a URL are never shown."""
-    if not url or "@" not in url:
-        return url
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if not parts.username and not parts.password:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
-
-
-def resolved_dict(recipe: Recipe) -> dict[str, Any]:
-    """The recipe as plain data, secrets masked (api_key and URL credentials are never written anywhere)."""
-    data = recipe.model_dump(mode="json", exclude={"source_file"})
-    teacher = data.get("teacher", {})
-    if teacher.get("api_key") is not None:
-        teacher["api_key"] = "**********"
-    teacher["base_url"] = redact_url(teacher.get("base_url"))
-    return data
-
-
-def stable_hash(data: Any) -> str:
-    """Short sha256 of JSON-able data, independent of key order."""
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def recipe_hash(recipe: Recipe, sections: tuple[str, ...] | None = None) -> str:
-    """Stable short hash of the resolved recipe (or of some sections of it)."""
-    data = resolved_dict(recipe)
-    if sections is not None:
-        data = {k: data[k] for k in sections}
-    return stable_hash(data)
-
-
-def save_resolved(recipe: Recipe, directory: str | Path, name: str = "resolved_recipe.yaml") -> Path:
-    """Write the resolved recipe next to a stage's outputs (atomically)."""
-    from dante.io import atomic_write_text
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(resolved_dict(recipe), sort_keys=False, allow_unicode=True)
-    return atomic_write_text(directory / name, text)
+        return layout.stage_dir(self.output_dir, "report", self.report.output_dir)

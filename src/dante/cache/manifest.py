@@ -1,0 +1,91 @@
+"""The cache folder's manifest (stage 2): which teacher and prompt settings wrote it, so a
+resume never mixes two teachers, and what the run did (counts, compute). Read once per run.
+
+``cache_key`` hashes the settings that decide a record's content; settings that only change
+how fast or where the teacher runs (``OPERATIONAL``) may differ between runs of one cache.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dante.cache.writer import disk_error
+from dante.config import Recipe, recipe_hash, resolved_dict, stable_hash
+from dante.errors import DanteError, DataError
+from dante.layout import CACHE_MANIFEST
+from dante.teacher.base import sampling_settings
+
+FORMAT = "dante-cache/1"
+# Settings that change how fast or where the teacher runs, not what it writes: changing
+# them (e.g. more retries after a failure, another server URL) must not block a resume.
+OPERATIONAL = {
+    "teacher": {"device", "batch_size", "concurrency", "max_retries", "request_timeout_s", "backoff_base_s", "backoff_max_s",
+                "base_url", "api_key", "api_key_env", "gpu_memory_utilization", "tensor_parallel_size", "pipeline_parallel_size"},
+    "prompts": {"limit"},  # a larger limit extends a cache
+}
+
+
+def content_settings(recipe: Recipe) -> dict[str, Any]:
+    """The teacher and prompts settings that decide a cache's content (no secrets)."""
+    data = resolved_dict(recipe)
+    return {sec: {k: v for k, v in data[sec].items() if k not in OPERATIONAL[sec]} for sec in ("teacher", "prompts")}
+
+
+def cache_key(recipe: Recipe) -> str:
+    """Hash of ``content_settings``: a cache is resumed only under the same key."""
+    return stable_hash(content_settings(recipe))
+
+
+def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``section.key: old -> new`` for every content setting that differs."""
+    keys = []
+    for sec in ("teacher", "prompts"):
+        a, b = old.get(sec, {}), new.get(sec, {})
+        keys += [f"{sec}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return keys
+
+
+def check_manifest(directory: Path, recipe: Recipe) -> dict[str, Any] | None:
+    """The folder's manifest (None for a new cache), read once; a cache written with other
+    teacher/prompts settings is refused."""
+    manifest = read_manifest(directory)
+    if manifest is None:
+        return None
+    if manifest.get("cache_key") != cache_key(recipe):
+        changes = settings_diff(manifest.get("settings", {}), content_settings(recipe))
+        raise DanteError(
+            "this cache was written with other teacher/prompts settings"
+            + (f" ({'; '.join(changes[:6])})" if changes else ""),
+            file=directory / CACHE_MANIFEST, field="cache.dir",
+            hint="use another cache.dir, or delete the folder to regenerate; a cache never mixes two teachers",
+        )
+    return manifest
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any] | None:
+    """The cache's manifest, or None for a new cache."""
+    path = Path(directory) / CACHE_MANIFEST
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"manifest is not valid JSON ({exc})", file=path, hint="delete it to rebuild from the shards") from None
+    except OSError as exc:
+        raise disk_error(exc, path, "read the manifest") from None
+    if not isinstance(data, dict):
+        raise DataError(f"manifest must be a JSON object, got {type(data).__name__}", file=path, hint="delete it to rebuild from the shards")
+    return data
+
+
+def new_manifest(recipe: Recipe, prompts_total: int, old: dict[str, Any] | None, now: str) -> dict[str, Any]:
+    """The manifest of this run of the cache: its key, settings and counts; ``created`` kept from ``old``."""
+    cfg = recipe.teacher
+    return {
+        "format": FORMAT, "cache_key": cache_key(recipe), "recipe_hash": recipe_hash(recipe, ("teacher", "prompts")),
+        "created": (old or {}).get("created", now), "updated": now,
+        "teacher": {"backend": cfg.backend, "model": cfg.model, "sampling": sampling_settings(cfg)},
+        "settings": content_settings(recipe), "prompts_total": prompts_total, "complete": False,
+    }
