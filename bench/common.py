@@ -181,11 +181,11 @@ def timed_dante_train(recipe, warmup: int, name: str = "dante") -> "RunResult":
     the ends of steps (the metrics row written after each optimizer step, after the loss was
     read back, so GPU work is finished), and counting the token positions it computed."""
     import dante.train.loop as loop
-    from dante.train import runtime
+    from dante.train.metrics import MetricsLog
 
     marks: list[tuple[float, int, int]] = []
     positions = [0]
-    orig_write, orig_collate = runtime.MetricsLog.write, loop.collate
+    orig_write, orig_collate = MetricsLog.write, loop.collate
 
     def write(self, row):
         if "loss" in row:
@@ -198,11 +198,11 @@ def timed_dante_train(recipe, warmup: int, name: str = "dante") -> "RunResult":
             positions[0] += batch["input_ids"].numel()
         return batch
 
-    runtime.MetricsLog.write, loop.collate = write, collate
+    MetricsLog.write, loop.collate = write, collate
     try:
         loop.train(recipe)
     finally:
-        runtime.MetricsLog.write, loop.collate = orig_write, orig_collate
+        MetricsLog.write, loop.collate = orig_write, orig_collate
     return window(name, marks, warmup)
 
 

@@ -31,7 +31,7 @@ def child(args: argparse.Namespace) -> None:
     from dante.config import load_recipe
     from dante.prompts import load_prompts
     from dante.teacher import make_teacher
-    from dante.teacher.hf import topk_entropy_from_logits
+    from dante.teacher.entropy import topk_entropy_from_logits
 
     recipe = load_recipe(ROOT / "configs" / "demo.yaml", [f"teacher.model={args.teacher}", f"prompts.limit={args.batch}"])
     teacher = make_teacher(recipe.teacher)

@@ -106,7 +106,7 @@ def run_dante(meta: dict[str, Any], args, *, packing: bool = True, gradient_chec
     """
     import torch
 
-    import dante.train.loop as loop
+    import dante.train.forward as forward
 
     from dante.config import load_recipe
 
@@ -123,7 +123,7 @@ def run_dante(meta: dict[str, Any], args, *, packing: bool = True, gradient_chec
         "name": "bench", "output_dir": str(out), "cache": {"dir": meta["cache"]},
         "student": {"model": meta["student"], "use_chat_template": False, "attn_implementation": "sdpa"}, "train": train,
     })
-    orig_adamw, orig_packed = torch.optim.AdamW, loop.use_packed_sdpa
+    orig_adamw, orig_packed = torch.optim.AdamW, forward.use_packed_sdpa
 
     def adamw(*a, fused=None, **k):
         return orig_adamw(*a, **k)
@@ -131,11 +131,11 @@ def run_dante(meta: dict[str, Any], args, *, packing: bool = True, gradient_chec
     if loop_adamw:
         torch.optim.AdamW = adamw
     if mask_attention:
-        loop.use_packed_sdpa = lambda model: False
+        forward.use_packed_sdpa = lambda model: False
     try:
         return common.timed_dante_train(recipe, args.warmup, name)
     finally:
-        torch.optim.AdamW, loop.use_packed_sdpa = orig_adamw, orig_packed
+        torch.optim.AdamW, forward.use_packed_sdpa = orig_adamw, orig_packed
         shutil.rmtree(out, ignore_errors=True)
 
 

@@ -14,7 +14,8 @@ SIGKILLs itself: a real SIGKILL at an exact moment, with no hook in the product 
     train.rename   N-th checkpoint: .tmp-step-* complete (state file included), kill before the rename to step-*
 
 DANTE_CRASH_SLOW=S sleeps S seconds before each teacher ``generate`` call (hf backend), so an
-external SIGKILL at a random time lands during generation.
+external SIGKILL at a random time lands during generation; DANTE_CRASH_SLOW_STEP=S sleeps S
+seconds inside each training step (``dante.train.loop.train_step``), for the same reason.
 """
 
 from __future__ import annotations
@@ -131,6 +132,18 @@ def slow_teacher(seconds: float) -> None:
     HFTeacher.generate = generate
 
 
+def slow_train_step(seconds: float) -> None:
+    import dante.train.loop as loop
+
+    real = loop.train_step
+
+    def train_step(run, step):
+        time.sleep(seconds)
+        return real(run, step)
+
+    loop.train_step = train_step
+
+
 def main() -> None:
     if POINT.startswith(("cache.", "manifest")):
         arm_cache()
@@ -140,6 +153,8 @@ def main() -> None:
         raise SystemExit(f"crashrun: unknown crash point {POINT!r}")
     if os.environ.get("DANTE_CRASH_SLOW"):
         slow_teacher(float(os.environ["DANTE_CRASH_SLOW"]))
+    if os.environ.get("DANTE_CRASH_SLOW_STEP"):
+        slow_train_step(float(os.environ["DANTE_CRASH_SLOW_STEP"]))
     from dante.cli import app
 
     app(prog_name="dante", args=sys.argv[1:])

@@ -36,7 +36,7 @@ def count(key: str, n: int = 1) -> None:
 
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment of a CLI subprocess: offline, one thread, this checkout's sources."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DANTE_CRASH", "DANTE_TRAIN_STEP_DELAY"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DANTE_CRASH")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT / "src"))
     env.update(extra)

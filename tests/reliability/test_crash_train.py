@@ -40,7 +40,7 @@ def check_checkpoint(ckpt) -> int:
 
 def kill_during_a_step(args, out, r) -> str | None:
     start = max([x.get("step", 0) for x in metric_rows(out)], default=0)
-    proc = start_cli(args, DANTE_TRAIN_STEP_DELAY_S="0.25")
+    proc = start_cli(args, DANTE_CRASH_SLOW_STEP="0.25")
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         try:
@@ -111,7 +111,7 @@ def test_train_killed_mid_checkpoint_and_mid_step_resumes_to_same_losses(tmp_pat
 
 
 def test_resume_survives_a_torn_metrics_line(tmp_path):
-    from dante.train.runtime import MetricsLog
+    from dante.train.metrics import MetricsLog
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.9}\n{"step": 3, "lo')

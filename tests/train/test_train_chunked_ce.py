@@ -10,8 +10,9 @@ import torch
 
 from dante.models import load_causal_lm
 from dante.train.data import IGNORE, collate, make_example
-from dante.train.loop import Forward
-from dante.train.losses import ChunkedCEHead, ce_chunk_tokens, chunked_weighted_ce_sum, weighted_ce_sum
+from dante.train.forward import Forward
+from dante.train.chunked_ce import ChunkedCEHead, ce_chunk_tokens, chunked_weighted_ce_sum
+from dante.train.losses import weighted_ce_sum
 
 CPU = SimpleNamespace(device=torch.device("cpu"))
 

@@ -13,7 +13,7 @@ from dante.config import StudentConfig
 from dante.errors import DanteError, DataError
 from dante.models import load_causal_lm, load_tokenizer
 from dante.train.data import IGNORE, block_diagonal_causal_mask, build_examples, collate, render_record
-from dante.train.loop import Forward
+from dante.train.forward import Forward
 
 
 def _rec(i, prompt="what is the answer?", text="The answer is 42.", **kw):

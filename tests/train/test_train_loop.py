@@ -103,19 +103,19 @@ def test_resume_in_process_gives_the_same_losses(tmp_path, student_dir, tiny_cac
     kw = dict(steps=8, checkpoint_every=3, keep_checkpoints=1)
     full = train(load_recipe(data=recipe_data(tmp_path / "a", student_dir, tiny_cache, **kw)))
     recipe = load_recipe(data=recipe_data(tmp_path / "b", student_dir, tiny_cache, **kw))
-    from dante.train import runtime
+    from dante.train.metrics import MetricsLog
 
-    real_write = runtime.MetricsLog.write
+    real_write = MetricsLog.write
 
     def crash_at_step_5(self, row):
         real_write(self, row)
         if row.get("step") == 5:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(runtime.MetricsLog, "write", crash_at_step_5)
+    monkeypatch.setattr(MetricsLog, "write", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         train(recipe)
-    monkeypatch.setattr(runtime.MetricsLog, "write", real_write)
+    monkeypatch.setattr(MetricsLog, "write", real_write)
     assert latest_checkpoint(recipe.student_dir).name == "step-000003"
     with pytest.raises(DanteError, match="already holds checkpoints"):
         train(recipe)
@@ -189,7 +189,7 @@ def test_compile_gives_the_same_losses_and_a_plain_checkpoint(tmp_path, student_
 def test_compile_blocks_compiles_each_decoder_layer_in_place(student_dir):
     from transformers import AutoModelForCausalLM
 
-    from dante.train.runtime import compile_blocks
+    from dante.train.engine import compile_blocks
 
     model = AutoModelForCausalLM.from_pretrained(student_dir)
     keys = list(model.state_dict())

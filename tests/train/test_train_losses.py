@@ -12,8 +12,19 @@ import torch.nn.functional as F
 from dante.config import LossConfig
 from dante.models import load_causal_lm, load_tokenizer
 from dante.train.data import build_examples, collate, make_example
-from dante.train.loop import Forward, _normaliser
-from dante.train.losses import TeaAnchor, cwce_weight, lambda_ce, lambda_tea, tea_penalty, token_weights, weighted_ce_sum
+from dante.train.forward import Forward
+from dante.train.losses import (
+    TeaAnchor,
+    batch_weights,
+    cwce_weight,
+    lambda_ce,
+    lambda_tea,
+    normaliser,
+    record_weight,
+    tea_penalty,
+    token_weights,
+    weighted_ce_sum,
+)
 
 
 def test_cwce_weight_hand_values():
@@ -117,7 +128,7 @@ def test_combined_loss_gradient_matches_direct_pytorch(student_dir, normalise):
 
     examples = [make_example(f"r{i}", p, c, h, False) for i, (p, c, h) in enumerate(raw)]
     u = [token_weights(cwce_weight(ex.entropy, cfg), ex.n_completion, normalise) for ex in examples]
-    denom = _normaliser(examples, u, normalise)
+    denom = normaliser([ex.n_completion for ex in examples], u, normalise)
     anchor = TeaAnchor(e0).attach(model)
     fwd = Forward(model, model, SimpleNamespace(device=torch.device("cpu")))
     total_loss = 0.0
@@ -141,6 +152,34 @@ def test_card_normalisation_is_sequence_times_mean_weight():
     w = [cwce_weight(e.entropy) for e in exs]
     us = [token_weights(wi, e.n_completion, "sequence") for wi, e in zip(w, exs)]
     uc = [token_weights(wi, e.n_completion, "card") for wi, e in zip(w, exs)]
-    assert _normaliser(exs, us, "sequence") == pytest.approx(sum(w))
-    assert _normaliser(exs, uc, "card") == 2.0
-    assert _normaliser(exs, [token_weights(wi, e.n_completion, "token") for wi, e in zip(w, exs)], "token") == pytest.approx(3 * w[0] + w[1])
+    n = [e.n_completion for e in exs]
+    assert normaliser(n, us, "sequence") == pytest.approx(sum(w))
+    assert normaliser(n, uc, "card") == 2.0
+    assert normaliser(n, [token_weights(wi, e.n_completion, "token") for wi, e in zip(w, exs)], "token") == pytest.approx(3 * w[0] + w[1])
+
+
+def test_record_weight_and_batch_weights_hand_values():
+    cfg = LossConfig()  # the card: w(0) = 0.30 + 0.70 / (1 + exp(-2.25)), w(1.5) = 0.65
+    w0 = 0.30 + 0.70 / (1 + math.exp(-2.25))
+    assert record_weight(0.0, cfg) == pytest.approx(w0)
+    assert record_weight(None, cfg) == 1.0  # no logprobs: full weight
+    assert record_weight(1.5, LossConfig(cwce=False)) == 1.0
+    # two records: H = 0 with 2 completion tokens, H = 1.5 with 4
+    u, d = batch_weights([0.0, 1.5], [2, 4], LossConfig(normalise="token"))
+    assert u == pytest.approx([w0, 0.65]) and d == pytest.approx(2 * w0 + 4 * 0.65)
+    u, d = batch_weights([0.0, 1.5], [2, 4], LossConfig(normalise="sequence"))
+    assert u == pytest.approx([w0 / 2, 0.65 / 4]) and d == pytest.approx(w0 + 0.65)
+    u, d = batch_weights([0.0, 1.5], [2, 4], LossConfig(normalise="card"))
+    assert u == pytest.approx([w0 / 2, 0.65 / 4]) and d == 2.0
+    u, d = batch_weights([0.0, None], [2, 4], LossConfig(cwce=False, normalise="token"))
+    assert u == [1.0, 1.0] and d == 6.0  # plain SFT: the mean token CE
+
+
+def test_loss_constants_that_make_no_sense_are_refused():
+    from pydantic import ValidationError
+
+    for bad in ({"cwce_floor": -0.1}, {"cwce_slope": 0.0}, {"cwce_span": -0.5}, {"tea_start": -1.0}, {"ce_start": 0.0},
+                {"ce_warmup_steps": 10, "ce_ramp_end": 10}):
+        with pytest.raises(ValidationError):
+            LossConfig(**bad)
+    LossConfig(ce_schedule=False, ce_warmup_steps=10, ce_ramp_end=10)  # no ramp: the pair does not matter

@@ -12,7 +12,7 @@ import torch
 from dante.models import load_causal_lm
 from dante.train.attention import NAME, record_bounds
 from dante.train.data import collate, make_example
-from dante.train.loop import Forward
+from dante.train.forward import Forward
 
 CPU = SimpleNamespace(device=torch.device("cpu"))
 

@@ -103,9 +103,9 @@ class LossConfig(Section):
 
     cwce: bool = Field(True, description="Confidence weighting w(H); off = plain masked CE.")
     cwce_floor: float = Field(0.30, ge=0.0, description="w(inf): the weight of a completion the teacher was unsure of.")
-    cwce_span: float = Field(0.70, gt=0.0, description="w(-inf) - w(inf): floor + span is the weight of a fully confident one.")
+    cwce_span: float = Field(0.70, ge=0.0, description="w(-inf) - w(inf): floor + span is the weight of a fully confident one (0: constant w).")
     cwce_slope: float = Field(1.5, gt=0.0, description="Logistic slope in H (per nat): how fast w falls around the center.")
-    cwce_center: float = Field(1.5, ge=0.0, description="Entropy (nats) where w is halfway between floor + span and floor.")
+    cwce_center: float = Field(1.5, description="Entropy (nats) where w is halfway between floor + span and floor.")
     normalise: Literal["token", "sequence", "card"] = Field(
         "token",
         description=(

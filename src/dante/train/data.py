@@ -11,6 +11,7 @@ token be trained to predict the next record's first token.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,14 @@ def block_diagonal_causal_mask(segment_ids: torch.Tensor, *, as_bool: bool, dtyp
         return allowed
     blocked = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
     return blocked.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def split_heldout(records: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, held-out): a fixed share of records chosen by a seeded hash of their id, so the
+    split does not depend on file order and stays put when records are added."""
+    if fraction <= 0 or len(records) < 2:
+        return list(records), []
+    n_eval = min(len(records) - 1, max(1, round(fraction * len(records))))
+    key = {id(r): hashlib.sha256(f"{seed}:{r.id}".encode()).hexdigest() for r in records}
+    chosen = {id(r) for r in sorted(records, key=lambda r: key[id(r)])[:n_eval]}
+    return [r for r in records if id(r) not in chosen], [r for r in records if id(r) in chosen]

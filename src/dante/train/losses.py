@@ -1,5 +1,7 @@
-"""The DANTE objective as pure functions: CWCE weights, the weighted masked CE, the TEA anchor
-and the two schedules. The train loop (train/loop.py) only combines them.
+"""The DANTE objective (stage 4), every formula of the card in one place: CWCE weights w(H),
+the per-token weights u_t and the normaliser D, the weighted masked CE, the TEA anchor and the
+two λ schedules. The train loop (train/loop.py) only combines them; the memory-saving chunked
+form of the CE lives in train/chunked_ce.py.
 
     L(θ; t)   = λ_CE(t) · L_CWCE(θ) + λ_TEA(t) · L_TEA(θ)
     w(H)      = floor + span / (1 + exp(slope · (H − center)))      card: 0.30, 0.70, 1.5, 1.5
@@ -31,6 +33,7 @@ objective (the bug class of transformers issue 35203).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -126,147 +129,35 @@ def weighted_ce_sum(logits: torch.Tensor, targets: torch.Tensor, weights: torch.
     return (weights * ce).sum(), ce.sum()
 
 
-def ce_chunk_tokens(vocab_size: int, device: torch.device) -> int:
-    """Tokens per chunk of ``chunked_weighted_ce_sum``: a (chunk × V) fp32 tile of ~16 MB on CPU
-    (reused for every chunk: under glibc's 32 MB mmap ceiling, no page faults per chunk) and ~256 MB
-    on GPU (few, large matmuls). At least 128 tokens: each chunk re-reads the (V × H) weight gradient."""
-    budget = (256 << 20) if device.type == "cuda" else (16 << 20)
-    return max(128, budget // (4 * vocab_size))
+def record_weight(entropy: float | None, cfg: LossConfig = _DEFAULT) -> float:
+    """w_i of record i: ``cwce_weight(H_i)`` with CWCE on; 1.0 with it off or without an entropy
+    (a teacher that returned no logprobs)."""
+    if not cfg.cwce or entropy is None:
+        return 1.0
+    return float(cwce_weight(entropy, cfg))
 
 
-def _addmm_fp32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """acc += a @ b with an fp32 accumulator; half inputs multiply in half precision on CUDA."""
-    if acc.device.type == "cuda" and a.dtype in (torch.bfloat16, torch.float16):
-        try:
-            torch.addmm(acc, a, b.to(a.dtype), out_dtype=torch.float32, out=acc)
-            return
-        except (TypeError, RuntimeError):  # torch without out_dtype for addmm
-            pass
-    acc.addmm_(a.float(), b.float())
-
-
-class _ChunkedWeightedCE(torch.autograd.Function):
-    """Σ u_t·CE_t of ``hidden @ weight.T`` without building the (N × V) logits.
-
-    Forward walks the tokens in chunks: logits tile z = h·Wᵀ, CE = logsumexp(z) − z[y]; the
-    gradient of Σ u·CE w.r.t. the tile, u·(softmax(z) − onehot(y)), is formed in place and
-    turned into dL/dh and dL/dW at once, so no tile outlives its chunk. Backward only scales
-    them by the incoming gradient (the loss is a scalar). Same three matmuls as plain CE.
-    """
-
-    @staticmethod
-    def forward(ctx, hidden, weight, targets, weights, chunk_tokens, compute_dtype, want_grad):
-        n_tok, vocab = hidden.shape[0], weight.shape[0]
-        grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if want_grad else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_grad else None
-        w = weight.to(compute_dtype)
-        tile_buf = torch.empty((min(chunk_tokens, n_tok), vocab), dtype=compute_dtype, device=hidden.device)
-        wsum = torch.zeros((), dtype=torch.float64, device=hidden.device)
-        cesum = torch.zeros((), dtype=torch.float64, device=hidden.device)
-        for start in range(0, n_tok, chunk_tokens):
-            stop = min(start + chunk_tokens, n_tok)
-            h, y, u = hidden[start:stop].to(compute_dtype), targets[start:stop, None], weights[start:stop].float()
-            z = torch.mm(h, w.t(), out=tile_buf[: stop - start])
-            z = z if z.dtype == torch.float32 else z.float()
-            z_target = z.gather(1, y).squeeze(1)
-            z_max = z.amax(1)
-            z.sub_(z_max[:, None]).exp_()  # the tile now holds exp(z − max)
-            sum_exp = z.sum(1)
-            ce = z_max + sum_exp.log() - z_target
-            wsum += (u * ce).sum()
-            cesum += ce.sum()
-            if want_grad:
-                z.mul_((u / sum_exp)[:, None]).scatter_add_(1, y, -u[:, None])  # u·(p − onehot(y))
-                g = z.to(compute_dtype)
-                if compute_dtype == torch.float32:
-                    torch.mm(g, w, out=grad_hidden[start:stop])
-                else:
-                    grad_hidden[start:stop] = torch.mm(g, w).float()
-                _addmm_fp32(grad_weight, g.t(), h)
-        ctx.save_for_backward(grad_hidden, grad_weight)
-        ctx.dtypes = (hidden.dtype, weight.dtype)
-        ctx.mark_non_differentiable(cesum)
-        return wsum.float(), cesum.float()
-
-    @staticmethod
-    def backward(ctx, grad_wsum, _grad_cesum):
-        grad_hidden, grad_weight = ctx.saved_tensors
-        if grad_wsum is None or grad_hidden is None:
-            return None, None, None, None, None, None, None
-        g = grad_wsum.float()  # scaled in place: no second (V × H) allocation
-        return grad_hidden.mul_(g).to(ctx.dtypes[0]), grad_weight.mul_(g).to(ctx.dtypes[1]), None, None, None, None, None
-
-
-def chunked_weighted_ce_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                            chunk_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``weighted_ce_sum(hidden @ weight.T, targets, weights)`` computed chunk by chunk over the
-    tokens, never holding the (tokens × V) logits: the memory lever for large vocabularies.
-
-    hidden: (..., H) inputs of the lm_head (bias-free), weight: (V, H). Only positions with a
-    target are computed. The softmax and CE run in float32; the matmuls in the autocast dtype
-    when autocast is on. Value and gradients equal the plain computation up to float rounding.
-    """
-    d = hidden.shape[-1]
-    targets = targets.reshape(-1)
-    keep = (targets != -100).nonzero().squeeze(1)
-    h = hidden.reshape(-1, d).index_select(0, keep)
-    y, u = targets.index_select(0, keep), weights.reshape(-1).index_select(0, keep)
-    dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
-    want_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)  # not under no_grad (eval)
-    with torch.autocast(h.device.type, enabled=False):
-        chunk = chunk_tokens or ce_chunk_tokens(weight.shape[0], h.device)
-        return _ChunkedWeightedCE.apply(h, weight, y, u, chunk, dtype, want_grad)
-
-
-class ChunkedCEHead:
-    """Makes a causal LM's own forward compute the weighted CE sums in its lm_head, chunked.
-
-    ``arm(targets, weights)`` before a forward pass: the lm_head then returns its input instead
-    of logits and stores ``chunked_weighted_ce_sum`` of it, taken with ``take()``. Doing this
-    inside the lm_head's forward keeps it correct where the weight only exists during that
-    call (FSDP, ZeRO-3) and for tied embeddings. Unarmed, the head is the plain lm_head.
-    """
-
-    _SCALED = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier", "lm_head_multiplier")
-
-    @classmethod
-    def supports(cls, model: torch.nn.Module) -> bool:
-        """A bias-free nn.Linear head whose output is used as the logits unchanged (no softcap or scale)."""
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        config = getattr(model, "config", None)
-        text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        return (type(head) is torch.nn.Linear and head.bias is None
-                and all(getattr(text, k, None) in (None, 1.0) for k in cls._SCALED))
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.head = model.get_output_embeddings()
-        self._plain = self.head.forward
-        self.head.forward = self._forward
-        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.value: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def _forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.pending is None:
-            return self._plain(hidden)
-        (targets, weights), self.pending = self.pending, None
-        self.value = chunked_weighted_ce_sum(hidden, self.head.weight, targets, weights)
-        return hidden  # stands in for the logits, which are never built
-
-    def arm(self, targets: torch.Tensor, weights: torch.Tensor) -> None:
-        self.pending, self.value = (targets, weights), None
-
-    def take(self) -> tuple[torch.Tensor, torch.Tensor]:
-        value, self.value, self.pending = self.value, None, None
-        if value is None:
-            raise RuntimeError("chunked CE head was armed but the lm_head did not run")
-        return value
-
-
-def token_weights(record_weight: float, n_completion: int, normalise: str) -> float:
-    """u_t of one completion token of a record with weight w and n completion tokens (see module doc)."""
+def token_weights(weight: float, n_completion: int, normalise: str) -> float:
+    """u_t of one completion token of a record with weight w_i and n_i completion tokens:
+    w_i for ``token``, w_i / n_i for ``sequence`` and ``card`` (see the module doc)."""
     if normalise == "token":
-        return record_weight
-    return record_weight / max(1, n_completion)
+        return weight
+    return weight / max(1, n_completion)
+
+
+def normaliser(n_completion: Sequence[int], u: Sequence[float], normalise: str) -> float:
+    """D of the global batch: Σ_t u_t over every completion token (Σ_i u_i · n_i), or N for 'card'."""
+    if normalise == "card":
+        return float(len(n_completion))
+    return float(sum(u_i * n_i for u_i, n_i in zip(u, n_completion, strict=True)))
+
+
+def batch_weights(entropies: Sequence[float | None], n_completion: Sequence[int], cfg: LossConfig = _DEFAULT) -> tuple[list[float], float]:
+    """(u_i per record, D) of one global batch: every token of record i gets weight u_i, and
+    L_CWCE = Σ_t u_t · CE_t / D. Known before any forward pass, so micro-batches and ranks
+    each add their share Σ u·CE / D and the sum is the full-batch loss."""
+    u = [token_weights(record_weight(h, cfg), n, cfg.normalise) for h, n in zip(entropies, n_completion, strict=True)]
+    return u, normaliser(n_completion, u, cfg.normalise)
 
 
 class TeaAnchor(torch.nn.Module):

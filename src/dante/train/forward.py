@@ -1,0 +1,97 @@
+"""The student's forward pass on one micro-batch (stage 4): packed padding-free rows with the
+right attention for each kernel, logits only where there is a target, and the weighted CE
+sums of the objective; plus the held-out loss, which runs the same forward without gradients.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from dante.train.attention import NAME as PACKED_SDPA
+from dante.train.attention import has_sliding_window, record_bounds, use_packed_sdpa
+from dante.train.chunked_ce import ChunkedCEHead
+from dante.train.curriculum import micro_batches, rank_slice
+from dante.train.data import IGNORE, Example, block_diagonal_causal_mask, collate
+from dante.train.losses import weighted_ce_sum
+
+
+class Forward:
+    """Runs the student on one micro-batch and returns logits aligned with its targets.
+
+    Packed rows: an SDPA student runs attention record by record (``dante.train.attention``,
+    the record boundaries passed as ``cu_seq_lens_q``); eager gets a block-diagonal causal mask;
+    flash-attention and flex use ``position_ids`` (transformers detects the packed records).
+    Only positions with a target get logits (``logits_to_keep``), so prompts cost no lm_head.
+    ``loss_sums`` gives the weighted CE sums; with chunked_ce (and a plain linear head) the
+    lm_head computes them chunk by chunk and the (tokens × vocab) logits are never built.
+    """
+
+    def __init__(self, model, base_model, accelerator, *, chunked_ce: bool = False, packed_attention: bool = False) -> None:
+        self.model, self.device = model, accelerator.device
+        if packed_attention:
+            use_packed_sdpa(base_model)
+        self.attn = getattr(base_model.config, "_attn_implementation", None) or "eager"
+        self.sliding = has_sliding_window(base_model.config)
+        self.mask_dtype = next(base_model.parameters()).dtype
+        self.keep_logits = "logits_to_keep" in inspect.signature(base_model.forward).parameters
+        self.head = ChunkedCEHead(base_model) if chunked_ce and ChunkedCEHead.supports(base_model) else None
+
+    def loss_sums(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ u_t·CE_t, Σ CE_t) of one micro-batch (see ``weighted_ce_sum``)."""
+        if self.head is None:
+            return weighted_ce_sum(*self(batch))
+        kwargs, targets, weights = self._inputs(batch)
+        self.head.arm(targets, weights)
+        self.model(**kwargs)
+        return self.head.take()
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        kwargs, targets, weights = self._inputs(batch)
+        return self.model(**kwargs).logits, targets, weights
+
+    def _inputs(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        bounds = record_bounds(batch["segment_ids"]) if self.attn == PACKED_SDPA and "segment_ids" in batch else None
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        kwargs: dict[str, Any] = {"input_ids": batch["input_ids"], "use_cache": False}
+        if "segment_ids" in batch:
+            kwargs["position_ids"] = batch["position_ids"]
+            if bounds is not None:
+                kwargs["cu_seq_lens_q"] = bounds  # stays on the CPU
+            elif self.attn in ("sdpa", "eager") and not self.sliding:  # else transformers' mask from position_ids keeps the windows
+                kwargs["attention_mask"] = block_diagonal_causal_mask(batch["segment_ids"], as_bool=self.attn == "sdpa", dtype=self.mask_dtype)
+        else:
+            kwargs["attention_mask"] = batch["attention_mask"]
+        targets, weights = batch["targets"], batch["weights"]
+        if self.keep_logits:
+            keep = (targets != IGNORE).any(dim=0).nonzero().flatten()
+            if keep.numel() == 0:
+                keep = torch.zeros(1, dtype=torch.long, device=self.device)
+            kwargs["logits_to_keep"] = keep
+            targets, weights = targets[:, keep], weights[:, keep]
+        return kwargs, targets, weights
+
+
+def empty_example(pad_id: int) -> Example:
+    """A one-token example with no target, for a rank whose share of a micro-batch is empty."""
+    return Example("<empty>", [pad_id], [IGNORE], 0, None)
+
+
+@torch.no_grad()
+def held_out_loss(forward: Forward, examples: list[Example], accelerator, *, micro_batch_size: int, packing: bool, pad_id: int) -> float | None:
+    """Plain mean token CE (no CWCE weights) over the held-out records, summed across ranks."""
+    if not examples:
+        return None
+    order = list(range(len(examples)))
+    local = rank_slice(order, accelerator.process_index, accelerator.num_processes)
+    ce_sum = torch.zeros((), device=accelerator.device)
+    forward.model.eval()
+    for mb in micro_batches(local, len(order), accelerator.num_processes, micro_batch_size):
+        group = [examples[i] for i in mb] or [empty_example(pad_id)]
+        with accelerator.autocast():
+            ce_sum += forward.loss_sums(collate(group, [1.0] * len(group), packing=packing, pad_id=pad_id))[1]
+    forward.model.train()
+    ce_sum = accelerator.reduce(ce_sum, "sum")
+    return float(ce_sum) / sum(ex.n_completion for ex in examples)
