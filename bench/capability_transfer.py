@@ -25,11 +25,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "gsm8k_local_chat_heldout"
-SFT_FLAGS = ["train.loss.cwce=false", "train.loss.tea=false", "train.loss.ce_schedule=false", "train.curriculum=shuffle"]
+SFT_FLAGS = [
+    "train.loss.cwce=false",
+    "train.loss.tea=false",
+    "train.loss.ce_schedule=false",
+    "train.curriculum=shuffle",
+]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--recipe", default=str(ROOT / "configs" / "demo.yaml"))
     ap.add_argument("--out", default=str(ROOT / "runs" / "capability"))
     ap.add_argument("--prompts", type=int, default=160, help="distillation prompts (GSM8K rows 0-599)")
@@ -37,8 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=float, default=2.0, help="passes over the cache")
     ap.add_argument("--batch", type=int, default=8, help="sequences per optimizer step")
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--max-new-tokens", type=int, default=384,
-                    help="teacher completion cap and eval generation cap (the demo's 256 cuts about half the teacher's solutions)")
+    ap.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=384,
+        help="teacher completion cap and eval generation cap (the demo's 256 cuts about half the teacher's solutions)",
+    )
     ap.add_argument("--skip-teacher-eval", action="store_true", help="leave out the (slowest) teacher evaluation")
     ap.add_argument("overrides", nargs="*", help="extra dotted recipe overrides, e.g. teacher.max_new_tokens=192")
     return ap.parse_args(argv)
@@ -49,13 +60,23 @@ def recipe_for(args: argparse.Namespace, *extra: str):
 
     steps = max(1, math.ceil(args.epochs * args.prompts / args.batch))
     overrides = [
-        f"output_dir={args.out}", f"prompts.limit={args.prompts}", f"eval.limit={args.eval_rows}",
-        f"train.steps={steps}", f"train.batch_sequences={args.batch}", f"train.lr={args.lr}",
-        f"train.warmup_steps={max(1, steps // 10)}", f"train.checkpoint_every={max(1, steps // 2)}",
-        f"train.loss.ce_warmup_steps={max(1, steps // 10)}", f"train.loss.ce_ramp_end={steps}",
-        f"teacher.max_new_tokens={args.max_new_tokens}", f"eval.max_gen_toks={args.max_new_tokens}",
+        f"output_dir={args.out}",
+        f"prompts.limit={args.prompts}",
+        f"eval.limit={args.eval_rows}",
+        f"train.steps={steps}",
+        f"train.batch_sequences={args.batch}",
+        f"train.lr={args.lr}",
+        f"train.warmup_steps={max(1, steps // 10)}",
+        f"train.checkpoint_every={max(1, steps // 2)}",
+        f"train.loss.ce_warmup_steps={max(1, steps // 10)}",
+        f"train.loss.ce_ramp_end={steps}",
+        f"teacher.max_new_tokens={args.max_new_tokens}",
+        f"eval.max_gen_toks={args.max_new_tokens}",
         f"train.max_length={args.max_new_tokens + 256}",
-        "eval.suite=null", f"eval.tasks=[{TASK}]", *args.overrides, *extra,
+        "eval.suite=null",
+        f"eval.tasks=[{TASK}]",
+        *args.overrides,
+        *extra,
     ]
     return load_recipe(args.recipe, overrides)
 
@@ -121,23 +142,47 @@ def summarise(args: argparse.Namespace, labels: dict[str, str], seconds: float) 
         rows = {(r["metric"], r["filter"]): r for r in read_scores(path)["scores"] if r["task"] == TASK}
         flex, strict = rows[("exact_match", "flexible-extract")], rows[("exact_match", "strict-match")]
         boxed = boxed_rate(eval_dir / folder)
-        table[label] = {"flexible": flex["value"], "ci95": flex["ci95"], "strict": strict["value"], "boxed": boxed, "n": flex["n_samples"]}
+        table[label] = {
+            "flexible": flex["value"],
+            "ci95": flex["ci95"],
+            "strict": strict["value"],
+            "boxed": boxed,
+            "n": flex["n_samples"],
+        }
         lo, hi = flex["ci95"]
-        lines.append(f"| {label} | {flex['value']:.3f} | {lo:.3f}–{hi:.3f} | {strict['value']:.3f} | {boxed:.2f} | {flex['n_samples']} |")
-    samples = {f: correct_by_row(eval_dir / f) for f in ("base", "student-sft", "student-dante")
-               if (eval_dir / f / f"samples_{TASK}.jsonl").is_file()}
+        lines.append(
+            f"| {label} | {flex['value']:.3f} | {lo:.3f}–{hi:.3f} | {strict['value']:.3f} | {boxed:.2f} | "
+            f"{flex['n_samples']} |"
+        )
+    samples = {
+        f: correct_by_row(eval_dir / f)
+        for f in ("base", "student-sft", "student-dante")
+        if (eval_dir / f / f"samples_{TASK}.jsonl").is_file()
+    }
     tests = {}
-    for a, b, a_name, b_name in (("student-sft", "student-dante", "SFT", "DANTE"), ("base", "student-sft", "before", "SFT"),
-                                 ("base", "student-dante", "before", "DANTE")):
+    for a, b, a_name, b_name in (
+        ("student-sft", "student-dante", "SFT", "DANTE"),
+        ("base", "student-sft", "before", "SFT"),
+        ("base", "student-dante", "before", "DANTE"),
+    ):
         if a in samples and b in samples:
             t = tests[f"{b_name} vs {a_name}"] = mcnemar_exact(samples[a], samples[b])
-            lines += ["", f"{b_name} vs {a_name} on the same {t['rows']} rows: {b_name} right and {a_name} wrong on "
-                          f"{t['b_only']}, the reverse on {t['a_only']}; exact McNemar p = {t['p_value']:.3f}."]
-    lines += ["", f"Prompts {args.prompts} (GSM8K rows 0-599), held-out rows {args.eval_rows} (from row 600), "
-                  f"{args.epochs:g} epochs at {args.batch} sequences/step, lr {args.lr:g}; wall time {seconds / 60:.0f} min."]
+            lines += [
+                "",
+                f"{b_name} vs {a_name} on the same {t['rows']} rows: {b_name} right and {a_name} wrong on "
+                f"{t['b_only']}, the reverse on {t['a_only']}; exact McNemar p = {t['p_value']:.3f}.",
+            ]
+    lines += [
+        "",
+        f"Prompts {args.prompts} (GSM8K rows 0-599), held-out rows {args.eval_rows} (from row 600), "
+        f"{args.epochs:g} epochs at {args.batch} sequences/step, lr {args.lr:g}; wall time {seconds / 60:.0f} min.",
+    ]
     out = Path(args.out)
-    (out / "capability.json").write_text(json.dumps({"args": vars(args), "scores": table, "mcnemar": tests,
-                                                     "wall_time_s": seconds}, indent=2, default=str))
+    (out / "capability.json").write_text(
+        json.dumps(
+            {"args": vars(args), "scores": table, "mcnemar": tests, "wall_time_s": seconds}, indent=2, default=str
+        )
+    )
     text = "\n".join(lines) + "\n"
     (out / "capability.md").write_text(text)
     return text
@@ -153,8 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     dante = train_student(args, "student-dante", [])
     models = ([] if args.skip_teacher_eval else ["teacher"]) + ["base", str(sft), str(dante)]
     evaluate(args, models)
-    labels = {"teacher": "teacher (Qwen2.5-Coder-0.5B-Instruct)", "base": "student before (SmolLM2-135M-Instruct)",
-              "student-sft": "student after plain SFT", "student-dante": "student after DANTE"}
+    labels = {
+        "teacher": "teacher (Qwen2.5-Coder-0.5B-Instruct)",
+        "base": "student before (SmolLM2-135M-Instruct)",
+        "student-sft": "student after plain SFT",
+        "student-dante": "student after DANTE",
+    }
     print(summarise(args, labels, time.perf_counter() - t0))
     return 0
 

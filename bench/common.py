@@ -61,7 +61,7 @@ SPECIALS = ["<pad>", "</s>", "<unk>"]
 def make_word_tokenizer(path: Path, vocab_size: int = VOCAB):
     """A word-level tokenizer whose words are ``w0 .. w{V-4}``: one word = one token, so the
     synthetic records have exactly the lengths we draw, and every row of the lm_head is used."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
@@ -89,8 +89,14 @@ def prompt_length(rng: random.Random) -> int:
     return int(min(96, max(16, rng.lognormvariate(math.log(40), 0.5))))
 
 
-def synthetic_records(n: int, seed: int = 0, *, vocab_words: int = VOCAB - len(SPECIALS), cap: int = 512,
-                      word: Callable[[int], str] | None = None) -> list[dict[str, Any]]:
+def synthetic_records(
+    n: int,
+    seed: int = 0,
+    *,
+    vocab_words: int = VOCAB - len(SPECIALS),
+    cap: int = 512,
+    word: Callable[[int], str] | None = None,
+) -> list[dict[str, Any]]:
     """Cache records (the JSON the teacher stage writes) with drawn prompt/completion lengths.
 
     ``word(i)`` maps a random index to a word of the tokenizer in use (default ``w{i}``).
@@ -104,11 +110,18 @@ def synthetic_records(n: int, seed: int = 0, *, vocab_words: int = VOCAB - len(S
         prompt = " ".join(word(rng.randrange(vocab_words)) for _ in range(p))
         text = " " + " ".join(word(rng.randrange(vocab_words)) for _ in range(c))
         entropy = round(rng.uniform(0.05, 3.0), 4)
-        rows.append({
-            "id": f"bench-{seed}-{i:05d}", "prompt": prompt, "teacher_text": text, "output_entropy": entropy,
-            "self_consistency": None, "difficulty_score": round(min(1.0, entropy / 3.0), 4),
-            "completion_tokens": c, "finish_reason": "length" if c == cap else "stop",
-        })
+        rows.append(
+            {
+                "id": f"bench-{seed}-{i:05d}",
+                "prompt": prompt,
+                "teacher_text": text,
+                "output_entropy": entropy,
+                "self_consistency": None,
+                "difficulty_score": round(min(1.0, entropy / 3.0), 4),
+                "completion_tokens": c,
+                "finish_reason": "length" if c == cap else "stop",
+            }
+        )
     return rows
 
 
@@ -120,6 +133,7 @@ def write_cache(directory: Path, rows: list[dict[str, Any]]) -> Path:
 
 # -- students from configs ----------------------------------------------------------------------
 
+
 def smollm3_config(size: str, vocab_size: int = VOCAB, **overrides):
     """SmolLM3 architecture (GQA, NoPE every 4th layer, tied embeddings) at a bench size.
 
@@ -129,12 +143,37 @@ def smollm3_config(size: str, vocab_size: int = VOCAB, **overrides):
     from transformers import SmolLM3Config
 
     shapes = {
-        "tiny": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
-        "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2),
-        "3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=4),
+        "tiny": {
+            "hidden_size": 128,
+            "intermediate_size": 512,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+        "small": {
+            "hidden_size": 256,
+            "intermediate_size": 768,
+            "num_hidden_layers": 6,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+        "3b": {
+            "hidden_size": 2048,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 36,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 4,
+        },
     }
-    kw = dict(shapes[size], vocab_size=vocab_size, max_position_embeddings=8192, tie_word_embeddings=True,
-              pad_token_id=0, eos_token_id=1, bos_token_id=None)
+    kw = dict(
+        shapes[size],
+        vocab_size=vocab_size,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
     kw.update(overrides)
     return SmolLM3Config(**kw)
 
@@ -162,6 +201,7 @@ def count_parameters(model) -> int:
 
 # -- measurement --------------------------------------------------------------------------------
 
+
 def quiet() -> None:
     """No per-file progress bars from transformers/datasets in the bench output."""
     import transformers
@@ -176,7 +216,7 @@ def quiet() -> None:
         pass
 
 
-def timed_dante_train(recipe, warmup: int, name: str = "dante") -> "RunResult":
+def timed_dante_train(recipe, warmup: int, name: str = "dante") -> RunResult:
     """Run ``dante.train.loop.train(recipe)`` as a user does, timing steps warmup+1..N between
     the ends of steps (the metrics row written after each optimizer step, after the loss was
     read back, so GPU work is finished), and counting the token positions it computed."""
@@ -206,7 +246,7 @@ def timed_dante_train(recipe, warmup: int, name: str = "dante") -> "RunResult":
     return window(name, marks, warmup)
 
 
-def window(name: str, marks: list[tuple[float, int, int]], warmup: int) -> "RunResult":
+def window(name: str, marks: list[tuple[float, int, int]], warmup: int) -> RunResult:
     """The timed steps: from the end of step ``warmup`` to the end of the last step."""
     (t0, k0, p0), (t1, k1, p1) = marks[warmup - 1], marks[-1]
     return RunResult(name, k1 - k0, p1 - p0, t1 - t0, len(marks) - warmup)
@@ -232,17 +272,22 @@ class RunResult:
         return 1.0 - self.tokens / self.positions if self.positions else 0.0
 
 
-def interleaved(settings: dict[str, Callable[[], RunResult]], repeats: int, log: Callable[[str], None] = print) -> dict[str, list[RunResult]]:
+def interleaved(
+    settings: dict[str, Callable[[], RunResult]], repeats: int, log: Callable[[str], None] = print
+) -> dict[str, list[RunResult]]:
     """Run every setting once per round, rotating the order each round (A B C, B C A, ...),
     so slow periods of a shared machine hit every setting alike."""
     names = list(settings)
     out: dict[str, list[RunResult]] = {n: [] for n in names}
     for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             res = settings[name]()
             out[name].append(res)
-            log(f"  round {r + 1}/{repeats} {name:<24} {res.tokens_per_s:9.1f} tok/s  padding {res.padding_fraction:5.1%}  ({res.seconds:.1f}s, {res.steps} steps)")
+            log(
+                f"  round {r + 1}/{repeats} {name:<24} {res.tokens_per_s:9.1f} tok/s  padding "
+                f"{res.padding_fraction:5.1%}  ({res.seconds:.1f}s, {res.steps} steps)"
+            )
     return out
 
 
@@ -296,8 +341,14 @@ def machine() -> dict[str, Any]:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             versions[pkg] = "-"
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d"), **versions}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+        **versions,
+    }
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

@@ -56,11 +56,17 @@ def conversion_facts(name: str, reconvert: bool) -> dict:
         seconds = time.perf_counter() - started
         marker = read_marker(folder)
         size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-        return {"model": name, "folder": str(folder) if not reconvert else "(temporary)",
-                "convert_seconds": round(seconds, 1) if reconvert else marker["convert_seconds"],
-                "step_seconds": marker.get("step_seconds"), "folder_mb": round(size / 1e6, 1),
-                "parameters_m": round(marker["parameters"] / 1e6, 1), "vocab_size": marker["vocab_size"],
-                "chat_template": marker["chat_template"], "architecture": marker["architecture"]}
+        return {
+            "model": name,
+            "folder": str(folder) if not reconvert else "(temporary)",
+            "convert_seconds": round(seconds, 1) if reconvert else marker["convert_seconds"],
+            "step_seconds": marker.get("step_seconds"),
+            "folder_mb": round(size / 1e6, 1),
+            "parameters_m": round(marker["parameters"] / 1e6, 1),
+            "vocab_size": marker["vocab_size"],
+            "chat_template": marker["chat_template"],
+            "architecture": marker["architecture"],
+        }
     finally:
         if cache:
             shutil.rmtree(cache, ignore_errors=True)
@@ -69,7 +75,10 @@ def conversion_facts(name: str, reconvert: bool) -> dict:
 def encode(tokenizer, batch: int):
     texts = PROMPTS[:batch]
     if tokenizer.chat_template:
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False) for t in texts]
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
+            for t in texts
+        ]
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not tokenizer.chat_template)
 
 
@@ -78,8 +87,13 @@ def generate_seconds(model, inputs, new_tokens: int) -> float:
 
     started = time.perf_counter()
     with torch.inference_mode():
-        model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                       pad_token_id=model.generation_config.pad_token_id)
+        model.generate(
+            **inputs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=model.generation_config.pad_token_id,
+        )
     return time.perf_counter() - started
 
 
@@ -96,16 +110,31 @@ def generation_rates(name: str, dtypes: list[str], batches: list[int], new_token
     for _ in range(repeats):
         for d, b, inputs in cases:
             times[d, b].append(generate_seconds(models[d], inputs, new_tokens))
-    return [{"model": name, "dtype": d, "batch": b, "new_tokens": new_tokens,
-             "tokens_per_s": round(b * new_tokens / statistics.median(ts), 2),
-             "best_tokens_per_s": round(b * new_tokens / min(ts), 2),
-             "runs_s": [round(t, 2) for t in ts]} for (d, b), ts in times.items()]
+    return [
+        {
+            "model": name,
+            "dtype": d,
+            "batch": b,
+            "new_tokens": new_tokens,
+            "tokens_per_s": round(b * new_tokens / statistics.median(ts), 2),
+            "best_tokens_per_s": round(b * new_tokens / min(ts), 2),
+            "runs_s": [round(t, 2) for t in ts],
+        }
+        for (d, b), ts in times.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct", "gemma-3-270m"])
-    parser.add_argument("--generate", nargs="*", default=["qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct"], help="models to time generation for")
+    parser.add_argument(
+        "--models", nargs="+", default=["qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct", "gemma-3-270m"]
+    )
+    parser.add_argument(
+        "--generate",
+        nargs="*",
+        default=["qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct"],
+        help="models to time generation for",
+    )
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -121,7 +150,12 @@ def main(argv: list[str] | None = None) -> None:
     installed = [m for m in args.models if not missing_packages(packaged_model(m))]
     for m in sorted(set(args.models) - set(installed)):
         print(f"skip {m}: packages not installed", file=sys.stderr)
-    results = {"threads": args.threads, "load_average_before": os.getloadavg(), "conversion": [conversion_facts(m, args.reconvert) for m in installed], "generation": []}
+    results = {
+        "threads": args.threads,
+        "load_average_before": os.getloadavg(),
+        "conversion": [conversion_facts(m, args.reconvert) for m in installed],
+        "generation": [],
+    }
     for row in results["conversion"]:
         print(json.dumps(row))
     for m in [m for m in args.generate if m in installed]:
@@ -129,8 +163,11 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(row))
             results["generation"].append(row)
     results["load_average_after"] = os.getloadavg()
-    print(f"load average before {results['load_average_before']}, after {results['load_average_after']} "
-          f"(other processes on these {os.cpu_count()} cores slow the runs down)", file=sys.stderr)
+    print(
+        f"load average before {results['load_average_before']}, after {results['load_average_after']} "
+        f"(other processes on these {os.cpu_count()} cores slow the runs down)",
+        file=sys.stderr,
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

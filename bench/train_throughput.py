@@ -45,10 +45,18 @@ import common  # noqa: E402
 from common import RunResult  # noqa: E402
 
 SETTINGS = ("dante", "trl-padded", "trl-grouped", "trl-padfree", "trl-bfd")
-LEVERS = ("dante-plain-ce", "dante-mask-attn", "dante-gc", "dante-padded", "dante-v0", "dante-compile")  # measured with --levers
+LEVERS = (
+    "dante-plain-ce",
+    "dante-mask-attn",
+    "dante-gc",
+    "dante-padded",
+    "dante-v0",
+    "dante-compile",
+)  # measured with --levers
 
 
 # -- the workload -------------------------------------------------------------------------------
+
 
 def prepare(workdir: Path, model: str, records: int, seed: int) -> dict[str, Any]:
     """Write the student folder and the synthetic cache; returns their description."""
@@ -96,8 +104,19 @@ def _records(meta: dict[str, Any]) -> list[dict[str, Any]]:
 
 # -- our trainer ---------------------------------------------------------------------------------
 
-def run_dante(meta: dict[str, Any], args, *, packing: bool = True, gradient_checkpointing: bool = False, chunked_ce: bool | None = None,
-              loop_adamw: bool = False, mask_attention: bool = False, compile: bool = False, name: str = "dante") -> RunResult:
+
+def run_dante(
+    meta: dict[str, Any],
+    args,
+    *,
+    packing: bool = True,
+    gradient_checkpointing: bool = False,
+    chunked_ce: bool | None = None,
+    loop_adamw: bool = False,
+    mask_attention: bool = False,
+    compile: bool = False,
+    name: str = "dante",
+) -> RunResult:
     """One `dante train` run with the full DANTE loss; step ends are read off its metrics log.
 
     loop_adamw: torch's default for-loop AdamW instead of the fused one; mask_attention: packed
@@ -107,22 +126,37 @@ def run_dante(meta: dict[str, Any], args, *, packing: bool = True, gradient_chec
     import torch
 
     import dante.train.forward as forward
-
     from dante.config import load_recipe
 
     out = Path(tempfile.mkdtemp(prefix="dante-bench-"))
     train: dict[str, Any] = {
-        "steps": args.steps, "batch_sequences": args.batch, "micro_batch_size": args.micro, "max_length": 1024,
-        "packing": packing, "gradient_checkpointing": gradient_checkpointing, "mixed_precision": "no", "compile": compile,
-        "lr": 1e-4, "warmup_steps": 0, "lr_scheduler": "constant", "checkpoint_every": 10_000, "log_every": 1, "seed": args.seed,
+        "steps": args.steps,
+        "batch_sequences": args.batch,
+        "micro_batch_size": args.micro,
+        "max_length": 1024,
+        "packing": packing,
+        "gradient_checkpointing": gradient_checkpointing,
+        "mixed_precision": "no",
+        "compile": compile,
+        "lr": 1e-4,
+        "warmup_steps": 0,
+        "lr_scheduler": "constant",
+        "checkpoint_every": 10_000,
+        "log_every": 1,
+        "seed": args.seed,
         "loss": {"cwce": True, "tea": True, "ce_schedule": True},
     }
     if chunked_ce is not None:
         train["loss"]["chunked_ce"] = chunked_ce
-    recipe = load_recipe(data={
-        "name": "bench", "output_dir": str(out), "cache": {"dir": meta["cache"]},
-        "student": {"model": meta["student"], "use_chat_template": False, "attn_implementation": "sdpa"}, "train": train,
-    })
+    recipe = load_recipe(
+        data={
+            "name": "bench",
+            "output_dir": str(out),
+            "cache": {"dir": meta["cache"]},
+            "student": {"model": meta["student"], "use_chat_template": False, "attn_implementation": "sdpa"},
+            "train": train,
+        }
+    )
     orig_adamw, orig_packed = torch.optim.AdamW, forward.use_packed_sdpa
 
     def adamw(*a, fused=None, **k):
@@ -141,6 +175,7 @@ def run_dante(meta: dict[str, Any], args, *, packing: bool = True, gradient_chec
 
 # -- TRL ------------------------------------------------------------------------------------------
 
+
 def run_trl(meta: dict[str, Any], args, mode: str) -> RunResult:
     """One SFTTrainer run over the same records (prompt-completion, loss on the completion)."""
     import torch
@@ -155,8 +190,12 @@ def run_trl(meta: dict[str, Any], args, mode: str) -> RunResult:
     rows = [{"prompt": r["prompt"], "completion": r["teacher_text"]} for r in ordered]
     model = AutoModelForCausalLM.from_pretrained(meta["student"], dtype=torch.float32, attn_implementation="sdpa")
     accum = args.batch // args.micro
-    kw: dict[str, Any] = {"per_device_train_batch_size": args.micro, "gradient_accumulation_steps": accum, "max_length": 1024,
-                          "train_sampling_strategy": "sequential"}
+    kw: dict[str, Any] = {
+        "per_device_train_batch_size": args.micro,
+        "gradient_accumulation_steps": accum,
+        "max_length": 1024,
+        "train_sampling_strategy": "sequential",
+    }
     if mode == "grouped":  # padded, but micro-batches of similar lengths (transformers' LengthGroupedSampler)
         kw.update(train_sampling_strategy="group_by_length")
     elif mode in ("padfree", "padfree-compile"):
@@ -164,13 +203,35 @@ def run_trl(meta: dict[str, Any], args, mode: str) -> RunResult:
         if mode == "padfree-compile":
             kw.update(torch_compile=True)
     elif mode == "bfd":  # rows of ~M records, one row per micro-batch: the same tokens per step on average
-        kw.update(packing=True, packing_strategy="bfd", per_device_train_batch_size=1, max_length=_row_length(meta, args.micro))
+        kw.update(
+            packing=True,
+            packing_strategy="bfd",
+            per_device_train_batch_size=1,
+            max_length=_row_length(meta, args.micro),
+        )
     out = Path(tempfile.mkdtemp(prefix="trl-bench-"))
     config = SFTConfig(
-        output_dir=str(out), max_steps=args.steps, learning_rate=1e-4, lr_scheduler_type="constant", warmup_steps=0,
-        adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.1, max_grad_norm=1.0, bf16=False, fp16=False,
-        gradient_checkpointing=False, use_cpu=True, save_strategy="no", report_to=[], logging_steps=1,
-        disable_tqdm=True, dataloader_num_workers=0, seed=args.seed, completion_only_loss=True, **kw,
+        output_dir=str(out),
+        max_steps=args.steps,
+        learning_rate=1e-4,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        weight_decay=0.1,
+        max_grad_norm=1.0,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=args.seed,
+        completion_only_loss=True,
+        **kw,
     )
     marks: list[tuple[float, int, int]] = []
     count = {"tokens": 0, "positions": 0}
@@ -188,7 +249,9 @@ def run_trl(meta: dict[str, Any], args, mode: str) -> RunResult:
         def on_step_end(self, *a, **k):
             marks.append((time.perf_counter(), count["tokens"], count["positions"]))
 
-    trainer = Counting(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[StepEnds()])
+    trainer = Counting(
+        model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[StepEnds()]
+    )
     try:
         trainer.train()
     finally:
@@ -204,6 +267,7 @@ def _row_length(meta: dict[str, Any], micro: int) -> int:
 
 # -- correctness of padding-free attention on this device --------------------------------------
 
+
 def padding_free_check(meta: dict[str, Any]) -> dict[str, float]:
     """Max |logit difference| between a packed row and the records run one at a time, for the
     inputs each padding-free setting gives the model (ours: explicit block-diagonal mask; TRL:
@@ -213,7 +277,9 @@ def padding_free_check(meta: dict[str, Any]) -> dict[str, float]:
 
     from dante.train.data import block_diagonal_causal_mask
 
-    model = AutoModelForCausalLM.from_pretrained(meta["student"], dtype=torch.float32, attn_implementation="sdpa").eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        meta["student"], dtype=torch.float32, attn_implementation="sdpa"
+    ).eval()
     g = torch.Generator().manual_seed(0)
     lens = [9, 23, 5, 17]
     seqs = [torch.randint(3, model.config.vocab_size, (n,), generator=g) for n in lens]
@@ -222,12 +288,18 @@ def padding_free_check(meta: dict[str, Any]) -> dict[str, float]:
     seg = torch.cat([torch.full((n,), k) for k, n in enumerate(lens)])[None]
     with torch.no_grad():
         ref = torch.cat([model(input_ids=s[None], use_cache=False).logits[0] for s in seqs])
-        ours = model(input_ids=ids, position_ids=pos, attention_mask=block_diagonal_causal_mask(seg, as_bool=True), use_cache=False).logits[0]
+        ours = model(
+            input_ids=ids,
+            position_ids=pos,
+            attention_mask=block_diagonal_causal_mask(seg, as_bool=True),
+            use_cache=False,
+        ).logits[0]
         trl = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0]
     return {"dante": float((ours - ref).abs().max()), "trl-padfree": float((trl - ref).abs().max())}
 
 
 # -- driver ----------------------------------------------------------------------------------------
+
 
 def run_setting(name: str, meta: dict[str, Any], args) -> RunResult:
     if name == "dante":
@@ -260,23 +332,42 @@ def child(args) -> None:
 
     base = common.rss_bytes()
     res = run_setting(args.child, meta, args)
-    print(json.dumps({"name": res.name, "peak_rss": common.peak_rss_bytes(), "base_rss": base, "tokens_per_s": res.tokens_per_s}))
+    print(
+        json.dumps(
+            {"name": res.name, "peak_rss": common.peak_rss_bytes(), "base_rss": base, "tokens_per_s": res.tokens_per_s}
+        )
+    )
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny", help="tiny (SmolLM3 architecture, 49k vocab, from config), smollm2 (SmolLM2-135M, offline package), or both")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="tiny (SmolLM3 architecture, 49k vocab, from config), smollm2 (SmolLM2-135M, offline package), or both",
+    )
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per run")
     p.add_argument("--warmup", type=int, default=1, help="steps left out of the timing")
     p.add_argument("--batch", type=int, default=8, help="sequences per optimizer step (effective batch)")
     p.add_argument("--micro", type=int, default=4, help="sequences per forward pass")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--records", type=int, default=256)
-    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list from {SETTINGS + LEVERS + ('trl-padfree-compile',)}")
+    p.add_argument(
+        "--settings", default=",".join(SETTINGS), help=f"comma list from {SETTINGS + LEVERS + ('trl-padfree-compile',)}"
+    )
     p.add_argument("--levers", action="store_true", help=f"also run {', '.join(LEVERS)}")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child runs")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch/OpenMP threads, set before torch loads (default 1: on a shared machine, more threads than free cores stall at every barrier)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help=(
+            "torch/OpenMP threads, set before torch loads (default 1: on a shared machine, more threads "
+            "than free cores stall at every barrier)"
+        ),
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--workdir", default=None, help="reuse a workload folder")
     p.add_argument("--json", default=None, help="write the results here")
@@ -307,10 +398,15 @@ def bench_model(model: str, args) -> dict[str, Any]:
         print(f"\n[{model}] skipped: {exc}")
         return {"skipped": str(exc)}
     names = [s for s in args.settings.split(",") if s] + (list(LEVERS) if args.levers else [])
-    print(f"\n[{model}] workload in {workdir}; {args.steps} steps (first {args.warmup} not timed), "
-          f"{args.batch} sequences/step, micro-batch {args.micro}, {args.repeats} rounds")
+    print(
+        f"\n[{model}] workload in {workdir}; {args.steps} steps (first {args.warmup} not timed), "
+        f"{args.batch} sequences/step, micro-batch {args.micro}, {args.repeats} rounds"
+    )
     check = padding_free_check(meta)
-    print(f"padding-free correctness (max |Δlogit| vs one record at a time): " + ", ".join(f"{k} {v:.1e}" for k, v in check.items()))
+    print(
+        "padding-free correctness (max |Δlogit| vs one record at a time): "
+        + ", ".join(f"{k} {v:.1e}" for k, v in check.items())
+    )
     correct = {k: v < 1e-3 for k, v in check.items()}
     correct["trl-bfd"] = correct["trl-padfree"]  # BFD packing feeds the model the same padding-free rows
     correct["trl-padfree-compile"] = correct["trl-padfree"]
@@ -320,8 +416,20 @@ def bench_model(model: str, args) -> dict[str, Any]:
     memory: dict[str, dict[str, Any]] = {}
     if not args.no_memory:
         print("peak memory (one fresh process per setting) ...")
-        passthrough = ["--steps", str(args.warmup + 1), "--warmup", str(args.warmup), "--batch", str(args.batch), "--micro", str(args.micro),
-                       "--seed", str(args.seed), "--workdir", str(workdir)]
+        passthrough = [
+            "--steps",
+            str(args.warmup + 1),
+            "--warmup",
+            str(args.warmup),
+            "--batch",
+            str(args.batch),
+            "--micro",
+            str(args.micro),
+            "--seed",
+            str(args.seed),
+            "--workdir",
+            str(workdir),
+        ]
         passthrough += ["--threads", str(args.threads)]
         for n in names:
             memory[n] = common.run_child(Path(__file__), ["--child", n, *passthrough])
@@ -331,7 +439,9 @@ def bench_model(model: str, args) -> dict[str, Any]:
     return {"check": check, "summary": summary, "runs": {n: [r.__dict__ for r in rs] for n, rs in results.items()}}
 
 
-def summarise(model: str, results: dict[str, list[RunResult]], memory: dict[str, dict[str, Any]], correct: dict[str, bool]) -> dict[str, Any]:
+def summarise(
+    model: str, results: dict[str, list[RunResult]], memory: dict[str, dict[str, Any]], correct: dict[str, bool]
+) -> dict[str, Any]:
     med = {n: common.median([r.tokens_per_s for r in rs]) for n, rs in results.items()}
     out: dict[str, Any] = {"tokens_per_s": med}
     rows = []
@@ -339,11 +449,32 @@ def summarise(model: str, results: dict[str, list[RunResult]], memory: dict[str,
         mem = memory.get(n)
         peak = f"{common.mib(mem['peak_rss'] - mem['base_rss'])} (+{common.mib(mem['base_rss'])})" if mem else "-"
         ratio = common.median(common.paired_ratios(results["dante"], rs)) if "dante" in results else float("nan")
-        rows.append([n, f"{med[n]:,.0f}", f"{sum(r.tokens for r in rs) / max(1, sum(r.steps for r in rs)):,.0f}",
-                     f"{common.median([r.padding_fraction for r in rs]):.1%}", peak,
-                     "yes" if correct.get(n, True) else "NO", f"{ratio:.2f}x"])
+        rows.append(
+            [
+                n,
+                f"{med[n]:,.0f}",
+                f"{sum(r.tokens for r in rs) / max(1, sum(r.steps for r in rs)):,.0f}",
+                f"{common.median([r.padding_fraction for r in rs]):.1%}",
+                peak,
+                "yes" if correct.get(n, True) else "NO",
+                f"{ratio:.2f}x",
+            ]
+        )
     print(f"\n[{model}] non-padding tokens/s, median of {len(next(iter(results.values())))} interleaved rounds")
-    print(common.table(rows, ["setting", "tokens/s", "tokens/step", "padding", "peak RSS above start (start)", "records isolated", "dante / setting"]))
+    print(
+        common.table(
+            rows,
+            [
+                "setting",
+                "tokens/s",
+                "tokens/step",
+                "padding",
+                "peak RSS above start (start)",
+                "records isolated",
+                "dante / setting",
+            ],
+        )
+    )
     baselines = [n for n in results if n.startswith("trl-") and correct.get(n, True)]
     if "dante" in results and baselines:
         best = max(baselines, key=lambda n: med[n])

@@ -23,6 +23,7 @@ filler characters (a server that echoes the key back: the client must not repeat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -35,7 +36,9 @@ ENTROPY = 1.5 * math.log(2)  # every token: p = (.5, .25) + tail .25
 
 
 class FlakyServer:
-    def __init__(self, script, *, max_requests: int = 300, lifetime_s: float = 90.0, echo_auth: bool = False, pad: int = 0) -> None:
+    def __init__(
+        self, script, *, max_requests: int = 300, lifetime_s: float = 90.0, echo_auth: bool = False, pad: int = 0
+    ) -> None:
         self.script, self.max_requests, self.echo_auth, self.pad = script, max_requests, echo_auth, pad
         self.attempts: Counter[str] = Counter()
         self.times: dict[str, list[float]] = {}
@@ -54,10 +57,10 @@ class FlakyServer:
                 pass
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                try:
+                with contextlib.suppress(
+                    BrokenPipeError, ConnectionResetError
+                ):  # the client gave up: expected for "hang"
                     server.handle(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout): expected for "hang"
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # loopback only, never another address
         self.httpd.daemon_threads = True
@@ -141,14 +144,31 @@ class FlakyServer:
         if chat:
             top = [{"token": "a", "logprob": a}, {"token": "b", "logprob": b}]
             logprobs = {"content": [{"token": "a", "logprob": a, "top_logprobs": top} for _ in range(TOKENS)]}
-            choices = [{"index": i, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop",
-                        "logprobs": logprobs if want_logprobs else None} for i, answer in enumerate(answers)]
+            choices = [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": answer},
+                    "finish_reason": "stop",
+                    "logprobs": logprobs if want_logprobs else None,
+                }
+                for i, answer in enumerate(answers)
+            ]
         else:
-            logprobs = {"tokens": ["a"] * TOKENS, "token_logprobs": [a] * TOKENS, "top_logprobs": [{"a": a, "b": b}] * TOKENS}
-            choices = [{"index": i, "text": answer, "finish_reason": "length", "logprobs": logprobs if want_logprobs else None}
-                       for i, answer in enumerate(answers)]
-        return {"id": "cmpl", "object": "chat.completion" if chat else "text_completion", "choices": choices,
-                "usage": {"prompt_tokens": 11, "completion_tokens": TOKENS * n}}
+            logprobs = {
+                "tokens": ["a"] * TOKENS,
+                "token_logprobs": [a] * TOKENS,
+                "top_logprobs": [{"a": a, "b": b}] * TOKENS,
+            }
+            choices = [
+                {"index": i, "text": answer, "finish_reason": "length", "logprobs": logprobs if want_logprobs else None}
+                for i, answer in enumerate(answers)
+            ]
+        return {
+            "id": "cmpl",
+            "object": "chat.completion" if chat else "text_completion",
+            "choices": choices,
+            "usage": {"prompt_tokens": 11, "completion_tokens": TOKENS * n},
+        }
 
     def close(self) -> None:
         with self.lock:

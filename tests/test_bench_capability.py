@@ -5,13 +5,15 @@ from pathlib import Path
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location("capability_transfer", Path(__file__).parents[1] / "bench" / "capability_transfer.py")
+_SPEC = importlib.util.spec_from_file_location(
+    "capability_transfer", Path(__file__).parents[1] / "bench" / "capability_transfer.py"
+)
 capability = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(capability)
 
 
 def test_mcnemar_exact_by_hand():
-    a = {i: False for i in range(10)}
+    a = dict.fromkeys(range(10), False)
     b = {i: i < 5 for i in range(10)}  # b right on 5 rows a got wrong, never the reverse
     assert capability.mcnemar_exact(a, b) == {"rows": 10, "b_only": 5, "a_only": 0, "p_value": pytest.approx(2 / 32)}
     b[9], a[8] = True, True  # 6 vs 1 discordant: p = 2 * (C(7,0) + C(7,1)) / 2^7
@@ -31,7 +33,10 @@ def test_recipe_scales_the_demo_and_sft_switches_every_dante_addition_off():
 def test_boxed_rate_counts_answers_in_the_teachers_format(tmp_path):
     import json
 
-    rows = [{"filter": "flexible-extract", "resps": [[text]]} for text in ("so \\boxed{12}.", "It is 12.", "\\boxed{}", "\\boxed{7}")]
+    rows = [
+        {"filter": "flexible-extract", "resps": [[text]]}
+        for text in ("so \\boxed{12}.", "It is 12.", "\\boxed{}", "\\boxed{7}")
+    ]
     rows.append({"filter": "strict-match", "resps": [["\\boxed{3}"]]})  # the other filter's copy is not counted twice
     (tmp_path / f"samples_{capability.TASK}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert capability.boxed_rate(tmp_path) == pytest.approx(3 / 4)

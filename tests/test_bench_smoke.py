@@ -19,12 +19,45 @@ def _run(script: str, *args: str) -> str:
 
 
 def test_train_bench_runs_dante_and_prints_its_table():
-    out = _run("train_throughput.py", "--settings", "dante", "--steps", "2", "--warmup", "1", "--batch", "2", "--micro", "1",
-               "--records", "6", "--repeats", "1", "--no-memory")
+    out = _run(
+        "train_throughput.py",
+        "--settings",
+        "dante",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--batch",
+        "2",
+        "--micro",
+        "1",
+        "--records",
+        "6",
+        "--repeats",
+        "1",
+        "--no-memory",
+    )
     assert "padding-free correctness" in out and "| dante" in out
 
 
 def test_cache_bench_compares_dante_with_the_generate_loop():
-    out = _run("cache_throughput.py", "--prompts", "2", "--batch", "2", "--max-new-tokens", "2", "--vocab", "512", "--hidden", "64",
-               "--layers", "1", "--repeats", "1", "--settings", "generate,dante")
+    out = _run(
+        "cache_throughput.py",
+        "--prompts",
+        "2",
+        "--batch",
+        "2",
+        "--max-new-tokens",
+        "2",
+        "--vocab",
+        "512",
+        "--hidden",
+        "64",
+        "--layers",
+        "1",
+        "--repeats",
+        "1",
+        "--settings",
+        "generate,dante",
+    )
     assert "completions identical to the hand-written loop: yes" in out

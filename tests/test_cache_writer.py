@@ -15,7 +15,9 @@ from dante.teacher.base import Generation, Teacher
 
 
 def rec(i):
-    return CacheRecord(prompt=f"p{i}", teacher_text=f"t{i}", output_entropy=0.1 * i, completion_tokens=i, finish_reason="stop")
+    return CacheRecord(
+        prompt=f"p{i}", teacher_text=f"t{i}", output_entropy=0.1 * i, completion_tokens=i, finish_reason="stop"
+    )
 
 
 def test_shards_partial_and_manifest(tmp_path):
@@ -81,14 +83,26 @@ class FakeTeacher(Teacher):
         self.fail_after = fail_after
 
     def generate(self, prompts, sampling):
-        return [[Generation(f"answer to {p.prompt}", 3, "stop", [0.5, 1.0, 1.5] if sampling.top_logprobs else None, 5) for _ in range(sampling.n)] for p in prompts]
+        return [
+            [
+                Generation(f"answer to {p.prompt}", 3, "stop", [0.5, 1.0, 1.5] if sampling.top_logprobs else None, 5)
+                for _ in range(sampling.n)
+            ]
+            for p in prompts
+        ]
 
 
 def make_recipe(tmp_path, n=7, **teacher):
     f = tmp_path / "p.jsonl"
     f.write_text("".join(json.dumps({"prompt": f"prompt {i}"}) + "\n" for i in range(n)))
-    return load_recipe(data={"output_dir": str(tmp_path / "run"), "teacher": {"model": "fake", "batch_size": 2, **teacher},
-                             "prompts": {"source": str(f)}, "cache": {"shard_size": 3, "flush_every": 2}})
+    return load_recipe(
+        data={
+            "output_dir": str(tmp_path / "run"),
+            "teacher": {"model": "fake", "batch_size": 2, **teacher},
+            "prompts": {"source": str(f)},
+            "cache": {"shard_size": 3, "flush_every": 2},
+        }
+    )
 
 
 def test_run_cache_resume_skips_done_and_refuses_other_settings(tmp_path):
@@ -96,7 +110,9 @@ def test_run_cache_resume_skips_done_and_refuses_other_settings(tmp_path):
     s = run_cache(r, teacher=FakeTeacher(r.teacher))
     assert (s.written, s.records, s.shards) == (7, 7, 3) and "7/7 prompts" in str(s)
     records = read_cache(r.cache_dir)
-    assert records[0].output_entropy == 1.0 and records[0].self_consistency is None and records[0].consistency_samples == 0
+    assert (
+        records[0].output_entropy == 1.0 and records[0].self_consistency is None and records[0].consistency_samples == 0
+    )
     assert records[0].difficulty_score == pytest.approx(1.0 / 3.0)
     assert (r.cache_dir / "resolved_recipe.yaml").exists()
     again = run_cache(r, teacher=FakeTeacher(r.teacher))
@@ -148,14 +164,17 @@ def test_stats(tmp_path):
 
 
 def test_manifest_records_teacher_compute_across_resumes(tmp_path, teacher_dir):
-    from dante.cache.run import run_cache
     from dante.cache.manifest import read_manifest
+    from dante.cache.run import run_cache
     from dante.config import load_recipe
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"q{i}?"}) + "\n" for i in range(4)))
-    data = {"output_dir": str(tmp_path / "run"), "teacher": {"backend": "hf", "model": str(teacher_dir), "max_new_tokens": 2},
-            "prompts": {"source": str(prompts), "limit": 2}}
+    data = {
+        "output_dir": str(tmp_path / "run"),
+        "teacher": {"backend": "hf", "model": str(teacher_dir), "max_new_tokens": 2},
+        "prompts": {"source": str(prompts), "limit": 2},
+    }
     run_cache(load_recipe(data=data))
     first = read_manifest(tmp_path / "run" / "cache")
     assert first["device_type"] == "cpu" and first["device_count"] == 1 and first["wall_time_s"] > 0

@@ -68,7 +68,9 @@ def test_batch_tokens_replaces_batch_sequences_and_hash_tracks_changes():
 def test_credentials_in_the_base_url_are_never_saved(tmp_path):
     from dante.config import save_resolved
 
-    recipe = load_recipe(data={"teacher": {"backend": "openai", "base_url": "https://me:sk-SECRET42@api.example.com/v1"}})
+    recipe = load_recipe(
+        data={"teacher": {"backend": "openai", "base_url": "https://me:sk-SECRET42@api.example.com/v1"}}
+    )
     text = save_resolved(recipe, tmp_path).read_text()
     assert "sk-SECRET42" not in text and "https://***@api.example.com/v1" in text
     assert recipe.teacher.base_url == "https://me:sk-SECRET42@api.example.com/v1"  # the engine still gets it

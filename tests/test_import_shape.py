@@ -44,7 +44,9 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             # `from dante.train import losses` imports the submodule; `from dante.x import f`, module x
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
         else:
@@ -73,7 +75,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -100,15 +102,22 @@ def test_no_import_cycles():
 
 
 def test_no_stage_imports_a_later_stage():
-    backwards = [f"{m} (rank {rank(m)}) imports {t} (rank {rank(t)})"
-                 for m, targets in sorted(import_graph().items()) for t in sorted(targets) if rank(t) > rank(m)]
+    backwards = [
+        f"{m} (rank {rank(m)}) imports {t} (rank {rank(t)})"
+        for m, targets in sorted(import_graph().items())
+        for t in sorted(targets)
+        if rank(t) > rank(m)
+    ]
     assert not backwards, "\n".join(backwards)
 
 
-@pytest.mark.parametrize("graph, cycle", [
-    ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
-    ({"a": {"b"}, "b": {"c"}, "c": set()}, None),
-    ({"a": {"a2"}, "a2": {"a2"}}, ["a2", "a2"]),
-])
+@pytest.mark.parametrize(
+    "graph, cycle",
+    [
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
+        ({"a": {"b"}, "b": {"c"}, "c": set()}, None),
+        ({"a": {"a2"}, "a2": {"a2"}}, ["a2", "a2"]),
+    ],
+)
 def test_find_cycle_on_known_graphs(graph, cycle):
     assert find_cycle(graph) == cycle

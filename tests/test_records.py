@@ -5,10 +5,16 @@ import json
 import pytest
 
 from dante.cache.records import CacheRecord, read_cache, validate_cache
-from dante.prompts import record_id
 from dante.errors import DataError
+from dante.prompts import record_id
 
-GOOD = {"prompt": "2+2?", "teacher_text": "4", "output_entropy": 0.25, "self_consistency": None, "difficulty_score": 0.1}
+GOOD = {
+    "prompt": "2+2?",
+    "teacher_text": "4",
+    "output_entropy": 0.25,
+    "self_consistency": None,
+    "difficulty_score": 0.1,
+}
 
 
 def test_card_only_record_gets_a_stable_id(tmp_path):

@@ -23,13 +23,18 @@ def test_vectorised_entropy_matches_the_definition():
 
 @pytest.fixture(scope="module")
 def teacher(teacher_dir):
-    t = make_teacher(TeacherConfig(backend="hf", model=str(teacher_dir), device="cpu", max_new_tokens=6, top_logprobs=4))
+    t = make_teacher(
+        TeacherConfig(backend="hf", model=str(teacher_dir), device="cpu", max_new_tokens=6, top_logprobs=4)
+    )
     yield t
     t.close()
 
 
 def test_greedy_generation_and_first_token_entropy(teacher):
-    prompts = [Prompt(id="a", prompt="What is 2 + 3?"), Prompt(id="b", prompt="Natalia sold clips to 48 of her friends in April.")]
+    prompts = [
+        Prompt(id="a", prompt="What is 2 + 3?"),
+        Prompt(id="b", prompt="Natalia sold clips to 48 of her friends in April."),
+    ]
     out = teacher.generate(prompts, Sampling(max_new_tokens=6, temperature=0.0, top_logprobs=4))
     assert [len(g) for g in out] == [1, 1]
     g = out[0][0]
@@ -63,8 +68,15 @@ def test_step_entropies_equal_those_of_generates_own_logits(teacher):
 
     prompts = ["What is 2 + 3?", "Natalia sold clips to 48 of her friends in April, and then half as many in May."]
     enc = teacher.tokenizer(prompts, return_tensors="pt", padding=True)
-    kwargs = {"max_new_tokens": 7, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
-              "repetition_penalty": 1.3, "pad_token_id": teacher.tokenizer.pad_token_id}  # a processor must not leak in
+    kwargs = {
+        "max_new_tokens": 7,
+        "do_sample": False,
+        "temperature": None,
+        "top_p": None,
+        "top_k": None,
+        "repetition_penalty": 1.3,
+        "pad_token_id": teacher.tokenizer.pad_token_id,
+    }  # a processor must not leak in
     hook = StepEntropy(teacher.model, 4)
     with torch.no_grad():
         out = teacher.model.generate(**enc, **kwargs, return_dict_in_generate=True, output_logits=True)

@@ -7,13 +7,13 @@ import math
 import time
 
 import pytest
-from flaky_server import ENTROPY, TOKENS
 
 from dante.cache.records import read_cache
 from dante.cache.run import run_cache
 from dante.config import load_recipe
 from dante.errors import DanteError
 from dante.teacher.openai import backoff_delay, parse_retry_after
+from flaky_server import ENTROPY, TOKENS
 
 KEY = "sk-dante-FAKE-7f3a9c11"
 
@@ -27,9 +27,20 @@ def prompts_file(tmp_path, n):
 def recipe(tmp_path, url, n_prompts=8, **teacher):
     data = {
         "output_dir": str(tmp_path / "run"),
-        "teacher": {"backend": "openai", "model": "fake-teacher", "base_url": url, "api_key_env": "DANTE_TEST_KEY",
-                    "top_logprobs": 2, "max_new_tokens": 16, "concurrency": 4, "max_retries": 4,
-                    "backoff_base_s": 0.01, "backoff_max_s": 0.2, "request_timeout_s": 5, **teacher},
+        "teacher": {
+            "backend": "openai",
+            "model": "fake-teacher",
+            "base_url": url,
+            "api_key_env": "DANTE_TEST_KEY",
+            "top_logprobs": 2,
+            "max_new_tokens": 16,
+            "concurrency": 4,
+            "max_retries": 4,
+            "backoff_base_s": 0.01,
+            "backoff_max_s": 0.2,
+            "request_timeout_s": 5,
+            **teacher,
+        },
         "prompts": {"source": str(prompts_file(tmp_path, n_prompts))},
         "cache": {"shard_size": 3, "flush_every": 1},
     }
@@ -55,7 +66,7 @@ def test_flaky_server_every_prompt_exactly_once_with_entropy(tmp_path, teacher_s
     assert max(srv.attempts.values()) >= 4  # 429, 500, dropped body and bad JSON were all retried
     for r in records:
         # hand value: p = (.5, .25), tail .25: H = .5 ln2 + .25 ln4 + .25 ln4 = 1.5 ln2 for every token
-        assert ENTROPY == 1.5 * math.log(2) and r.output_entropy == pytest.approx(ENTROPY, abs=1e-12)
+        assert 1.5 * math.log(2) == ENTROPY and r.output_entropy == pytest.approx(ENTROPY, abs=1e-12)
         assert r.teacher_text == f"The answer to {r.prompt!r} is {len(r.prompt)}." and r.completion_tokens == TOKENS
         # samples answer len, len+1: majority of 2 is 1 of them -> 0.5
         assert r.consistency_samples == 2 and r.self_consistency == 0.5
@@ -71,10 +82,14 @@ def test_server_rejecting_n_falls_back_to_separate_requests(tmp_path, teacher_se
     assert len(records) == 3 and all(r.consistency_samples == 3 and r.self_consistency is not None for r in records)
 
 
-def test_persistent_failure_stops_with_clear_error_keeps_records_and_hides_key(tmp_path, teacher_server, monkeypatch, capsys, caplog):
+def test_persistent_failure_stops_with_clear_error_keeps_records_and_hides_key(
+    tmp_path, teacher_server, monkeypatch, capsys, caplog
+):
     monkeypatch.setenv("DANTE_TEST_KEY", KEY)
     broken = {"on": True}
-    srv = teacher_server(lambda text, attempt, body: "500" if broken["on"] and text.startswith("Question number 3:") else "ok")
+    srv = teacher_server(
+        lambda text, attempt, body: "500" if broken["on"] and text.startswith("Question number 3:") else "ok"
+    )
     r = recipe(tmp_path, srv.url, n_prompts=6, concurrency=1, max_retries=2)
     with pytest.raises(DanteError) as exc:
         run_cache(r)

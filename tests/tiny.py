@@ -43,7 +43,10 @@ def make_tokenizer(path: str | Path, *, vocab_size: int = 384, flavour: str = "t
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<pad>", bos_token=None)
@@ -53,7 +56,16 @@ def make_tokenizer(path: str | Path, *, vocab_size: int = 384, flavour: str = "t
     return fast
 
 
-def make_model(path: str | Path, tokenizer, *, arch: str = "llama", hidden: int = 32, layers: int = 2, tie: bool = True, seed: int = 0):
+def make_model(
+    path: str | Path,
+    tokenizer,
+    *,
+    arch: str = "llama",
+    hidden: int = 32,
+    layers: int = 2,
+    tie: bool = True,
+    seed: int = 0,
+):
     """A random tiny causal LM (llama or qwen2 architecture) saved next to its tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config

@@ -1,12 +1,12 @@
 """The `dante` command: one verb per stage, each a thin wrapper over a Python function.
 
-    dante plan RECIPE [key=value ...]        what the run will do, loading no model
-    dante cache RECIPE [key=value ...]       teacher -> cache shards (resumable)
-    dante cache validate DIR | stats DIR     check / summarise a cache
-    dante train RECIPE [key=value ...] [--resume]
-    dante eval RECIPE [key=value ...] [--model PATH] [--limit N]
-    dante report RUN_DIR
-    dante run RECIPE [key=value ...]         every stage in order
+dante plan RECIPE [key=value ...]        what the run will do, loading no model
+dante cache RECIPE [key=value ...]       teacher -> cache shards (resumable)
+dante cache validate DIR | stats DIR     check / summarise a cache
+dante train RECIPE [key=value ...] [--resume]
+dante eval RECIPE [key=value ...] [--model PATH] [--limit N]
+dante report RUN_DIR
+dante run RECIPE [key=value ...]         every stage in order
 """
 
 from __future__ import annotations
@@ -44,11 +44,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-cache_app = typer.Typer(cls=_DefaultRunGroup, help="Teacher cache: generate (default), validate, stats.", no_args_is_help=True)
+cache_app = typer.Typer(
+    cls=_DefaultRunGroup, help="Teacher cache: generate (default), validate, stats.", no_args_is_help=True
+)
 app.add_typer(cache_app, name="cache")
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML.", show_default=False)]
-OverridesArg = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. teacher.batch_size=16.", show_default=False)]
+OverridesArg = Annotated[
+    list[str] | None, typer.Argument(help="Dotted overrides, e.g. teacher.batch_size=16.", show_default=False)
+]
 
 
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -112,7 +116,8 @@ def cache_validate(path: Annotated[Path, typer.Argument(help="Cache folder or JS
 @_friendly
 def cache_stats(path: Annotated[Path, typer.Argument(help="Cache folder or JSONL file.")]) -> None:
     """Counts, token totals and the entropy distribution of a cache."""
-    from dante.cache.stats import cache_stats as stats, render_stats
+    from dante.cache.stats import cache_stats as stats
+    from dante.cache.stats import render_stats
 
     out.print(render_stats(stats(path)))
 
@@ -137,11 +142,18 @@ def train(
 def eval_(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
-    model: Annotated[list[str] | None, typer.Option("--model", help="Model to evaluate (student/teacher/base or a path); repeatable.")] = None,
-    suite: Annotated[str | None, typer.Option(help="Named suite: card, local, demo, or 'none' for only --task.")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Model to evaluate (student/teacher/base or a path); repeatable."),
+    ] = None,
+    suite: Annotated[
+        str | None, typer.Option(help="Named suite: card, local, demo, or 'none' for only --task.")
+    ] = None,
     task: Annotated[list[str] | None, typer.Option("--task", help="Extra lm-eval task; repeatable.")] = None,
     limit: Annotated[float | None, typer.Option(help="lm-eval limit (rows, or a fraction < 1).")] = None,
-    allow_code_execution: Annotated[bool, typer.Option("--allow-code-execution", help="Run generated code (HumanEval/MBPP).")] = False,
+    allow_code_execution: Annotated[
+        bool, typer.Option("--allow-code-execution", help="Run generated code (HumanEval/MBPP).")
+    ] = False,
 ) -> None:
     """Score models with lm-evaluation-harness; writes raw results and scores.json per model."""
     from dante.eval.run import evaluate
@@ -164,7 +176,9 @@ def eval_(
 @_friendly
 def report(
     run_dir: Annotated[Path, typer.Argument(help="Run folder (the recipe's output_dir).")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder (default: RUN_DIR/report).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Report folder (default: RUN_DIR/report).")
+    ] = None,
 ) -> None:
     """Write report.md, plots and the student's model card from a run folder."""
     from dante.report.build import build_report

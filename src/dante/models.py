@@ -12,7 +12,14 @@ from typing import Any
 
 from dante.errors import DanteError
 
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 @dataclass(frozen=True)
@@ -56,11 +63,19 @@ def torch_dtype(name: str | None) -> Any:
     if name in (None, "auto"):
         return "auto"
     if name not in DTYPES:
-        raise DanteError(f"unknown dtype {name!r}", field="dtype", hint=f"one of auto, {', '.join(sorted(set(DTYPES.values())))}")
+        raise DanteError(
+            f"unknown dtype {name!r}", field="dtype", hint=f"one of auto, {', '.join(sorted(set(DTYPES.values())))}"
+        )
     return getattr(torch, DTYPES[name])
 
 
-def load_tokenizer(ref: str | ResolvedModel, *, trust_remote_code: bool = False, revision: str | None = None, padding_side: str | None = None):
+def load_tokenizer(
+    ref: str | ResolvedModel,
+    *,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    padding_side: str | None = None,
+):
     """Load a tokenizer; set a pad token (eos) when the model has none."""
     from transformers import AutoTokenizer
 

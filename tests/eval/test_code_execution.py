@@ -9,8 +9,13 @@ from dante.eval.suites import local_module, resolve_tasks
 
 
 def test_humaneval_refuses_without_allow_code_execution(tmp_path):
-    recipe = load_recipe(data={"output_dir": str(tmp_path), "student": {"model": "/nonexistent/model"},
-                               "eval": {"suite": None, "tasks": ["humaneval_local"], "models": ["base"]}})
+    recipe = load_recipe(
+        data={
+            "output_dir": str(tmp_path),
+            "student": {"model": "/nonexistent/model"},
+            "eval": {"suite": None, "tasks": ["humaneval_local"], "models": ["base"]},
+        }
+    )
     with pytest.raises(ConfigError) as err:
         evaluate(recipe)  # refused before any model is loaded
     assert err.value.field == "eval.allow_code_execution"
@@ -47,8 +52,12 @@ def test_code_runs_in_a_process_with_a_timeout():
     problem = he.read_problems()[0]
     program = problem["prompt"] + problem["canonical_solution"]
     assert he.run_tests(program, problem["test"], problem["entry_point"], timeout=10)
-    assert not he.run_tests(problem["prompt"] + "    return None\n", problem["test"], problem["entry_point"], timeout=10)
-    assert not he.run_tests(problem["prompt"] + "    while True:\n        pass\n", problem["test"], problem["entry_point"], timeout=1)
+    assert not he.run_tests(
+        problem["prompt"] + "    return None\n", problem["test"], problem["entry_point"], timeout=10
+    )
+    assert not he.run_tests(
+        problem["prompt"] + "    while True:\n        pass\n", problem["test"], problem["entry_point"], timeout=1
+    )
 
 
 def test_cli_eval_refuses_code_task_and_names_the_flag(tmp_path):

@@ -4,6 +4,7 @@ subprocess, and an independent reader of a cache folder's on-disk state."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -37,8 +38,15 @@ def count(key: str, n: int = 1) -> None:
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment of a CLI subprocess: offline, one thread, this checkout's sources."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DANTE_CRASH")}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT / "src"))
+    env.update(
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=str(ROOT / "src"),
+    )
     env.update(extra)
     return env
 
@@ -49,11 +57,15 @@ def cli_command(args: list[str]) -> list[str]:
 
 
 def run_cli(args: list[str], *, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command(args), cwd=ROOT, env=cli_env(**env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        cli_command(args), cwd=ROOT, env=cli_env(**env), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def start_cli(args: list[str], **env: str) -> subprocess.Popen:
-    return subprocess.Popen(cli_command(args), cwd=ROOT, env=cli_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        cli_command(args), cwd=ROOT, env=cli_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def tail(proc: subprocess.CompletedProcess, n: int = 3000) -> str:
@@ -85,7 +97,7 @@ def cache_state(cache: Path) -> CacheState:
     for f in sorted(cache.glob(".partial-*.jsonl")):
         data = f.read_bytes()
         lines = data.split(b"\n")
-        for i, raw in enumerate(lines[:-1]):  # the piece after the last newline is never complete
+        for raw in lines[:-1]:  # the piece after the last newline is never complete
             try:
                 partial.append(CacheRecord.model_validate_json(raw))
             except ValueError:
@@ -94,24 +106,32 @@ def cache_state(cache: Path) -> CacheState:
         torn = torn or lines[-1] != b""
     manifest_path = cache / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None  # atomic: never half
-    return CacheState(sealed, partial, torn, manifest, sorted(p.name for p in cache.glob("shard-*.jsonl")),
-                      sorted(p.name for p in cache.glob(".*.tmp-*")))
+    return CacheState(
+        sealed,
+        partial,
+        torn,
+        manifest,
+        sorted(p.name for p in cache.glob("shard-*.jsonl")),
+        sorted(p.name for p in cache.glob(".*.tmp-*")),
+    )
 
 
 def durable_lines(cache: Path) -> int:
     files = [*cache.glob("shard-*.jsonl"), *cache.glob(".partial-*.jsonl")] if cache.exists() else []
     total = 0
     for f in files:
-        try:
+        with contextlib.suppress(FileNotFoundError):  # renamed between glob and read
             total += f.read_bytes().count(b"\n")
-        except FileNotFoundError:  # renamed between glob and read
-            pass
     return total
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` and its bytes (to prove an output was not touched)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+    return (
+        {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        if folder.exists()
+        else {}
+    )
 
 
 def write_train_cache(directory: Path, n: int = 24) -> Path:
@@ -122,23 +142,47 @@ def write_train_cache(directory: Path, n: int = 24) -> Path:
     rows = []
     for i in range(n):
         topic = topics[i % len(topics)]
-        rows.append({"id": f"r{i:03d}", "prompt": f"Question {i}: tell me about the {topic}.",
-                     "teacher_text": f"The answer is {topic}. The {topic} is {i % 7}." + " More." * r.randint(0, 3),
-                     "output_entropy": round(r.uniform(0.0, 3.0), 3), "self_consistency": None, "difficulty_score": None})
+        rows.append(
+            {
+                "id": f"r{i:03d}",
+                "prompt": f"Question {i}: tell me about the {topic}.",
+                "teacher_text": f"The answer is {topic}. The {topic} is {i % 7}." + " More." * r.randint(0, 3),
+                "output_entropy": round(r.uniform(0.0, 3.0), 3),
+                "self_consistency": None,
+                "difficulty_score": None,
+            }
+        )
     (directory / "shard-00000.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
     return directory
 
 
 def train_recipe(run_dir: Path, student_dir: Path, cache_dir: Path, **train) -> dict:
     """A recipe dict for a tiny CPU training run."""
-    base = {"steps": 6, "batch_sequences": 4, "micro_batch_size": 2, "max_length": 96, "lr": 3e-3, "warmup_steps": 1,
-            "lr_scheduler": "constant_with_warmup", "checkpoint_every": 100, "seed": 7, **train}
-    return {"name": "reliability", "output_dir": str(run_dir), "cache": {"dir": str(cache_dir)},
-            "student": {"model": str(student_dir)}, "train": base}
+    base = {
+        "steps": 6,
+        "batch_sequences": 4,
+        "micro_batch_size": 2,
+        "max_length": 96,
+        "lr": 3e-3,
+        "warmup_steps": 1,
+        "lr_scheduler": "constant_with_warmup",
+        "checkpoint_every": 100,
+        "seed": 7,
+        **train,
+    }
+    return {
+        "name": "reliability",
+        "output_dir": str(run_dir),
+        "cache": {"dir": str(cache_dir)},
+        "student": {"model": str(student_dir)},
+        "train": base,
+    }
 
 
 def prompt_lines(n: int, start: int = 0) -> str:
-    return "".join(json.dumps({"prompt": f"Question {i}: what is {i} plus {i}?"}) + "\n" for i in range(start, start + n))
+    return "".join(
+        json.dumps({"prompt": f"Question {i}: what is {i} plus {i}?"}) + "\n" for i in range(start, start + n)
+    )
 
 
 class EchoTeacher(Teacher):

@@ -54,7 +54,9 @@ def write_prompts(path: Path, rows: list[dict]) -> None:
 
 
 GENERATE = {
-    "huge_prompt.jsonl": lambda p: write_prompts(p, [GOOD[0], {"id": "p1", "prompt": "x" * (10 * 1024 * 1024)}, GOOD[2]]),
+    "huge_prompt.jsonl": lambda p: write_prompts(
+        p, [GOOD[0], {"id": "p1", "prompt": "x" * (10 * 1024 * 1024)}, GOOD[2]]
+    ),
     "wrong_column.parquet": lambda p: write_prompts(p, [{"id": r["id"], "question": r["prompt"]} for r in GOOD]),
     "missing_file.jsonl": lambda p: p.unlink(),
     "missing_recipe.yaml": lambda p: None,
@@ -74,11 +76,21 @@ def test_bad_prompt_file_is_a_located_error_and_the_cache_is_untouched(tmp_path,
     source.parent.mkdir()
     write_prompts(source, GOOD)
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "output_dir": str(tmp_path / "run"),
-        "teacher": {"backend": "hf", "model": str(teacher_dir), "device": "cpu", "max_new_tokens": 2, "top_logprobs": 2},
-        "prompts": {"source": str(source)},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / "run"),
+                "teacher": {
+                    "backend": "hf",
+                    "model": str(teacher_dir),
+                    "device": "cpu",
+                    "max_new_tokens": 2,
+                    "top_logprobs": 2,
+                },
+                "prompts": {"source": str(source)},
+            }
+        )
+    )
     args = ["cache", recipe, *case.get("args", [])]
     first = invoke(args)  # a finished cache made from the good file
     assert first.exit_code == 0, first.output
@@ -124,9 +136,13 @@ def test_bad_recipe_is_a_located_error_and_nothing_is_written(tmp_path, monkeypa
     recipe = tmp_path / Path(case.get("file") or case["generate"]).name
     put_input(case, recipe)
     (tmp_path / "run" / "cache").mkdir(parents=True)
-    (tmp_path / "run" / "cache" / "shard-00000.jsonl").write_text(json.dumps({"prompt": "p", "teacher_text": "t"}) + "\n")
+    (tmp_path / "run" / "cache" / "shard-00000.jsonl").write_text(
+        json.dumps({"prompt": "p", "teacher_text": "t"}) + "\n"
+    )
     before = snapshot(tmp_path)
-    assert_clean_failure(invoke([command, recipe, *case.get("args", [])]), [f.format(file=recipe) for f in case["expect"]])
+    assert_clean_failure(
+        invoke([command, recipe, *case.get("args", [])]), [f.format(file=recipe) for f in case["expect"]]
+    )
     assert snapshot(tmp_path) == before
     count("faults: bad inputs rejected (recipes)")
 
@@ -154,11 +170,22 @@ def test_damaged_cache_folder_is_a_located_error_and_is_left_as_found(tmp_path, 
     source = tmp_path / "prompts.jsonl"
     write_prompts(source, GOOD)
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "output_dir": str(tmp_path / "run"),
-        "teacher": {"backend": "hf", "model": str(teacher_dir), "device": "cpu", "max_new_tokens": 2, "top_logprobs": 2},
-        "prompts": {"source": str(source)}, "cache": {"shard_size": 2},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / "run"),
+                "teacher": {
+                    "backend": "hf",
+                    "model": str(teacher_dir),
+                    "device": "cpu",
+                    "max_new_tokens": 2,
+                    "top_logprobs": 2,
+                },
+                "prompts": {"source": str(source)},
+                "cache": {"shard_size": 2},
+            }
+        )
+    )
     assert invoke(["cache", recipe]).exit_code == 0
     cache = tmp_path / "run" / "cache"
     damage(cache, case["damage"])
@@ -168,8 +195,14 @@ def test_damaged_cache_folder_is_a_located_error_and_is_left_as_found(tmp_path, 
     count("faults: bad inputs rejected (damaged cache folders)")
 
 
-@pytest.mark.parametrize("args", [["cache", "validate", CORPUS / "records" / "entropy_nan.jsonl"],
-                                  ["cache", CORPUS / "recipes" / "unknown_key.yaml"]], ids=["validate", "recipe"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cache", "validate", CORPUS / "records" / "entropy_nan.jsonl"],
+        ["cache", CORPUS / "recipes" / "unknown_key.yaml"],
+    ],
+    ids=["validate", "recipe"],
+)
 def test_the_installed_dante_command_prints_no_traceback(args):
     """The same path through the real console script, in its own process."""
     dante = Path(sys.executable).with_name("dante")

@@ -26,15 +26,28 @@ POINTS = ["cache.write", "cache.seal", "cache.sealed", "manifest", "random"]
 def write_recipe(tmp_path, teacher_dir, name: str):
     prompts = tmp_path / "prompts.jsonl"
     if not prompts.exists():
-        prompts.write_text("".join(json.dumps({"prompt": f"Question {i}: what is {i} plus {i}?"}) + "\n" for i in range(N)))
+        prompts.write_text(
+            "".join(json.dumps({"prompt": f"Question {i}: what is {i} plus {i}?"}) + "\n" for i in range(N))
+        )
     recipe = tmp_path / f"{name}.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "output_dir": str(tmp_path / name),
-        "teacher": {"backend": "hf", "model": str(teacher_dir), "device": "cpu", "max_new_tokens": 6, "batch_size": 1,
-                    "top_logprobs": 5, "consistency_samples": 1},
-        "prompts": {"source": str(prompts)},
-        "cache": {"shard_size": SHARD, "flush_every": FLUSH},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / name),
+                "teacher": {
+                    "backend": "hf",
+                    "model": str(teacher_dir),
+                    "device": "cpu",
+                    "max_new_tokens": 6,
+                    "batch_size": 1,
+                    "top_logprobs": 5,
+                    "consistency_samples": 1,
+                },
+                "prompts": {"source": str(prompts)},
+                "cache": {"shard_size": SHARD, "flush_every": FLUSH},
+            }
+        )
+    )
     return recipe, tmp_path / name / "cache", {p.id: p.prompt for p in load_prompts(PromptsConfig(source=str(prompts)))}
 
 
@@ -42,8 +55,12 @@ def arm_count(point: str, state, r) -> int | None:
     """The N-th pass through ``point`` to kill at, chosen so the run certainly reaches it."""
     pending, partial = N - len(state.ids), len(state.partial)
     seals = (partial + pending) // SHARD
-    top = {"cache.write": min(4, pending // FLUSH - 1), "cache.seal": min(2, seals), "cache.sealed": min(2, seals),
-           "manifest": min(3, 1 + seals)}[point]
+    top = {
+        "cache.write": min(4, pending // FLUSH - 1),
+        "cache.seal": min(2, seals),
+        "cache.sealed": min(2, seals),
+        "manifest": min(3, 1 + seals),
+    }[point]
     return r.randint(1, top) if top >= 1 else None
 
 
@@ -93,7 +110,9 @@ def test_cache_killed_at_random_points_resumes_to_exactly_once(tmp_path, teacher
             if n is None:
                 continue
             done = run_cli(["cache", recipe], DANTE_CRASH=f"{point}:{n}:{r.randrange(2**31)}")
-            assert done.returncode == -signal.SIGKILL and f"crashrun: SIGKILL at {point} #{n}" in done.stderr, tail(done)
+            assert done.returncode == -signal.SIGKILL and f"crashrun: SIGKILL at {point} #{n}" in done.stderr, tail(
+                done
+            )
             what = done.stderr.strip().splitlines()[-1]
             if point == "cache.write":
                 assert cache_state(cache).torn_tail, "the kill should leave a torn line"

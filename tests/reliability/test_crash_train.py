@@ -61,11 +61,15 @@ def kill_during_a_step(args, out, r) -> str | None:
 def test_train_killed_mid_checkpoint_and_mid_step_resumes_to_same_losses(tmp_path, student_dir):
     r = rng("train-crash")
     cache = write_train_cache(tmp_path / "cache")
-    reference = train(load_recipe(data=train_recipe(tmp_path / "ref", student_dir, cache, steps=STEPS, checkpoint_every=EVERY)))
+    reference = train(
+        load_recipe(data=train_recipe(tmp_path / "ref", student_dir, cache, steps=STEPS, checkpoint_every=EVERY))
+    )
     want = [x["loss"] for x in metric_rows(reference.output_dir) if "loss" in x]
 
     recipe = tmp_path / "crashed.yaml"
-    recipe.write_text(yaml.safe_dump(train_recipe(tmp_path / "crashed", student_dir, cache, steps=STEPS, checkpoint_every=EVERY)))
+    recipe.write_text(
+        yaml.safe_dump(train_recipe(tmp_path / "crashed", student_dir, cache, steps=STEPS, checkpoint_every=EVERY))
+    )
     out = tmp_path / "crashed" / "student"
     points = list(POINTS)
     r.shuffle(points)
@@ -82,7 +86,9 @@ def test_train_killed_mid_checkpoint_and_mid_step_resumes_to_same_losses(tmp_pat
                 continue
             n = r.randint(1, min(2, saves_left))
             done = run_cli(args, DANTE_CRASH=f"{point}:{n}")
-            assert done.returncode == -signal.SIGKILL and f"crashrun: SIGKILL at {point} #{n}" in done.stderr, tail(done)
+            assert done.returncode == -signal.SIGKILL and f"crashrun: SIGKILL at {point} #{n}" in done.stderr, tail(
+                done
+            )
             what = done.stderr.strip().splitlines()[-1]
             half = latest_step + n * EVERY  # the checkpoint being saved when the process died
             temp = checkpoint_root(out) / f".tmp-step-{half:06d}"

@@ -59,10 +59,14 @@ def tmpfs(tmp_path):
 
     def mount(options: str) -> Path:
         if os.geteuid() != 0 or shutil.which("mount") is None:
-            pytest.skip("a real tmpfs needs root and mount(8); the simulated ENOSPC/EROFS/EACCES tests below cover this")
+            pytest.skip(
+                "a real tmpfs needs root and mount(8); the simulated ENOSPC/EROFS/EACCES tests below cover this"
+            )
         path = tmp_path / f"tmpfs{len(mounted)}"
         path.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the simulated tests cover this")
         mounted.append(path)
@@ -81,12 +85,23 @@ def hf_recipe(tmp_path: Path, teacher_dir: Path, cache: Path, **prompts) -> Path
     source = tmp_path / "prompts.jsonl"
     source.write_text(prompt_lines(N))
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "output_dir": str(tmp_path / "run"),
-        "teacher": {"backend": "hf", "model": str(teacher_dir), "device": "cpu", "max_new_tokens": 6, "batch_size": 4, "top_logprobs": 5},
-        "prompts": {"source": str(source), **prompts},
-        "cache": {"dir": str(cache), "shard_size": 4, "flush_every": 2},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / "run"),
+                "teacher": {
+                    "backend": "hf",
+                    "model": str(teacher_dir),
+                    "device": "cpu",
+                    "max_new_tokens": 6,
+                    "batch_size": 4,
+                    "top_logprobs": 5,
+                },
+                "prompts": {"source": str(source), **prompts},
+                "cache": {"dir": str(cache), "shard_size": 4, "flush_every": 2},
+            }
+        )
+    )
     return recipe
 
 
@@ -117,7 +132,9 @@ def test_full_disk_stops_clearly_and_resumes_exactly_once(tmp_path, tmpfs, teach
 def test_read_only_output_stops_clearly_without_touching_the_cache(tmp_path, tmpfs, teacher_dir):
     mnt = tmpfs("size=4m")
     cache = mnt / "cache"
-    partial = invoke(["cache", hf_recipe(tmp_path, teacher_dir, cache, limit=10)])  # limit is operational: a resume may raise it
+    partial = invoke(
+        ["cache", hf_recipe(tmp_path, teacher_dir, cache, limit=10)]
+    )  # limit is operational: a resume may raise it
     assert partial.exit_code == 0, partial.output
     before = snapshot(cache)
     remount(mnt, "ro")
@@ -151,8 +168,14 @@ def test_unwritable_folder_without_root(tmp_path):
 def echo_recipe(tmp_path: Path, n: int = N, limit: int | None = None):
     source = tmp_path / "prompts.jsonl"
     source.write_text(prompt_lines(n))
-    return load_recipe(data={"output_dir": str(tmp_path / "run"), "teacher": {"model": "echo", "top_logprobs": 3},
-                             "prompts": {"source": str(source), "limit": limit}, "cache": {"shard_size": 4, "flush_every": 2}})
+    return load_recipe(
+        data={
+            "output_dir": str(tmp_path / "run"),
+            "teacher": {"model": "echo", "top_logprobs": 3},
+            "prompts": {"source": str(source), "limit": limit},
+            "cache": {"shard_size": 4, "flush_every": 2},
+        }
+    )
 
 
 class Fault:
@@ -183,7 +206,15 @@ class Fault:
 
         def replace(src, dst, *args, **kwargs):
             name = Path(dst).name
-            kind = "seal" if name.startswith("shard-") else "manifest" if name == "manifest.json" else "recipe" if name == "resolved_recipe.yaml" else "other"
+            kind = (
+                "seal"
+                if name.startswith("shard-")
+                else "manifest"
+                if name == "manifest.json"
+                else "recipe"
+                if name == "resolved_recipe.yaml"
+                else "other"
+            )
             fault.check(kind, dst)
             return real_replace(src, dst, *args, **kwargs)
 

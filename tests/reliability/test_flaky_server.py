@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from flaky_server import ENTROPY, FlakyServer
 from rel_support import cache_state, count
 
 from dante.cache.records import read_cache, validate_cache
 from dante.config import PromptsConfig
 from dante.prompts import load_prompts
+from flaky_server import ENTROPY, FlakyServer
 
 KEY = "sk-reliability-FAKE-7d1e0c55aa"
 TIMEOUT = 0.25
 pytestmark = pytest.mark.timeout(120)
 # prompt i meets FAILURES[i % len(FAILURES)] in order, then an answer
 FAILURES = [
-    [("429", 0.15)], ["500"], ["503"], [("hang", 1.0)], ["drop"], ["reset"], ["badjson"], ["badschema"],
+    [("429", 0.15)],
+    ["500"],
+    ["503"],
+    [("hang", 1.0)],
+    ["drop"],
+    ["reset"],
+    ["badjson"],
+    ["badschema"],
     ["503", ("429", 0), "drop", "badjson", "reset"],  # five in a row: max_retries=5 still gets through
     [],
 ]
@@ -35,14 +42,29 @@ def write_recipe(tmp_path, url: str, n: int, **teacher):
     source = tmp_path / "prompts.jsonl"
     source.write_text("".join(f'{{"prompt": "Question {i}: what is {i} plus {i}?"}}\n' for i in range(n)))
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "output_dir": str(tmp_path / "run"),
-        "teacher": {"backend": "openai", "model": "fake-teacher", "base_url": url, "api_key_env": "DANTE_TEST_KEY",
-                    "top_logprobs": 2, "max_new_tokens": 8, "concurrency": 4, "max_retries": 5,
-                    "request_timeout_s": TIMEOUT, "backoff_base_s": 0.01, "backoff_max_s": 0.3, **teacher},
-        "prompts": {"source": str(source)},
-        "cache": {"shard_size": 4, "flush_every": 1},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / "run"),
+                "teacher": {
+                    "backend": "openai",
+                    "model": "fake-teacher",
+                    "base_url": url,
+                    "api_key_env": "DANTE_TEST_KEY",
+                    "top_logprobs": 2,
+                    "max_new_tokens": 8,
+                    "concurrency": 4,
+                    "max_retries": 5,
+                    "request_timeout_s": TIMEOUT,
+                    "backoff_base_s": 0.01,
+                    "backoff_max_s": 0.3,
+                    **teacher,
+                },
+                "prompts": {"source": str(source)},
+                "cache": {"shard_size": 4, "flush_every": 1},
+            }
+        )
+    )
     ids = {p.prompt: p.id for p in load_prompts(PromptsConfig(source=str(source)))}
     return recipe, tmp_path / "run" / "cache", ids
 
@@ -62,7 +84,9 @@ def tally(srv: FlakyServer) -> None:
 
 def test_flaky_server_every_prompt_exactly_once_retries_bounded(tmp_path, teacher_server, monkeypatch):
     monkeypatch.setenv("DANTE_TEST_KEY", KEY)
-    srv = teacher_server(lambda text, attempt, body: (FAILURES[prompt_number(text) % len(FAILURES)] + ["ok"])[attempt - 1])
+    srv = teacher_server(
+        lambda text, attempt, body: (FAILURES[prompt_number(text) % len(FAILURES)] + ["ok"])[attempt - 1]
+    )
     n = 2 * len(FAILURES)
     recipe, cache, ids = write_recipe(tmp_path, srv.url, n)
     done = invoke(["cache", recipe])
@@ -71,7 +95,10 @@ def test_flaky_server_every_prompt_exactly_once_retries_bounded(tmp_path, teache
     records = read_cache(cache)
     assert sorted(r.id for r in records) == sorted(ids.values()) and validate_cache(cache) == (n, [])
     for r in records:
-        assert r.teacher_text == f"The answer to {r.prompt!r} is {len(r.prompt)}." and r.output_entropy == pytest.approx(ENTROPY)
+        assert (
+            r.teacher_text == f"The answer to {r.prompt!r} is {len(r.prompt)}."
+            and r.output_entropy == pytest.approx(ENTROPY)
+        )
     count("records checked: flaky server", n)
 
     assert not srv.overflow and srv.auth == {f"Bearer {KEY}"}
@@ -86,7 +113,9 @@ def test_flaky_server_every_prompt_exactly_once_retries_bounded(tmp_path, teache
             assert TIMEOUT - 0.01 <= times[1] - times[0] < 0.9
 
 
-def test_persistent_failure_stops_after_the_configured_attempts_and_keeps_answers(tmp_path, teacher_server, monkeypatch):
+def test_persistent_failure_stops_after_the_configured_attempts_and_keeps_answers(
+    tmp_path, teacher_server, monkeypatch
+):
     monkeypatch.setenv("DANTE_TEST_KEY", KEY)
     broken = {"on": True}
     cycle = ["503", "500", "drop", "badjson", ("hang", 0.6), "reset"]

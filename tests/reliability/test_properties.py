@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from rel_support import count
 
-from dante.teacher.entropy import topk_entropy, topk_entropy_from_logits
 from dante.config import LossConfig
+from dante.teacher.entropy import topk_entropy, topk_entropy_from_logits
 from dante.train.curriculum import BatchStream, epoch_order, micro_batches, rank_slice
 from dante.train.data import IGNORE, block_diagonal_causal_mask, collate, make_example
 from dante.train.losses import cwce_weight
@@ -205,13 +205,26 @@ def test_curriculum_order_is_a_permutation(recs, mode, seed, epoch):
 
 
 @PROPS
-@given(records(), st.sampled_from(["entropy", "shuffle", "none"]), st.integers(0, 1000), st.integers(1, 4), st.integers(1, 4),
-       st.one_of(st.tuples(st.just("sequences"), st.integers(1, 40)), st.tuples(st.just("tokens"), st.integers(1, 200))))
-def test_every_epoch_covers_each_record_exactly_once_across_ranks_and_micro_batches(recs, mode, seed, world, micro, budget):
+@given(
+    records(),
+    st.sampled_from(["entropy", "shuffle", "none"]),
+    st.integers(0, 1000),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.one_of(st.tuples(st.just("sequences"), st.integers(1, 40)), st.tuples(st.just("tokens"), st.integers(1, 200))),
+)
+def test_every_epoch_covers_each_record_exactly_once_across_ranks_and_micro_batches(
+    recs, mode, seed, world, micro, budget
+):
     tick("epoch coverage over ranks")
     unit, size = budget
-    stream = BatchStream(recs, mode, seed, batch_sequences=size if unit == "sequences" else None,
-                         batch_tokens=size if unit == "tokens" else None)
+    stream = BatchStream(
+        recs,
+        mode,
+        seed,
+        batch_sequences=size if unit == "sequences" else None,
+        batch_tokens=size if unit == "tokens" else None,
+    )
     n, epochs = len(recs), 2
     seen: list[int] = []
     cursor = 0
@@ -224,7 +237,9 @@ def test_every_epoch_covers_each_record_exactly_once_across_ranks_and_micro_batc
             groups = micro_batches(local, len(batch), world, micro)
             assert [i for g in groups for i in g] == local  # micro-batches split the rank's share exactly
             per_rank.append(groups)
-        assert len({len(g) for g in per_rank}) == 1  # same number of micro-batches on every rank (collectives stay in step)
+        assert (
+            len({len(g) for g in per_rank}) == 1
+        )  # same number of micro-batches on every rank (collectives stay in step)
         assert [i for groups in per_rank for g in groups for i in g] == batch  # ranks split the global batch exactly
         seen += batch
     for e in range(epochs):

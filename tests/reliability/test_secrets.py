@@ -11,12 +11,12 @@ import types
 
 import pytest
 import yaml
-from flaky_server import FlakyServer
 from rel_support import count, train_recipe, write_train_cache
 
 from dante.cache.run import run_cache
 from dante.config import StudentConfig, TeacherConfig, load_recipe
 from dante.errors import DanteError
+from flaky_server import FlakyServer
 
 KEY = "sk-QX7-SECRET-3b9f0e1d7c2a5e88"
 PREFIX = '{"error": "server error'  # how the server's 500 bodies start: json.dumps({"error": ...})
@@ -54,9 +54,19 @@ def test_api_key_never_written_printed_logged_or_raised(tmp_path, monkeypatch, c
     try:
         source = tmp_path / "prompts.jsonl"
         source.write_text("".join(f'{{"prompt": "Question {i}: what is {i} plus {i}?"}}\n' for i in range(8)))
-        teacher = {"backend": "openai", "model": "fake-teacher", "base_url": srv.url, "api_key_env": "DANTE_TEST_KEY",
-                   "top_logprobs": 2, "max_new_tokens": 8, "concurrency": 2, "max_retries": 2,
-                   "request_timeout_s": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.05}
+        teacher = {
+            "backend": "openai",
+            "model": "fake-teacher",
+            "base_url": srv.url,
+            "api_key_env": "DANTE_TEST_KEY",
+            "top_logprobs": 2,
+            "max_new_tokens": 8,
+            "concurrency": 2,
+            "max_retries": 2,
+            "request_timeout_s": 2,
+            "backoff_base_s": 0.01,
+            "backoff_max_s": 0.05,
+        }
         if where == "recipe":
             teacher["api_key"] = KEY
             monkeypatch.delenv("DANTE_TEST_KEY", raising=False)
@@ -127,7 +137,9 @@ def loader_calls(monkeypatch):
 
 
 @pytest.mark.parametrize("allowed", [False, True])
-def test_teacher_and_student_load_with_trust_remote_code_only_when_the_recipe_says(tmp_path, teacher_dir, student_dir, loader_calls, allowed):
+def test_teacher_and_student_load_with_trust_remote_code_only_when_the_recipe_says(
+    tmp_path, teacher_dir, student_dir, loader_calls, allowed
+):
     from dante.teacher.hf import HFTeacher
     from dante.train.loop import train
 
@@ -156,15 +168,23 @@ def test_vllm_teacher_passes_trust_remote_code_from_the_recipe(monkeypatch, teac
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM))
     from dante.teacher.vllm import VLLMTeacher
 
-    VLLMTeacher(TeacherConfig(backend="vllm", model=str(teacher_dir), **({"trust_remote_code": True} if allowed else {})))
+    VLLMTeacher(
+        TeacherConfig(backend="vllm", model=str(teacher_dir), **({"trust_remote_code": True} if allowed else {}))
+    )
     assert seen["trust_remote_code"] is allowed
     count("secrets: model loads checked for trust_remote_code")
 
 
 def test_eval_models_load_with_trust_remote_code_only_when_the_recipe_says(tmp_path, monkeypatch):
     run = pytest.importorskip("dante.eval.run", reason="dante.eval is not there yet (being written in parallel)")
-    recipe = load_recipe(data={"output_dir": str(tmp_path), "teacher": {"model": "org/teacher", "trust_remote_code": True},
-                               "student": {"model": "org/student"}, "eval": {"models": ["teacher", "base", "org/other"]}})
+    recipe = load_recipe(
+        data={
+            "output_dir": str(tmp_path),
+            "teacher": {"model": "org/teacher", "trust_remote_code": True},
+            "student": {"model": "org/student"},
+            "eval": {"models": ["teacher", "base", "org/other"]},
+        }
+    )
     refs = {r.label: r.trust_remote_code for r in run.model_refs(recipe)}
     assert refs == {"teacher": True, "base": False, "other": False}
     count("secrets: model loads checked for trust_remote_code", len(refs))
@@ -186,8 +206,15 @@ def test_generated_code_runs_only_with_the_explicit_eval_flag(tmp_path, monkeypa
 
     # through the CLI: a code task without the flag is refused before any model is loaded
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "run"), "student": {"model": "/nonexistent/model"},
-                                      "eval": {"suite": None, "models": ["base"]}}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / "run"),
+                "student": {"model": "/nonexistent/model"},
+                "eval": {"suite": None, "models": ["base"]},
+            }
+        )
+    )
     refused = invoke(["eval", recipe, "--task", "humaneval_local"])
     text = " ".join(refused.output.split())
     assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit) and "Traceback" not in refused.output

@@ -30,17 +30,26 @@ def test_report_writes_markdown_plots_and_model_card(tmp_path):
         with Image.open(out / name) as img:
             assert img.format == "PNG" and img.size[0] > 400 and img.size[1] > 250
     text = path.read_text()
-    for heading in ("## Scores measured in this run", "## Published reference figures (not measured here)", "## Compute",
-                    "## Training", "## Teacher cache", "## Plots", "## Consistency checks"):
+    for heading in (
+        "## Scores measured in this run",
+        "## Published reference figures (not measured here)",
+        "## Compute",
+        "## Training",
+        "## Teacher cache",
+        "## Plots",
+        "## Consistency checks",
+    ):
         assert heading in text
     for name in PLOTS:
         assert f"]({name})" in text
     assert "| GSM8K | 18.0" in text and "32.0" in text  # base and student, in percent
     # the first table answers the run's question: the student before and after, one row each
-    first = text[text.index("## Scores measured in this run"):].split("\n\n")[3]
+    first = text[text.index("## Scores measured in this run") :].split("\n\n")[3]
     assert text.index("### Before and after distillation") < text.index("### All models")
     assert first.splitlines()[0].startswith("| model | GSM8K | HumanEval")
-    assert first.splitlines()[2].startswith("| student before | 18.0") and first.splitlines()[3].startswith("| student after | 32.0")
+    assert first.splitlines()[2].startswith("| student before | 18.0") and first.splitlines()[3].startswith(
+        "| student after | 32.0"
+    )
     assert "not recorded" in text  # the fake cache manifest has no device time
 
 
@@ -54,8 +63,11 @@ def test_model_card_yaml_holds_the_measured_student_scores(tmp_path):
     assert entry["name"] == "fake-run"
     values = {r["dataset"]["type"]: (r["metrics"][0]["type"], r["metrics"][0]["value"]) for r in entry["results"]}
     assert values == {"gsm8k_local_heldout": ("exact_match", 32.0), "humaneval_local": ("pass@1", 10.0)}
-    assert all("lm-eval 0.4.13" in r["dataset"]["name"] and "8-shot" in r["dataset"]["name"]
-               for r in entry["results"] if r["dataset"]["type"].startswith("gsm8k"))
+    assert all(
+        "lm-eval 0.4.13" in r["dataset"]["name"] and "8-shot" in r["dataset"]["name"]
+        for r in entry["results"]
+        if r["dataset"]["type"].startswith("gsm8k")
+    )
     assert (run / "student" / "README.md").read_text() == card  # copied into the checkpoint folder
 
 

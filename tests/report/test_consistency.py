@@ -9,9 +9,22 @@ from dante.report.reference import DANTE_MOSAIC
 
 
 def row(model, **kw):
-    base = {"model": model, "benchmark": "GSM8K", "task": "gsm8k_local", "shots": 8, "metric": "exact_match", "filter": "strict-match",
-            "harness": "lm-eval", "lm_eval_version": "0.4.13", "n_samples": 1319, "n_total": 1319, "max_gen_toks": None,
-            "apply_chat_template": False, "value": 0.3, "primary": True}
+    base = {
+        "model": model,
+        "benchmark": "GSM8K",
+        "task": "gsm8k_local",
+        "shots": 8,
+        "metric": "exact_match",
+        "filter": "strict-match",
+        "harness": "lm-eval",
+        "lm_eval_version": "0.4.13",
+        "n_samples": 1319,
+        "n_total": 1319,
+        "max_gen_toks": None,
+        "apply_chat_template": False,
+        "value": 0.3,
+        "primary": True,
+    }
     return {**base, **kw}
 
 

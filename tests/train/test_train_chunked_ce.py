@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from dante.models import load_causal_lm
+from dante.train.chunked_ce import ChunkedCEHead, ce_chunk_tokens, chunked_weighted_ce_sum
 from dante.train.data import IGNORE, collate, make_example
 from dante.train.forward import Forward
-from dante.train.chunked_ce import ChunkedCEHead, ce_chunk_tokens, chunked_weighted_ce_sum
 from dante.train.losses import weighted_ce_sum
 
 CPU = SimpleNamespace(device=torch.device("cpu"))
@@ -75,10 +75,13 @@ def test_forward_with_chunked_head_matches_full_logits(tmp_path, packing, tie):
     tok = make_tokenizer(tmp_path, flavour="student", vocab_size=320)
     make_model(tmp_path, tok, tie=tie, seed=3)
     model = load_causal_lm(str(tmp_path), dtype="float32", attn_implementation="sdpa")
-    examples = [make_example("a", [5, 6, 7], [8, 9, 10, 11, 2], 0.3, False), make_example("b", [12, 13], [14, 15, 2], 2.0, False),
-                make_example("c", [16], [17, 18, 19, 20, 21, 22, 2], 1.1, False)]
+    examples = [
+        make_example("a", [5, 6, 7], [8, 9, 10, 11, 2], 0.3, False),
+        make_example("b", [12, 13], [14, 15, 2], 2.0, False),
+        make_example("c", [16], [17, 18, 19, 20, 21, 22, 2], 1.1, False),
+    ]
     batch = collate(examples, [0.9, 0.4, 0.7], packing=packing, pad_id=0)
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
 
     plain = Forward(model, model, CPU).loss_sums(batch)
     g_plain = torch.autograd.grad(plain[0], params)

@@ -58,7 +58,9 @@ def test_missing_entropy_names_the_record(tmp_path):
     with pytest.raises(DataError, match="'id1' has no output_entropy") as err:
         check_entropies(exs)
     assert err.value.field == "output_entropy"
-    (tmp_path / "a.jsonl").write_text('{"id": "id0", "prompt": "p", "teacher_text": "t"}\n{"id": "id1", "prompt": "q", "teacher_text": "t"}\n')
+    (tmp_path / "a.jsonl").write_text(
+        '{"id": "id0", "prompt": "p", "teacher_text": "t"}\n{"id": "id1", "prompt": "q", "teacher_text": "t"}\n'
+    )
     with pytest.raises(DataError) as err:
         check_entropies(exs, str(tmp_path))
     assert err.value.file == f"{tmp_path / 'a.jsonl'}:2"

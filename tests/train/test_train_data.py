@@ -41,7 +41,14 @@ def test_chat_rendering_masks_prompt_and_appends_eos(tok):
 
 
 def test_messages_and_raw_text(tok):
-    rec = _rec(1, messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "2+3?"}])
+    rec = _rec(
+        1,
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "2+3?"},
+        ],
+    )
     p, _ = render_record(rec, tok, chat=True)
     assert "<turn>assistant: hello</turn>" in tok.decode(p)
     p, c = render_record(_rec(2), tok, chat=False)
@@ -54,7 +61,13 @@ def test_require_chat_template_error(student_dir, tok):
     tok2 = load_tokenizer(str(student_dir))
     tok2.chat_template = None
     with pytest.raises(DanteError, match="no chat template") as err:
-        build_examples([_rec(0)], tok2, StudentConfig(model=str(student_dir), require_chat_template=True), 512, model_ref=str(student_dir))
+        build_examples(
+            [_rec(0)],
+            tok2,
+            StudentConfig(model=str(student_dir), require_chat_template=True),
+            512,
+            model_ref=str(student_dir),
+        )
     assert err.value.field == "student.require_chat_template" and str(student_dir) in str(err.value)
     [ex], stats = build_examples([_rec(0)], tok2, StudentConfig(model="x"), 512)  # not required: raw text
     assert not stats.chat_template
@@ -76,7 +89,9 @@ def test_truncation_and_drops_are_counted(tok):
 def test_block_diagonal_mask():
     seg = torch.tensor([[0, 0, 1, 1, 1]])
     m = block_diagonal_causal_mask(seg, as_bool=True)[0, 0]
-    expect = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    expect = torch.tensor(
+        [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool
+    )
     assert torch.equal(m, expect)
     f = block_diagonal_causal_mask(seg, as_bool=False)[0, 0]
     assert torch.equal(f == 0, expect)
@@ -98,7 +113,11 @@ def _per_record_losses(fwd, exs, packing):
 def test_packed_batch_equals_records_one_by_one(student_dir, tok, attn):
     torch.manual_seed(0)
     model = load_causal_lm(str(student_dir), dtype="float32", attn_implementation=attn)
-    recs = [_rec(0), _rec(1, prompt="def add(a, b):", text="    return a + b"), _rec(2, prompt="The quick brown fox", text="jumps over the lazy dog. " * 3)]
+    recs = [
+        _rec(0),
+        _rec(1, prompt="def add(a, b):", text="    return a + b"),
+        _rec(2, prompt="The quick brown fox", text="jumps over the lazy dog. " * 3),
+    ]
     exs, _ = build_examples(recs, tok, StudentConfig(model="x"), 256)
     fwd = Forward(model, model, SimpleNamespace(device=torch.device("cpu")))
     with torch.no_grad():
@@ -111,6 +130,9 @@ def test_packed_batch_equals_records_one_by_one(student_dir, tok, attn):
     with torch.no_grad():
         batch = collate(exs, [1.0] * 3, packing=True, pad_id=0)
         leak = model(input_ids=batch["input_ids"], attention_mask=torch.ones_like(batch["input_ids"])).logits
-        ok = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                   attention_mask=block_diagonal_causal_mask(batch["segment_ids"], as_bool=attn == "sdpa")).logits
+        ok = model(
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            attention_mask=block_diagonal_causal_mask(batch["segment_ids"], as_bool=attn == "sdpa"),
+        ).logits
     assert not torch.allclose(leak[0, -1], ok[0, -1], atol=1e-4)

@@ -16,11 +16,20 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_card_recipe_matches_the_card():
     r = load_recipe(ROOT / "configs" / "dante-mosaic-3.5b.yaml")
     t = r.train
-    assert (r.teacher.backend, r.teacher.model, r.teacher.tensor_parallel_size) == ("vllm", "moonshotai/Kimi-K2-Instruct", 16)
+    assert (r.teacher.backend, r.teacher.model, r.teacher.tensor_parallel_size) == (
+        "vllm",
+        "moonshotai/Kimi-K2-Instruct",
+        16,
+    )
     assert (r.student.model, r.student.num_parameters) == ("HuggingFaceTB/SmolLM3-3B", 3_080_000_000)
     assert (t.steps, t.batch_sequences, t.max_length, t.lr, t.warmup_steps, t.seed) == (2000, 128, 4096, 2e-5, 200, 42)
     assert (t.adam_beta1, t.adam_beta2, t.adam_eps, t.weight_decay, t.grad_clip) == (0.9, 0.95, 1e-8, 0.1, 1.0)
-    assert t.mixed_precision == "bf16" and t.gradient_checkpointing and t.lr_scheduler == "cosine" and t.curriculum == "entropy"
+    assert (
+        t.mixed_precision == "bf16"
+        and t.gradient_checkpointing
+        and t.lr_scheduler == "cosine"
+        and t.curriculum == "entropy"
+    )
 
 
 def test_flops_estimate_by_hand():
@@ -31,7 +40,9 @@ def test_flops_estimate_by_hand():
     assert est["flops"] == pytest.approx(tokens * (6 * 3e9 + 12 * 36 * 2048 * 500))
     assert est["device_hours"] == pytest.approx(est["flops"] / (0.4 * 312e12) / 3600)
     r2 = load_recipe(data={"train": {"batch_tokens": 1000, "steps": 10}})
-    est2 = estimate_training(r2, num_parameters=1e6, n_layers=None, hidden=None, mean_tokens_per_record=100, mfu=0.5, peak_tflops=989)
+    est2 = estimate_training(
+        r2, num_parameters=1e6, n_layers=None, hidden=None, mean_tokens_per_record=100, mfu=0.5, peak_tflops=989
+    )
     assert est2["tokens"] == 10_000 and est2["flops"] == 6e6 * 10_000 and "note" in est2
 
 

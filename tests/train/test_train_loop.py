@@ -37,7 +37,11 @@ def _env() -> dict:
 
 
 def test_fifty_steps_lower_held_out_loss_and_write_outputs(tmp_path, student_dir, tiny_cache):
-    recipe = load_recipe(data=recipe_data(tmp_path, student_dir, tiny_cache, steps=50, eval_fraction=0.25, eval_every=25, checkpoint_every=20))
+    recipe = load_recipe(
+        data=recipe_data(
+            tmp_path, student_dir, tiny_cache, steps=50, eval_fraction=0.25, eval_every=25, checkpoint_every=20
+        )
+    )
     result = train(recipe)
     assert result.steps == 50 and result.eval_loss < result.initial_eval_loss - 0.5
     out = recipe.student_dir
@@ -45,16 +49,43 @@ def test_fifty_steps_lower_held_out_loss_and_write_outputs(tmp_path, student_dir
     assert rows[0] == {"step": 0, "eval_loss": result.initial_eval_loss, "tokens": 0}
     steps = [r for r in rows if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, 51))
-    for key in ("loss", "cwce", "ce", "tea", "lambda_ce", "lambda_tea", "lr", "grad_norm", "tokens", "tokens_per_s", "epoch"):
+    for key in (
+        "loss",
+        "cwce",
+        "ce",
+        "tea",
+        "lambda_ce",
+        "lambda_tea",
+        "lr",
+        "grad_norm",
+        "tokens",
+        "tokens_per_s",
+        "epoch",
+    ):
         assert key in steps[0]
     assert steps[0]["lambda_tea"] == 1.0 and steps[-1]["lambda_tea"] == pytest.approx(0.1)
     assert [r["step"] for r in steps if "eval_loss" in r] == [25, 50]
     assert steps[-1]["records"] == 50 * 4  # batch_sequences records per step, packing or not
     manifest = json.loads((out / "dante_manifest.json").read_text())
-    for key in ("config", "versions", "seed", "steps", "tokens_seen", "data", "wall_time_s", "device_type", "device_count", "device_hours"):
+    for key in (
+        "config",
+        "versions",
+        "seed",
+        "steps",
+        "tokens_seen",
+        "data",
+        "wall_time_s",
+        "device_type",
+        "device_count",
+        "device_hours",
+    ):
         assert key in manifest
     assert manifest["tokens_seen"] == steps[-1]["tokens"] and manifest["data"]["truncated"] == 0
-    assert (out / "model.safetensors").is_file() and (out / "resolved_recipe.yaml").is_file() and (out / "tokenizer.json").is_file()
+    assert (
+        (out / "model.safetensors").is_file()
+        and (out / "resolved_recipe.yaml").is_file()
+        and (out / "tokenizer.json").is_file()
+    )
     assert [p.name for p in complete_checkpoints(out)] == ["step-000020", "step-000040"]
     from transformers import AutoModelForCausalLM
 
@@ -91,7 +122,9 @@ def test_missing_entropy_with_curriculum_is_a_clear_error(tmp_path, student_dir)
     with pytest.raises(DataError, match="'r003' has no output_entropy") as err:
         train(load_recipe(data=recipe_data(tmp_path, student_dir, cache, steps=1)))
     assert err.value.file.endswith("shard-00000.jsonl:4")
-    train(load_recipe(data=recipe_data(tmp_path, student_dir, cache, steps=1, curriculum="shuffle")))  # the ablation runs
+    train(
+        load_recipe(data=recipe_data(tmp_path, student_dir, cache, steps=1, curriculum="shuffle"))
+    )  # the ablation runs
 
 
 def test_max_length_smaller_than_every_prompt(tmp_path, student_dir, tiny_cache):
@@ -100,7 +133,7 @@ def test_max_length_smaller_than_every_prompt(tmp_path, student_dir, tiny_cache)
 
 
 def test_resume_in_process_gives_the_same_losses(tmp_path, student_dir, tiny_cache, monkeypatch):
-    kw = dict(steps=8, checkpoint_every=3, keep_checkpoints=1)
+    kw = {"steps": 8, "checkpoint_every": 3, "keep_checkpoints": 1}
     full = train(load_recipe(data=recipe_data(tmp_path / "a", student_dir, tiny_cache, **kw)))
     recipe = load_recipe(data=recipe_data(tmp_path / "b", student_dir, tiny_cache, **kw))
     from dante.train.metrics import MetricsLog
@@ -126,13 +159,19 @@ def test_resume_in_process_gives_the_same_losses(tmp_path, student_dir, tiny_cac
 
 
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, student_dir, tiny_cache):
-    kw = dict(steps=10, checkpoint_every=3, keep_checkpoints=2)
+    kw = {"steps": 10, "checkpoint_every": 3, "keep_checkpoints": 2}
     full = train(load_recipe(data=recipe_data(tmp_path / "a", student_dir, tiny_cache, **kw)))
     recipe_file = tmp_path / "b.yaml"
     recipe_file.write_text(yaml.safe_dump(recipe_data(tmp_path / "b", student_dir, tiny_cache, **kw)))
     out = tmp_path / "b" / "run" / "student"
     cmd = [PY, "-m", "dante.cli", "train", str(recipe_file)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**_env(), "DANTE_TRAIN_STEP_DELAY_S": "0.4"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**_env(), "DANTE_TRAIN_STEP_DELAY_S": "0.4"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         if (out / "metrics.jsonl").exists() and any(r.get("step", 0) >= 7 for r in _rows(out / "metrics.jsonl")):
@@ -154,12 +193,26 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, student_dir
 
 def test_two_processes_match_one_process(tmp_path, student_dir, tiny_cache):
     """DDP on CPU (gloo, 2 ranks through torchrun) gives the same loss curve as 1 process."""
-    kw = dict(steps=5, batch_sequences=6, micro_batch_size=2)
+    kw = {"steps": 5, "batch_sequences": 6, "micro_batch_size": 2}
     single = train(load_recipe(data=recipe_data(tmp_path / "one", student_dir, tiny_cache, **kw)))
     recipe_file = tmp_path / "two.yaml"
     recipe_file.write_text(yaml.safe_dump(recipe_data(tmp_path / "two", student_dir, tiny_cache, **kw)))
-    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "dante.cli", "train", str(recipe_file)]
-    done = subprocess.run(cmd, cwd=ROOT, env={**_env(), "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=240)
+    cmd = [
+        PY,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "dante.cli",
+        "train",
+        str(recipe_file),
+    ]
+    done = subprocess.run(
+        cmd, cwd=ROOT, env={**_env(), "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "two" / "run" / "student"
     manifest = json.loads((out / "dante_manifest.json").read_text())
@@ -175,7 +228,9 @@ def test_compile_gives_the_same_losses_and_a_plain_checkpoint(tmp_path, student_
     from transformers import AutoModelForCausalLM
 
     eager = train(load_recipe(data=recipe_data(tmp_path / "eager", student_dir, tiny_cache, steps=3)))
-    compiled = train(load_recipe(data=recipe_data(tmp_path / "compiled", student_dir, tiny_cache, steps=3, compile=True)))
+    compiled = train(
+        load_recipe(data=recipe_data(tmp_path / "compiled", student_dir, tiny_cache, steps=3, compile=True))
+    )
     n_layers = AutoModelForCausalLM.from_pretrained(student_dir).config.num_hidden_layers
     assert f"compile: {n_layers} decoder blocks compiled" in capsys.readouterr().out
     assert _losses(compiled.metrics_path) == pytest.approx(_losses(eager.metrics_path), rel=1e-4)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from dante.config import LossConfig
 from dante.models import load_causal_lm, load_tokenizer
-from dante.train.data import build_examples, collate, make_example
+from dante.train.data import collate, make_example
 from dante.train.forward import Forward
 from dante.train.losses import (
     TeaAnchor,
@@ -124,7 +124,7 @@ def test_combined_loss_gradient_matches_direct_pytorch(student_dir, normalise):
     lam_c, lam_t = lambda_ce(step, cfg), lambda_tea(step, total, cfg)
 
     direct = _direct_loss(model, raw, e0, lam_c, lam_t, normalise)
-    g_direct = torch.autograd.grad(direct, [p for p in model.parameters()])
+    g_direct = torch.autograd.grad(direct, list(model.parameters()))
 
     examples = [make_example(f"r{i}", p, c, h, False) for i, (p, c, h) in enumerate(raw)]
     u = [token_weights(cwce_weight(ex.entropy, cfg), ex.n_completion, normalise) for ex in examples]
@@ -135,13 +135,15 @@ def test_combined_loss_gradient_matches_direct_pytorch(student_dir, normalise):
     for k, group in enumerate([[0, 1], [2]]):  # two micro-batches, packed
         if k == 1:
             anchor.arm()
-        logits, targets, weights = fwd(collate([examples[i] for i in group], [u[i] for i in group], packing=True, pad_id=0))
+        logits, targets, weights = fwd(
+            collate([examples[i] for i in group], [u[i] for i in group], packing=True, pad_id=0)
+        )
         wsum, _ = weighted_ce_sum(logits, targets, weights)
         loss = lam_c * wsum / denom
         if k == 1:
             loss = loss + lam_t * anchor.take()
         total_loss = total_loss + loss
-    g_ours = torch.autograd.grad(total_loss, [p for p in model.parameters()])
+    g_ours = torch.autograd.grad(total_loss, list(model.parameters()))
     assert total_loss.item() == pytest.approx(direct.item(), rel=1e-5)
     for a, b in zip(g_ours, g_direct):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -155,7 +157,9 @@ def test_card_normalisation_is_sequence_times_mean_weight():
     n = [e.n_completion for e in exs]
     assert normaliser(n, us, "sequence") == pytest.approx(sum(w))
     assert normaliser(n, uc, "card") == 2.0
-    assert normaliser(n, [token_weights(wi, e.n_completion, "token") for wi, e in zip(w, exs)], "token") == pytest.approx(3 * w[0] + w[1])
+    assert normaliser(
+        n, [token_weights(wi, e.n_completion, "token") for wi, e in zip(w, exs)], "token"
+    ) == pytest.approx(3 * w[0] + w[1])
 
 
 def test_record_weight_and_batch_weights_hand_values():
@@ -178,8 +182,14 @@ def test_record_weight_and_batch_weights_hand_values():
 def test_loss_constants_that_make_no_sense_are_refused():
     from pydantic import ValidationError
 
-    for bad in ({"cwce_floor": -0.1}, {"cwce_slope": 0.0}, {"cwce_span": -0.5}, {"tea_start": -1.0}, {"ce_start": 0.0},
-                {"ce_warmup_steps": 10, "ce_ramp_end": 10}):
+    for bad in (
+        {"cwce_floor": -0.1},
+        {"cwce_slope": 0.0},
+        {"cwce_span": -0.5},
+        {"tea_start": -1.0},
+        {"ce_start": 0.0},
+        {"ce_warmup_steps": 10, "ce_ramp_end": 10},
+    ):
         with pytest.raises(ValidationError):
             LossConfig(**bad)
     LossConfig(ce_schedule=False, ce_warmup_steps=10, ce_ramp_end=10)  # no ramp: the pair does not matter

@@ -18,8 +18,11 @@ CPU = SimpleNamespace(device=torch.device("cpu"))
 
 
 def _examples():
-    return [make_example("a", [5, 6, 7], [8, 9, 10, 11, 2], 0.3, False), make_example("b", [12, 13], [14, 15, 2], 2.0, False),
-            make_example("c", [16], list(range(17, 40)) + [2], 1.1, False)]
+    return [
+        make_example("a", [5, 6, 7], [8, 9, 10, 11, 2], 0.3, False),
+        make_example("b", [12, 13], [14, 15, 2], 2.0, False),
+        make_example("c", [16], list(range(17, 40)) + [2], 1.1, False),
+    ]
 
 
 def test_record_bounds_are_cumulative_lengths():
@@ -59,32 +62,51 @@ def test_packed_sdpa_logits_equal_each_record_alone_and_padded_rows_keep_their_m
         n_before = sum(sum(t != -100 for t in e.targets) for e in exs[:r])
         assert torch.allclose(packed[n_before : n_before + len(tgt)], ref[tgt], atol=1e-5)
         start += len(ex)
-    keep_cols = [j for j in range(padded.shape[1])]
+    keep_cols = list(range(padded.shape[1]))
     assert len(keep_cols) > 0
     for r, (ex, ref) in enumerate(zip(exs, alone)):
         # padded rows: logits are kept for every column that has a target in any row
         cols = [j for j in range(len(ex)) if any(e.targets[j] != -100 for e in exs if j < len(e))]
-        assert torch.allclose(padded[r, : len(cols)][[cols.index(j) for j in cols if ex.targets[j] != -100]],
-                              ref[[j for j in cols if ex.targets[j] != -100]], atol=1e-5)
+        assert torch.allclose(
+            padded[r, : len(cols)][[cols.index(j) for j in cols if ex.targets[j] != -100]],
+            ref[[j for j in cols if ex.targets[j] != -100]],
+            atol=1e-5,
+        )
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_sliding_window_students_keep_their_window_in_packed_rows(tmp_path, attn):
-    from tiny import make_tokenizer
     from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from tiny import make_tokenizer
 
     tok = make_tokenizer(tmp_path, flavour="student", vocab_size=320)
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=0,
-                         layer_types=["sliding_attention", "sliding_attention"], pad_token_id=tok.pad_token_id)
+    config = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=4,
+        max_window_layers=0,
+        layer_types=["sliding_attention", "sliding_attention"],
+        pad_token_id=tok.pad_token_id,
+    )
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
     masked_model = load_causal_lm(str(tmp_path), dtype="float32", attn_implementation="sdpa")
     packed_model = load_causal_lm(str(tmp_path), dtype="float32", attn_implementation=attn)
     exs = _examples()
     with torch.no_grad():
-        packed = Forward(packed_model, packed_model, CPU, packed_attention=True).loss_sums(collate(exs, [1.0] * 3, packing=True, pad_id=0))[1]
-        alone = sum(Forward(masked_model, masked_model, CPU).loss_sums(collate([ex], [1.0], packing=False, pad_id=0))[1] for ex in exs)
+        packed = Forward(packed_model, packed_model, CPU, packed_attention=True).loss_sums(
+            collate(exs, [1.0] * 3, packing=True, pad_id=0)
+        )[1]
+        alone = sum(
+            Forward(masked_model, masked_model, CPU).loss_sums(collate([ex], [1.0], packing=False, pad_id=0))[1]
+            for ex in exs
+        )
     assert packed.item() == pytest.approx(alone.item(), rel=1e-5)  # windows shorter than the records are kept
 
 

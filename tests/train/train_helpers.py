@@ -17,7 +17,13 @@ def make_cache_lines(n: int = 24, seed: int = 0, *, entropy: bool = True) -> lis
         topic = TOPICS[i % len(TOPICS)]
         prompt = f"Question {i}: tell me about the {topic}."
         text = f"The answer is {topic}. The {topic} is {i % 7}." + (" More." * rng.randint(0, 3))
-        row = {"id": f"r{i:03d}", "prompt": prompt, "teacher_text": text, "self_consistency": None, "difficulty_score": None}
+        row = {
+            "id": f"r{i:03d}",
+            "prompt": prompt,
+            "teacher_text": text,
+            "self_consistency": None,
+            "difficulty_score": None,
+        }
         row["output_entropy"] = round(rng.uniform(0.0, 3.0), 3) if entropy else None
         rows.append(row)
     return rows
@@ -33,8 +39,15 @@ def write_cache(directory: Path, rows: list[dict]) -> Path:
 def recipe_data(tmp: Path, student_dir: Path, cache_dir: Path, **train) -> dict:
     """A recipe dict for a tiny CPU run; train overrides go into the train section."""
     base = {
-        "steps": 6, "batch_sequences": 4, "micro_batch_size": 2, "max_length": 96, "lr": 3e-3,
-        "warmup_steps": 1, "lr_scheduler": "constant_with_warmup", "checkpoint_every": 100, "seed": 7,
+        "steps": 6,
+        "batch_sequences": 4,
+        "micro_batch_size": 2,
+        "max_length": 96,
+        "lr": 3e-3,
+        "warmup_steps": 1,
+        "lr_scheduler": "constant_with_warmup",
+        "checkpoint_every": 100,
+        "seed": 7,
     }
     base.update(train)
     return {

@@ -21,8 +21,21 @@ FORMAT = "dante-cache/1"
 # Settings that change how fast or where the teacher runs, not what it writes: changing
 # them (e.g. more retries after a failure, another server URL) must not block a resume.
 OPERATIONAL = {
-    "teacher": {"device", "batch_size", "concurrency", "max_retries", "request_timeout_s", "backoff_base_s", "backoff_max_s",
-                "base_url", "api_key", "api_key_env", "gpu_memory_utilization", "tensor_parallel_size", "pipeline_parallel_size"},
+    "teacher": {
+        "device",
+        "batch_size",
+        "concurrency",
+        "max_retries",
+        "request_timeout_s",
+        "backoff_base_s",
+        "backoff_max_s",
+        "base_url",
+        "api_key",
+        "api_key_env",
+        "gpu_memory_utilization",
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+    },
     "prompts": {"limit"},  # a larger limit extends a cache
 }
 
@@ -58,7 +71,8 @@ def check_manifest(directory: Path, recipe: Recipe) -> dict[str, Any] | None:
         raise DanteError(
             "this cache was written with other teacher/prompts settings"
             + (f" ({'; '.join(changes[:6])})" if changes else ""),
-            file=directory / CACHE_MANIFEST, field="cache.dir",
+            file=directory / CACHE_MANIFEST,
+            field="cache.dir",
             hint="use another cache.dir, or delete the folder to regenerate; a cache never mixes two teachers",
         )
     return manifest
@@ -72,11 +86,17 @@ def read_manifest(directory: str | Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"manifest is not valid JSON ({exc})", file=path, hint="delete it to rebuild from the shards") from None
+        raise DataError(
+            f"manifest is not valid JSON ({exc})", file=path, hint="delete it to rebuild from the shards"
+        ) from None
     except OSError as exc:
         raise disk_error(exc, path, "read the manifest") from None
     if not isinstance(data, dict):
-        raise DataError(f"manifest must be a JSON object, got {type(data).__name__}", file=path, hint="delete it to rebuild from the shards")
+        raise DataError(
+            f"manifest must be a JSON object, got {type(data).__name__}",
+            file=path,
+            hint="delete it to rebuild from the shards",
+        )
     return data
 
 
@@ -84,8 +104,13 @@ def new_manifest(recipe: Recipe, prompts_total: int, old: dict[str, Any] | None,
     """The manifest of this run of the cache: its key, settings and counts; ``created`` kept from ``old``."""
     cfg = recipe.teacher
     return {
-        "format": FORMAT, "cache_key": cache_key(recipe), "recipe_hash": recipe_hash(recipe, ("teacher", "prompts")),
-        "created": (old or {}).get("created", now), "updated": now,
+        "format": FORMAT,
+        "cache_key": cache_key(recipe),
+        "recipe_hash": recipe_hash(recipe, ("teacher", "prompts")),
+        "created": (old or {}).get("created", now),
+        "updated": now,
         "teacher": {"backend": cfg.backend, "model": cfg.model, "sampling": sampling_settings(cfg)},
-        "settings": content_settings(recipe), "prompts_total": prompts_total, "complete": False,
+        "settings": content_settings(recipe),
+        "prompts_total": prompts_total,
+        "complete": False,
     }

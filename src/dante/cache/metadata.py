@@ -17,7 +17,12 @@ from itertools import combinations
 from dante.teacher.entropy import output_entropy, topk_entropy
 
 __all__ = [
-    "difficulty_score", "extract_answer", "normalise_number", "output_entropy", "self_consistency", "text_similarity",
+    "difficulty_score",
+    "extract_answer",
+    "normalise_number",
+    "output_entropy",
+    "self_consistency",
+    "text_similarity",
     "topk_entropy",
 ]
 

@@ -37,7 +37,9 @@ class CacheRecord(BaseModel):
     difficulty_score: float | None = Field(None, description="f(entropy, consistency), in [0, 1].")
     id: str | None = Field(None, description="Stable id; default record_id(prompt).")
     system: str | None = Field(None, description="System prompt, if any.")
-    messages: list[dict[str, Any]] | None = Field(None, description="Chat messages before the completion, if the prompt was a conversation.")
+    messages: list[dict[str, Any]] | None = Field(
+        None, description="Chat messages before the completion, if the prompt was a conversation."
+    )
     teacher: str | None = None
     sampling: dict[str, Any] | None = None
     prompt_tokens: int | None = Field(None, ge=0)
@@ -134,7 +136,9 @@ def parse_line(raw: bytes, file: str, lineno: int, *, strict: bool = False) -> t
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        return None, [Problem(file, lineno, "<line>", f"not valid JSON ({exc.msg} at column {exc.colno}); truncated line?")]
+        return None, [
+            Problem(file, lineno, "<line>", f"not valid JSON ({exc.msg} at column {exc.colno}); truncated line?")
+        ]
     if not isinstance(obj, dict):
         return None, [Problem(file, lineno, "<line>", f"must be a JSON object, got {type(obj).__name__}")]
     problems = []
@@ -153,7 +157,9 @@ def parse_line(raw: bytes, file: str, lineno: int, *, strict: bool = False) -> t
     return (None if problems else rec), problems
 
 
-def iter_cache(path: str | Path, *, strict: bool = False) -> Iterator[tuple[str, int, CacheRecord | None, list[Problem]]]:
+def iter_cache(
+    path: str | Path, *, strict: bool = False
+) -> Iterator[tuple[str, int, CacheRecord | None, list[Problem]]]:
     """Yield (file, line, record-or-None, problems) for every non-blank line of a cache."""
     for f in cache_files(path):
         with open(f, "rb") as fh:
@@ -174,7 +180,9 @@ def read_cache(path: str | Path, *, strict: bool = False, allow_duplicates: bool
     for file, lineno, rec, problems in iter_cache(path, strict=strict):
         if problems:
             p = problems[0]
-            raise DataError(p.message, file=p.file, line=p.line, field=p.field, hint="run `dante cache validate` for every problem")
+            raise DataError(
+                p.message, file=p.file, line=p.line, field=p.field, hint="run `dante cache validate` for every problem"
+            )
         assert rec is not None and rec.id is not None
         if rec.id in seen and not allow_duplicates:
             f0, l0 = seen[rec.id]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from dante.layout import RESOLVED_RECIPE
 from dante.prompts import Prompt, load_prompts
 from dante.teacher import Completion, Teacher, make_teacher
 from dante.teacher.base import sampling_settings
+
 
 @dataclass
 class CacheSummary:
@@ -53,49 +54,72 @@ class CacheSummary:
     def __str__(self) -> str:
         ent = f", mean entropy {self.mean_entropy:.3f} nats" if self.mean_entropy is not None else ""
         return (
-            f"cache {self.cache_dir}: {self.records}/{self.prompts} prompts done ({self.written} new, {self.skipped} already there) "
+            f"cache {self.cache_dir}: {self.records}/{self.prompts} prompts done ({self.written} new, "
+            f"{self.skipped} already there) "
             f"in {self.shards} shard(s); {self.completion_tokens} generated tokens in {self.seconds:.1f}s "
             f"({self.records_per_s:.2f} records/s, {self.tokens_per_s:.1f} tokens/s){ent}"
         )
 
     def __rich__(self) -> Table:
         t = Table(title=f"teacher cache: {self.cache_dir}", show_header=False, title_justify="left")
-        rows = [("teacher", self.teacher or "-"), ("records", f"{self.records} / {self.prompts} prompts"),
-                ("new / skipped", f"{self.written} / {self.skipped}"), ("shards", str(self.shards)),
-                ("generated tokens", f"{self.completion_tokens} (greedy + consistency samples)"), ("time", f"{self.seconds:.1f} s"),
-                ("rate", f"{self.records_per_s:.2f} records/s, {self.tokens_per_s:.1f} tokens/s"),
-                ("mean entropy", "-" if self.mean_entropy is None else f"{self.mean_entropy:.4f} nats"),
-                ("finish reasons", ", ".join(f"{k}: {v}" for k, v in sorted(self.finish_reasons.items())) or "-")]
+        rows = [
+            ("teacher", self.teacher or "-"),
+            ("records", f"{self.records} / {self.prompts} prompts"),
+            ("new / skipped", f"{self.written} / {self.skipped}"),
+            ("shards", str(self.shards)),
+            ("generated tokens", f"{self.completion_tokens} (greedy + consistency samples)"),
+            ("time", f"{self.seconds:.1f} s"),
+            ("rate", f"{self.records_per_s:.2f} records/s, {self.tokens_per_s:.1f} tokens/s"),
+            ("mean entropy", "-" if self.mean_entropy is None else f"{self.mean_entropy:.4f} nats"),
+            ("finish reasons", ", ".join(f"{k}: {v}" for k, v in sorted(self.finish_reasons.items())) or "-"),
+        ]
         for k, v in rows:
             t.add_row(k, v)
         return t
 
 
-def make_record(c: Completion, teacher_name: str, sampling: dict[str, Any], consistency_k: int, entropy_scale: float) -> CacheRecord:
+def make_record(
+    c: Completion, teacher_name: str, sampling: dict[str, Any], consistency_k: int, entropy_scale: float
+) -> CacheRecord:
     """A Completion + its metadata -> the cache record (docs/teachers.md, "The cache folder")."""
     entropy = c.main.output_entropy
     consistency = self_consistency([s.text for s in c.samples]) if consistency_k else None
     p: Prompt = c.prompt
     return CacheRecord(
-        id=p.id, prompt=p.prompt, system=p.system, messages=p.messages, source=p.source,
-        teacher_text=c.main.text, output_entropy=entropy, self_consistency=consistency,
+        id=p.id,
+        prompt=p.prompt,
+        system=p.system,
+        messages=p.messages,
+        source=p.source,
+        teacher_text=c.main.text,
+        output_entropy=entropy,
+        self_consistency=consistency,
         difficulty_score=difficulty_score(entropy, consistency, entropy_scale),
-        teacher=teacher_name, sampling=sampling, prompt_tokens=c.main.prompt_tokens,
-        completion_tokens=c.main.completion_tokens, finish_reason=c.main.finish_reason,
+        teacher=teacher_name,
+        sampling=sampling,
+        prompt_tokens=c.main.prompt_tokens,
+        completion_tokens=c.main.completion_tokens,
+        finish_reason=c.main.finish_reason,
         consistency_samples=consistency_k,
     )
 
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("[bold]teacher cache"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console, transient=False,
+        TextColumn("[bold]teacher cache"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     )
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Console | None = None) -> CacheSummary:
@@ -109,7 +133,9 @@ def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Consol
     base_dir = Path(recipe.source_file).parent if recipe.source_file else None
     prompts = load_prompts(recipe.prompts, base_dir=base_dir)
     manifest = new_manifest(recipe, len(prompts), old, _now())
-    writer = CacheWriter(directory, shard_size=recipe.cache.shard_size, flush_every=recipe.cache.flush_every, manifest=manifest)
+    writer = CacheWriter(
+        directory, shard_size=recipe.cache.shard_size, flush_every=recipe.cache.flush_every, manifest=manifest
+    )
     done = writer.open()
     try:
         save_resolved(recipe, directory)
@@ -137,16 +163,23 @@ def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Consol
         # Compute adds up over resumed runs (a killed run's time is not counted: an under-estimate).
         wall = float(old.get("wall_time_s") or 0.0) + time.perf_counter() - t0
         count = devices.get("device_count")
-        writer.close(seal=complete, complete=complete, updated=_now(),
-                     wall_time_s=wall, **devices, device_hours=wall * count / 3600.0 if count else None)
+        writer.close(
+            seal=complete,
+            complete=complete,
+            updated=_now(),
+            wall_time_s=wall,
+            **devices,
+            device_hours=wall * count / 3600.0 if count else None,
+        )
     summary.records = writer.records
     summary.shards = len(writer.sealed_shards)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def generate_records(recipe: Recipe, engine: Teacher, pending: list[Prompt], writer: CacheWriter, summary: CacheSummary,
-                     console: Console) -> None:
+def generate_records(
+    recipe: Recipe, engine: Teacher, pending: list[Prompt], writer: CacheWriter, summary: CacheSummary, console: Console
+) -> None:
     """The generation loop: each finished completion becomes a record in ``writer`` and a tick
     of the progress bar; ``summary`` counts what was written."""
     cfg = recipe.teacher
@@ -167,4 +200,6 @@ def generate_records(recipe: Recipe, engine: Teacher, pending: list[Prompt], wri
                 entropy_sum, entropy_count = entropy_sum + rec.output_entropy, entropy_count + 1
                 summary.mean_entropy = entropy_sum / entropy_count
             dt = max(time.perf_counter() - start, 1e-9)
-            bar.update(task, advance=1, rate=f"{summary.written / dt:.2f} rec/s {summary.completion_tokens / dt:.0f} tok/s")
+            bar.update(
+                task, advance=1, rate=f"{summary.written / dt:.2f} rec/s {summary.completion_tokens / dt:.0f} tok/s"
+            )

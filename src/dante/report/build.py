@@ -7,7 +7,7 @@ the report is still written. Published figures of the card are reference rows, n
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,15 @@ from dante.report import plots
 from dante.report.card import model_card
 from dante.report.consistency import flag_rows
 from dante.report.data import RunData, load_run
-from dante.report.reference import CARD_SCORES, COMPUTE_POINTS, Published, PublishedCompute, CARD_COMPUTE
+from dante.report.reference import CARD_COMPUTE, CARD_SCORES, COMPUTE_POINTS, Published, PublishedCompute
 from dante.report.tables import (
-    cache_section, compute_section, reference_section, scores_section, settings_summary, student_compute, training_section,
+    cache_section,
+    compute_section,
+    reference_section,
+    scores_section,
+    settings_summary,
+    student_compute,
+    training_section,
 )
 
 console = Console(stderr=True)
@@ -63,29 +69,49 @@ def scoreboard_bars(data: RunData, refs: list[Published]) -> dict[str, list[dict
     for row, found in zip(rows, flags):
         ci = [100 * row["ci95"][0], 100 * row["ci95"][1]] if row.get("ci95") else None
         bars.setdefault(row["benchmark"], []).append(
-            {"label": row["model"], "value": 100 * row["value"], "published": False, "flagged": bool(found), "ci": ci})
+            {"label": row["model"], "value": 100 * row["value"], "published": False, "flagged": bool(found), "ci": ci}
+        )
     for ref in refs:
         if ref.benchmark in bars:  # published rows only next to a benchmark measured here
-            bars[ref.benchmark].append({"label": ref.model, "value": ref.value, "published": True, "flagged": True, "ci": None})
+            bars[ref.benchmark].append(
+                {"label": ref.model, "value": ref.value, "published": True, "flagged": True, "ci": None}
+            )
     return bars
 
 
 def compute_points(data: RunData, refs: list[Published]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Measured student points at its training device-hours, published points at the card's A100-hours, base as baselines."""
+    """Measured student points at its training device-hours, published points at the card's
+    A100-hours, base as baselines."""
     points, baselines = [], []
     student = student_compute(data)
     for row in data.primary_scores:
         if row["model"] == "student" and student and student.get("hours"):
             unit = {"cuda": "GPU-h", "cpu": "CPU-h"}.get(student.get("device_type"), f"{student.get('device_type')}-h")
-            points.append({"benchmark": row["benchmark"], "label": "student (measured)", "hours": student["hours"], "unit": unit,
-                           "value": 100 * row["value"], "published": False})
+            points.append(
+                {
+                    "benchmark": row["benchmark"],
+                    "label": "student (measured)",
+                    "hours": student["hours"],
+                    "unit": unit,
+                    "value": 100 * row["value"],
+                    "published": False,
+                }
+            )
         elif row["model"] == "base":
             baselines.append({"benchmark": row["benchmark"], "label": "base", "value": 100 * row["value"]})
     measured = {p["benchmark"] for p in points} | {b["benchmark"] for b in baselines}
     for ref in refs:
         if ref.model in COMPUTE_POINTS and ref.benchmark in measured:
-            points.append({"benchmark": ref.benchmark, "label": ref.model, "hours": COMPUTE_POINTS[ref.model], "unit": "A100-h",
-                           "value": ref.value, "published": True})
+            points.append(
+                {
+                    "benchmark": ref.benchmark,
+                    "label": ref.model,
+                    "hours": COMPUTE_POINTS[ref.model],
+                    "unit": "A100-h",
+                    "value": ref.value,
+                    "published": True,
+                }
+            )
     return points, baselines
 
 
@@ -94,11 +120,18 @@ def make_figures(data: RunData, out: Path, refs: list[Published]) -> dict[str, P
     figures: dict[str, Path | str] = {}
     attempts = {
         "scoreboard": (lambda: plots.scoreboard(scoreboard_bars(data, refs), out / "scoreboard.png"), "no scores yet"),
-        "score_vs_compute": (lambda: plots.score_vs_compute(*compute_points(data, refs), out / "score_vs_compute.png"),
-                             "needs student scores and the student's recorded training device-hours"),
-        "training_curves": (lambda: plots.training_curves(data.metrics, out / "training_curves.png"), "no training metrics"),
-        "cache_entropy": (lambda: plots.entropy_histogram(data.entropies, cwce_weight_fn(data), out / "cache_entropy.png"),
-                          "no cache records with output_entropy"),
+        "score_vs_compute": (
+            lambda: plots.score_vs_compute(*compute_points(data, refs), out / "score_vs_compute.png"),
+            "needs student scores and the student's recorded training device-hours",
+        ),
+        "training_curves": (
+            lambda: plots.training_curves(data.metrics, out / "training_curves.png"),
+            "no training metrics",
+        ),
+        "cache_entropy": (
+            lambda: plots.entropy_histogram(data.entropies, cwce_weight_fn(data), out / "cache_entropy.png"),
+            "no cache records with output_entropy",
+        ),
     }
     for name, (draw, why) in attempts.items():
         try:
@@ -116,8 +149,12 @@ def make_figures(data: RunData, out: Path, refs: list[Published]) -> dict[str, P
 
 
 def figures_section(figures: dict[str, Path | str], out: Path) -> str:
-    titles = {"scoreboard": "Scoreboard per benchmark", "score_vs_compute": "Score vs training compute",
-              "training_curves": "Training curves (loss, CWCE, TEA, λs, LR)", "cache_entropy": "Cache entropy and the CWCE weight w(H)"}
+    titles = {
+        "scoreboard": "Scoreboard per benchmark",
+        "score_vs_compute": "Score vs training compute",
+        "training_curves": "Training curves (loss, CWCE, TEA, λs, LR)",
+        "cache_entropy": "Cache entropy and the CWCE weight w(H)",
+    }
     lines = ["## Plots", ""]
     for name, value in figures.items():
         if isinstance(value, Path):
@@ -135,19 +172,35 @@ def consistency_section(data: RunData) -> str:
     lines += ["Settings of the measured scores (a benchmark listed twice was measured under two settings):", ""]
     lines += [f"- {s}" for s in settings_summary(rows)]
     flagged = sum(1 for f in flag_rows(rows) if f)
-    lines += ["", f"{flagged} of {len(rows)} measured scores are flagged; published rows are flagged against the measured settings above.", ""]
+    lines += [
+        "",
+        f"{flagged} of {len(rows)} measured scores are flagged; published rows are flagged against the "
+        "measured settings above.",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def render_report(data: RunData, settings: dict[str, Any], figures: dict[str, Path | str], out: Path,
-                  refs: list[Published], compute_refs: list[PublishedCompute]) -> str:
+def render_report(
+    data: RunData,
+    settings: dict[str, Any],
+    figures: dict[str, Path | str],
+    out: Path,
+    refs: list[Published],
+    compute_refs: list[PublishedCompute],
+) -> str:
     title = settings.get("title") or f"dante report: {data.recipe.get('name') or data.run_dir.name}"
-    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    when = datetime.now(UTC).isoformat(timespec="seconds")
     head = [f"# {title}", "", f"Run folder `{data.run_dir}`, report written {when}.", ""]
     run_notes = [f"> {n}" for n in data.notes.get("run", [])]
     parts = [
-        "\n".join(head + run_notes), scores_section(data), reference_section(data, refs) if refs else "",
-        compute_section(data, compute_refs), training_section(data), cache_section(data), figures_section(figures, out),
+        "\n".join(head + run_notes),
+        scores_section(data),
+        reference_section(data, refs) if refs else "",
+        compute_section(data, compute_refs),
+        training_section(data),
+        cache_section(data),
+        figures_section(figures, out),
         consistency_section(data),
     ]
     return "\n\n".join(p for p in parts if p).rstrip() + "\n"
@@ -161,7 +214,9 @@ def write_model_card(data: RunData, settings: dict[str, Any], out: Path) -> Path
     rows = [r for r in data.primary_scores if r["model"] == "student"]
     text = model_card(name, data, rows) + f"\n{CARD_MARKER}\n"
     path = atomic_write_text(out / "README.md", text)
-    target = data.student_dir / "README.md" if data.student_dir and (data.student_dir / "config.json").is_file() else None
+    target = (
+        data.student_dir / "README.md" if data.student_dir and (data.student_dir / "config.json").is_file() else None
+    )
     if target and (not target.exists() or CARD_MARKER in target.read_text(encoding="utf-8", errors="replace")):
         atomic_write_text(target, text)
     return path

@@ -17,33 +17,49 @@ from dante.report.tables import md_table, pct
 
 
 def _is_hub_id(ref: str | None) -> bool:
-    return bool(ref) and not ref.startswith((".", "/", "~", "pypi:")) and ref.count("/") == 1 and not ref.endswith(".gguf")
+    return (
+        bool(ref) and not ref.startswith((".", "/", "~", "pypi:")) and ref.count("/") == 1 and not ref.endswith(".gguf")
+    )
 
 
 def result_name(row: dict[str, Any]) -> str:
     """'GSM8K (8-shot, exact_match strict-match, lm-eval 0.4.13, n=5 of 1319)'."""
     filt = "" if row.get("filter") in (None, "none") else f" {row['filter']}"
-    n = f"n={row.get('n_samples')}" + (f" of {row['n_total']}" if row.get("n_total") and row["n_total"] != row.get("n_samples") else "")
+    n = f"n={row.get('n_samples')}" + (
+        f" of {row['n_total']}" if row.get("n_total") and row["n_total"] != row.get("n_samples") else ""
+    )
     shots = f"{row['shots']}-shot" if row.get("shots") is not None else "default shots"
-    return f"{row['benchmark']} ({shots}, {row['metric']}{filt}, lm-eval {row.get('lm_eval_version')}, task {row['task']}, {n})"
+    version = row.get("lm_eval_version")
+    return f"{row['benchmark']} ({shots}, {row['metric']}{filt}, lm-eval {version}, task {row['task']}, {n})"
 
 
 def model_index(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``model-index`` entry of the HF model card spec; values in percent as in the seed card."""
-    results = [{
-        "task": {"type": "text-generation", "name": "Text Generation"},
-        "dataset": {"type": r["task"], "name": result_name(r)},
-        "metrics": [{"type": r["metric"], "value": round(100 * r["value"], 2), "name": f"{r['metric']} ({r['filter']})"}],
-        "source": {"name": "dante eval (lm-evaluation-harness)", "url": "https://github.com/EleutherAI/lm-evaluation-harness"},
-    } for r in rows]
+    results = [
+        {
+            "task": {"type": "text-generation", "name": "Text Generation"},
+            "dataset": {"type": r["task"], "name": result_name(r)},
+            "metrics": [
+                {"type": r["metric"], "value": round(100 * r["value"], 2), "name": f"{r['metric']} ({r['filter']})"}
+            ],
+            "source": {
+                "name": "dante eval (lm-evaluation-harness)",
+                "url": "https://github.com/EleutherAI/lm-evaluation-harness",
+            },
+        }
+        for r in rows
+    ]
     return [{"name": name, "results": results}] if results else []
 
 
 def front_matter(name: str, data: RunData, rows: list[dict[str, Any]]) -> dict[str, Any]:
     recipe = data.recipe
     base = (recipe.get("student") or {}).get("model") or (data.student_manifest or {}).get("student")
-    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "text-generation",
-                            "tags": ["distillation", "knowledge-distillation", "dante", "cross-tokenizer"]}
+    meta: dict[str, Any] = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": ["distillation", "knowledge-distillation", "dante", "cross-tokenizer"],
+    }
     if _is_hub_id(base):
         meta["base_model"] = base
     index = model_index(name, rows)
@@ -62,11 +78,21 @@ def _objective(loss: dict[str, Any] | None) -> list[str]:
         loss = LossConfig.model_validate(loss).model_dump()
     except ValueError:
         return ["- objective settings not readable"]
-    lines = [f"- CWCE weights w(H) = {loss.get('cwce_floor')} + {loss.get('cwce_span')} / (1 + exp({loss.get('cwce_slope')}·(H − {loss.get('cwce_center')})))"
-             if loss.get("cwce") else "- plain masked CE (CWCE off)"]
-    lines.append(f"- TEA anchor λ_TEA {loss.get('tea_start')} → {loss.get('tea_end')}" if loss.get("tea") else "- no TEA anchor")
-    lines.append(f"- λ_CE {loss.get('ce_start')} → {loss.get('ce_end')} (steps {loss.get('ce_warmup_steps')}–{loss.get('ce_ramp_end')})"
-                 if loss.get("ce_schedule") else "- λ_CE = 1 throughout")
+    lines = [
+        f"- CWCE weights w(H) = {loss.get('cwce_floor')} + {loss.get('cwce_span')} / (1 + "
+        f"exp({loss.get('cwce_slope')}·(H − {loss.get('cwce_center')})))"
+        if loss.get("cwce")
+        else "- plain masked CE (CWCE off)"
+    ]
+    lines.append(
+        f"- TEA anchor λ_TEA {loss.get('tea_start')} → {loss.get('tea_end')}" if loss.get("tea") else "- no TEA anchor"
+    )
+    lines.append(
+        f"- λ_CE {loss.get('ce_start')} → {loss.get('ce_end')} (steps "
+        f"{loss.get('ce_warmup_steps')}–{loss.get('ce_ramp_end')})"
+        if loss.get("ce_schedule")
+        else "- λ_CE = 1 throughout"
+    )
     lines.append(f"- CE averaged per `{loss.get('normalise')}`")
     return lines
 
@@ -77,29 +103,66 @@ def model_card(name: str, data: RunData, student_rows: list[dict[str, Any]]) -> 
     config = (data.student_manifest or {}).get("config") or recipe
     train = config.get("train") or recipe.get("train") or {}
     teacher = (recipe.get("teacher") or {}).get("model") or "the teacher"
-    base = (recipe.get("student") or {}).get("model") or (data.student_manifest or {}).get("student") or "the base model"
-    head = "---\n" + yaml.safe_dump(front_matter(name, data, student_rows), sort_keys=False, allow_unicode=True) + "---\n"
-    body = [f"# {name}", "",
-            f"Distilled with dante (DANTE loss family, generative cross-tokenizer distillation) from "
-            f"**{teacher}** into **{base}**: the student was trained only on the teacher's text completions and their entropy metadata.", ""]
+    base = (
+        (recipe.get("student") or {}).get("model") or (data.student_manifest or {}).get("student") or "the base model"
+    )
+    head = (
+        "---\n" + yaml.safe_dump(front_matter(name, data, student_rows), sort_keys=False, allow_unicode=True) + "---\n"
+    )
+    body = [
+        f"# {name}",
+        "",
+        f"Distilled with dante (DANTE loss family, generative cross-tokenizer distillation) from "
+        f"**{teacher}** into **{base}**: the student was trained only on the teacher's text completions and "
+        "their entropy metadata.",
+        "",
+    ]
     body += ["## Results (measured in this run)", ""]
     if student_rows:
-        table = [[r["benchmark"], describe(settings_of(r)), pct(r["value"], 2),
-                  f"{pct(r['ci95'][0])}–{pct(r['ci95'][1])}" if r.get("ci95") else "—"] for r in student_rows]
+        table = [
+            [
+                r["benchmark"],
+                describe(settings_of(r)),
+                pct(r["value"], 2),
+                f"{pct(r['ci95'][0])}–{pct(r['ci95'][1])}" if r.get("ci95") else "—",
+            ]
+            for r in student_rows
+        ]
         body += [md_table(["benchmark", "settings", "score %", "95% CI"], table, "llrr"), ""]
         partial = [r for r in student_rows if r.get("n_total") and r.get("n_samples") and r["n_samples"] < r["n_total"]]
         if partial:
-            body += ["**Partial evaluation**: " + ", ".join(f"{r['benchmark']} on {r['n_samples']} of {r['n_total']} rows" for r in partial)
-                     + ". These numbers are not comparable with full-set results.", ""]
+            body += [
+                "**Partial evaluation**: "
+                + ", ".join(f"{r['benchmark']} on {r['n_samples']} of {r['n_total']} rows" for r in partial)
+                + ". These numbers are not comparable with full-set results.",
+                "",
+            ]
     else:
         body += ["Not evaluated yet (run `dante eval`).", ""]
     m = data.student_manifest or {}
-    body += ["## Training", "", f"- steps: {m.get('steps', train.get('steps', '—'))}, tokens seen: {m.get('tokens_seen', '—')}",
-             f"- learning rate {train.get('lr', '—')} ({train.get('lr_scheduler', '—')}), curriculum: {train.get('curriculum', '—')}",
-             *_objective((train.get("loss") or {}) if train else None), ""]
+    body += [
+        "## Training",
+        "",
+        f"- steps: {m.get('steps', train.get('steps', '—'))}, tokens seen: {m.get('tokens_seen', '—')}",
+        f"- learning rate {train.get('lr', '—')} ({train.get('lr_scheduler', '—')}), curriculum: "
+        f"{train.get('curriculum', '—')}",
+        *_objective((train.get("loss") or {}) if train else None),
+        "",
+    ]
     hours = m.get("device_hours")
-    body += ["## Compute", "", f"- student training: {f'{hours:.3g}' if hours is not None else 'not recorded'} device-hours "
-             f"on {m.get('device_count', '?')}× {m.get('device_name') or m.get('device_type') or '?'}", ""]
-    body += ["## Limitations", "", "- No alignment step (no DPO/RLHF); the model inherits the teacher's behaviour on the distillation prompts.",
-             "- Scores above are from this run only; see the run's report.md for published reference figures and their differences in settings.", ""]
+    body += [
+        "## Compute",
+        "",
+        f"- student training: {f'{hours:.3g}' if hours is not None else 'not recorded'} device-hours "
+        f"on {m.get('device_count', '?')}× {m.get('device_name') or m.get('device_type') or '?'}",
+        "",
+    ]
+    body += [
+        "## Limitations",
+        "",
+        "- No alignment step (no DPO/RLHF); the model inherits the teacher's behaviour on the distillation prompts.",
+        "- Scores above are from this run only; see the run's report.md for published reference figures "
+        "and their differences in settings.",
+        "",
+    ]
     return head + "\n" + "\n".join(body)

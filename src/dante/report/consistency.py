@@ -16,17 +16,29 @@ from dante.report.reference import Published
 METRIC_ALIASES = {"pass_at_1": "pass@1", "accuracy": "acc"}
 # (field, label) of the settings that decide whether two numbers can be compared.
 SETTINGS = (
-    ("task", "task"), ("shots", "shots"), ("metric", "metric"), ("filter", "filter"), ("harness", "harness"),
-    ("harness_version", "version"), ("n_samples", "n"), ("max_gen_toks", "max_gen_toks"), ("apply_chat_template", "chat template"),
+    ("task", "task"),
+    ("shots", "shots"),
+    ("metric", "metric"),
+    ("filter", "filter"),
+    ("harness", "harness"),
+    ("harness_version", "version"),
+    ("n_samples", "n"),
+    ("max_gen_toks", "max_gen_toks"),
+    ("apply_chat_template", "chat template"),
 )
 
 
 def settings_of(row: dict[str, Any]) -> dict[str, Any]:
     """The comparable settings of a measured score row (scores.json)."""
     return {
-        "task": row.get("task"), "shots": row.get("shots"), "metric": METRIC_ALIASES.get(row.get("metric"), row.get("metric")),
-        "filter": row.get("filter"), "harness": row.get("harness", "lm-eval"), "harness_version": row.get("lm_eval_version"),
-        "n_samples": row.get("n_samples"), "max_gen_toks": row.get("max_gen_toks"),
+        "task": row.get("task"),
+        "shots": row.get("shots"),
+        "metric": METRIC_ALIASES.get(row.get("metric"), row.get("metric")),
+        "filter": row.get("filter"),
+        "harness": row.get("harness", "lm-eval"),
+        "harness_version": row.get("lm_eval_version"),
+        "n_samples": row.get("n_samples"),
+        "max_gen_toks": row.get("max_gen_toks"),
         "apply_chat_template": bool(row.get("apply_chat_template", False)),
     }
 
@@ -34,9 +46,15 @@ def settings_of(row: dict[str, Any]) -> dict[str, Any]:
 def settings_of_published(ref: Published) -> dict[str, Any]:
     """The same settings for a published row; what the source does not state is None ("unknown")."""
     return {
-        "task": ref.task, "shots": ref.shots, "metric": METRIC_ALIASES.get(ref.metric, ref.metric), "filter": ref.filter,
-        "harness": ref.harness, "harness_version": ref.harness_version, "n_samples": ref.n_samples,
-        "max_gen_toks": None, "apply_chat_template": False,
+        "task": ref.task,
+        "shots": ref.shots,
+        "metric": METRIC_ALIASES.get(ref.metric, ref.metric),
+        "filter": ref.filter,
+        "harness": ref.harness,
+        "harness_version": ref.harness_version,
+        "n_samples": ref.n_samples,
+        "max_gen_toks": None,
+        "apply_chat_template": False,
     }
 
 
@@ -46,7 +64,13 @@ def describe(settings: dict[str, Any]) -> str:
     filt = settings.get("filter")
     metric = settings.get("metric") + (f" ({filt})" if filt and filt not in ("none", "unknown") else "")
     harness = settings.get("harness") + (f" {settings['harness_version']}" if settings.get("harness_version") else "")
-    parts = [str(settings.get("task")), shots, metric, harness, f"n={settings['n_samples']}" if settings.get("n_samples") else "n=?"]
+    parts = [
+        str(settings.get("task")),
+        shots,
+        metric,
+        harness,
+        f"n={settings['n_samples']}" if settings.get("n_samples") else "n=?",
+    ]
     if settings.get("max_gen_toks"):
         parts.append(f"max_gen_toks={settings['max_gen_toks']}")
     if settings.get("apply_chat_template"):

@@ -142,7 +142,8 @@ def load_run(run_dir: str | Path) -> RunData:
         raise DanteError("run folder does not exist", file=run_dir, hint="give the recipe's output_dir")
     recipe = load_recipe(run_dir)
     data = RunData(
-        run_dir=run_dir, recipe=recipe,
+        run_dir=run_dir,
+        recipe=recipe,
         cache_dir=_stage_dir(run_dir, recipe, "cache"),
         student_dir=_stage_dir(run_dir, recipe, "student"),
         eval_dir=_stage_dir(run_dir, recipe, "eval"),

@@ -21,7 +21,9 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9, "figure.dpi": 110})
+    plt.rcParams.update(
+        {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9, "figure.dpi": 110}
+    )
     return plt
 
 
@@ -37,7 +39,8 @@ def _save(fig, path: Path) -> Path:
 def scoreboard(bars: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
     """One panel per benchmark: bars of measured models (colours) and published rows (grey, hatched).
 
-    ``bars[benchmark]`` = [{"label", "value" (percent), "published" (bool), "flagged" (bool), "ci" ([lo, hi] percent or None)}].
+    ``bars[benchmark]`` = [{"label", "value" (percent), "published" (bool), "flagged" (bool),
+    "ci" ([lo, hi] percent or None)}].
     """
     if not bars:
         return None
@@ -52,8 +55,11 @@ def scoreboard(bars: dict[str, list[dict[str, Any]]], path: Path) -> Path | None
         _score_panel(ax, bench, items, colors)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle("Scores per benchmark: measured here (colour) vs published (grey, hatched; not measured here)\n"
-                 "* settings differ from the benchmark's measured settings (see report.md)", fontsize=10)
+    fig.suptitle(
+        "Scores per benchmark: measured here (colour) vs published (grey, hatched; not measured here)\n"
+        "* settings differ from the benchmark's measured settings (see report.md)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -68,11 +74,27 @@ def _score_panel(ax, bench: str, items: list[dict[str, Any]], colors: dict[str, 
         ax.bar(i, item["value"], color=color, hatch=hatch, edgecolor="black", linewidth=0.6)
         if item.get("ci"):
             lo, hi = item["ci"]
-            ax.errorbar(i, item["value"], yerr=[[item["value"] - lo], [hi - item["value"]]], color="black", capsize=3, linewidth=1)
+            ax.errorbar(
+                i,
+                item["value"],
+                yerr=[[item["value"] - lo], [hi - item["value"]]],
+                color="black",
+                capsize=3,
+                linewidth=1,
+            )
         top = max(item["value"], item["ci"][1] if item.get("ci") else 0.0)  # above the interval, not on it
-        ax.text(i, top + 1.5, f"{item['value']:.1f}" + ("*" if item.get("flagged") else ""), ha="center", va="bottom", fontsize=8)
+        ax.text(
+            i,
+            top + 1.5,
+            f"{item['value']:.1f}" + ("*" if item.get("flagged") else ""),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.set_xticks(range(len(items)))
-    ax.set_xticklabels([it["label"].replace(" (published)", "\n(published)") for it in items], rotation=35, ha="right", fontsize=8)
+    ax.set_xticklabels(
+        [it["label"].replace(" (published)", "\n(published)") for it in items], rotation=35, ha="right", fontsize=8
+    )
     ax.set_ylim(0, 105)
     ax.set_ylabel("score (%)")
     ax.set_title(bench)
@@ -94,10 +116,23 @@ def score_vs_compute(points: list[dict[str, Any]], baselines: list[dict[str, Any
     color = {b: MEASURED_COLORS[i % len(MEASURED_COLORS)] for i, b in enumerate(benches)}
     for p in points:
         face = "none" if p["published"] else color[p["benchmark"]]
-        ax.scatter(p["hours"], p["value"], s=70, marker="o" if p["published"] else "s", facecolors=face,
-                   edgecolors=color[p["benchmark"]], linewidths=1.5, zorder=3)
-        ax.annotate(f"{p['label']}\n({p['hours']:.3g} {p['unit']})", (p["hours"], p["value"]), textcoords="offset points",
-                    xytext=(6, 4), fontsize=7)
+        ax.scatter(
+            p["hours"],
+            p["value"],
+            s=70,
+            marker="o" if p["published"] else "s",
+            facecolors=face,
+            edgecolors=color[p["benchmark"]],
+            linewidths=1.5,
+            zorder=3,
+        )
+        ax.annotate(
+            f"{p['label']}\n({p['hours']:.3g} {p['unit']})",
+            (p["hours"], p["value"]),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize=7,
+        )
     for b in baselines:
         ax.axhline(b["value"], color=color[b["benchmark"]], linestyle="--", linewidth=1)
     ax.set_xscale("log")
@@ -115,8 +150,18 @@ def _compute_legend(ax, benches: list[str], color: dict[str, str], has_baselines
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=color[b], marker="s", linestyle="", label=b) for b in benches]
-    handles += [Line2D([], [], color="black", marker="s", linestyle="", label="measured here"),
-                Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="", label="published (not measured here)")]
+    handles += [
+        Line2D([], [], color="black", marker="s", linestyle="", label="measured here"),
+        Line2D(
+            [],
+            [],
+            color="black",
+            marker="o",
+            markerfacecolor="none",
+            linestyle="",
+            label="published (not measured here)",
+        ),
+    ]
     if has_baselines:
         handles.append(Line2D([], [], color="black", linestyle="--", label="before distillation (base, measured)"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -130,7 +175,12 @@ def training_curves(metrics: list[dict[str, Any]], path: Path) -> Path | None:
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     panels = [
-        (axes[0, 0], "Loss", "loss", [("loss", "total loss"), ("cwce", "CWCE (weighted CE)"), ("ce", "CE (unweighted)")]),
+        (
+            axes[0, 0],
+            "Loss",
+            "loss",
+            [("loss", "total loss"), ("cwce", "CWCE (weighted CE)"), ("ce", "CE (unweighted)")],
+        ),
         (axes[0, 1], "TEA anchor ||E - E0||²", "TEA", [("tea", "TEA")]),
         (axes[1, 0], "Loss weights", "λ", [("lambda_ce", "λ_CE"), ("lambda_tea", "λ_TEA")]),
         (axes[1, 1], "Learning rate", "learning rate", [("lr", "LR")]),
@@ -174,7 +224,9 @@ def entropy_histogram(entropies: list[float], weight, path: Path, *, bins: int =
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.6))
     hi = max(max(entropies) * 1.05, 3.0)
-    ax.hist(entropies, bins=bins, range=(0, hi), color="#9ecae1", edgecolor="#3182bd", label=f"records (n={len(entropies)})")
+    ax.hist(
+        entropies, bins=bins, range=(0, hi), color="#9ecae1", edgecolor="#3182bd", label=f"records (n={len(entropies)})"
+    )
     mean = sum(entropies) / len(entropies)
     ax.axvline(mean, color="#3182bd", linestyle=":", label=f"mean H = {mean:.2f} nats")
     ax.set_xlabel("teacher output entropy H (nats per token)")
@@ -182,7 +234,13 @@ def entropy_histogram(entropies: list[float], weight, path: Path, *, bins: int =
     ax2 = ax.twinx()
     xs = [hi * i / 200 for i in range(201)]
     mean_w = sum(float(weight(h)) for h in entropies) / len(entropies)
-    ax2.plot(xs, [float(weight(x)) for x in xs], color="#d62728", linewidth=2, label=f"CWCE weight w(H) (mean over records {mean_w:.2f})")
+    ax2.plot(
+        xs,
+        [float(weight(x)) for x in xs],
+        color="#d62728",
+        linewidth=2,
+        label=f"CWCE weight w(H) (mean over records {mean_w:.2f})",
+    )
     ax2.set_ylim(0, 1.05)
     ax2.set_ylabel("CWCE weight w(H)", color="#d62728")
     ax2.tick_params(axis="y", colors="#d62728")

@@ -44,9 +44,21 @@ _CARD_COMPUTE = "DANTE-Mosaic-3.5B model card, 'Compute footprint' table, " + CA
 _PEERS = "SmolLM3 technical report, Table 1 (lighteval), as quoted in the card's peer table; " + SMOLLM3_URL
 
 
-def _dante(benchmark: str, value: float, task: str, shots: int | None, metric: str, filt: str, harness: str, version: str | None,
-           n: int, note: str = "") -> Published:
-    return Published("DANTE-Mosaic-3.5B (published)", benchmark, value, task, shots, metric, filt, harness, version, n, _CARD, note)
+def _dante(
+    benchmark: str,
+    value: float,
+    task: str,
+    shots: int | None,
+    metric: str,
+    filt: str,
+    harness: str,
+    version: str | None,
+    n: int,
+    note: str = "",
+) -> Published:
+    return Published(
+        "DANTE-Mosaic-3.5B (published)", benchmark, value, task, shots, metric, filt, harness, version, n, _CARD, note
+    )
 
 
 DANTE_MOSAIC = (
@@ -54,10 +66,30 @@ DANTE_MOSAIC = (
     _dante("GSM8K", 74.45, "gsm8k", 8, "exact_match", "strict-match", "lm-eval", "0.4.5", 1319),
     _dante("ARC-Challenge", 62.71, "arc_challenge", 25, "acc_norm", "none", "lm-eval", "0.4.5", 1172),
     _dante("MMLU", 59.38, "mmlu", 5, "acc", "none", "lm-eval", "0.4.5", 14042),
-    _dante("MMLU-Pro", 39.74, "mmlu_pro", 5, "exact_match", "custom-extract", "lm-eval", "0.4.5", 4500,
-           note="n=4500 as printed; the MMLU-Pro test split has 12 032 rows"),
-    _dante("HumanEval", 6.71, "humaneval", 0, "pass@1", "create_test", "bigcode-evaluation-harness", None, 164,
-           note="6.71 in the model-index, 6.70 in the table"),
+    _dante(
+        "MMLU-Pro",
+        39.74,
+        "mmlu_pro",
+        5,
+        "exact_match",
+        "custom-extract",
+        "lm-eval",
+        "0.4.5",
+        4500,
+        note="n=4500 as printed; the MMLU-Pro test split has 12 032 rows",
+    ),
+    _dante(
+        "HumanEval",
+        6.71,
+        "humaneval",
+        0,
+        "pass@1",
+        "create_test",
+        "bigcode-evaluation-harness",
+        None,
+        164,
+        note="6.71 in the model-index, 6.70 in the table",
+    ),
     _dante("MBPP", 42.60, "mbpp", 0, "pass@1", "none", "bigcode-evaluation-harness", None, 374),
 )
 
@@ -85,8 +117,22 @@ def _peers() -> tuple[Published, ...]:
     rows = []
     for model, values in _PEER_TABLE.items():
         for (bench, task, metric, note), value in zip(_PEER_COLUMNS, values):
-            rows.append(Published(f"{model} (published)", bench, value, task, None, metric, "unknown", "lighteval", None, None, _PEERS,
-                                  note + ("; " if note else "") + "shots not stated in the card"))
+            rows.append(
+                Published(
+                    f"{model} (published)",
+                    bench,
+                    value,
+                    task,
+                    None,
+                    metric,
+                    "unknown",
+                    "lighteval",
+                    None,
+                    None,
+                    _PEERS,
+                    note + ("; " if note else "") + "shots not stated in the card",
+                )
+            )
     return tuple(rows)
 
 

@@ -61,13 +61,21 @@ def scores_section(data: RunData) -> str:
         cell[(row["benchmark"], row["model"])] = f"{pct(row['value'])}{mark}"
     summary = [[b] + [cell.get((b, m), "—") for m in models] for b in benches]
     out += _before_after(models, benches, cell)
-    out += ["Headline metric of each benchmark, in percent. A bracketed number marks a score whose settings differ "
-            "from the other measured scores of its benchmark (or a partial run); read its note before comparing.", "",
-            md_table(["benchmark"] + models, summary, "l" + "r" * len(models)), ""]
+    out += [
+        "Headline metric of each benchmark, in percent. A bracketed number marks a score whose settings differ "
+        "from the other measured scores of its benchmark (or a partial run); read its note before comparing.",
+        "",
+        md_table(["benchmark"] + models, summary, "l" + "r" * len(models)),
+        "",
+    ]
     out += [f"[{i}] {text}" + "  " for i, text in enumerate(footnotes, start=1)]
     out += ["", "### Details", "", _details_table(rows), ""]
     if data.not_scored:
-        out += ["Not scored:", ""] + [f"- {p['model']} / {p['task']}: {p['status']} — {p.get('reason', '')}" for p in data.not_scored] + [""]
+        out += (
+            ["Not scored:", ""]
+            + [f"- {p['model']} / {p['task']}: {p['status']} — {p.get('reason', '')}" for p in data.not_scored]
+            + [""]
+        )
     note = notes_block(data, "scores")
     return "\n".join(out + ([note, ""] if note else []))
 
@@ -81,8 +89,16 @@ def _before_after(models: list[str], benches: list[str], cell: dict[tuple[str, s
     if not {"base", "student"} <= set(models):
         return []
     body = [[label] + [cell.get((b, m), "—") for b in benches] for m, label in BEFORE_AFTER if m in models]
-    return ["### Before and after distillation", "", "Headline metric in percent; a bracketed number refers to the notes below the next table.", "",
-            md_table(["model"] + benches, body, "l" + "r" * len(benches)), "", "### All models", ""]
+    return [
+        "### Before and after distillation",
+        "",
+        "Headline metric in percent; a bracketed number refers to the notes below the next table.",
+        "",
+        md_table(["model"] + benches, body, "l" + "r" * len(benches)),
+        "",
+        "### All models",
+        "",
+    ]
 
 
 def _details_table(rows: list[dict[str, Any]]) -> str:
@@ -90,9 +106,34 @@ def _details_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         ci = f"{pct(r['ci95'][0])}–{pct(r['ci95'][1])}" if r.get("ci95") else "—"
         n = f"{r.get('n_samples')}" + (f" of {r['n_total']}" if r.get("n_total") else "")
-        body.append([r["model"], r["benchmark"], r["task"], r.get("shots"), f"{r['metric']} ({r['filter']})", pct(r["value"], 2), ci, n,
-                     f"lm-eval {r.get('lm_eval_version')}", r.get("max_gen_toks") or "task default", r.get("date") or ""])
-    headers = ["model", "benchmark", "task", "shots", "metric (filter)", "score %", "95% CI", "n", "harness", "max_gen_toks", "date"]
+        body.append(
+            [
+                r["model"],
+                r["benchmark"],
+                r["task"],
+                r.get("shots"),
+                f"{r['metric']} ({r['filter']})",
+                pct(r["value"], 2),
+                ci,
+                n,
+                f"lm-eval {r.get('lm_eval_version')}",
+                r.get("max_gen_toks") or "task default",
+                r.get("date") or "",
+            ]
+        )
+    headers = [
+        "model",
+        "benchmark",
+        "task",
+        "shots",
+        "metric (filter)",
+        "score %",
+        "95% CI",
+        "n",
+        "harness",
+        "max_gen_toks",
+        "date",
+    ]
     return md_table(headers, body, "lllrlrrrlll")
 
 
@@ -101,29 +142,46 @@ def _details_table(rows: list[dict[str, Any]]) -> str:
 
 def reference_section(data: RunData, refs: list[Published]) -> str:
     """The card's numbers as reference rows: published figures, not measured here, with sources and every difference."""
-    out = ["## Published reference figures (not measured here)", "",
-           "Copied from the DANTE-Mosaic-3.5B model card; **not** produced by this run. Sources are numbered below the "
-           "table; the second table lists every setting in which a published number differs from this run's measured "
-           "scores of the same benchmark, so no comparison is silent.", ""]
+    out = [
+        "## Published reference figures (not measured here)",
+        "",
+        "Copied from the DANTE-Mosaic-3.5B model card; **not** produced by this run. Sources are numbered below the "
+        "table; the second table lists every setting in which a published number differs from this run's measured "
+        "scores of the same benchmark, so no comparison is silent.",
+        "",
+    ]
     sources = list(dict.fromkeys(r.source for r in refs))
     models = list(dict.fromkeys(r.model for r in refs))
     benches = list(dict.fromkeys(r.benchmark for r in refs))
     value = {(r.benchmark, r.model): f"{r.value:.1f}" for r in refs}
     source_of = {m: sources.index(next(r.source for r in refs if r.model == m)) + 1 for m in models}
     headers = ["benchmark"] + [f"{m.removesuffix(' (published)')} [{source_of[m]}]" for m in models]
-    out += [md_table(headers, [[b] + [value.get((b, m), "—") for m in models] for b in benches], "l" + "r" * len(models)), ""]
+    out += [
+        md_table(headers, [[b] + [value.get((b, m), "—") for m in models] for b in benches], "l" + "r" * len(models)),
+        "",
+    ]
     out += [f"[{i}] {s}  " for i, s in enumerate(sources, start=1)] + [""]
     out += ["### Published settings and differences from this run", "", _reference_differences(data, refs), ""]
     return "\n".join(out)
 
 
 def _reference_differences(data: RunData, refs: list[Published]) -> str:
-    """One row per distinct (benchmark, published settings): the models it covers and what differs from the measured rows."""
+    """One row per distinct (benchmark, published settings): the models it covers and what
+    differs from the measured rows."""
     flags = flag_published(refs, data.primary_scores)
     groups: dict[tuple[str, str, str], list[str]] = {}
     for ref, found in zip(refs, flags):
-        settings = describe({"task": ref.task, "shots": ref.shots, "metric": ref.metric, "filter": ref.filter, "harness": ref.harness,
-                             "harness_version": ref.harness_version, "n_samples": ref.n_samples})
+        settings = describe(
+            {
+                "task": ref.task,
+                "shots": ref.shots,
+                "metric": ref.metric,
+                "filter": ref.filter,
+                "harness": ref.harness,
+                "harness_version": ref.harness_version,
+                "n_samples": ref.n_samples,
+            }
+        )
         note = "; ".join(x for x in [ref.note] + found if x) or "same settings"
         groups.setdefault((ref.benchmark, settings, note), []).append(ref.model.removesuffix(" (published)"))
     body = [[bench, ", ".join(models), settings, note] for (bench, settings, note), models in groups.items()]
@@ -140,12 +198,20 @@ def student_compute(data: RunData) -> dict[str, Any] | None:
     hours = m.get("device_hours")
     if hours is None and m.get("wall_time_s") is not None and m.get("device_count"):
         hours = m["wall_time_s"] * m["device_count"] / 3600
-    return {"hours": hours, "device_type": m.get("device_type"), "device_count": m.get("device_count"),
-            "device_name": m.get("device_name"), "wall_time_s": m.get("wall_time_s"), "tokens": m.get("tokens_seen"), "steps": m.get("steps")}
+    return {
+        "hours": hours,
+        "device_type": m.get("device_type"),
+        "device_count": m.get("device_count"),
+        "device_name": m.get("device_name"),
+        "wall_time_s": m.get("wall_time_s"),
+        "tokens": m.get("tokens_seen"),
+        "steps": m.get("steps"),
+    }
 
 
 def _teacher_devices(recipe: dict[str, Any]) -> tuple[int | None, str | None]:
-    """Devices the teacher used, from the recipe: vLLM's parallel degrees, one local device for hf, unknown for a server."""
+    """Devices the teacher used, from the recipe: vLLM's parallel degrees, one local device
+    for hf, unknown for a server."""
     t = recipe.get("teacher") or {}
     if t.get("backend") == "vllm":
         return int(t.get("tensor_parallel_size") or 1) * int(t.get("pipeline_parallel_size") or 1), "GPU (vLLM)"
@@ -171,16 +237,28 @@ def cache_compute(data: RunData) -> dict[str, Any] | None:
         return None
     m = m or {}
     stats = data.cache_stats or {}
-    out = {"hours": m.get("device_hours"), "device_type": m.get("device_type"), "device_count": m.get("device_count"),
-           "device_name": m.get("device_name"), "wall_time_s": m.get("wall_time_s", m.get("seconds")),
-           "tokens": stats.get("completion_tokens"), "records": m.get("records", stats.get("records")), "source": "measured (manifest)"}
+    out = {
+        "hours": m.get("device_hours"),
+        "device_type": m.get("device_type"),
+        "device_count": m.get("device_count"),
+        "device_name": m.get("device_name"),
+        "wall_time_s": m.get("wall_time_s", m.get("seconds")),
+        "tokens": stats.get("completion_tokens"),
+        "records": m.get("records", stats.get("records")),
+        "source": "measured (manifest)",
+    }
     if out["hours"] is None and out["wall_time_s"] is not None and out["device_count"]:
         out["hours"] = out["wall_time_s"] * out["device_count"] / 3600
     if out["hours"] is None and out["wall_time_s"] is None and (span := _manifest_span_s(m)) is not None:
         count, kind = _teacher_devices(data.recipe)
-        out.update(wall_time_s=span, device_count=count, device_type=kind, device_name=kind,
-                   hours=span * count / 3600 if count else None,
-                   source="estimate: manifest created→updated span (includes pauses) × teacher devices from the recipe")
+        out.update(
+            wall_time_s=span,
+            device_count=count,
+            device_type=kind,
+            device_name=kind,
+            hours=span * count / 3600 if count else None,
+            source="estimate: manifest created→updated span (includes pauses) × teacher devices from the recipe",
+        )
     return out
 
 
@@ -190,26 +268,53 @@ def eval_compute(data: RunData) -> dict[str, Any] | None:
         return None
     wall = sum(r["wall_time_s"] for r in per_task.values())
     devices = sorted({str(r.get("device")) for r in per_task.values()})
-    return {"hours": wall / 3600, "device_type": ", ".join(devices), "device_count": 1, "wall_time_s": wall, "tokens": None}
+    return {
+        "hours": wall / 3600,
+        "device_type": ", ".join(devices),
+        "device_count": 1,
+        "wall_time_s": wall,
+        "tokens": None,
+    }
 
 
 def compute_section(data: RunData, published: list[PublishedCompute]) -> str:
-    out = ["## Compute", "", "Device-hours = wall time × devices, from the stage manifests; "
-           f"'{NOT_RECORDED}' where a stage did not write it.", ""]
+    out = [
+        "## Compute",
+        "",
+        "Device-hours = wall time × devices, from the stage manifests; "
+        f"'{NOT_RECORDED}' where a stage did not write it.",
+        "",
+    ]
     body = []
-    for stage, c in (("teacher cache", cache_compute(data)), ("student training", student_compute(data)), ("evaluation", eval_compute(data))):
+    for stage, c in (
+        ("teacher cache", cache_compute(data)),
+        ("student training", student_compute(data)),
+        ("evaluation", eval_compute(data)),
+    ):
         if c is None:
             body.append([stage, "stage has not run", "", "", "", ""])
             continue
-        device = f"{c.get('device_count') or '?'}× {c.get('device_name') or c.get('device_type') or '?'}" if c.get("device_type") else NOT_RECORDED
+        device = (
+            f"{c.get('device_count') or '?'}× {c.get('device_name') or c.get('device_type') or '?'}"
+            if c.get("device_type")
+            else NOT_RECORDED
+        )
         wall = f"{c['wall_time_s']:.0f}" if c.get("wall_time_s") is not None else NOT_RECORDED
         tokens = f"{c['tokens']:,}" if c.get("tokens") is not None else "—"
         body.append([stage, device, wall, fmt_hours(c["hours"]), tokens, c.get("source", "measured (manifest)")])
     out += [md_table(["stage", "devices", "wall time (s)", "device-hours", "tokens", "source"], body, "llrrrl"), ""]
     if published:
-        out += [f"Published compute (not measured here; A100-GPU-hour equivalents, the card's own figures and estimates; "
-                f"source: {published[0].source}):", ""]
-        out += [md_table(["job", "A100-hours", "note"], [[p.job, f"{p.a100_hours:,.0f}", p.note] for p in published], "lrl"), ""]
+        out += [
+            f"Published compute (not measured here; A100-GPU-hour equivalents, the card's own figures and estimates; "
+            f"source: {published[0].source}):",
+            "",
+        ]
+        out += [
+            md_table(
+                ["job", "A100-hours", "note"], [[p.job, f"{p.a100_hours:,.0f}", p.note] for p in published], "lrl"
+            ),
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -220,9 +325,15 @@ def training_section(data: RunData) -> str:
     out = ["## Training", ""]
     m = data.student_manifest
     if m:
-        rows = [["steps", m.get("steps")], ["tokens seen", f"{m.get('tokens_seen', 0):,}"], ["records seen", m.get("records_seen", "—")],
-                ["final loss", _num(m.get("final_loss"))], ["held-out loss (start → end)", f"{_num(m.get('initial_eval_loss'))} → {_num(m.get('eval_loss'))}"],
-                ["mixed precision", m.get("mixed_precision", "—")], ["student init", m.get("student", "—")]]
+        rows = [
+            ["steps", m.get("steps")],
+            ["tokens seen", f"{m.get('tokens_seen', 0):,}"],
+            ["records seen", m.get("records_seen", "—")],
+            ["final loss", _num(m.get("final_loss"))],
+            ["held-out loss (start → end)", f"{_num(m.get('initial_eval_loss'))} → {_num(m.get('eval_loss'))}"],
+            ["mixed precision", m.get("mixed_precision", "—")],
+            ["student init", m.get("student", "—")],
+        ]
         out += [md_table(["", ""], rows), ""]
     note = notes_block(data, "training")
     return "\n".join(out + ([note, ""] if note else []))
@@ -238,10 +349,16 @@ def cache_section(data: RunData) -> str:
     if s:
         teacher = (data.cache_manifest or {}).get("teacher", {})
         ent = s.get("output_entropy") or {}
-        rows = [["teacher", teacher.get("name") or teacher.get("model") or ", ".join(s.get("teachers", {}))], ["records", s["records"]],
-                ["completion tokens", f"{s.get('completion_tokens', 0):,}"],
-                ["output_entropy mean / median / p90 (nats)", " / ".join(_num(ent.get(k)) for k in ("mean", "median", "p90"))],
-                ["records without entropy", f"{100 * s['null_share']['output_entropy']:.1f}%"]]
+        rows = [
+            ["teacher", teacher.get("name") or teacher.get("model") or ", ".join(s.get("teachers", {}))],
+            ["records", s["records"]],
+            ["completion tokens", f"{s.get('completion_tokens', 0):,}"],
+            [
+                "output_entropy mean / median / p90 (nats)",
+                " / ".join(_num(ent.get(k)) for k in ("mean", "median", "p90")),
+            ],
+            ["records without entropy", f"{100 * s['null_share']['output_entropy']:.1f}%"],
+        ]
         out += [md_table(["", ""], rows), ""]
     note = notes_block(data, "cache")
     return "\n".join(out + ([note, ""] if note else []))

@@ -73,15 +73,22 @@ class TeacherRequest:
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> TeacherRequest:
         main = Sampling(
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-            top_logprobs=cfg.top_logprobs, n=1, seed=cfg.seed if cfg.temperature > 0 else None,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_logprobs=cfg.top_logprobs,
+            n=1,
+            seed=cfg.seed if cfg.temperature > 0 else None,
         )
         consistency = None
         if cfg.consistency_samples:
             consistency = Sampling(
                 max_new_tokens=cfg.consistency_max_new_tokens or cfg.max_new_tokens,
-                temperature=cfg.consistency_temperature, top_p=cfg.top_p, top_logprobs=0,
-                n=cfg.consistency_samples, seed=cfg.seed,
+                temperature=cfg.consistency_temperature,
+                top_p=cfg.top_p,
+                top_logprobs=0,
+                n=cfg.consistency_samples,
+                seed=cfg.seed,
             )
         return cls(main, consistency)
 
@@ -96,7 +103,9 @@ def sampling_settings(cfg: TeacherConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "consistency_samples": cfg.consistency_samples,
         "consistency_temperature": cfg.consistency_temperature if cfg.consistency_samples else None,
-        "consistency_max_new_tokens": (cfg.consistency_max_new_tokens or cfg.max_new_tokens) if cfg.consistency_samples else None,
+        "consistency_max_new_tokens": (cfg.consistency_max_new_tokens or cfg.max_new_tokens)
+        if cfg.consistency_samples
+        else None,
     }
 
 

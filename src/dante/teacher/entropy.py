@@ -19,7 +19,8 @@ def topk_entropy(top_logprobs: Sequence[float]) -> float:
         H   = -sum_i p_i log p_i - r log r   the tail counted as one extra outcome
 
     0 <= H <= log(k + 1). Terms with p = 0 (logprob -inf) contribute 0. With k = vocabulary
-    size this is the exact entropy; otherwise it is a lower bound of the true entropy (docs/teachers.md, "Metadata definitions").
+    size this is the exact entropy; otherwise it is a lower bound of the true entropy
+    (docs/teachers.md, "Metadata definitions").
     """
     h = 0.0
     total = 0.0

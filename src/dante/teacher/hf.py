@@ -10,7 +10,6 @@ steps × a 152k vocabulary).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,8 +57,16 @@ class HFTeacher(Teacher):
         resolved = resolve_model(cfg.model)
         self.name = resolved.name
         self.device = default_device() if cfg.device == "auto" else cfg.device
-        self.tokenizer = load_tokenizer(resolved, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision, padding_side="left")
-        self.model = load_causal_lm(resolved, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision, device=self.device)
+        self.tokenizer = load_tokenizer(
+            resolved, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision, padding_side="left"
+        )
+        self.model = load_causal_lm(
+            resolved,
+            dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code,
+            revision=cfg.revision,
+            device=self.device,
+        )
         self.model.eval()
         eos = self.model.generation_config.eos_token_id
         if eos is None:
@@ -80,11 +87,17 @@ class HFTeacher(Teacher):
         torch = self._torch
         texts = [self.render(p) for p in prompts]
         # A chat template already holds the special tokens it needs (BOS included).
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self._uses_template()).to(self.device)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self._uses_template()).to(
+            self.device
+        )
         prompt_lens = enc["attention_mask"].sum(-1).tolist()
         sample, n = not sampling.greedy, sampling.n
-        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "do_sample": sample, "return_dict_in_generate": True,
-                                  "pad_token_id": self.tokenizer.pad_token_id}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens,
+            "do_sample": sample,
+            "return_dict_in_generate": True,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
         if sample:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0, num_return_sequences=n)
             if sampling.seed is not None:
@@ -98,7 +111,7 @@ class HFTeacher(Teacher):
         finally:
             if hook is not None:
                 hook.remove()
-        new = out.sequences[:, enc["input_ids"].shape[1]:]
+        new = out.sequences[:, enc["input_ids"].shape[1] :]
         entropies = hook.per_row() if hook is not None else None
         gens = []
         for row, ids in enumerate(new.tolist()):
@@ -108,9 +121,15 @@ class HFTeacher(Teacher):
                     length, finish = i + 1, "stop"  # the end-of-sequence token counts, like vLLM/OpenAI
                     break
             text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
-            gens.append(Generation(text=text, completion_tokens=length, finish_reason=finish,
-                                   token_entropies=entropies[row][:length] if entropies is not None else None,
-                                   prompt_tokens=int(prompt_lens[row // (n if sample else 1)])))
+            gens.append(
+                Generation(
+                    text=text,
+                    completion_tokens=length,
+                    finish_reason=finish,
+                    token_entropies=entropies[row][:length] if entropies is not None else None,
+                    prompt_tokens=int(prompt_lens[row // (n if sample else 1)]),
+                )
+            )
         per = n if sample else 1
         grouped = [gens[i * per : (i + 1) * per] for i in range(len(prompts))]
         if not sample and n > 1:  # greedy samples are all the same completion

@@ -45,7 +45,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def backoff_delay(retry: int, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    retry: int, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None
+) -> float:
     """Delay before retry number ``retry`` (0-based): min(cap, base * 2**retry) * U(0.5, 1)
     ("equal jitter", so concurrent clients spread out); a server's Retry-After wins when it
     asks for longer, up to ``cap``."""
@@ -84,17 +86,24 @@ def parse_choice(choice: dict[str, Any], api: str, k: int) -> Generation:
         if content is not None:
             tokens = len(content)
             if k > 0:
-                entropies = [topk_entropy(_top_values(t.get("top_logprobs"), k) or [float(t["logprob"])]) for t in content]
+                entropies = [
+                    topk_entropy(_top_values(t.get("top_logprobs"), k) or [float(t["logprob"])]) for t in content
+                ]
     else:
         text = choice["text"]
         if isinstance(lp, dict) and lp.get("tokens") is not None:
             tokens = len(lp["tokens"])
             if k > 0 and lp.get("top_logprobs") is not None:
                 tops, own = lp["top_logprobs"], lp.get("token_logprobs") or [None] * tokens
-                entropies = [topk_entropy(_top_values(t, k) or ([float(o)] if o is not None else [])) for t, o in zip(tops, own, strict=False)]
+                entropies = [
+                    topk_entropy(_top_values(t, k) or ([float(o)] if o is not None else []))
+                    for t, o in zip(tops, own, strict=False)
+                ]
     if not isinstance(text, str):
         raise TypeError("completion text is not a string")
-    return Generation(text=text, completion_tokens=tokens, finish_reason=choice.get("finish_reason"), token_entropies=entropies)
+    return Generation(
+        text=text, completion_tokens=tokens, finish_reason=choice.get("finish_reason"), token_entropies=entropies
+    )
 
 
 def parse_response(data: Any, api: str, k: int, n: int) -> list[Generation]:
@@ -123,7 +132,11 @@ class OpenAITeacher(Teacher):
             raise DanteError("the openai backend needs the served model name", field="teacher.model")
         base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
-            raise DanteError("no server URL", field="teacher.base_url", hint="set teacher.base_url (e.g. http://127.0.0.1:8000/v1) or OPENAI_BASE_URL")
+            raise DanteError(
+                "no server URL",
+                field="teacher.base_url",
+                hint="set teacher.base_url (e.g. http://127.0.0.1:8000/v1) or OPENAI_BASE_URL",
+            )
         key = cfg.api_key.get_secret_value() if cfg.api_key is not None else os.environ.get(cfg.api_key_env)
         self._secret = key or None
         self.name = cfg.model
@@ -132,7 +145,9 @@ class OpenAITeacher(Teacher):
         self.endpoint = (redact_url(self.base_url) or "") + self.path  # what errors show: no URL credentials
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(cfg.request_timeout_s),
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(cfg.request_timeout_s),
             limits=httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency),
         )
         self._n_supported = True
@@ -146,8 +161,13 @@ class OpenAITeacher(Teacher):
         return prompt.chat() if self.cfg.api == "chat" else render_prompt(prompt, None, use_chat_template=False)
 
     def _payload(self, prompt: Prompt, sampling: Sampling) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.cfg.model, "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
-                                "top_p": sampling.top_p, "n": sampling.n}
+        body: dict[str, Any] = {
+            "model": self.cfg.model,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "n": sampling.n,
+        }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         k = sampling.top_logprobs
@@ -196,8 +216,12 @@ class OpenAITeacher(Teacher):
                     raise DanteError("stopped", field="teacher")
         raise DanteError(
             f"{what} failed after {attempts} attempts; last error: {last}",
-            file=self.endpoint, field="teacher",
-            hint="check the server, or raise teacher.max_retries / request_timeout_s; finished records are kept, re-run to resume",
+            file=self.endpoint,
+            field="teacher",
+            hint=(
+                "check the server, or raise teacher.max_retries / request_timeout_s; finished records are "
+                "kept, re-run to resume"
+            ),
         )
 
     def _generate_one(self, prompt: Prompt, sampling: Sampling) -> list[Generation]:
@@ -220,8 +244,17 @@ class OpenAITeacher(Teacher):
         return gens[:n]
 
     def _rejected(self, exc: _Rejected, what: str) -> DanteError:
-        hint = "check teacher.api_key_env" if exc.status in (401, 403) else "check teacher.model, teacher.api and the sampling settings"
-        return DanteError(f"{what}: server refused the request (HTTP {exc.status}): {exc.body}", file=self.endpoint, field="teacher", hint=hint)
+        hint = (
+            "check teacher.api_key_env"
+            if exc.status in (401, 403)
+            else "check teacher.model, teacher.api and the sampling settings"
+        )
+        return DanteError(
+            f"{what}: server refused the request (HTTP {exc.status}): {exc.body}",
+            file=self.endpoint,
+            field="teacher",
+            hint=hint,
+        )
 
     # --- the Teacher interface -----------------------------------------------------------
 

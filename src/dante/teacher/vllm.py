@@ -64,7 +64,11 @@ class VLLMTeacher(Teacher):
         try:
             from vllm import LLM
         except ImportError:
-            raise DanteError("the vllm backend needs vLLM", field="teacher.backend", hint="pip install 'dante-distill[vllm]' on a GPU machine") from None
+            raise DanteError(
+                "the vllm backend needs vLLM",
+                field="teacher.backend",
+                hint="pip install 'dante-distill[vllm]' on a GPU machine",
+            ) from None
         from dante.models import resolve_model
 
         resolved = resolve_model(cfg.model)
@@ -96,13 +100,21 @@ class VLLMTeacher(Teacher):
         from vllm import SamplingParams
 
         params = SamplingParams(
-            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
-            logprobs=sampling.top_logprobs or None, seed=None if sampling.greedy else sampling.seed,
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            logprobs=sampling.top_logprobs or None,
+            seed=None if sampling.greedy else sampling.seed,
         )
         texts = [self.render(p) for p in prompts]
         # The chat template already holds BOS; do not let vLLM add a second one.
         uses_template = bool(self.cfg.use_chat_template and getattr(self.tokenizer, "chat_template", None))
-        inputs: list[Any] = [{"prompt_token_ids": self.tokenizer.encode(t, add_special_tokens=False)} for t in texts] if uses_template else texts
+        inputs: list[Any] = (
+            [{"prompt_token_ids": self.tokenizer.encode(t, add_special_tokens=False)} for t in texts]
+            if uses_template
+            else texts
+        )
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         return generations_from_request_outputs(outputs, sampling.top_logprobs)
 

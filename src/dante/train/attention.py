@@ -16,19 +16,41 @@ import torch
 NAME = "dante_packed_sdpa"
 
 
-def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
-                cu_seq_lens_q: torch.Tensor | None = None, **kwargs):
+def packed_sdpa(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    cu_seq_lens_q: torch.Tensor | None = None,
+    **kwargs,
+):
     """transformers attention function: (B, H, T, D) inputs, returns ((B, T, H, D), None)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("cu_seq_lens_k", "max_length_q", "max_length_k", "is_causal")}
+    kwargs = {
+        k: v for k, v in kwargs.items() if k not in ("cu_seq_lens_k", "max_length_q", "max_length_k", "is_causal")
+    }
     if cu_seq_lens_q is None or query.shape[0] != 1 or kwargs.get("sliding_window"):
         # the mask transformers built from position_ids keeps records (and windows) apart
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     bounds = cu_seq_lens_q.tolist()  # kept on the CPU by the trainer: no device sync per layer
     outputs = [
-        sdpa_attention_forward(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None,
-                               dropout=dropout, scaling=scaling, is_causal=True, **kwargs)[0]
+        sdpa_attention_forward(
+            module,
+            query[:, :, s:e],
+            key[:, :, s:e],
+            value[:, :, s:e],
+            None,
+            dropout=dropout,
+            scaling=scaling,
+            is_causal=True,
+            **kwargs,
+        )[0]
         for s, e in zip(bounds[:-1], bounds[1:])
     ]
     return torch.cat(outputs, dim=1), None

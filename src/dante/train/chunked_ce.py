@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+
 def ce_chunk_tokens(vocab_size: int, device: torch.device) -> int:
     """Tokens per chunk of ``chunked_weighted_ce_sum``: a (chunk × V) fp32 tile of ~16 MB on CPU
     (reused for every chunk: under glibc's 32 MB mmap ceiling, no page faults per chunk) and ~256 MB
@@ -75,11 +76,24 @@ class _ChunkedWeightedCE(torch.autograd.Function):
         if grad_wsum is None or grad_hidden is None:
             return None, None, None, None, None, None, None
         g = grad_wsum.float()  # scaled in place: no second (V × H) allocation
-        return grad_hidden.mul_(g).to(ctx.dtypes[0]), grad_weight.mul_(g).to(ctx.dtypes[1]), None, None, None, None, None
+        return (
+            grad_hidden.mul_(g).to(ctx.dtypes[0]),
+            grad_weight.mul_(g).to(ctx.dtypes[1]),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
-def chunked_weighted_ce_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                            chunk_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def chunked_weighted_ce_sum(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    chunk_tokens: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``weighted_ce_sum(hidden @ weight.T, targets, weights)`` computed chunk by chunk over the
     tokens, never holding the (tokens × V) logits: the memory lever for large vocabularies.
 
@@ -116,8 +130,11 @@ class ChunkedCEHead:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         config = getattr(model, "config", None)
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        return (type(head) is torch.nn.Linear and head.bias is None
-                and all(getattr(text, k, None) in (None, 1.0) for k in cls._SCALED))
+        return (
+            type(head) is torch.nn.Linear
+            and head.bias is None
+            and all(getattr(text, k, None) in (None, 1.0) for k in cls._SCALED)
+        )
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.head = model.get_output_embeddings()

@@ -65,7 +65,9 @@ def epoch_order(examples, mode: str, seed: int, epoch: int) -> list[int]:
 class BatchStream:
     """The epoch-cycled record stream and the global batch of each step."""
 
-    def __init__(self, examples, mode: str, seed: int, *, batch_sequences: int | None, batch_tokens: int | None) -> None:
+    def __init__(
+        self, examples, mode: str, seed: int, *, batch_sequences: int | None, batch_tokens: int | None
+    ) -> None:
         if not examples:
             raise DataError("no training records left (empty cache?)", field="train")
         self.examples = examples

@@ -53,7 +53,7 @@ class DataStats:
     chat_template: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return dict(self.__dict__.items())
 
 
 def has_chat_template(tokenizer) -> bool:
@@ -71,7 +71,10 @@ def use_chat(tokenizer, student: StudentConfig, model_ref: str = "") -> bool:
             "the student tokenizer has no chat template",
             file=model_ref or None,
             field="student.require_chat_template",
-            hint="use a tokenizer with a chat_template, or set student.use_chat_template=false to train on raw prompt + completion text",
+            hint=(
+                "use a tokenizer with a chat_template, or set student.use_chat_template=false to train on "
+                "raw prompt + completion text"
+            ),
         )
     return False
 
@@ -93,7 +96,9 @@ def render_record(rec, tokenizer, chat: bool) -> tuple[list[int], list[int]]:
     if chat:
         msgs = _messages(rec)
         prompt_text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template([*msgs, {"role": "assistant", "content": rec.teacher_text}], tokenize=False)
+        full = tokenizer.apply_chat_template(
+            [*msgs, {"role": "assistant", "content": rec.teacher_text}], tokenize=False
+        )
         # Templates that rewrite earlier turns (e.g. drop reasoning) break the prefix property:
         # then the completion is the teacher text alone.
         completion_text = full[len(prompt_text) :] if full.startswith(prompt_text) else rec.teacher_text
@@ -109,7 +114,9 @@ def render_record(rec, tokenizer, chat: bool) -> tuple[list[int], list[int]]:
     return list(prompt_ids), list(completion_ids)
 
 
-def make_example(rec_id: str, prompt_ids: list[int], completion_ids: list[int], entropy: float | None, truncated: bool) -> Example:
+def make_example(
+    rec_id: str, prompt_ids: list[int], completion_ids: list[int], entropy: float | None, truncated: bool
+) -> Example:
     ids = prompt_ids + completion_ids
     p = len(prompt_ids)
     # position j predicts ids[j+1]; only completion tokens are targets
@@ -117,7 +124,9 @@ def make_example(rec_id: str, prompt_ids: list[int], completion_ids: list[int], 
     return Example(rec_id, ids, targets, len(completion_ids), entropy, truncated)
 
 
-def build_examples(records, tokenizer, student: StudentConfig, max_length: int, *, source: str | Path = "", model_ref: str = "") -> tuple[list[Example], DataStats]:
+def build_examples(
+    records, tokenizer, student: StudentConfig, max_length: int, *, source: str | Path = "", model_ref: str = ""
+) -> tuple[list[Example], DataStats]:
     """Tokenize every record; cut completions that overflow ``max_length`` (counted as truncated),
     drop records whose prompt alone leaves no room for one completion token (counted as dropped).
 
@@ -145,7 +154,8 @@ def build_examples(records, tokenizer, student: StudentConfig, max_length: int, 
     stats.kept = len(examples)
     if records and not examples:
         raise DataError(
-            f"train.max_length={max_length} is smaller than every prompt (shortest prompt: {shortest_prompt} student tokens)",
+            f"train.max_length={max_length} is smaller than every prompt (shortest prompt: "
+            f"{shortest_prompt} student tokens)",
             file=source or None,
             field="train.max_length",
             hint="raise train.max_length",
@@ -193,7 +203,9 @@ def collate(examples: list[Example], weights: list[float], *, packing: bool, pad
     return batch
 
 
-def block_diagonal_causal_mask(segment_ids: torch.Tensor, *, as_bool: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def block_diagonal_causal_mask(
+    segment_ids: torch.Tensor, *, as_bool: bool, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """(B, 1, T, T) mask letting position q attend to k only when k ≤ q within the same record.
 
     SDPA takes the boolean form (True = attend); eager attention adds the float form

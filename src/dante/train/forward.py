@@ -29,7 +29,9 @@ class Forward:
     lm_head computes them chunk by chunk and the (tokens × vocab) logits are never built.
     """
 
-    def __init__(self, model, base_model, accelerator, *, chunked_ce: bool = False, packed_attention: bool = False) -> None:
+    def __init__(
+        self, model, base_model, accelerator, *, chunked_ce: bool = False, packed_attention: bool = False
+    ) -> None:
         self.model, self.device = model, accelerator.device
         if packed_attention:
             use_packed_sdpa(base_model)
@@ -60,8 +62,12 @@ class Forward:
             kwargs["position_ids"] = batch["position_ids"]
             if bounds is not None:
                 kwargs["cu_seq_lens_q"] = bounds  # stays on the CPU
-            elif self.attn in ("sdpa", "eager") and not self.sliding:  # else transformers' mask from position_ids keeps the windows
-                kwargs["attention_mask"] = block_diagonal_causal_mask(batch["segment_ids"], as_bool=self.attn == "sdpa", dtype=self.mask_dtype)
+            elif (
+                self.attn in ("sdpa", "eager") and not self.sliding
+            ):  # else transformers' mask from position_ids keeps the windows
+                kwargs["attention_mask"] = block_diagonal_causal_mask(
+                    batch["segment_ids"], as_bool=self.attn == "sdpa", dtype=self.mask_dtype
+                )
         else:
             kwargs["attention_mask"] = batch["attention_mask"]
         targets, weights = batch["targets"], batch["weights"]
@@ -80,7 +86,9 @@ def empty_example(pad_id: int) -> Example:
 
 
 @torch.no_grad()
-def held_out_loss(forward: Forward, examples: list[Example], accelerator, *, micro_batch_size: int, packing: bool, pad_id: int) -> float | None:
+def held_out_loss(
+    forward: Forward, examples: list[Example], accelerator, *, micro_batch_size: int, packing: bool, pad_id: int
+) -> float | None:
     """Plain mean token CE (no CWCE weights) over the held-out records, summed across ranks."""
     if not examples:
         return None

@@ -50,7 +50,10 @@ class TrainResult:
 
     def __str__(self) -> str:
         ev = "" if self.eval_loss is None else f", held-out loss {self.initial_eval_loss:.4f} -> {self.eval_loss:.4f}"
-        return f"trained {self.steps} steps, {self.tokens_seen} tokens, final loss {self.final_loss}{ev}; model at {self.output_dir}"
+        return (
+            f"trained {self.steps} steps, {self.tokens_seen} tokens, final loss {self.final_loss}{ev}; "
+            f"model at {self.output_dir}"
+        )
 
 
 @dataclass
@@ -91,8 +94,14 @@ class Run:
 
     def held_out_loss(self) -> float | None:
         cfg = self.recipe.train
-        return held_out_loss(self.forward, self.eval_examples, self.accelerator,
-                             micro_batch_size=cfg.micro_batch_size, packing=cfg.packing, pad_id=self.pad_id)
+        return held_out_loss(
+            self.forward,
+            self.eval_examples,
+            self.accelerator,
+            micro_batch_size=cfg.micro_batch_size,
+            packing=cfg.packing,
+            pad_id=self.pad_id,
+        )
 
 
 def train(recipe: Recipe, resume: bool = False) -> TrainResult:
@@ -135,15 +144,27 @@ def setup(recipe: Recipe, resume: bool) -> Run:
     set_seed(cfg.seed)
     ckpt = latest_checkpoint(out)
     if resume and ckpt is None:
-        raise DanteError("no complete checkpoint to resume from", file=out / "checkpoints", hint="run without --resume to start fresh")
+        raise DanteError(
+            "no complete checkpoint to resume from",
+            file=out / "checkpoints",
+            hint="run without --resume to start fresh",
+        )
     if not resume and ckpt is not None:
-        raise DanteError("output already holds checkpoints of a run", file=ckpt, hint="pass --resume to continue it, or delete the folder to start over")
+        raise DanteError(
+            "output already holds checkpoints of a run",
+            file=ckpt,
+            hint="pass --resume to continue it, or delete the folder to start over",
+        )
 
     student_ref, tokenizer, examples, eval_examples, stats = load_data(recipe, accelerator)
-    stream = BatchStream(examples, cfg.curriculum, cfg.seed, batch_sequences=cfg.batch_sequences, batch_tokens=cfg.batch_tokens)
+    stream = BatchStream(
+        examples, cfg.curriculum, cfg.seed, batch_sequences=cfg.batch_sequences, batch_tokens=cfg.batch_tokens
+    )
     model, anchor = load_student(recipe, student_ref, accelerator)
     optimizer = build_optimizer(model, cfg)
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
+    scheduler = get_scheduler(
+        cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
+    )
     base_model = model
     if accelerator.state.deepspeed_plugin is not None:  # no dataloader to infer it from
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
@@ -159,10 +180,32 @@ def setup(recipe: Recipe, resume: bool) -> Run:
     resumed_from = state["step"] if resume else None
     metrics = MetricsLog(out / METRICS, enabled=accelerator.is_main_process, resume_step=resumed_from)
     if cfg.trackers:
-        accelerator.init_trackers(recipe.name, config={k: v for k, v in cfg.model_dump(mode="json").items() if isinstance(v, int | float | str | bool)})
+        accelerator.init_trackers(
+            recipe.name,
+            config={k: v for k, v in cfg.model_dump(mode="json").items() if isinstance(v, int | float | str | bool)},
+        )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    run = Run(recipe, accelerator, model, optimizer, scheduler, forward, anchor, tokenizer, examples, eval_examples, stats,
-              stream, metrics, pad_id, state, resumed_from, initial_eval=None, setup_time_s=0.0, segment_start=0.0)
+    run = Run(
+        recipe,
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        forward,
+        anchor,
+        tokenizer,
+        examples,
+        eval_examples,
+        stats,
+        stream,
+        metrics,
+        pad_id,
+        state,
+        resumed_from,
+        initial_eval=None,
+        setup_time_s=0.0,
+        segment_start=0.0,
+    )
     if resume:
         run.initial_eval = next((r.get("eval_loss") for r in metrics.rows() if r.get("step") == 0), None)
     elif eval_examples:
@@ -183,16 +226,22 @@ def load_data(recipe: Recipe, accelerator) -> tuple[Any, Any, list[Example], lis
     tokenizer = load_tokenizer(student_ref, trust_remote_code=student.trust_remote_code, revision=student.revision)
     source = str(recipe.cache_dir)
     train_records, eval_records = split_heldout(read_cache(recipe.cache_dir), cfg.eval_fraction, cfg.seed)
-    examples, stats = build_examples(train_records, tokenizer, student, cfg.max_length, source=source, model_ref=student.model)
-    eval_examples = build_examples(eval_records, tokenizer, student, cfg.max_length, source=source)[0] if eval_records else []
+    examples, stats = build_examples(
+        train_records, tokenizer, student, cfg.max_length, source=source, model_ref=student.model
+    )
+    eval_examples = (
+        build_examples(eval_records, tokenizer, student, cfg.max_length, source=source)[0] if eval_records else []
+    )
     if cfg.curriculum == "entropy":
         check_entropies(examples, source)
     no_entropy = sum(ex.entropy is None for ex in examples)
     if accelerator.is_main_process and cfg.loss.cwce and no_entropy:
         accelerator.print(f"data: {no_entropy} records have no output_entropy; CWCE gives them weight 1.0")
     if accelerator.is_main_process and (stats.truncated or stats.dropped):
-        accelerator.print(f"data: {stats.truncated} completions truncated to max_length={cfg.max_length}, "
-                          f"{stats.dropped} records dropped (prompt too long): {stats.dropped_ids}")
+        accelerator.print(
+            f"data: {stats.truncated} completions truncated to max_length={cfg.max_length}, "
+            f"{stats.dropped} records dropped (prompt too long): {stats.dropped_ids}"
+        )
     return student_ref, tokenizer, examples, eval_examples, stats
 
 
@@ -202,8 +251,13 @@ def load_student(recipe: Recipe, student_ref, accelerator) -> tuple[torch.nn.Mod
     from dante.models import load_causal_lm
 
     cfg, student = recipe.train, recipe.student
-    model = load_causal_lm(student_ref, dtype="float32", trust_remote_code=student.trust_remote_code,
-                           revision=student.revision, attn_implementation=student.attn_implementation)
+    model = load_causal_lm(
+        student_ref,
+        dtype="float32",
+        trust_remote_code=student.trust_remote_code,
+        revision=student.revision,
+        attn_implementation=student.attn_implementation,
+    )
     model.config.use_cache = False
     if cfg.gradient_checkpointing:  # later transformers 5.x rename it activation_checkpointing_enable
         if hasattr(model, "activation_checkpointing_enable"):
@@ -213,7 +267,11 @@ def load_student(recipe: Recipe, student_ref, accelerator) -> tuple[torch.nn.Mod
     if cfg.compile:
         n_blocks = compile_blocks(model)
         if accelerator.is_main_process:
-            accelerator.print(f"compile: {n_blocks} decoder blocks compiled on first use" if n_blocks else "compile: no repeated blocks found; running eager")
+            accelerator.print(
+                f"compile: {n_blocks} decoder blocks compiled on first use"
+                if n_blocks
+                else "compile: no repeated blocks found; running eager"
+            )
     anchor = TeaAnchor(model.get_input_embeddings().weight).attach(model) if cfg.loss.tea else None
     return model, anchor
 
@@ -235,12 +293,18 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     u, denom = batch_weights([ex.entropy for ex in batch], [ex.n_completion for ex in batch], loss_cfg)
     weight_of = dict(zip(batch_idx, u))
     lam_ce, lam_tea = lambda_ce(step, loss_cfg), lambda_tea(step, cfg.steps, loss_cfg)
-    groups = micro_batches(rank_slice(batch_idx, accelerator.process_index, world), len(batch_idx), world, cfg.micro_batch_size)
+    groups = micro_batches(
+        rank_slice(batch_idx, accelerator.process_index, world), len(batch_idx), world, cfg.micro_batch_size
+    )
     cwce_sum, ce_sum, tea_value = (torch.zeros((), device=device) for _ in range(3))
     for k, group in enumerate(groups):
         is_last = k == len(groups) - 1
-        micro = collate([run.examples[i] for i in group] or [empty_example(run.pad_id)], [weight_of[i] for i in group] or [0.0],
-                        packing=cfg.packing, pad_id=run.pad_id)
+        micro = collate(
+            [run.examples[i] for i in group] or [empty_example(run.pad_id)],
+            [weight_of[i] for i in group] or [0.0],
+            packing=cfg.packing,
+            pad_id=run.pad_id,
+        )
         accelerator.sync_gradients = is_last  # DeepSpeed steps inside backward only when True
         with accelerator.no_sync(run.model) if not is_last else nullcontext():
             anchored = run.anchor is not None and is_last  # TEA once per step, identical on every rank
@@ -269,10 +333,18 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     run.state["records"] += len(batch)
     dt = time.perf_counter() - t0
     return {
-        "step": step, "loss": lam_ce * cwce + lam_tea * float(tea_value), "cwce": cwce, "ce": ce,
-        "tea": float(tea_value), "lambda_ce": lam_ce, "lambda_tea": lam_tea, "lr": lr,
+        "step": step,
+        "loss": lam_ce * cwce + lam_tea * float(tea_value),
+        "cwce": cwce,
+        "ce": ce,
+        "tea": float(tea_value),
+        "lambda_ce": lam_ce,
+        "lambda_tea": lam_tea,
+        "lr": lr,
         "grad_norm": finite(float(grad_norm)) if grad_norm is not None else None,
-        "tokens": run.state["tokens"], "records": run.state["records"], "epoch": run.stream.epoch_of(run.state["cursor"]),
+        "tokens": run.state["tokens"],
+        "records": run.state["records"],
+        "epoch": run.stream.epoch_of(run.state["cursor"]),
         "tokens_per_s": step_tokens / dt if dt > 0 else 0.0,
     }
 
@@ -304,10 +376,18 @@ def save(run: Run, last: dict[str, Any]) -> TrainResult:
         accelerator.end_training()
     accelerator.wait_for_everyone()
     return TrainResult(
-        output_dir=out, steps=run.state["step"], tokens_seen=run.state["tokens"], records_seen=run.state["records"],
-        final_loss=last.get("loss"), eval_loss=last.get("eval_loss"), initial_eval_loss=run.initial_eval,
-        wall_time_s=wall, metrics_path=out / METRICS, manifest_path=manifest_path,
-        resumed_from_step=run.resumed_from, is_main_process=run.is_main,
+        output_dir=out,
+        steps=run.state["step"],
+        tokens_seen=run.state["tokens"],
+        records_seen=run.state["records"],
+        final_loss=last.get("loss"),
+        eval_loss=last.get("eval_loss"),
+        initial_eval_loss=run.initial_eval,
+        wall_time_s=wall,
+        metrics_path=out / METRICS,
+        manifest_path=manifest_path,
+        resumed_from_step=run.resumed_from,
+        is_main_process=run.is_main,
     )
 
 
@@ -316,12 +396,27 @@ def student_manifest(run: Run, last: dict[str, Any], wall: float) -> dict[str, A
     recipe, state = run.recipe, run.state
     info = device_info(run.accelerator)
     return {
-        "name": recipe.name, "student": recipe.student.model, "cache_dir": str(recipe.cache_dir), "seed": recipe.train.seed,
-        "steps": state["step"], "tokens_seen": state["tokens"], "records_seen": state["records"],
-        "epochs": run.stream.epoch_of(state["cursor"]), "train_records": len(run.examples), "heldout_records": len(run.eval_examples),
-        "data": run.data_stats.as_dict(), "final_loss": last.get("loss"), "final_cwce": last.get("cwce"),
-        "initial_eval_loss": run.initial_eval, "eval_loss": last.get("eval_loss"),
-        "wall_time_s": wall, "setup_time_s": run.setup_time_s, **info,
-        "device_hours": wall * info["device_count"] / 3600.0, "resumed_from_step": run.resumed_from,
-        "metrics_file": METRICS, "versions": package_versions(), "config": resolved_dict(recipe),
+        "name": recipe.name,
+        "student": recipe.student.model,
+        "cache_dir": str(recipe.cache_dir),
+        "seed": recipe.train.seed,
+        "steps": state["step"],
+        "tokens_seen": state["tokens"],
+        "records_seen": state["records"],
+        "epochs": run.stream.epoch_of(state["cursor"]),
+        "train_records": len(run.examples),
+        "heldout_records": len(run.eval_examples),
+        "data": run.data_stats.as_dict(),
+        "final_loss": last.get("loss"),
+        "final_cwce": last.get("cwce"),
+        "initial_eval_loss": run.initial_eval,
+        "eval_loss": last.get("eval_loss"),
+        "wall_time_s": wall,
+        "setup_time_s": run.setup_time_s,
+        **info,
+        "device_hours": wall * info["device_count"] / 3600.0,
+        "resumed_from_step": run.resumed_from,
+        "metrics_file": METRICS,
+        "versions": package_versions(),
+        "config": resolved_dict(recipe),
     }

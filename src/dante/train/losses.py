@@ -114,7 +114,9 @@ class _SquaredDistance(torch.autograd.Function):
         return diff.mul_(2.0 * grad).to(ctx.dtype), None
 
 
-def weighted_ce_sum(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def weighted_ce_sum(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Σ_t u_t · CE_t over positions whose target is not −100, in float32; also the plain CE sum.
 
     logits: (..., V) already aligned with ``targets`` (position p predicts targets[p]; no shift
@@ -152,7 +154,9 @@ def normaliser(n_completion: Sequence[int], u: Sequence[float], normalise: str) 
     return float(sum(u_i * n_i for u_i, n_i in zip(u, n_completion, strict=True)))
 
 
-def batch_weights(entropies: Sequence[float | None], n_completion: Sequence[int], cfg: LossConfig = _DEFAULT) -> tuple[list[float], float]:
+def batch_weights(
+    entropies: Sequence[float | None], n_completion: Sequence[int], cfg: LossConfig = _DEFAULT
+) -> tuple[list[float], float]:
     """(u_i per record, D) of one global batch: every token of record i gets weight u_i, and
     L_CWCE = Σ_t u_t · CE_t / D. Known before any forward pass, so micro-batches and ranks
     each add their share Σ u·CE / D and the sum is the full-batch loss."""
@@ -177,7 +181,7 @@ class TeaAnchor(torch.nn.Module):
         self.armed = False
         self.value: torch.Tensor | None = None
 
-    def attach(self, model: torch.nn.Module) -> "TeaAnchor":
+    def attach(self, model: torch.nn.Module) -> TeaAnchor:
         model.get_input_embeddings().register_forward_hook(self._hook)
         return self
 

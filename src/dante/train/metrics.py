@@ -50,7 +50,14 @@ class MetricsLog:
 def progress_bar(enabled: bool, total: int, completed: int):
     """A rich progress bar: step counter, rate, ETA and a metrics line."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(
         TextColumn("[bold]train"),
