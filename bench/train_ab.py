@@ -52,7 +52,7 @@ def run_tree(tree: Path, args, workdir: Path, out: Path) -> float:
     report = json.loads(out.read_text())["models"][args.model]
     if "skipped" in report:
         raise SystemExit(f"{args.model} skipped: {report['skipped']}")
-    return report["runs"]["dante"][0]["tokens_per_s"]
+    return report["summary"]["tokens_per_s"]["dante"]
 
 
 def main() -> None:

@@ -69,6 +69,29 @@ def torch_dtype(name: str | None) -> Any:
     return getattr(torch, DTYPES[name])
 
 
+def cpu_computes_bf16() -> bool:
+    """True where this CPU has native bf16 arithmetic (AVX512-BF16 or AMX tiles), as torch
+    reports it. Without it (AVX2-only CPUs: most laptops, older servers) torch emulates bf16,
+    measured here at ~7x slower prompt reading and ~3x slower generation than fp32."""
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(probe()) for probe in probes if probe is not None)
+
+
+def resolve_dtype(name: str | None, device: str | None) -> str:
+    """The weights dtype to load for ``name`` on ``device``: explicit names as given (normalised);
+    ``auto`` on a CPU is ``bfloat16`` only where the CPU computes it natively, else ``float32``;
+    ``auto`` on a GPU stays ``auto`` (the checkpoint's own dtype)."""
+    if name not in (None, "auto"):
+        torch_dtype(name)  # validates
+        return DTYPES[name]
+    on_cpu = device is None or str(device).split(":")[0] == "cpu"
+    if not on_cpu:
+        return "auto"
+    return "bfloat16" if cpu_computes_bf16() else "float32"
+
+
 def load_tokenizer(
     ref: str | ResolvedModel,
     *,

@@ -18,6 +18,7 @@ from typing import Any
 from dante.config import PromptsConfig
 from dante.errors import DataError
 
+PROCEDURAL_PREFIX = "reasoning_gym:"
 FILE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -203,6 +204,9 @@ def _iter_rows(cfg: PromptsConfig, base_dir: str | Path | None) -> Iterator[tupl
             field="prompts.source",
             hint="set prompts.source to a file, folder or dataset name",
         )
+    if is_procedural(cfg):
+        yield from _procedural_rows(cfg)
+        return
     path = _resolve_source(cfg.source, base_dir)
     fmt = cfg.format
     if fmt == "datasets":
@@ -342,8 +346,35 @@ def _row_range(rows: str | None) -> tuple[int, int | None]:
     return start, stop
 
 
+def is_procedural(cfg: PromptsConfig) -> bool:
+    return cfg.format == "reasoning_gym" or cfg.source.startswith(PROCEDURAL_PREFIX)
+
+
+def procedural_task(cfg: PromptsConfig) -> str:
+    return cfg.source.removeprefix(PROCEDURAL_PREFIX)
+
+
+def _procedural_rows(cfg: PromptsConfig) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The questions (never the answers) of a reasoning-gym task's split, as prompt rows."""
+    from dante.procedural import generate
+
+    task = procedural_task(cfg)
+    _, stop = _row_range(cfg.rows)
+    size = stop if stop is not None else cfg.limit
+    if size is None:
+        raise DataError(
+            "a procedural source is unlimited: say how many prompts",
+            field="prompts.limit",
+            hint="set prompts.limit (or prompts.rows)",
+        )
+    for item in generate(task, cfg.split, size, seed=cfg.seed, settings=cfg.task_settings):
+        yield f"{cfg.source}/{cfg.split}#{item.index}", {"prompt": item.question}
+
+
 def source_label(cfg: PromptsConfig) -> str:
     """The ``source`` part of every record id: the configured source (plus subset/split for datasets)."""
+    if is_procedural(cfg):
+        return f"{PROCEDURAL_PREFIX}{procedural_task(cfg)}:{cfg.split}"
     if cfg.format == "datasets" or cfg.subset:
         return f"{cfg.source}/{cfg.subset or ''}:{cfg.split}"
     return cfg.source

@@ -16,6 +16,7 @@ from dante.config.loader import (
 from dante.config.schema import (
     CacheConfig,
     EvalConfig,
+    FilterConfig,
     LossConfig,
     PromptsConfig,
     Recipe,
@@ -30,6 +31,7 @@ __all__ = [
     "SECRET_FIELDS",
     "CacheConfig",
     "EvalConfig",
+    "FilterConfig",
     "LossConfig",
     "PromptsConfig",
     "Recipe",

