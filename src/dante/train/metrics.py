@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dante.io import atomic_write_text
+from dante.progress import stage_progress
 
 
 class MetricsLog:
@@ -48,29 +49,8 @@ class MetricsLog:
 
 
 def progress_bar(enabled: bool, total: int, completed: int):
-    """A rich progress bar: step counter, rate, ETA and a metrics line."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
+    """The training bar: step counter, rate, ETA and a metrics line (``format_info``)."""
+    progress = stage_progress("train", enabled=enabled)
     task = progress.add_task("train", total=total, completed=completed, info="")
     return progress, task
 
