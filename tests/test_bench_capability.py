@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from dante.eval.scores import mcnemar_exact
+
 _SPEC = importlib.util.spec_from_file_location(
     "capability_transfer", Path(__file__).parents[1] / "bench" / "capability_transfer.py"
 )
@@ -15,10 +17,10 @@ _SPEC.loader.exec_module(capability)
 def test_mcnemar_exact_by_hand():
     a = dict.fromkeys(range(10), False)
     b = {i: i < 5 for i in range(10)}  # b right on 5 rows a got wrong, never the reverse
-    assert capability.mcnemar_exact(a, b) == {"rows": 10, "b_only": 5, "a_only": 0, "p_value": pytest.approx(2 / 32)}
+    assert mcnemar_exact(a, b) == {"rows": 10, "b_only": 5, "a_only": 0, "p_value": pytest.approx(2 / 32)}
     b[9], a[8] = True, True  # 6 vs 1 discordant: p = 2 * (C(7,0) + C(7,1)) / 2^7
-    assert capability.mcnemar_exact(a, b)["p_value"] == pytest.approx(2 * 8 / 128)
-    assert capability.mcnemar_exact(a, a)["p_value"] == 1.0  # no discordant rows
+    assert mcnemar_exact(a, b)["p_value"] == pytest.approx(2 * 8 / 128)
+    assert mcnemar_exact(a, a)["p_value"] == 1.0  # no discordant rows
 
 
 def test_recipe_scales_the_demo_and_sft_switches_every_dante_addition_off():

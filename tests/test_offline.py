@@ -361,6 +361,7 @@ def test_real_packages_are_found_in_order_when_installed():
 
 REAL = {  # name -> (has chat template, vocabulary size)
     "qwen2.5-coder-0.5b-instruct": (True, 151936),
+    "qwen2.5-coder-1.5b-instruct": (True, 151936),
     "smollm2-135m-instruct": (True, 49152),
     "gemma-3-270m": (False, 262144),
 }

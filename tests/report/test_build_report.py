@@ -138,3 +138,24 @@ def test_eval_rows_of_another_model_appear_as_a_column(tmp_path):
     text = build_report(run).read_text()
     header = next(line for line in text.splitlines() if line.startswith("| benchmark | base"))
     assert header == "| benchmark | base | student | teacher |"
+
+
+def test_before_after_table_has_intervals_and_the_paired_mcnemar_test(tmp_path):
+    import json
+
+    run = make_run(tmp_path / "run")
+
+    def samples(model: str, right: set[int]) -> None:
+        lines = [
+            json.dumps({"doc_id": i, "filter": "strict-match", "exact_match": float(i in right)}) for i in range(50)
+        ] + [json.dumps({"doc_id": i, "filter": "flexible-extract", "exact_match": 1.0}) for i in range(50)]
+        (run / "eval" / model / "samples_gsm8k_local_heldout.jsonl").write_text("\n".join(lines) + "\n")
+
+    samples("base", set(range(9)))  # 18% of 50
+    samples("student", set(range(4, 20)))  # 32%: right only after on 11 docs (9..19), only before on 4 (0..3)
+    text = (build_report(run)).read_text()
+    first = text[text.index("### Before and after distillation") :].split("\n\n")[2]
+    lines = first.splitlines()
+    assert lines[2].startswith("| student before | 18.0 [1] (9.8–30.8)")  # its Wilson interval, 9 of 50
+    # p = 2 * (C(15,0) + ... + C(15,4)) / 2^15 = 2 * 1941 / 32768
+    assert lines[-1].startswith("| after vs before | +14.0 points; 11 won / 4 lost of 50, McNemar p = 0.12")

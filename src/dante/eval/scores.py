@@ -36,6 +36,38 @@ def wilson_ci(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar_exact(a: dict[Any, bool], b: dict[Any, bool]) -> dict[str, float]:
+    """Exact two-sided McNemar test of b against a on the items both answered.
+
+    With b_only = items b got right and a wrong, a_only the reverse, n = b_only + a_only:
+    p = min(1, 2 · Σ_{k ≤ min(a_only, b_only)} C(n, k) / 2^n) (a binomial sign test on the
+    discordant items); no discordant item gives p = 1.
+    """
+    rows = sorted(set(a) & set(b))
+    b_only = sum(b[r] and not a[r] for r in rows)
+    a_only = sum(a[r] and not b[r] for r in rows)
+    n = a_only + b_only
+    tail = sum(math.comb(n, k) for k in range(0, min(a_only, b_only) + 1)) / 2**n if n else 1.0
+    return {"rows": len(rows), "b_only": b_only, "a_only": a_only, "p_value": min(1.0, 2 * tail)}
+
+
+def correct_by_doc(model_dir: Path, task: str, metric: str, filt: str) -> dict[int, bool] | None:
+    """Per evaluated doc (lm-eval's doc_id): was the headline metric 1, from ``samples_<task>.jsonl``
+    (None when the samples were not logged)."""
+    path = Path(model_dir) / f"samples_{task}.jsonl"
+    if not path.is_file():
+        return None
+    out: dict[int, bool] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            sample = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if sample.get("filter", "none") == filt and metric in sample:
+            out[int(sample["doc_id"])] = float(sample[metric]) >= 1.0
+    return out
+
+
 def _number(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
