@@ -21,7 +21,7 @@ import torch
 from dante.config import Recipe, resolved_dict, save_resolved
 from dante.errors import DanteError
 from dante.io import atomic_write_json
-from dante.layout import METRICS, STUDENT_MANIFEST
+from dante.layout import CHECKPOINTS, METRICS, STUDENT_MANIFEST
 from dante.train.checkpoint import latest_checkpoint, read_state, save_checkpoint
 from dante.train.curriculum import BatchStream, check_entropies, micro_batches, rank_slice
 from dante.train.data import DataStats, Example, build_examples, collate, filter_records, split_heldout
@@ -142,20 +142,7 @@ def setup(recipe: Recipe, resume: bool) -> Run:
     t_start = time.perf_counter()
     accelerator = make_accelerator(cfg, out)
     set_seed(cfg.seed)
-    ckpt = latest_checkpoint(out)
-    if resume and ckpt is None:
-        raise DanteError(
-            "no complete checkpoint to resume from",
-            file=out / "checkpoints",
-            hint="run without --resume to start fresh",
-        )
-    if not resume and ckpt is not None:
-        raise DanteError(
-            "output already holds checkpoints of a run",
-            file=ckpt,
-            hint="pass --resume to continue it, or delete the folder to start over",
-        )
-
+    ckpt = checkpoint_to_resume(out, resume)
     student_ref, tokenizer, examples, eval_examples, stats = load_data(recipe, accelerator)
     stream = BatchStream(
         examples, cfg.curriculum, cfg.seed, batch_sequences=cfg.batch_sequences, batch_tokens=cfg.batch_tokens
@@ -185,27 +172,9 @@ def setup(recipe: Recipe, resume: bool) -> Run:
             config={k: v for k, v in cfg.model_dump(mode="json").items() if isinstance(v, int | float | str | bool)},
         )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    run = Run(
-        recipe,
-        accelerator,
-        model,
-        optimizer,
-        scheduler,
-        forward,
-        anchor,
-        tokenizer,
-        examples,
-        eval_examples,
-        stats,
-        stream,
-        metrics,
-        pad_id,
-        state,
-        resumed_from,
-        initial_eval=None,
-        setup_time_s=0.0,
-        segment_start=0.0,
-    )
+    run = Run(recipe, accelerator, model, optimizer, scheduler, forward, anchor, tokenizer, examples,
+              eval_examples, stats, stream, metrics, pad_id, state, resumed_from,
+              initial_eval=None, setup_time_s=0.0, segment_start=0.0)  # fmt: skip
     if resume:
         run.initial_eval = next((r.get("eval_loss") for r in metrics.rows() if r.get("step") == 0), None)
     elif eval_examples:
@@ -214,6 +183,23 @@ def setup(recipe: Recipe, resume: bool) -> Run:
     run.segment_start = time.perf_counter()
     run.setup_time_s = run.segment_start - t_start
     return run
+
+
+def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
+    """The newest complete checkpoint when resuming (an error if there is none); None for a fresh
+    run (an error if the folder already holds a run's checkpoints)."""
+    ckpt = latest_checkpoint(out)
+    if resume and ckpt is None:
+        raise DanteError(
+            "no complete checkpoint to resume from", file=out / CHECKPOINTS, hint="run without --resume to start fresh"
+        )
+    if not resume and ckpt is not None:
+        raise DanteError(
+            "output already holds checkpoints of a run",
+            file=ckpt,
+            hint="pass --resume to continue it, or delete the folder to start over",
+        )
+    return ckpt if resume else None
 
 
 def load_data(recipe: Recipe, accelerator) -> tuple[Any, Any, list[Example], list[Example], DataStats]:
