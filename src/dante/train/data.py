@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from dante.answers import extract_answer
 from dante.config import FilterConfig, StudentConfig
 from dante.errors import DanteError, DataError
 
@@ -248,8 +249,6 @@ class FilterCounts:
 def filter_records(records: list, cfg: FilterConfig, source: str | Path = "") -> tuple[list, FilterCounts]:
     """The records ``cfg`` keeps, in order: finished (finish_reason not ``length``), with a final
     answer (``dante.answers.extract_answer``), at or above the self-consistency threshold."""
-    from dante.answers import extract_answer
-
     counts = FilterCounts(read=len(records))
     if cfg.min_self_consistency is not None:
         missing = next((r for r in records if r.self_consistency is None), None)
