@@ -129,18 +129,12 @@ def evaluate(args: argparse.Namespace, models: list[str]) -> None:
         print(run_eval(recipe_for(args, f"eval.models=[{','.join(todo)}]", f"eval.output_dir={eval_dir(args)}")))
 
 
-def correct_by_question(model_dir: Path, task: str = TASK) -> dict[str, bool]:
-    """Per evaluated question (by its id): was the answer right (the generator's own check)."""
-    rows = [json.loads(line) for line in (model_dir / f"samples_{task}.jsonl").read_text().splitlines()]
-    return {r["doc"]["id"]: bool(r["exact_match"]) for r in rows}
-
-
 def folder_of(name: str) -> str:
     return name if name in ("teacher", "base") else f"student-{name}"
 
 
 def summarise(args: argparse.Namespace, names: list[str], seconds: float) -> str:
-    from dante.eval.scores import mcnemar_exact, read_scores
+    from dante.eval.scores import correct_by_doc, mcnemar_exact, read_scores
 
     task, edir = task_of(args), eval_dir(args)
     table, samples = {}, {}
@@ -150,7 +144,7 @@ def summarise(args: argparse.Namespace, names: list[str], seconds: float) -> str
             continue
         row = next(r for r in read_scores(path)["scores"] if r["task"] == task and r["metric"] == "exact_match")
         table[name] = {"accuracy": row["value"], "ci95": row["ci95"], "n": row["n_samples"]}
-        samples[name] = correct_by_question(edir / folder_of(name), task)
+        samples[name] = correct_by_doc(edir / folder_of(name), task, "exact_match", "none")
     tests = {}
     for name in names:
         for ref in ("base", "sft"):

@@ -32,14 +32,6 @@ def test_recipe_scales_the_demo_and_sft_switches_every_dante_addition_off():
     assert recipe.eval.tasks == [capability.TASK] and recipe.eval.suite is None
 
 
-def test_correct_by_question_reads_the_samples_by_question_id(tmp_path):
-    import json
-
-    rows = [{"doc": {"id": f"q{i}"}, "exact_match": float(i % 2)} for i in range(4)]
-    (tmp_path / f"samples_{capability.TASK}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert capability.correct_by_question(tmp_path) == {"q0": False, "q1": True, "q2": False, "q3": True}
-
-
 def test_each_ablation_switches_exactly_one_addition_off():
     args = capability.parse_args(["--prompts", "32", "--batch", "16", "--out", "/tmp/x"])
     full = capability.recipe_for(args).train
