@@ -43,7 +43,12 @@ class Item:
     @property
     def id(self) -> str:
         """Stable id of the question within its task (16 hex chars)."""
-        return hashlib.sha256(f"{self.task}\x00{self.question}".encode()).hexdigest()[:16]
+        return question_digest(self.task, self.question)[:16]
+
+
+def question_digest(task: str, question: str) -> str:
+    """sha256 of (task, question), hex: the question's id and the draw that decides its split."""
+    return hashlib.sha256(f"{task}\x00{question}".encode()).hexdigest()
 
 
 def gym():
@@ -61,7 +66,7 @@ def gym():
 
 def split_of(task: str, question: str) -> str:
     """The split a question belongs to: sha256(task, question) mapped to [0, 1) and cut 80/10/10."""
-    u = int(hashlib.sha256(f"{task}\x00{question}".encode()).hexdigest()[:15], 16) / 16**15
+    u = int(question_digest(task, question)[:15], 16) / 16**15
     return next(name for name, (lo, hi) in SHARES.items() if lo <= u < hi)
 
 
