@@ -94,7 +94,9 @@ class TeacherRequest:
 
 
 def sampling_settings(cfg: TeacherConfig) -> dict[str, Any]:
-    """The sampling parameters stored in every record (``sampling``) and the manifest."""
+    """The sampling parameters stored in every record (``sampling``) and the manifest; the
+    consistency samples' settings as ``TeacherRequest`` resolves them (None without samples)."""
+    consistency = TeacherRequest.from_config(cfg).consistency
     return {
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
@@ -102,10 +104,8 @@ def sampling_settings(cfg: TeacherConfig) -> dict[str, Any]:
         "top_logprobs": cfg.top_logprobs,
         "seed": cfg.seed,
         "consistency_samples": cfg.consistency_samples,
-        "consistency_temperature": cfg.consistency_temperature if cfg.consistency_samples else None,
-        "consistency_max_new_tokens": (cfg.consistency_max_new_tokens or cfg.max_new_tokens)
-        if cfg.consistency_samples
-        else None,
+        "consistency_temperature": consistency.temperature if consistency else None,
+        "consistency_max_new_tokens": consistency.max_new_tokens if consistency else None,
     }
 
 
