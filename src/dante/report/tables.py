@@ -94,8 +94,7 @@ def _before_after(data: RunData, models: list[str], benches: list[str], cell: di
     def with_ci(bench: str, model: str) -> str:
         row, text = by_key.get((bench, model)), cell.get((bench, model), "—")
         if row and row.get("ci95"):
-            lo, hi = row["ci95"]
-            text += f" ({100 * lo:.1f}–{100 * hi:.1f})"
+            text += f" ({pct(row['ci95'][0])}–{pct(row['ci95'][1])})"
         return text
 
     body = [[label] + [with_ci(b, m) for b in benches] for m, label in BEFORE_AFTER if m in models]
