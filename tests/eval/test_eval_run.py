@@ -184,3 +184,17 @@ def test_procedural_task_scores_the_generators_answers_as_correct_and_others_as_
     raw = run_task(GoldLM(wrong), spec, cfg, task_manager([spec]))
     assert raw["results"]["rg_chain_sum_2x2_validation"]["exact_match,none"] == 0.0
     assert raw["n-shot"]["rg_chain_sum_2x2_validation"] == 0
+
+
+def test_contamination_note_for_procedural_prompts():
+    from dante.eval.run import contamination_note
+
+    def recipe(task, split):
+        return load_recipe(data={"prompts": {"source": f"reasoning_gym:{task}", "split": split, "limit": 4}})
+
+    test_task = spec_for("rg_chain_sum_2x2")
+    assert contamination_note(recipe("chain_sum", "train"), test_task) is None
+    assert "test split this task evaluates" in contamination_note(recipe("chain_sum", "test"), test_task)
+    assert contamination_note(recipe("chain_sum", "test"), spec_for("rg_chain_sum_2x2_validation")) is None
+    assert "derived from GSM8K test" in contamination_note(recipe("gsm_symbolic", "train"), spec_for("gsm8k_local"))
+    assert contamination_note(recipe("gsm_symbolic", "train"), test_task) is None
