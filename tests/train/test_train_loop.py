@@ -165,10 +165,12 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, student_dir
     recipe_file.write_text(yaml.safe_dump(recipe_data(tmp_path / "b", student_dir, tiny_cache, **kw)))
     out = tmp_path / "b" / "run" / "student"
     cmd = [PY, "-m", "dante.cli", "train", str(recipe_file)]
+    # the CLI through the reliability suite's wrapper, which slows each train_step so the kill lands mid-run
+    slow = [PY, str(ROOT / "tests" / "reliability" / "crashrun.py"), "train", str(recipe_file)]
     proc = subprocess.Popen(
-        cmd,
+        slow,
         cwd=ROOT,
-        env={**_env(), "DANTE_TRAIN_STEP_DELAY_S": "0.4"},
+        env={**_env(), "DANTE_CRASH_SLOW_STEP": "0.4"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
