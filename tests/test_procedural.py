@@ -80,7 +80,7 @@ def test_prompt_source_gives_questions_only_with_stable_ids():
 
 
 def test_lm_eval_task_data_and_scoring():
-    from dante.eval.suites import local_module
+    from dante.benchmarks import local_module
 
     utils = local_module("reasoning_gym_local/rg_utils.py")
     docs = utils.load_split("chain_sum", "test", 8, seed=0, settings=SMALL)["test"]

@@ -1,6 +1,7 @@
 """The `dante` command: one verb per stage, each a thin wrapper over a Python function.
 
 dante plan RECIPE [key=value ...]        what the run will do, loading no model
+dante prompts build RECIPE | check RECIPE   curated prompt set: mixture, dedup, decontamination
 dante cache RECIPE [key=value ...]       teacher -> cache shards (resumable)
 dante cache validate DIR | stats DIR     check / summarise a cache
 dante train RECIPE [key=value ...] [--resume]
@@ -48,6 +49,11 @@ cache_app = typer.Typer(
     cls=_DefaultRunGroup, help="Teacher cache: generate (default), validate, stats.", no_args_is_help=True
 )
 app.add_typer(cache_app, name="cache")
+prompts_app = typer.Typer(
+    help="Prompt set: build (mix, de-duplicate, decontaminate, write) or check (the same, writing nothing).",
+    no_args_is_help=True,
+)
+app.add_typer(prompts_app, name="prompts")
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML.", show_default=False)]
 OverridesArg = Annotated[
@@ -85,6 +91,28 @@ def plan(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     from dante.plan import render_plan
 
     out.print(render_plan(_load(recipe, overrides)))
+
+
+@prompts_app.command("build")
+@_friendly
+def prompts_build(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Write the curated prompt set (prompts.parquet) and prompts_manifest.json."""
+    from dante.prompts import build_prompt_set
+    from dante.prompts.summary import render_manifest
+
+    built = build_prompt_set(_load(recipe, overrides), console=console)
+    out.print(render_manifest(built.manifest, written_to=str(built.directory)))
+
+
+@prompts_app.command("check")
+@_friendly
+def prompts_check(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Print what build would keep and remove, without writing anything."""
+    from dante.prompts import build_prompt_set
+    from dante.prompts.summary import render_manifest
+
+    built = build_prompt_set(_load(recipe, overrides), write=False, console=console)
+    out.print(render_manifest(built.manifest))
 
 
 @cache_app.command("run")

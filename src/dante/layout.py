@@ -3,6 +3,7 @@ to each other. Stages and the report take their paths from here, never spell the
 
     <output_dir>/
         resolved_recipe.yaml            the recipe as run (also next to every stage's outputs)
+        prompts/  prompts.parquet, prompts_manifest.json    (curated prompt set; prompts.dir)
         cache/    manifest.json, shard-NNNNN.jsonl          (teacher cache; cache.dir)
         student/  dante_manifest.json, metrics.jsonl,
                   checkpoints/step-NNNNNN/, model files     (training; train.output_dir)
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 RESOLVED_RECIPE = "resolved_recipe.yaml"
+PROMPT_SET = "prompts.parquet"
+PROMPTS_MANIFEST = "prompts_manifest.json"
 CACHE_MANIFEST = "manifest.json"
 STUDENT_MANIFEST = "dante_manifest.json"
 METRICS = "metrics.jsonl"
@@ -24,6 +27,7 @@ SCORES = "scores.json"
 
 # stage -> (recipe section, key of its folder setting); the folder's default name is the stage's.
 STAGE_SETTINGS: dict[str, tuple[str, str]] = {
+    "prompts": ("prompts", "dir"),
     "cache": ("cache", "dir"),
     "student": ("train", "output_dir"),
     "eval": ("eval", "output_dir"),

@@ -40,19 +40,39 @@ class Plan:
 
 
 def _count_prompts(recipe: Recipe) -> tuple[int | None, str, float | None]:
-    """Number of prompts and their mean length in characters, or why it is unknown."""
-    if not recipe.prompts.source:
+    """Number of prompts and their mean length in characters, or why it is unknown; for a
+    curated set, the counts of each curation step."""
+    if not recipe.prompts.source and not recipe.prompts.sources:
         return None, "no prompts.source set", None
     try:
-        from dante.prompts import load_prompts
+        if recipe.prompts.curated:
+            prompts, note = _curated(recipe)
+        else:
+            from dante.prompts import load_prompts
 
-        prompts = load_prompts(recipe.prompts)
+            base_dir = Path(recipe.source_file).parent if recipe.source_file else None
+            prompts, note = load_prompts(recipe.prompts, base_dir=base_dir), recipe.prompts.source
     except Exception as exc:  # noqa: BLE001 - the plan reports what it cannot read
         return None, f"could not read prompts: {exc}", None
     if not prompts:
         return 0, "prompt source is empty", None
     mean_chars = sum(len(p.prompt) + len(p.system or "") for p in prompts) / len(prompts)
-    return len(prompts), recipe.prompts.source, mean_chars
+    return len(prompts), note, mean_chars
+
+
+def _curated(recipe: Recipe):
+    """The curated set (as built, or computed now without writing) and its step counts."""
+    from dante.prompts import build_prompt_set, read_prompt_set
+    from dante.prompts.build import settings_key
+
+    built = read_prompt_set(recipe.prompts_dir)
+    if built is not None and built.manifest.get("settings_key") == settings_key(recipe):
+        where = f"curated set in {recipe.prompts_dir}"
+    else:
+        built = build_prompt_set(recipe, write=False)
+        where = "curated set, computed now (dante prompts build writes it)"
+    steps = ", ".join(f"{s['step']} -{s['removed']}" for s in built.manifest["steps"][1:] if s["removed"])
+    return built.prompts, f"{where}: {built.manifest['read']} read" + (f", {steps}" if steps else "")
 
 
 def _cache_lengths(recipe: Recipe) -> tuple[int, float | None]:

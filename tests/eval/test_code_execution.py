@@ -2,10 +2,10 @@
 
 import pytest
 
+from dante.benchmarks import local_module, resolve_tasks
 from dante.config import load_recipe
 from dante.errors import ConfigError
 from dante.eval.run import check_tasks, code_execution, evaluate, task_manager
-from dante.eval.suites import local_module, resolve_tasks
 
 
 def test_humaneval_refuses_without_allow_code_execution(tmp_path):

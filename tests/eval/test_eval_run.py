@@ -6,10 +6,10 @@ import re
 
 import pytest
 
+from dante.benchmarks import local_module, spec_for
 from dante.config import load_recipe
 from dante.errors import ConfigError
 from dante.eval.run import evaluate, model_refs, run_task, task_manager
-from dante.eval.suites import local_module, spec_for
 
 SCORE_KEYS = {
     "model",

@@ -2,9 +2,9 @@
 
 import pytest
 
+from dante.benchmarks import SUITES, local_module, resolve_tasks
 from dante.config import EvalConfig
 from dante.errors import ConfigError
-from dante.eval.suites import SUITES, local_module, resolve_tasks
 
 
 def test_card_suite_has_the_cards_seven_settings():
@@ -24,7 +24,7 @@ def test_card_suite_has_the_cards_seven_settings():
 def test_card_suite_names_real_lm_eval_tasks():
     from lm_eval.tasks import TaskManager
 
-    from dante.eval.suites import tasks_dir
+    from dante.benchmarks import tasks_dir
 
     manager = TaskManager(include_path=str(tasks_dir()))
     for suite in SUITES.values():

@@ -195,7 +195,7 @@ def test_eval_models_load_with_trust_remote_code_only_when_the_recipe_says(tmp_p
 
 def test_generated_code_runs_only_with_the_explicit_eval_flag(tmp_path, monkeypatch):
     run = pytest.importorskip("dante.eval.run", reason="dante.eval is not there yet (being written in parallel)")
-    from dante.eval.suites import local_module
+    from dante.benchmarks import local_module
 
     he = local_module("humaneval_local/humaneval_utils.py")
     monkeypatch.delenv("DANTE_ALLOW_CODE_EXECUTION", raising=False)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dante.cache.writer import disk_error
-from dante.config import Recipe, recipe_hash, resolved_dict, stable_hash
+from dante.config import DecontaminateConfig, DedupConfig, Recipe, recipe_hash, resolved_dict, stable_hash
 from dante.errors import DanteError, DataError
 from dante.layout import CACHE_MANIFEST
 from dante.teacher.base import sampling_settings
@@ -36,14 +36,21 @@ OPERATIONAL = {
         "tensor_parallel_size",
         "pipeline_parallel_size",
     },
-    "prompts": {"limit"},  # a larger limit extends a cache
+    "prompts": {"limit", "size", "dir"},  # a larger limit (or mixture size) extends a cache
 }
+# Prompt settings added after caches were first written: left out of the key at their defaults,
+# so a cache written before them keeps its key and resumes.
+ADDED_LATER = {"sources": [], "dedup": DedupConfig().model_dump(), "decontaminate": DecontaminateConfig().model_dump()}
 
 
 def content_settings(recipe: Recipe) -> dict[str, Any]:
     """The teacher and prompts settings that decide a cache's content (no secrets)."""
     data = resolved_dict(recipe)
-    return {sec: {k: v for k, v in data[sec].items() if k not in OPERATIONAL[sec]} for sec in ("teacher", "prompts")}
+    content = {sec: {k: v for k, v in data[sec].items() if k not in OPERATIONAL[sec]} for sec in ("teacher", "prompts")}
+    for key, default in ADDED_LATER.items():
+        if content["prompts"].get(key) == default:
+            content["prompts"].pop(key, None)
+    return content
 
 
 def cache_key(recipe: Recipe) -> str:

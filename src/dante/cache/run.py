@@ -22,7 +22,7 @@ from dante.cache.writer import CacheWriter, disk_error
 from dante.config import Recipe, save_resolved
 from dante.layout import RESOLVED_RECIPE
 from dante.progress import stage_progress
-from dante.prompts import Prompt, load_prompts
+from dante.prompts import Prompt, prompt_set
 from dante.teacher import Completion, Teacher, make_teacher
 from dante.teacher.base import sampling_settings
 
@@ -116,8 +116,7 @@ def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Consol
     t0 = time.perf_counter()
     directory = recipe.cache_dir
     old = check_manifest(directory, recipe) or {}
-    base_dir = Path(recipe.source_file).parent if recipe.source_file else None
-    prompts = load_prompts(recipe.prompts, base_dir=base_dir)
+    prompts = prompt_set(recipe, console=console)  # the curated set, when the recipe has one
     manifest = new_manifest(recipe, len(prompts), old, _now())
     writer = CacheWriter(
         directory, shard_size=recipe.cache.shard_size, flush_every=recipe.cache.flush_every, manifest=manifest

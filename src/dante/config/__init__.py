@@ -15,6 +15,8 @@ from dante.config.loader import (
 )
 from dante.config.schema import (
     CacheConfig,
+    DecontaminateConfig,
+    DedupConfig,
     EvalConfig,
     FilterConfig,
     LossConfig,
@@ -22,6 +24,8 @@ from dante.config.schema import (
     Recipe,
     ReportConfig,
     Section,
+    SourceConfig,
+    SourceFields,
     StudentConfig,
     TeacherConfig,
     TrainConfig,
@@ -30,6 +34,8 @@ from dante.config.schema import (
 __all__ = [
     "SECRET_FIELDS",
     "CacheConfig",
+    "DecontaminateConfig",
+    "DedupConfig",
     "EvalConfig",
     "FilterConfig",
     "LossConfig",
@@ -37,6 +43,8 @@ __all__ = [
     "Recipe",
     "ReportConfig",
     "Section",
+    "SourceConfig",
+    "SourceFields",
     "StudentConfig",
     "TeacherConfig",
     "TrainConfig",

@@ -21,10 +21,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from dante.benchmarks import TaskSpec, local_module, resolve_tasks, tasks_dir
 from dante.config import EvalConfig, Recipe, save_resolved
 from dante.errors import ConfigError, DanteError
 from dante.eval.scores import read_json, write_scores
-from dante.eval.suites import TaskSpec, local_module, resolve_tasks, tasks_dir
 from dante.io import atomic_write_json, atomic_write_text
 from dante.models import default_device, resolve_dtype, resolve_model
 from dante.procedural import DERIVED_FROM_BENCHMARKS

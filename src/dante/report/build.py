@@ -18,6 +18,7 @@ from dante.report import plots
 from dante.report.card import model_card
 from dante.report.consistency import flag_rows
 from dante.report.data import RunData, load_run
+from dante.report.prompt_set import prompts_section
 from dante.report.reference import CARD_COMPUTE, CARD_SCORES, COMPUTE_POINTS, Published, PublishedCompute
 from dante.report.tables import (
     cache_section,
@@ -64,7 +65,7 @@ def cwce_weight_fn(data: RunData):
 
 def scoreboard_bars(data: RunData, refs: list[Published]) -> dict[str, list[dict[str, Any]]]:
     rows = data.primary_scores
-    flags = flag_rows(rows)
+    flags = flag_rows(rows, data.decontaminated)
     bars: dict[str, list[dict[str, Any]]] = {}
     for row, found in zip(rows, flags):
         ci = [100 * row["ci95"][0], 100 * row["ci95"][1]] if row.get("ci95") else None
@@ -171,7 +172,7 @@ def consistency_section(data: RunData) -> str:
         return "\n".join(lines + ["> nothing to check: no scores yet", ""])
     lines += ["Settings of the measured scores (a benchmark listed twice was measured under two settings):", ""]
     lines += [f"- {s}" for s in settings_summary(rows)]
-    flagged = sum(1 for f in flag_rows(rows) if f)
+    flagged = sum(1 for f in flag_rows(rows, data.decontaminated) if f)
     lines += [
         "",
         f"{flagged} of {len(rows)} measured scores are flagged; published rows are flagged against the "
@@ -199,6 +200,7 @@ def render_report(
         reference_section(data, refs) if refs else "",
         compute_section(data, compute_refs),
         training_section(data),
+        prompts_section(data),
         cache_section(data),
         figures_section(figures, out),
         consistency_section(data),

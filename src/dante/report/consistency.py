@@ -96,8 +96,14 @@ def reference_settings(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {bench: dict(Counter(items).most_common(1)[0][0]) for bench, items in by_bench.items()}
 
 
-def flag_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
-    """For each measured row, its differences from its benchmark's reference settings, plus partial-run notes."""
+TRAINED_ELSEWHERE = ("teacher", "base")  # models whose scores the run's prompts cannot have contaminated
+
+
+def flag_rows(rows: list[dict[str, Any]], checked: set[str] | None = None) -> list[list[str]]:
+    """For each measured row, its differences from its benchmark's reference settings, plus
+    partial-run and contamination notes. ``checked``: the tasks the run's prompt set was
+    decontaminated against (None: unknown, no flag); a distilled model's score on any other
+    task is flagged."""
     ref = reference_settings(rows)
     flags = []
     for row in rows:
@@ -106,6 +112,8 @@ def flag_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             found.append(f"partial: {row['n_samples']} of {row['n_total']} rows")
         if row.get("contamination"):
             found.append(f"contamination: {row['contamination']}")
+        if checked is not None and row["model"] not in TRAINED_ELSEWHERE and row.get("task") not in checked:
+            found.append("the prompt set was not checked against this task for contamination (prompts.decontaminate)")
         flags.append(found)
     return flags
 

@@ -33,6 +33,8 @@ class RunData:
     student_manifest: dict[str, Any] | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     cache_manifest: dict[str, Any] | None = None
+    prompts_dir: Path | None = None
+    prompts_manifest: dict[str, Any] | None = None  # the curated set's manifest (dante prompts build)
     cache_stats: dict[str, Any] | None = None
     entropies: list[float] = field(default_factory=list)
     notes: dict[str, list[str]] = field(default_factory=dict)
@@ -43,6 +45,12 @@ class RunData:
     @property
     def primary_scores(self) -> list[dict[str, Any]]:
         return [r for r in self.scores if r.get("primary")]
+
+    @property
+    def decontaminated(self) -> set[str]:
+        """Tasks the run's prompt set was checked against (empty without a curated set)."""
+        dc = (self.prompts_manifest or {}).get("decontamination") or {}
+        return set(dc.get("tasks", [])) | {k for k, v in (dc.get("checked") or {}).items() if v.get("kind") == "task"}
 
 
 def _stage_dir(run_dir: Path, recipe: dict[str, Any], stage: str) -> Path:
@@ -135,6 +143,12 @@ def load_cache(data: RunData) -> None:
         data.note("cache", "no record has output_entropy (teacher returned no logprobs)")
 
 
+def load_prompt_set(data: RunData) -> None:
+    manifest = data.prompts_dir / layout.PROMPTS_MANIFEST if data.prompts_dir else None
+    if manifest is not None and manifest.is_file():
+        data.prompts_manifest = read_json(manifest, data, "prompts")
+
+
 def load_run(run_dir: str | Path) -> RunData:
     """Locate the stage folders of a run and read every file the report needs."""
     run_dir = Path(run_dir)
@@ -144,6 +158,7 @@ def load_run(run_dir: str | Path) -> RunData:
     data = RunData(
         run_dir=run_dir,
         recipe=recipe,
+        prompts_dir=_stage_dir(run_dir, recipe, "prompts"),
         cache_dir=_stage_dir(run_dir, recipe, "cache"),
         student_dir=_stage_dir(run_dir, recipe, "student"),
         eval_dir=_stage_dir(run_dir, recipe, "eval"),
@@ -152,6 +167,7 @@ def load_run(run_dir: str | Path) -> RunData:
     if not recipe:
         data.note("run", f"no {layout.RESOLVED_RECIPE} found: stage folders assumed inside the run folder")
     load_scores(data)
+    load_prompt_set(data)
     load_student(data)
     load_cache(data)
     return data

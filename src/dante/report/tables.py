@@ -48,7 +48,7 @@ def scores_section(data: RunData) -> str:
     out = ["## Scores measured in this run", ""]
     if not rows:
         return "\n".join(out + [notes_block(data, "scores") or "> no scores yet (run `dante eval`)", ""])
-    flags = flag_rows(rows)
+    flags = flag_rows(rows, data.decontaminated)
     models = list(dict.fromkeys(r["model"] for r in rows))
     benches = list(dict.fromkeys(r["benchmark"] for r in rows))
     footnotes: list[str] = []

@@ -1,4 +1,5 @@
-"""Prompt sources (stage 1 input): JSONL, JSON, Parquet, CSV files or folders, and `datasets`.
+"""Reading one prompt source (stage 1 input): JSONL, JSON, Parquet, CSV files or folders,
+`datasets`, and procedural generators.
 
 ``load_prompts`` maps the configured fields to ``Prompt`` objects with stable ids; every bad
 row is a DataError naming the file, the line or row, and the field. ``render_prompt`` turns a
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dante.config import PromptsConfig
+from dante.config import SourceFields
 from dante.errors import DataError
 
 PROCEDURAL_PREFIX = "reasoning_gym:"
@@ -138,7 +139,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         raise DataError(f"bad CSV: {exc}", file=path) from None
 
 
-def _dataset_rows(cfg: PromptsConfig, path: Path | None) -> Iterator[tuple[str, dict[str, Any]]]:
+def _dataset_rows(cfg: SourceFields, path: Path | None) -> Iterator[tuple[str, dict[str, Any]]]:
     import datasets
 
     name = cfg.source
@@ -183,7 +184,7 @@ def _package_file(source: str) -> Path:
     return path
 
 
-def _resolve_source(source: str, base_dir: str | Path | None) -> Path | None:
+def resolve_source(source: str, base_dir: str | Path | None) -> Path | None:
     """A local path for ``source``: ``package:NAME/file`` inside an installed package; else as
     given (absolute or from the working folder), else relative to ``base_dir`` (the recipe's
     folder); None if none exists."""
@@ -197,7 +198,7 @@ def _resolve_source(source: str, base_dir: str | Path | None) -> Path | None:
     return None
 
 
-def _iter_rows(cfg: PromptsConfig, base_dir: str | Path | None) -> Iterator[tuple[str, dict[str, Any]]]:
+def _iter_rows(cfg: SourceFields, base_dir: str | Path | None) -> Iterator[tuple[str, dict[str, Any]]]:
     if not cfg.source:
         raise DataError(
             "no prompt source given",
@@ -207,7 +208,7 @@ def _iter_rows(cfg: PromptsConfig, base_dir: str | Path | None) -> Iterator[tupl
     if is_procedural(cfg):
         yield from _procedural_rows(cfg)
         return
-    path = _resolve_source(cfg.source, base_dir)
+    path = resolve_source(cfg.source, base_dir)
     fmt = cfg.format
     if fmt == "datasets":
         yield from _dataset_rows(cfg, path)
@@ -276,7 +277,7 @@ def _messages(value: Any, location: str, field_name: str) -> list[dict[str, Any]
     return msgs
 
 
-def _row_to_prompt(cfg: PromptsConfig, source: str, index: int, location: str, row: dict[str, Any]) -> Prompt:
+def _row_to_prompt(cfg: SourceFields, source: str, index: int, location: str, row: dict[str, Any]) -> Prompt:
     columns = ", ".join(map(str, row)) or "none"
     system = cfg.system_prompt
     if cfg.system_field:
@@ -346,15 +347,15 @@ def _row_range(rows: str | None) -> tuple[int, int | None]:
     return start, stop
 
 
-def is_procedural(cfg: PromptsConfig) -> bool:
+def is_procedural(cfg: SourceFields) -> bool:
     return cfg.format == "reasoning_gym" or cfg.source.startswith(PROCEDURAL_PREFIX)
 
 
-def procedural_task(cfg: PromptsConfig) -> str:
+def procedural_task(cfg: SourceFields) -> str:
     return cfg.source.removeprefix(PROCEDURAL_PREFIX)
 
 
-def _procedural_rows(cfg: PromptsConfig) -> Iterator[tuple[str, dict[str, Any]]]:
+def _procedural_rows(cfg: SourceFields) -> Iterator[tuple[str, dict[str, Any]]]:
     """The questions (never the answers) of a reasoning-gym task's split, as prompt rows."""
     from dante.procedural import generate
 
@@ -371,7 +372,7 @@ def _procedural_rows(cfg: PromptsConfig) -> Iterator[tuple[str, dict[str, Any]]]
         yield f"{cfg.source}/{cfg.split}#{item.index}", {"prompt": item.question}
 
 
-def source_label(cfg: PromptsConfig) -> str:
+def source_label(cfg: SourceFields) -> str:
     """The ``source`` part of every record id: the configured source (plus subset/split for datasets)."""
     if is_procedural(cfg):
         return f"{PROCEDURAL_PREFIX}{procedural_task(cfg)}:{cfg.split}"
@@ -380,12 +381,13 @@ def source_label(cfg: PromptsConfig) -> str:
     return cfg.source
 
 
-def load_prompts(cfg: PromptsConfig, base_dir: str | Path | None = None) -> list[Prompt]:
+def load_prompts(cfg: SourceFields, base_dir: str | Path | None = None, *, duplicates: str = "error") -> list[Prompt]:
     """Read, map and check prompts; keep the declared ``rows`` range, then the first ``limit``.
 
     Relative sources are looked up in the working folder, then in ``base_dir`` (the recipe's
     folder). Ids are ``record_id(prompt, source, system)`` unless ``id_field`` is set;
-    duplicates are an error naming both rows.
+    duplicate ids are an error naming both rows, or (``duplicates="keep"``, for a set that is
+    de-duplicated next) kept for ``dante.prompts.dedup`` to remove.
     """
     start, stop = _row_range(cfg.rows)
     source = source_label(cfg)
@@ -397,13 +399,13 @@ def load_prompts(cfg: PromptsConfig, base_dir: str | Path | None = None) -> list
         if (stop is not None and index >= stop) or (cfg.limit is not None and len(prompts) >= cfg.limit):
             break
         p = _row_to_prompt(cfg, source, index, location, row)
-        if p.id in seen:
+        if p.id in seen and duplicates == "error":
             raise _error(
                 location,
                 cfg.id_field or "id",
                 f"duplicate prompt id {p.id!r} (first at {seen[p.id]})",
                 hint="remove the repeated row, or set prompts.id_field",
             )
-        seen[p.id] = location
+        seen.setdefault(p.id, location)
         prompts.append(p)
     return prompts

