@@ -159,3 +159,46 @@ def test_before_after_table_has_intervals_and_the_paired_mcnemar_test(tmp_path):
     assert lines[2].startswith("| student before | 18.0 [1] (9.8–30.8)")  # its Wilson interval, 9 of 50
     # p = 2 * (C(15,0) + ... + C(15,4)) / 2^15 = 2 * 1941 / 32768
     assert lines[-1].startswith("| after vs before | +14.0 points; 11 won / 4 lost of 50, McNemar p = 0.12")
+
+
+def test_report_states_what_the_prompts_were_checked_against_and_flags_the_rest(tmp_path):
+    import json
+
+    run = make_run(tmp_path / "run")
+    text = build_report(run).read_text()
+    assert "One source (`unknown`), not curated" in text  # no curated set: every student score is flagged
+    assert text.count("not checked against this task for contamination") == 2  # student GSM8K and HumanEval
+    (run / "prompts").mkdir()
+    manifest = {
+        "prompts": 590,
+        "read": 600,
+        "sources": [
+            {
+                "index": 0,
+                "source": "web.jsonl",
+                "weight": None,
+                "read": 600,
+                "exact_dedup": 4,
+                "near_dedup": 3,
+                "decontaminate": 3,
+                "not_sampled": 0,
+                "selected": 590,
+            }
+        ],
+        "decontamination": {
+            "ngram": 13,
+            "tasks": ["gsm8k_local_heldout"],
+            "files": [],
+            "checked": {
+                "gsm8k_local_heldout": {"kind": "task", "documents": 719, "keys": 9000, "too_short": 0, "removed": 3}
+            },
+        },
+    }
+    (run / "prompts" / "prompts_manifest.json").write_text(json.dumps(manifest))
+    text = build_report(run).read_text()
+    section = text[text.index("## Prompt set") : text.index("## Teacher cache")]
+    assert "590 prompts kept of 600 read" in section
+    assert "| gsm8k_local_heldout | yes (719 documents) | 3 |" in section
+    assert "| humaneval_local | **not checked** | — |" in section
+    flagged = [line for line in text.splitlines() if "not checked against this task for contamination" in line]
+    assert len(flagged) == 1 and "student / HumanEval" in flagged[0]  # base and teacher rows are never flagged

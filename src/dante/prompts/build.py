@@ -140,6 +140,12 @@ def build_prompt_set(recipe: Recipe, *, write: bool = True, console: Console | N
             available[s][j] for s in range(len(sources)) for j in pick(len(available[s]), counts[s], cfg.seed, s)
         )
     selected = [pool[i] for i in chosen]
+    if not selected:
+        raise DataError(
+            f"no prompts left of {len(pool)} read after de-duplication and decontamination",
+            field="prompts",
+            hint="run `dante prompts check` to see what each step removed",
+        )
     _check_unique_ids(selected)
 
     manifest = _manifest(recipe, sources, pool, origin, removed, counts, decontamination, seconds)

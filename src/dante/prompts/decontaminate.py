@@ -222,10 +222,21 @@ def task_documents(names: Sequence[str]) -> list[Document]:
     return documents
 
 
+ID_FIELDS = ("task_id", "id", "doc_id", "row")  # a document's own id when it has one (HumanEval/0, GSM8K's row)
+
+
+def _doc_id(doc: Any, index: int) -> str:
+    if isinstance(doc, dict):
+        for key in ID_FIELDS:
+            if doc.get(key) is not None and not isinstance(doc[key], list | dict):
+                return str(doc[key])
+    return str(index)
+
+
 def _documents_of(name: str, task: Any, answer_field: str | None) -> list[Document]:
     documents = []
     for i, doc in enumerate(task.eval_docs):
-        doc_id = str(doc.get("task_id") or doc.get("id") or i) if isinstance(doc, dict) else str(i)
+        doc_id = _doc_id(doc, i)
         question = task.doc_to_text(doc)
         if isinstance(question, str):
             documents.append(Document(name, doc_id, "question", question))

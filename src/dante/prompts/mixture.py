@@ -29,7 +29,16 @@ def allocate(weights: Sequence[float], available: Sequence[int], size: int | Non
         raise DataError("mixture weights must be ≥ 0 and not all zero", field="prompts.sources")
     shares = [w / total for w in weights]
     if size is None:
-        size = min(math.floor(a / s + 1e-9) for a, s in zip(available, shares, strict=True) if s > 0)
+        limits = {i: math.floor(a / s + 1e-9) for i, (a, s) in enumerate(zip(available, shares, strict=True)) if s > 0}
+        size = min(limits.values())
+        if size == 0:
+            i = min(limits, key=limits.get)
+            raise DataError(
+                f"source {i} has {available[i]} prompts left after de-duplication and decontamination: "
+                "no set keeps the weights",
+                field=f"prompts.sources[{i}].weight",
+                hint="give the source more rows (limit) or weight 0",
+            )
     quotas = [size * s for s in shares]
     counts = [math.floor(q + 1e-9) for q in quotas]
     order = sorted(range(len(quotas)), key=lambda i: (-(quotas[i] - counts[i]), i))
