@@ -50,7 +50,7 @@ def test_near_duplicates_planted_and_no_false_positives():
     rng = random.Random(1)
     planted = {}
     texts = list(base)
-    for k in range(20):  # one word changed near the end of a 60-word paragraph: Jaccard ~0.9
+    for _ in range(20):  # one word changed near the end of a 60-word paragraph: Jaccard ~0.9
         src = rng.randrange(300)
         ws = base[src].split()
         ws[-3] = "edited"
