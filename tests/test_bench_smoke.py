@@ -61,3 +61,20 @@ def test_cache_bench_compares_dante_with_the_generate_loop():
         "generate,dante",
     )
     assert "completions identical to the hand-written loop: yes" in out
+
+
+def test_prompts_throughput_bench_finds_the_planted_contaminants(tmp_path):
+    out = _run(
+        "prompts_throughput.py",
+        "--prompts",
+        "600",
+        "--scaling",
+        "2",
+        "--loop-sample",
+        "100",
+        "--dedup-sample",
+        "200",
+        "--json",
+        str(tmp_path / "p.json"),
+    )
+    assert "same hits" in out and "1 M prompts, extrapolated" in out

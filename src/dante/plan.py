@@ -63,10 +63,10 @@ def _count_prompts(recipe: Recipe) -> tuple[int | None, str, float | None]:
 def _curated(recipe: Recipe):
     """The curated set (as built, or computed now without writing) and its step counts."""
     from dante.prompts import build_prompt_set, read_prompt_set
-    from dante.prompts.build import settings_key
+    from dante.prompts.build import is_current
 
     built = read_prompt_set(recipe.prompts_dir)
-    if built is not None and built.manifest.get("settings_key") == settings_key(recipe):
+    if built is not None and is_current(recipe, built.manifest):
         where = f"curated set in {recipe.prompts_dir}"
     else:
         built = build_prompt_set(recipe, write=False)

@@ -192,6 +192,14 @@ def test_prompt_set_reads_the_built_set_and_rebuilds_a_stale_or_torn_one(built, 
     (torn / PROMPTS_MANIFEST).write_text((r.prompts_dir / PROMPTS_MANIFEST).read_text())
     (torn / PROMPT_SET).write_bytes((r.prompts_dir / PROMPT_SET).read_bytes()[:-10])
     assert read_prompt_set(torn) is None  # the manifest names another file: rebuilt, never half read
+    web = tmp / "web.jsonl"
+    web.write_text(web.read_text())  # touched: the same settings, a newer file
+    stale = recipe(tmp, decontaminate=r.prompts.decontaminate.model_dump(), dir=str(tmp_path / "copy"))
+    import shutil
+
+    shutil.copytree(r.prompts_dir, tmp_path / "copy")
+    assert [p.id for p in prompt_set(stale)] == [p.id for p in result.prompts]
+    assert (tmp_path / "copy" / PROMPT_SET).stat().st_mtime_ns != stamp  # rebuilt: its input changed
     other = recipe(tmp, decontaminate=r.prompts.decontaminate.model_dump(), dir=str(tmp_path / "other"), seed=7)
     assert [p.id for p in prompt_set(other)] != [p.id for p in result.prompts]  # another seed, another sample
     assert read_prompt_set(tmp_path / "other") is not None

@@ -50,6 +50,13 @@ def content_settings(recipe: Recipe) -> dict[str, Any]:
     for key, default in ADDED_LATER.items():
         if content["prompts"].get(key) == default:
             content["prompts"].pop(key, None)
+    if "decontaminate" in content["prompts"]:  # 'eval' means the eval stage's tasks: key on what it resolves to
+        from dante.prompts.build import decontamination_tasks
+
+        content["prompts"]["decontaminate"] = {
+            **content["prompts"]["decontaminate"],
+            "tasks": decontamination_tasks(recipe),
+        }
     return content
 
 

