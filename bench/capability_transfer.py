@@ -11,6 +11,9 @@ from the train split, then students trained on it for the same steps and batch -
     no-tea
     no-ce-schedule
     no-curriculum   (shuffled order instead of ascending entropy)
+    sft-kd          plain SFT + token-level distillation from the cached teacher logprobs
+                    (train.loss.token_kd, λ_KD = 1; sft-kd-0.3: λ_KD = 0.3)
+    dante-kd        the full DANTE loss + token-level distillation (λ_KD = 1)
 
 -- and the teacher, the student before and every student after are scored on the test split
 (rg_chain_sum_2x2, 300 questions no train question equals). Reports accuracy with a 95% Wilson
@@ -50,7 +53,11 @@ SETTINGS: dict[str, list[str]] = {
     "no-tea": ["train.loss.tea=false"],
     "no-ce-schedule": ["train.loss.ce_schedule=false"],
     "no-curriculum": ["train.curriculum=shuffle"],
+    "sft-kd": [*SFT_FLAGS, "train.loss.token_kd=1.0"],
+    "sft-kd-0.3": [*SFT_FLAGS, "train.loss.token_kd=0.3"],
+    "dante-kd": ["train.loss.token_kd=1.0"],
 }
+DEFAULT_SETTINGS = ["sft", "dante", "no-cwce", "no-tea", "no-ce-schedule", "no-curriculum", "sft-kd", "dante-kd"]
 LABELS = {
     "teacher": "teacher (Qwen2.5-Coder-0.5B-Instruct)",
     "base": "student before (SmolLM2-135M-Instruct)",
@@ -60,6 +67,9 @@ LABELS = {
     "no-tea": "DANTE without TEA",
     "no-ce-schedule": "DANTE without the λ_CE schedule",
     "no-curriculum": "DANTE without the entropy curriculum",
+    "sft-kd": "SFT + token-level KD (λ_KD 1)",
+    "sft-kd-0.3": "SFT + token-level KD (λ_KD 0.3)",
+    "dante-kd": "DANTE + token-level KD (λ_KD 1)",
 }
 
 
@@ -74,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=16, help="sequences per optimizer step")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--split", choices=sorted(TASKS), default="test", help="validation: for choosing settings")
-    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list from {', '.join(SETTINGS)}")
+    ap.add_argument("--settings", default=",".join(DEFAULT_SETTINGS), help=f"comma list from {', '.join(SETTINGS)}")
     ap.add_argument("--skip-teacher-eval", action="store_true", help="leave out the (slowest) teacher evaluation")
     ap.add_argument("overrides", nargs="*", help="extra dotted recipe overrides, e.g. teacher.max_new_tokens=64")
     return ap.parse_args(argv)
@@ -91,6 +101,7 @@ def recipe_for(args: argparse.Namespace, *extra: str):
     overrides = [
         f"output_dir={args.out}",
         f"prompts.limit={args.prompts}",
+        "teacher.store_logprobs=20",  # the teacher's per-token top-20 for the token-level KD settings
         f"train.steps={steps}",
         f"train.batch_sequences={args.batch}",
         f"train.micro_batch_size={args.batch}",
@@ -146,22 +157,25 @@ def summarise(args: argparse.Namespace, names: list[str], seconds: float) -> str
         table[name] = {"accuracy": row["value"], "ci95": row["ci95"], "n": row["n_samples"]}
         samples[name] = correct_by_doc(edir / folder_of(name), task, "exact_match", "none")
     tests = {}
+    refs = ("base", "sft", "dante")
     for name in names:
-        for ref in ("base", "sft"):
+        for ref in refs:
             if name not in (ref, "teacher", "base") and name in samples and ref in samples:
                 tests[f"{name} vs {ref}"] = mcnemar_exact(samples[ref], samples[name])
     lines = [
-        f"| model | accuracy on {task} | 95% CI | n | vs before: won / lost, McNemar p | vs SFT: won / lost, p |",
-        "|---|---:|---|---:|---|---|",
+        f"| model | accuracy on {task} | 95% CI | n | vs before: won / lost, McNemar p | vs SFT: won / lost, p "
+        "| vs DANTE: won / lost, p |",
+        "|---|---:|---|---:|---|---|---|",
     ]
     for name, t in table.items():
         cells = []
-        for ref in ("base", "sft"):
+        for ref in refs:
             m = tests.get(f"{name} vs {ref}")
             cells.append(f"{m['b_only']} / {m['a_only']}, p = {m['p_value']:.2g}" if m else "")
         lo, hi = t["ci95"]
         lines.append(
-            f"| {LABELS[name]} | {t['accuracy']:.1%} | {lo:.1%}–{hi:.1%} | {t['n']} | {cells[0]} | {cells[1]} |"
+            f"| {LABELS[name]} | {t['accuracy']:.1%} | {lo:.1%}–{hi:.1%} | {t['n']} | {cells[0]} | {cells[1]} "
+            f"| {cells[2]} |"
         )
     steps = max(1, math.ceil(args.epochs * args.prompts / args.batch))
     lines += [

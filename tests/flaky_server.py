@@ -5,7 +5,9 @@ the loopback address only, answers at most ``max_requests`` requests and stops b
 
 ``script(prompt_text, attempt, body) -> action``, attempt counted from 1 per prompt text, body the
 request's JSON:
-    "ok"                  200 with a valid completion (top logprobs .5/.25 on 3 tokens)
+    "ok"                  200 with a valid completion (top logprobs .5/.25 on 3 tokens that join to
+                          the text; none at all while ``FlakyServer.ignore_logprobs`` is set, as
+                          ``transformers serve`` does)
     ("429", seconds)      429 Too Many Requests with Retry-After
     "500" / "503"         server errors
     ("400", message)      400 Bad Request (a client error: never retried)
@@ -33,6 +35,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOKENS = 3
 ENTROPY = 1.5 * math.log(2)  # every token: p = (.5, .25) + tail .25
+
+
+def pieces(answer: str) -> list[str]:
+    """The answer cut into TOKENS pieces that join to it: the tokens its logprobs list."""
+    cut = [len(answer) * i // TOKENS for i in range(TOKENS + 1)]
+    return [answer[cut[i] : cut[i + 1]] for i in range(TOKENS)]
 
 
 class FlakyServer:
@@ -141,26 +149,42 @@ class FlakyServer:
         else:
             answers = [f"#### {len(text) + i % 2}" for i in range(n)]
         a, b = math.log(0.5), math.log(0.25)
+        want_logprobs = want_logprobs and not getattr(FlakyServer, "ignore_logprobs", False)
+
+        def chat_logprobs(answer: str) -> dict:
+            content = []
+            for piece in pieces(answer):
+                raw = list(piece.encode("utf-8"))
+                top = [{"token": piece, "bytes": raw, "logprob": a}, {"token": "b", "bytes": [98], "logprob": b}]
+                content.append({"token": piece, "bytes": raw, "logprob": a, "top_logprobs": top})
+            return {"content": content}
+
+        def completion_logprobs(answer: str) -> dict:
+            tokens = pieces(answer)
+            return {
+                "tokens": tokens,
+                "token_logprobs": [a] * TOKENS,
+                "top_logprobs": [{t: a, "b": b} if t != "b" else {t: a, "c": b} for t in tokens],
+            }
+
         if chat:
-            top = [{"token": "a", "logprob": a}, {"token": "b", "logprob": b}]
-            logprobs = {"content": [{"token": "a", "logprob": a, "top_logprobs": top} for _ in range(TOKENS)]}
             choices = [
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": answer},
                     "finish_reason": "stop",
-                    "logprobs": logprobs if want_logprobs else None,
+                    "logprobs": chat_logprobs(answer) if want_logprobs else None,
                 }
                 for i, answer in enumerate(answers)
             ]
         else:
-            logprobs = {
-                "tokens": ["a"] * TOKENS,
-                "token_logprobs": [a] * TOKENS,
-                "top_logprobs": [{"a": a, "b": b}] * TOKENS,
-            }
             choices = [
-                {"index": i, "text": answer, "finish_reason": "length", "logprobs": logprobs if want_logprobs else None}
+                {
+                    "index": i,
+                    "text": answer,
+                    "finish_reason": "length",
+                    "logprobs": completion_logprobs(answer) if want_logprobs else None,
+                }
                 for i, answer in enumerate(answers)
             ]
         return {

@@ -87,3 +87,41 @@ def test_step_entropies_equal_those_of_generates_own_logits(teacher):
     with torch.no_grad():
         teacher.model(enc["input_ids"][:1])
     assert len(hook.steps) == len(out.logits)  # removed: later calls add nothing
+
+
+def test_stored_payload_equals_generates_own_logprobs(teacher):
+    """store_logprobs K: per generated token its bytes and logprob and the top-K, equal to
+    log_softmax of generate's own raw logits at that step (greedy and sampled; a sampled token
+    outside the top-K keeps its logprob); the tokens join to the text (EOS as b"")."""
+    prompts = [Prompt(id="a", prompt="What is 2 + 3?"), Prompt(id="b", prompt="Natalia sold clips to 48 friends.")]
+    for sampling in (
+        Sampling(max_new_tokens=7, temperature=0.0, top_logprobs=4, store_logprobs=3),
+        Sampling(max_new_tokens=7, temperature=1.5, top_logprobs=0, store_logprobs=2, seed=3),
+    ):
+        gens = [g[0] for g in teacher.generate(prompts, sampling)]
+        enc = teacher.tokenizer([teacher.render(p) for p in prompts], return_tensors="pt", padding=True)
+        kwargs = {"max_new_tokens": 7, "pad_token_id": teacher.tokenizer.pad_token_id}
+        if sampling.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=1.5, top_p=1.0, top_k=0)
+            torch.manual_seed(3)
+        with torch.no_grad():
+            out = teacher.model.generate(**enc, **kwargs, return_dict_in_generate=True, output_logits=True)
+        new = out.sequences[:, enc["input_ids"].shape[1] :]
+        for row, g in enumerate(gens):
+            pl = g.token_logprobs
+            assert pl is not None and len(pl) == g.completion_tokens == len(pl.top)
+            assert pl.text_bytes().decode("utf-8", errors="replace") == g.text
+            for j in range(len(pl)):
+                logp = torch.log_softmax(out.logits[j][row].float(), -1)
+                top = logp.topk(sampling.store_logprobs)
+                assert pl.top[j] == [
+                    (teacher.token_bytes(int(i)), pytest.approx(float(v), abs=1e-5))
+                    for i, v in zip(top.indices, top.values, strict=True)
+                ]
+                assert pl.tokens[j] == teacher.token_bytes(int(new[row, j]))
+                assert pl.logprobs[j] == pytest.approx(float(logp[new[row, j]]), abs=1e-5)
+    assert any(t == b"" for g in gens for t in g.token_logprobs.tokens) or all(
+        g.finish_reason == "length" for g in gens
+    )

@@ -151,3 +151,43 @@ def test_missing_base_url_is_a_config_error(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(DanteError, match="base_url"):
         make_teacher(TeacherConfig(backend="openai", model="m"))
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_stored_payload_from_a_server_validates(tmp_path, teacher_server, monkeypatch, api):
+    from dante.cache.records import validate_cache
+    from dante.teacher.logprobs import decode
+
+    monkeypatch.setenv("DANTE_TEST_KEY", KEY)
+    srv = teacher_server(lambda *a: "ok")
+    run_cache(recipe(tmp_path, srv.url, api=api, store_logprobs=5))
+    records = read_cache(tmp_path / "run" / "cache")
+    assert len(records) == 8
+    for r in records:
+        p = decode(r.token_logprobs)
+        assert p.text_bytes().decode() == r.teacher_text and len(p) == r.completion_tokens == TOKENS
+        assert p.logprobs == pytest.approx([math.log(0.5)] * TOKENS, abs=1e-3)
+        assert [alp for _, alp in p.top[0]] == pytest.approx([math.log(0.5), math.log(0.25)], abs=1e-3)
+    assert validate_cache(tmp_path / "run" / "cache") == (8, [])
+    manifest = json.loads((tmp_path / "run" / "cache" / "manifest.json").read_text())
+    assert manifest["logprobs_returned"] == {"asked": 8, "entropy": 8, "payload": 8}
+
+
+def test_a_server_that_ignores_logprobs_is_said_and_stops_when_the_payload_is_needed(
+    tmp_path, teacher_server, monkeypatch, capsys
+):
+    monkeypatch.setenv("DANTE_TEST_KEY", KEY)
+    monkeypatch.setattr("flaky_server.FlakyServer.ignore_logprobs", True, raising=False)
+    srv = teacher_server(lambda *a: "ok")
+    with pytest.raises(DanteError, match="returned no logprobs") as err:
+        run_cache(recipe(tmp_path, srv.url, store_logprobs=5, concurrency=1))
+    assert "teacher.store_logprobs" in err.value.render()
+    # entropy only: a warning, records with null entropy, and the manifest says what came back
+    (tmp_path / "b").mkdir()
+    summary = run_cache(recipe(tmp_path / "b", srv.url, concurrency=1))
+    assert summary.written == 8
+    assert "returned no logprobs" in capsys.readouterr().err
+    records = read_cache(tmp_path / "b" / "run" / "cache")
+    assert all(r.output_entropy is None for r in records)
+    manifest = json.loads((tmp_path / "b" / "run" / "cache" / "manifest.json").read_text())
+    assert manifest["logprobs_returned"] == {"asked": 8, "entropy": 0, "payload": 0}

@@ -45,3 +45,21 @@ def test_backend_without_vllm_installed_says_how_to_install():
             make_teacher(TeacherConfig(backend="vllm", model="Qwen/Qwen2.5-0.5B-Instruct"))
     else:
         pytest.skip("vLLM installed")
+
+
+def test_stored_payload_takes_bytes_from_the_engine_tokenizer_and_ranks():
+    """store K: the generated token's logprob (even outside the top K) and the top K by rank;
+    bytes from the token ids, so a multi-byte character split over two tokens joins back."""
+    ln = math.log
+    vocab = {7: b"\xc3", 9: b"b", 3: b"\xa9", 4: b"c", 5: b"d"}  # "é" = c3 a9, split over tokens 7 and 3
+    pos1 = {7: Logprob(ln(0.5), 1, "\ufffd"), 9: Logprob(ln(0.25), 2, "b")}
+    pos2 = {3: Logprob(ln(0.01), 5, "\ufffd"), 4: Logprob(ln(0.9), 1, "c"), 5: Logprob(ln(0.1), 2, "d")}
+    comp = SimpleNamespace(index=0, text="é", token_ids=[7, 3], logprobs=[pos1, pos2], finish_reason="length")
+    g = generation_from_vllm(comp, k=2, store=2, token_bytes=lambda i: vocab[i])
+    p = g.token_logprobs
+    assert p.tokens == [b"\xc3", b"\xa9"] and p.text_bytes().decode() == "é"
+    assert p.logprobs == pytest.approx([ln(0.5), ln(0.01)])
+    assert p.top == [
+        [(b"\xc3", pytest.approx(ln(0.5))), (b"b", pytest.approx(ln(0.25)))],
+        [(b"c", pytest.approx(ln(0.9))), (b"d", pytest.approx(ln(0.1)))],
+    ]

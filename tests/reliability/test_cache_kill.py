@@ -1,4 +1,5 @@
-"""`dante cache` killed with SIGKILL mid-run and re-run: every prompt exactly once, all valid."""
+"""`dante cache` killed with SIGKILL mid-run and re-run: every prompt exactly once, all valid,
+each with its token-logprob payload whole (teacher.store_logprobs)."""
 
 import json
 import os
@@ -14,6 +15,7 @@ from rel_support import durable_lines
 from dante.cache.records import read_cache, validate_cache
 from dante.config import PromptsConfig
 from dante.prompts import load_prompts
+from dante.teacher.logprobs import decode
 
 N = 30
 
@@ -64,6 +66,7 @@ def test_sigkill_mid_run_then_resume_gives_every_prompt_once(tmp_path, teacher_d
                     "max_new_tokens": 24,
                     "batch_size": 1,
                     "top_logprobs": 5,
+                    "store_logprobs": 5,
                     "consistency_samples": 2,
                 },
                 "prompts": {"source": str(prompts)},
@@ -88,7 +91,9 @@ def test_sigkill_mid_run_then_resume_gives_every_prompt_once(tmp_path, teacher_d
     records = read_cache(cache)
     expected = {p.id for p in load_prompts(PromptsConfig(source=str(prompts)))}
     assert len(records) == N and {r.id for r in records} == expected
-    assert validate_cache(cache) == (N, [])
+    assert validate_cache(cache) == (N, [])  # payloads included: count, logprobs, tokens joining to the text
+    payloads = [decode(r.token_logprobs) for r in records]
+    assert all(len(p) == r.completion_tokens and p.k == 5 for p, r in zip(payloads, records, strict=True))
     assert not list(cache.glob(".partial-*")) and json.loads((cache / "manifest.json").read_text())["complete"] is True
     assert all(
         r.output_entropy is not None and r.consistency_samples == 2 and r.self_consistency is not None for r in records

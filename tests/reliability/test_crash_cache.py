@@ -41,6 +41,7 @@ def write_recipe(tmp_path, teacher_dir, name: str):
                     "max_new_tokens": 6,
                     "batch_size": 1,
                     "top_logprobs": 5,
+                    "store_logprobs": 3,  # the token-logprob payload is part of the exactly-once guarantee
                     "consistency_samples": 1,
                 },
                 "prompts": {"source": str(prompts)},
@@ -144,4 +145,5 @@ def test_cache_killed_at_random_points_resumes_to_exactly_once(tmp_path, teacher
         assert rec.teacher_text == want.teacher_text and rec.completion_tokens == want.completion_tokens
         assert rec.output_entropy == pytest.approx(want.output_entropy, rel=1e-5, abs=1e-9)
         assert rec.self_consistency == pytest.approx(want.self_consistency) and rec.prompt == want.prompt
+        assert rec.token_logprobs == want.token_logprobs  # whole, not torn or doubled: the same bytes
     count("records checked: cache, final + reference", 2 * N)

@@ -47,7 +47,7 @@ def test_chunked_ce_without_grad_gives_the_same_sums():
         plain = weighted_ce_sum(h @ w.t(), targets, weights)
         chunked = chunked_weighted_ce_sum(h, w, targets, weights, chunk_tokens=5)
     assert not chunked[0].requires_grad
-    assert torch.allclose(torch.stack(chunked), torch.stack(plain), rtol=1e-6)
+    assert torch.allclose(torch.stack(chunked[:2]), torch.stack(plain), rtol=1e-6)
 
 
 def test_chunked_ce_under_bf16_autocast_stays_close_to_fp32():

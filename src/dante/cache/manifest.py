@@ -35,21 +35,30 @@ OPERATIONAL = {
         "gpu_memory_utilization",
         "tensor_parallel_size",
         "pipeline_parallel_size",
+        "missing_logprobs",
     },
     "prompts": {"limit", "size", "dir"},  # a larger limit (or mixture size) extends a cache
 }
 # Prompt settings added after caches were first written: left out of the key at their defaults,
 # so a cache written before them keeps its key and resumes.
-ADDED_LATER = {"sources": [], "dedup": DedupConfig().model_dump(), "decontaminate": DecontaminateConfig().model_dump()}
+ADDED_LATER = {
+    "teacher": {"store_logprobs": 0},
+    "prompts": {
+        "sources": [],
+        "dedup": DedupConfig().model_dump(),
+        "decontaminate": DecontaminateConfig().model_dump(),
+    },
+}
 
 
 def content_settings(recipe: Recipe) -> dict[str, Any]:
     """The teacher and prompts settings that decide a cache's content (no secrets)."""
     data = resolved_dict(recipe)
     content = {sec: {k: v for k, v in data[sec].items() if k not in OPERATIONAL[sec]} for sec in ("teacher", "prompts")}
-    for key, default in ADDED_LATER.items():
-        if content["prompts"].get(key) == default:
-            content["prompts"].pop(key, None)
+    for section, added in ADDED_LATER.items():
+        for key, default in added.items():
+            if content[section].get(key) == default:
+                content[section].pop(key, None)
     if "decontaminate" in content["prompts"]:  # 'eval' means the eval stage's tasks: key on what it resolves to
         from dante.prompts.build import decontamination_tasks
 

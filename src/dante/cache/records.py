@@ -47,6 +47,20 @@ class CacheRecord(BaseModel):
     finish_reason: str | None = None
     consistency_samples: int | None = Field(None, ge=0)
     source: str | None = None
+    token_logprobs: dict[str, Any] | None = Field(
+        None,
+        description="Per generated token: bytes, logprob and top-K alternatives (teacher.store_logprobs; "
+        "dante.teacher.logprobs).",
+    )
+
+    @field_validator("token_logprobs")
+    @classmethod
+    def _payload(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            from dante.teacher.logprobs import decode_arrays
+
+            decode_arrays(v)  # ValueError names what is malformed
+        return v
 
     @field_validator("prompt", "teacher_text", mode="before")
     @classmethod
@@ -193,13 +207,20 @@ def read_cache(path: str | Path, *, strict: bool = False, allow_duplicates: bool
 
 
 def validate_cache(path: str | Path) -> tuple[int, list[Problem]]:
-    """Check every line against the schema; returns (records checked, problems)."""
+    """Check every line against the schema, and every token-logprob payload (as many entries
+    as completion tokens, logprobs ≤ 0 and finite, tokens joining to teacher_text); returns
+    (records checked, problems)."""
     checked = 0
     problems: list[Problem] = []
     seen: dict[str, tuple[str, int]] = {}
+    from dante.teacher.logprobs import problems as payload_problems
+
     for file, lineno, rec, line_problems in iter_cache(path, strict=True):
         checked += 1
         problems += line_problems
+        if rec is not None and rec.token_logprobs is not None:
+            found = payload_problems(rec.token_logprobs, rec.teacher_text, rec.completion_tokens)
+            problems += [Problem(file, lineno, fld, msg) for fld, msg in found]
         if rec is not None and rec.id is not None:
             if rec.id in seen:
                 f0, l0 = seen[rec.id]

@@ -19,12 +19,14 @@ from dante.cache.manifest import check_manifest, new_manifest
 from dante.cache.metadata import difficulty_score, self_consistency
 from dante.cache.records import CacheRecord
 from dante.cache.writer import CacheWriter, disk_error
-from dante.config import Recipe, save_resolved
+from dante.config import Recipe, TeacherConfig, save_resolved
+from dante.errors import DanteError
 from dante.layout import RESOLVED_RECIPE
 from dante.progress import stage_progress
 from dante.prompts import Prompt, prompt_set
 from dante.teacher import Completion, Teacher, make_teacher
-from dante.teacher.base import sampling_settings
+from dante.teacher.base import Generation, sampling_settings
+from dante.teacher.logprobs import encode
 
 
 @dataclass
@@ -79,7 +81,12 @@ class CacheSummary:
 
 
 def make_record(
-    c: Completion, teacher_name: str, sampling: dict[str, Any], consistency_k: int, entropy_scale: float
+    c: Completion,
+    teacher_name: str,
+    sampling: dict[str, Any],
+    consistency_k: int,
+    entropy_scale: float,
+    store_logprobs: int = 0,
 ) -> CacheRecord:
     """A Completion + its metadata -> the cache record (docs/teachers.md, "The cache folder")."""
     entropy = c.main.output_entropy
@@ -101,6 +108,9 @@ def make_record(
         completion_tokens=c.main.completion_tokens,
         finish_reason=c.main.finish_reason,
         consistency_samples=consistency_k,
+        token_logprobs=encode(c.main.token_logprobs, store_logprobs)
+        if store_logprobs and c.main.token_logprobs is not None
+        else None,
     )
 
 
@@ -162,6 +172,47 @@ def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Consol
     return summary
 
 
+class LogprobCheck:
+    """Notices a teacher that returns no logprobs although they were asked for (some servers,
+    e.g. ``transformers serve``, ignore ``logprobs`` silently): says so at the first such
+    completion, records what the server returned in the manifest (``logprobs_returned``), and
+    stops when the recipe needs the payload (``teacher.missing_logprobs``)."""
+
+    def __init__(self, cfg: TeacherConfig, writer: CacheWriter, console: Console) -> None:
+        self.cfg, self.writer, self.console = cfg, writer, console
+        self.counts = {"asked": 0, "entropy": 0, "payload": 0}
+        self.warned = False
+
+    def __call__(self, main: Generation) -> None:
+        cfg = self.cfg
+        if not (cfg.top_logprobs or cfg.store_logprobs):
+            return
+        c = self.counts
+        c["asked"] += 1
+        c["entropy"] += main.token_entropies is not None
+        c["payload"] += main.token_logprobs is not None
+        self.writer.manifest_base["logprobs_returned"] = dict(c)
+        missing_entropy = cfg.top_logprobs > 0 and main.token_entropies is None
+        missing_payload = cfg.store_logprobs > 0 and main.token_logprobs is None
+        if not (missing_entropy or missing_payload) or self.warned:
+            return
+        self.warned = True
+        what = "logprobs" + (f" (store_logprobs={cfg.store_logprobs})" if missing_payload else "")
+        stop = cfg.missing_logprobs == "error" or (cfg.missing_logprobs == "auto" and missing_payload)
+        if stop:
+            raise DanteError(
+                f"the teacher returned no {what} although they were asked for",
+                field="teacher.store_logprobs" if missing_payload else "teacher.top_logprobs",
+                hint="use a server that returns logprobs (vLLM serve, SGLang, llama.cpp), or set "
+                "teacher.store_logprobs=0 and teacher.missing_logprobs=warn to cache text only",
+            )
+        self.console.print(
+            f"[yellow]warning[/]: the teacher returned no {what} although they were asked for: records get "
+            "output_entropy null (CWCE weights 1.0); the manifest's logprobs_returned counts them",
+            highlight=False,
+        )
+
+
 def generate_records(
     recipe: Recipe, engine: Teacher, pending: list[Prompt], writer: CacheWriter, summary: CacheSummary, console: Console
 ) -> None:
@@ -174,8 +225,17 @@ def generate_records(
     start = time.perf_counter()
     with stage_progress("teacher cache", console=console) as bar:
         task = bar.add_task("cache", total=len(pending), info="")
+        check = LogprobCheck(cfg, writer, console)
         for c in engine.iter_completions(pending):
-            rec = make_record(c, engine.name, sampling, cfg.consistency_samples, recipe.cache.difficulty_entropy_scale)
+            check(c.main)
+            rec = make_record(
+                c,
+                engine.name,
+                sampling,
+                cfg.consistency_samples,
+                recipe.cache.difficulty_entropy_scale,
+                cfg.store_logprobs,
+            )
             writer.add(rec)
             summary.written += 1
             summary.completion_tokens += sum(g.completion_tokens or 0 for g in [c.main, *c.samples])

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dante.cache.records import cache_files, read_cache
+from dante.teacher.logprobs import payload_bytes
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -61,6 +62,10 @@ def cache_stats(path: str | Path) -> dict[str, Any]:
     def share_null(values: list[float]) -> float:
         return (n - len(values)) / n if n else 0.0
 
+    with_payload = [r for r in records if r.token_logprobs is not None]
+    payload_chars = sum(payload_bytes(r.token_logprobs) for r in with_payload)
+    payload_tokens = sum(int(r.token_logprobs.get("n", 0)) for r in with_payload)
+
     return {
         "path": str(path),
         "records": n,
@@ -73,6 +78,13 @@ def cache_stats(path: str | Path) -> dict[str, Any]:
         "entropy_histogram": histogram(entropies),
         "self_consistency": _summary(consistency),
         "difficulty_score": _summary(difficulty),
+        "token_logprobs": {
+            "records": len(with_payload),
+            "k": max((int(r.token_logprobs.get("k", 0)) for r in with_payload), default=0),
+            "tokens": payload_tokens,
+            "bytes": payload_chars,
+            "bytes_per_token": payload_chars / payload_tokens if payload_tokens else None,
+        },
         "null_share": {
             "output_entropy": share_null(entropies),
             "self_consistency": share_null(consistency),
@@ -90,6 +102,13 @@ def render_stats(stats: dict[str, Any]) -> Group:
     top.add_row("completion tokens", str(stats["completion_tokens"]))
     top.add_row("finish reasons", ", ".join(f"{k}: {v}" for k, v in stats["finish_reasons"].items()) or "-")
     top.add_row("teachers", ", ".join(f"{k}: {v}" for k, v in stats["teachers"].items()) or "-")
+    tl = stats.get("token_logprobs") or {}
+    if tl.get("records"):
+        top.add_row(
+            "token logprobs",
+            f"{tl['records']} records, top-{tl['k']}, {tl['tokens']} tokens, {tl['bytes'] / 2**20:.2f} MiB "
+            f"({tl['bytes_per_token']:.0f} bytes per token)",
+        )
 
     dist = Table(title="metadata", title_justify="left")
     for col in ("field", "min", "mean", "median", "p90", "max", "null share"):

@@ -36,6 +36,18 @@ class TeacherConfig(Section):
     top_logprobs: int = Field(
         20, ge=0, le=20, description="k top logprobs per token for output_entropy (0 disables; OpenAI/vLLM cap 20)."
     )
+    store_logprobs: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="K: keep each generated token's bytes and logprob and its top-K alternatives in the cache "
+        "(main completion; for train.loss.token_kd). 0 keeps none.",
+    )
+    missing_logprobs: Literal["auto", "warn", "error"] = Field(
+        "auto",
+        description="A server that returns no logprobs: warn (records get null entropy / no payload) or stop; "
+        "auto stops when store_logprobs > 0 and warns otherwise.",
+    )
     batch_size: int = Field(8, ge=1, description="Prompts per generate call (hf) or per submitted chunk (vllm).")
     seed: int = Field(42, description="Sampling seed for self-consistency samples.")
     # self-consistency
@@ -280,6 +292,16 @@ class LossConfig(Section):
         description="Compute the lm_head and CE in token chunks (never the full tokens x vocab logits): "
         "less memory, same gradients (dante.train.chunked_ce).",
     )
+    token_kd: float = Field(
+        0.0,
+        ge=0.0,
+        description="lambda_KD: weight of token-level distillation from the cached teacher logprobs "
+        "(teacher.store_logprobs); 0 = text only (docs/training.md).",
+    )
+    token_kd_schedule: bool = Field(
+        False, description="Ramp lambda_KD from token_kd_start to token_kd over lambda_CE's warm-up and ramp steps."
+    )
+    token_kd_start: float = Field(0.0, ge=0.0, description="lambda_KD before ce_warmup_steps when scheduled.")
 
     @model_validator(mode="after")
     def _ramp_after_warmup(self) -> LossConfig:

@@ -15,6 +15,7 @@ from typing import Any
 from dante.config import TeacherConfig
 from dante.prompts import Prompt
 from dante.teacher.entropy import output_entropy
+from dante.teacher.logprobs import TokenLogprobs
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Generation:
     finish_reason: str | None  # "stop" (end of sequence / stop string) or "length"
     token_entropies: list[float] | None = None  # nats per generated token; None without logprobs
     prompt_tokens: int | None = None
+    token_logprobs: TokenLogprobs | None = None  # per-token bytes, logprob and top-K (store_logprobs > 0)
 
     @property
     def output_entropy(self) -> float | None:
@@ -47,7 +49,8 @@ class Sampling:
     """One ``generate`` call's settings: n completions per prompt, each up to max_new_tokens.
 
     temperature 0 is greedy (n must then be 1, or the greedy text is repeated); ``seed`` is
-    only sent with sampling; ``top_logprobs`` k > 0 asks for the per-token entropies.
+    only sent with sampling; ``top_logprobs`` k > 0 asks for the per-token entropies;
+    ``store_logprobs`` K > 0 for the per-token payload (``Generation.token_logprobs``).
     """
 
     max_new_tokens: int
@@ -56,10 +59,16 @@ class Sampling:
     top_logprobs: int = 0
     n: int = 1
     seed: int | None = None
+    store_logprobs: int = 0
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0
+
+    @property
+    def logprobs(self) -> int:
+        """How many top logprobs per token to ask the engine for (entropy and payload)."""
+        return max(self.top_logprobs, self.store_logprobs)
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,7 @@ class TeacherRequest:
             top_logprobs=cfg.top_logprobs,
             n=1,
             seed=cfg.seed if cfg.temperature > 0 else None,
+            store_logprobs=cfg.store_logprobs,
         )
         consistency = None
         if cfg.consistency_samples:
@@ -102,6 +112,7 @@ def sampling_settings(cfg: TeacherConfig) -> dict[str, Any]:
         "top_p": cfg.top_p,
         "max_new_tokens": cfg.max_new_tokens,
         "top_logprobs": cfg.top_logprobs,
+        "store_logprobs": cfg.store_logprobs,
         "seed": cfg.seed,
         "consistency_samples": cfg.consistency_samples,
         "consistency_temperature": consistency.temperature if consistency else None,

@@ -17,29 +17,66 @@ from dante.config import TeacherConfig
 from dante.prompts import Prompt, render_prompt
 from dante.teacher.base import Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy_from_logits
+from dante.teacher.logprobs import TokenBytes, from_ids
 
 
 class StepEntropy:
-    """Forward hook that reduces each decoding step's last-position logits to top-k entropies.
+    """Forward hook that reduces each decoding step's last-position logits to top-k entropies
+    and, with ``store`` K > 0, keeps the step's top-K token ids and logprobs and the logprob of
+    the token the step chose.
 
     ``generate`` runs the model once per new token (prefill included) and picks the token from
     ``logits[:, -1]`` of that call: the same raw logits ``output_logits=True`` returns, before
     any logits processor (repetition penalty, temperature, top-p). Entropies of step j are in
-    ``steps[j]``, one float per row of the batch.
+    ``steps[j]``, one float per row of the batch. The token step j chose is the input of step
+    j + 1, so its logprob is read from the one (batch × V) row kept from step j; the last
+    step's is read in ``finish`` from the returned sequences.
     """
 
-    def __init__(self, model: Any, k: int) -> None:
-        self.k, self.steps = k, []
-        self._handle = model.register_forward_hook(self._hook)
+    def __init__(self, model: Any, k: int, store: int = 0) -> None:
+        self.k, self.store, self.steps = k, store, []
+        self.top_ids: list[Any] = []
+        self.top_lps: list[Any] = []
+        self.chosen_lps: list[Any] = []
+        self._last: Any = None
+        self._handle = model.register_forward_hook(self._hook, with_kwargs=True)
 
-    def _hook(self, module: Any, args: Any, output: Any) -> None:
+    def _hook(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
+        import torch
+
         logits = output.logits if hasattr(output, "logits") else output[0]
-        self.steps.append(topk_entropy_from_logits(logits[:, -1, :], self.k))
+        last = logits[:, -1, :]
+        if self.k > 0:
+            self.steps.append(topk_entropy_from_logits(last, self.k))
+        if self.store > 0:
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            if self._last is not None and input_ids is not None:
+                self.chosen_lps.append(self._last.gather(1, input_ids[:, -1:].to(self._last.device)).squeeze(1))
+            logp = torch.log_softmax(last.float(), dim=-1)
+            top = logp.topk(min(self.store, logp.shape[-1]), dim=-1)
+            self.top_ids.append(top.indices.cpu())
+            self.top_lps.append(top.values.cpu())
+            self._last = logp
+
+    def finish(self, last_tokens: Any) -> None:
+        """Record the logprob of the token the last step chose (``last_tokens``: [batch])."""
+        if self.store > 0 and self._last is not None:
+            self.chosen_lps.append(self._last.gather(1, last_tokens[:, None].to(self._last.device)).squeeze(1))
+            self._last = None
 
     def per_row(self) -> list[list[float]]:
         import torch
 
         return torch.stack(self.steps, dim=1).tolist() if self.steps else []
+
+    def payload_rows(self) -> tuple[list, list, list]:
+        """Per row of the batch: [steps] chosen logprobs, [steps][K] top ids, [steps][K] top logprobs."""
+        import torch
+
+        if not self.top_ids:
+            return [], [], []
+        chosen = torch.stack([c.cpu() for c in self.chosen_lps], dim=1).tolist()
+        return chosen, torch.stack(self.top_ids, dim=1).tolist(), torch.stack(self.top_lps, dim=1).tolist()
 
     def remove(self) -> None:
         self._handle.remove()
@@ -74,6 +111,7 @@ class HFTeacher(Teacher):
             eos = self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self._torch = torch
+        self.token_bytes = TokenBytes(self.tokenizer)
 
     def device_info(self) -> dict[str, Any]:
         return {"device_type": str(self.device).split(":")[0], "device_count": 1}
@@ -105,7 +143,9 @@ class HFTeacher(Teacher):
                 torch.manual_seed(sampling.seed)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        hook = StepEntropy(self.model, sampling.top_logprobs) if sampling.top_logprobs > 0 else None
+        hook = (
+            StepEntropy(self.model, sampling.top_logprobs, sampling.store_logprobs) if sampling.logprobs > 0 else None
+        )
         try:
             with torch.no_grad():
                 out = self.model.generate(**enc, **kwargs)
@@ -113,7 +153,10 @@ class HFTeacher(Teacher):
             if hook is not None:
                 hook.remove()
         new = out.sequences[:, enc["input_ids"].shape[1] :]
-        entropies = hook.per_row() if hook is not None else None
+        if hook is not None and new.shape[1]:
+            hook.finish(new[:, -1])
+        entropies = hook.per_row() if hook is not None and sampling.top_logprobs > 0 else None
+        stored = hook.payload_rows() if hook is not None and sampling.store_logprobs > 0 else None
         gens = []
         for row, ids in enumerate(new.tolist()):
             length, finish = len(ids), "length"
@@ -122,6 +165,10 @@ class HFTeacher(Teacher):
                     length, finish = i + 1, "stop"  # the end-of-sequence token counts, like vLLM/OpenAI
                     break
             text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
+            payload = None
+            if stored is not None:
+                chosen, top_ids, top_lps = (part[row][:length] for part in stored)
+                payload = from_ids(self.token_bytes, ids[:length], chosen, top_ids, top_lps)
             gens.append(
                 Generation(
                     text=text,
@@ -129,6 +176,7 @@ class HFTeacher(Teacher):
                     finish_reason=finish,
                     token_entropies=entropies[row][:length] if entropies is not None else None,
                     prompt_tokens=int(prompt_lens[row // (n if sample else 1)]),
+                    token_logprobs=payload,
                 )
             )
         per = n if sample else 1

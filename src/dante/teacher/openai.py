@@ -7,6 +7,7 @@ key is sent in a header and nowhere else: never logged, saved or put in an error
 
 from __future__ import annotations
 
+import ast
 import email.utils
 import logging
 import os
@@ -25,6 +26,7 @@ from dante.errors import DanteError
 from dante.prompts import Prompt, render_prompt
 from dante.teacher.base import Completion, Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy
+from dante.teacher.logprobs import TokenLogprobs
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 425, 429}  # plus every 5xx
@@ -75,10 +77,51 @@ def _top_values(entries: Any, k: int) -> list[float]:
     return sorted(values, reverse=True)[:k]
 
 
-def parse_choice(choice: dict[str, Any], api: str, k: int) -> Generation:
-    """One ``choices[i]`` of a chat or completions response -> Generation (KeyError/TypeError if malformed)."""
+def token_bytes(token: str, raw: list[int] | None = None) -> bytes:
+    """A token's bytes from an OpenAI-style entry: its ``bytes`` list when the server sends one,
+    vLLM's ``bytes:\\xNN`` spelling of a partial UTF-8 token, else the token's UTF-8."""
+    if raw is not None:
+        return bytes(raw)
+    if token.startswith("bytes:"):
+        try:
+            return ast.literal_eval("b'" + token[6:].replace("'", "\\'") + "'")
+        except (ValueError, SyntaxError):
+            pass
+    return token.encode("utf-8")
+
+
+def _payload_chat(content: list[dict[str, Any]], store: int) -> TokenLogprobs:
+    return TokenLogprobs(
+        tokens=[token_bytes(t["token"], t.get("bytes")) for t in content],
+        logprobs=[float(t["logprob"]) for t in content],
+        top=[
+            sorted(
+                ((token_bytes(a["token"], a.get("bytes")), float(a["logprob"])) for a in t.get("top_logprobs") or []),
+                key=lambda x: -x[1],
+            )[:store]
+            for t in content
+        ],
+    )
+
+
+def _payload_completions(lp: dict[str, Any], store: int) -> TokenLogprobs:
+    tops = lp.get("top_logprobs") or [None] * len(lp["tokens"])
+    return TokenLogprobs(
+        tokens=[token_bytes(t) for t in lp["tokens"]],
+        logprobs=[float(x) if x is not None else 0.0 for x in lp.get("token_logprobs") or [0.0] * len(lp["tokens"])],
+        top=[
+            sorted(((token_bytes(a), float(v)) for a, v in (t or {}).items()), key=lambda x: -x[1])[:store]
+            for t in tops
+        ],
+    )
+
+
+def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0) -> Generation:
+    """One ``choices[i]`` of a chat or completions response -> Generation (KeyError/TypeError if
+    malformed); ``store`` K > 0 also keeps the per-token payload when the server sent logprobs."""
     entropies = None
     tokens = None
+    payload = None
     lp = choice.get("logprobs")
     if api == "chat":
         text = choice["message"]["content"] or ""
@@ -89,6 +132,8 @@ def parse_choice(choice: dict[str, Any], api: str, k: int) -> Generation:
                 entropies = [
                     topk_entropy(_top_values(t.get("top_logprobs"), k) or [float(t["logprob"])]) for t in content
                 ]
+            if store > 0:
+                payload = _payload_chat(content, store)
     else:
         text = choice["text"]
         if isinstance(lp, dict) and lp.get("tokens") is not None:
@@ -99,18 +144,24 @@ def parse_choice(choice: dict[str, Any], api: str, k: int) -> Generation:
                     topk_entropy(_top_values(t, k) or ([float(o)] if o is not None else []))
                     for t, o in zip(tops, own, strict=False)
                 ]
+            if store > 0:
+                payload = _payload_completions(lp, store)
     if not isinstance(text, str):
         raise TypeError("completion text is not a string")
     return Generation(
-        text=text, completion_tokens=tokens, finish_reason=choice.get("finish_reason"), token_entropies=entropies
+        text=text,
+        completion_tokens=tokens,
+        finish_reason=choice.get("finish_reason"),
+        token_entropies=entropies,
+        token_logprobs=payload,
     )
 
 
-def parse_response(data: Any, api: str, k: int, n: int) -> list[Generation]:
+def parse_response(data: Any, api: str, k: int, n: int, store: int = 0) -> list[Generation]:
     """A whole response body -> its Generations (ordered by ``index``); ValueError if malformed."""
     try:
         choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-        gens = [parse_choice(c, api, k) for c in choices]
+        gens = [parse_choice(c, api, k, store) for c in choices]
         usage = data.get("usage") or {}
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"malformed response ({type(exc).__name__}: {exc})") from None
@@ -170,7 +221,7 @@ class OpenAITeacher(Teacher):
         }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
-        k = sampling.top_logprobs
+        k = sampling.logprobs  # enough for the entropy's top-k and the stored payload's top-K
         if self.cfg.api == "chat":
             body["messages"] = self.render(prompt)
             if k > 0:
@@ -184,7 +235,7 @@ class OpenAITeacher(Teacher):
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
-    def _post(self, body: dict[str, Any], k: int, what: str) -> list[Generation]:
+    def _post(self, body: dict[str, Any], sampling: Sampling, what: str) -> list[Generation]:
         """POST with retries; returns the parsed Generations or raises DanteError/_Rejected."""
         cfg = self.cfg
         attempts = cfg.max_retries + 1
@@ -196,7 +247,9 @@ class OpenAITeacher(Teacher):
             try:
                 resp = self._client.post(self.path, json=body)
                 if resp.status_code == 200:
-                    return parse_response(resp.json(), cfg.api, k, body["n"])
+                    return parse_response(
+                        resp.json(), cfg.api, sampling.top_logprobs, body["n"], sampling.store_logprobs
+                    )
                 excerpt = self._scrub(resp.text)[:300].strip()  # scrub first: a cut could split the key
                 if resp.status_code in RETRY_STATUS or resp.status_code >= 500:
                     last = f"HTTP {resp.status_code}: {excerpt}"
@@ -225,11 +278,11 @@ class OpenAITeacher(Teacher):
         )
 
     def _generate_one(self, prompt: Prompt, sampling: Sampling) -> list[Generation]:
-        what, n, k = f"prompt {prompt.id}", sampling.n, sampling.top_logprobs
+        what, n = f"prompt {prompt.id}", sampling.n
         gens: list[Generation] = []
         if n > 1 and self._n_supported:
             try:
-                gens = self._post(self._payload(prompt, sampling), k, what)
+                gens = self._post(self._payload(prompt, sampling), sampling, what)
             except _Rejected as exc:
                 if exc.status not in (400, 422):
                     raise self._rejected(exc, what) from None
@@ -237,8 +290,9 @@ class OpenAITeacher(Teacher):
                 self._n_supported = False
         while len(gens) < n:  # n unsupported, or fewer choices than asked: one request per sample
             seed = None if sampling.seed is None else sampling.seed + len(gens)
+            one = replace(sampling, n=1, seed=seed)
             try:
-                gens += self._post(self._payload(prompt, replace(sampling, n=1, seed=seed)), k, what)[:1]
+                gens += self._post(self._payload(prompt, one), one, what)[:1]
             except _Rejected as exc:
                 raise self._rejected(exc, what) from None
         return gens[:n]

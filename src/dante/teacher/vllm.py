@@ -14,6 +14,7 @@ from dante.errors import DanteError
 from dante.prompts import Prompt, render_prompt
 from dante.teacher.base import Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy
+from dante.teacher.logprobs import TokenBytes, TokenLogprobs, from_ids
 
 
 def _topk_values(position: dict[Any, Any], k: int) -> list[float]:
@@ -27,16 +28,42 @@ def _topk_values(position: dict[Any, Any], k: int) -> list[float]:
     return values[:k]
 
 
-def generation_from_vllm(completion: Any, k: int, prompt_tokens: int | None = None) -> Generation:
+def _payload(completion: Any, token_ids: list[int], store: int, token_bytes: TokenBytes) -> TokenLogprobs:
+    """The stored per-token payload: the generated token's logprob and the top-K by rank."""
+    chosen, top_ids, top_lps = [], [], []
+    for tok, pos in zip(token_ids, completion.logprobs, strict=False):
+        entry = pos.get(tok)
+        chosen.append(float(getattr(entry, "logprob", entry)) if entry is not None else float("-inf"))
+        ranked = sorted(
+            ((getattr(lp, "rank", None) or 10**9, int(i), float(getattr(lp, "logprob", lp))) for i, lp in pos.items()),
+            key=lambda x: (x[0], -x[2]),
+        )[:store]
+        top_ids.append([i for _, i, _ in ranked])
+        top_lps.append([v for _, _, v in ranked])
+    return from_ids(token_bytes, token_ids[: len(chosen)], chosen, top_ids, top_lps)
+
+
+def generation_from_vllm(
+    completion: Any,
+    k: int,
+    prompt_tokens: int | None = None,
+    store: int = 0,
+    token_bytes: TokenBytes | None = None,
+) -> Generation:
     """vLLM ``CompletionOutput`` -> Generation (entropies in the worker; scalars only).
 
     ``completion.logprobs`` is a list (one per generated token) of dicts token_id ->
     ``Logprob(logprob, rank, decoded_token)``, or None when logprobs were not requested.
+    With ``store`` K > 0 the payload's token bytes come from ``token_bytes`` (the engine's
+    tokenizer), not from ``decoded_token``, which spells a partial UTF-8 token as U+FFFD.
     """
     token_ids = list(getattr(completion, "token_ids", None) or [])
     entropies = None
+    payload = None
     if k > 0 and completion.logprobs is not None:
         entropies = [topk_entropy(_topk_values(pos, k)) for pos in completion.logprobs]
+    if store > 0 and completion.logprobs is not None and token_bytes is not None:
+        payload = _payload(completion, token_ids, store, token_bytes)
     finish = getattr(completion, "finish_reason", None)
     return Generation(
         text=completion.text,
@@ -44,15 +71,18 @@ def generation_from_vllm(completion: Any, k: int, prompt_tokens: int | None = No
         finish_reason=str(finish) if finish is not None else None,
         token_entropies=entropies,
         prompt_tokens=prompt_tokens,
+        token_logprobs=payload,
     )
 
 
-def generations_from_request_outputs(outputs: Sequence[Any], k: int) -> list[list[Generation]]:
+def generations_from_request_outputs(
+    outputs: Sequence[Any], k: int, store: int = 0, token_bytes: TokenBytes | None = None
+) -> list[list[Generation]]:
     """A list of vLLM ``RequestOutput`` (in prompt order) -> n Generations per prompt."""
     result = []
     for ro in outputs:
         n_prompt = len(ro.prompt_token_ids) if getattr(ro, "prompt_token_ids", None) is not None else None
-        result.append([generation_from_vllm(c, k, n_prompt) for c in ro.outputs])
+        result.append([generation_from_vllm(c, k, n_prompt, store, token_bytes) for c in ro.outputs])
     return result
 
 
@@ -81,7 +111,7 @@ class VLLMTeacher(Teacher):
             "gpu_memory_utilization": cfg.gpu_memory_utilization,
             "trust_remote_code": cfg.trust_remote_code,
             "seed": cfg.seed,
-            "max_logprobs": max(20, cfg.top_logprobs),
+            "max_logprobs": max(20, cfg.top_logprobs, cfg.store_logprobs),
         }
         if resolved.gguf_file:
             kwargs["model"] = f"{resolved.path}/{resolved.gguf_file}"
@@ -89,6 +119,7 @@ class VLLMTeacher(Teacher):
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        self.token_bytes = TokenBytes(self.tokenizer) if cfg.store_logprobs else None
 
     def device_info(self) -> dict[str, Any]:
         return {"device_type": "cuda", "device_count": self.cfg.tensor_parallel_size * self.cfg.pipeline_parallel_size}
@@ -104,7 +135,7 @@ class VLLMTeacher(Teacher):
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_tokens=sampling.max_new_tokens,
-            logprobs=sampling.top_logprobs or None,
+            logprobs=sampling.logprobs or None,
             seed=None if sampling.greedy else sampling.seed,
         )
         texts = [self.render(p) for p in prompts]
@@ -116,7 +147,9 @@ class VLLMTeacher(Teacher):
             else texts
         )
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
-        return generations_from_request_outputs(outputs, sampling.top_logprobs)
+        return generations_from_request_outputs(
+            outputs, sampling.top_logprobs, sampling.store_logprobs, self.token_bytes
+        )
 
     def close(self) -> None:
         self.llm = None

@@ -28,7 +28,7 @@ def _addmm_fp32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 class _ChunkedWeightedCE(torch.autograd.Function):
-    """Σ u_t·CE_t of ``hidden @ weight.T`` without building the (N × V) logits.
+    """Σ u_t·CE_t (+ Σ v_t·KL_t) of ``hidden @ weight.T`` without building the (N × V) logits.
 
     Forward walks the tokens in chunks: logits tile z = h·Wᵀ, CE = logsumexp(z) − z[y]; the
     gradient of Σ u·CE w.r.t. the tile, u·(softmax(z) − onehot(y)), is formed in place and
@@ -37,8 +37,9 @@ class _ChunkedWeightedCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, weights, chunk_tokens, compute_dtype, want_grad):
+    def forward(ctx, hidden, weight, targets, weights, chunk_tokens, compute_dtype, want_grad, kd=None):
         n_tok, vocab = hidden.shape[0], weight.shape[0]
+        kdsum = torch.zeros((), dtype=torch.float64, device=hidden.device)
         grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if want_grad else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_grad else None
         w = weight.to(compute_dtype)
@@ -52,13 +53,22 @@ class _ChunkedWeightedCE(torch.autograd.Function):
             z = z if z.dtype == torch.float32 else z.float()
             z_target = z.gather(1, y).squeeze(1)
             z_max = z.amax(1)
+            z_kd = z.gather(1, kd[0][start:stop].clamp_min(0)) if kd is not None else None
             z.sub_(z_max[:, None]).exp_()  # the tile now holds exp(z − max)
             sum_exp = z.sum(1)
             ce = z_max + sum_exp.log() - z_target
             wsum += (u * ce).sum()
             cesum += ce.sum()
+            scale, extra = u, None
+            if kd is not None:  # the sparse top-K KL of losses.sparse_kd_sum, value and gradient in the same tile
+                value, scale, extra = _kd_tile(
+                    z_kd, z_max, sum_exp, kd[0][start:stop], kd[1][start:stop], kd[2][start:stop], u
+                )
+                kdsum += value
             if want_grad:
-                z.mul_((u / sum_exp)[:, None]).scatter_add_(1, y, -u[:, None])  # u·(p − onehot(y))
+                z.mul_((scale / sum_exp)[:, None]).scatter_add_(1, y, -u[:, None])  # u·(p − onehot(y)) (+ KL's part)
+                if extra is not None:
+                    z.scatter_add_(1, kd[0][start:stop].clamp_min(0), extra)
                 g = z.to(compute_dtype)
                 if compute_dtype == torch.float32:
                     torch.mm(g, w, out=grad_hidden[start:stop])
@@ -67,14 +77,15 @@ class _ChunkedWeightedCE(torch.autograd.Function):
                 _addmm_fp32(grad_weight, g.t(), h)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.dtypes = (hidden.dtype, weight.dtype)
-        ctx.mark_non_differentiable(cesum)
-        return wsum.float(), cesum.float()
+        total, cesum, kdsum = (wsum + kdsum).float(), cesum.float(), kdsum.float()
+        ctx.mark_non_differentiable(cesum, kdsum)
+        return total, cesum, kdsum
 
     @staticmethod
-    def backward(ctx, grad_wsum, _grad_cesum):
+    def backward(ctx, grad_wsum, _grad_cesum, _grad_kdsum):
         grad_hidden, grad_weight = ctx.saved_tensors
         if grad_wsum is None or grad_hidden is None:
-            return None, None, None, None, None, None, None
+            return None, None, None, None, None, None, None, None
         g = grad_wsum.float()  # scaled in place: no second (V × H) allocation
         return (
             grad_hidden.mul_(g).to(ctx.dtypes[0]),
@@ -84,7 +95,32 @@ class _ChunkedWeightedCE(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
+
+
+def _kd_tile(z_kd, z_max, sum_exp, ids, probs, v, u):
+    """Σ v·KL_t of one tile and the coefficients of its gradient (see ``losses.sparse_kd_sum``):
+    dKL_t/dz_i = (Q − ρ·P)·p_i − Σ_k q_k·1[i = J_k] + ρ·Σ_k p_k·1[i = J_k], ρ = r_T / r_S
+    (ρ = 0 where r_S is clamped at its floor). Returns the value, the per-row factor of p
+    (u + v·(Q − ρ·P)) and the values added at the mapped ids (v·(ρ·p_k − q_k))."""
+    from dante.train.losses import R_FLOOR
+
+    mask = ids >= 0
+    q = torch.where(mask, probs.float(), torch.zeros_like(z_kd))
+    lp = z_kd - z_max[:, None] - sum_exp.log()[:, None]
+    pm = torch.where(mask, lp.exp(), torch.zeros_like(lp))
+    big_q, big_p = q.sum(1), pm.sum(1)
+    r_t = (1.0 - big_q).clamp_min(0.0)
+    r_s_raw = 1.0 - big_p
+    r_s = r_s_raw.clamp_min(R_FLOOR)
+    head = torch.where(mask & (q > 0), q * (q.clamp_min(1e-30).log() - lp), torch.zeros_like(lp)).sum(1)
+    tail = torch.where(r_t > 0, r_t * (r_t.clamp_min(1e-30).log() - r_s.log()), torch.zeros_like(r_t))
+    value = (v * (head + tail)).sum()
+    rho = torch.where(r_s_raw > R_FLOOR, r_t / r_s, torch.zeros_like(r_t))
+    scale = u + v * (big_q - rho * big_p)
+    extra = torch.where(mask, v[:, None] * (rho[:, None] * pm - q), torch.zeros_like(q))
+    return value, scale, extra
 
 
 def chunked_weighted_ce_sum(
@@ -93,24 +129,34 @@ def chunked_weighted_ce_sum(
     targets: torch.Tensor,
     weights: torch.Tensor,
     chunk_tokens: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    kd: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``weighted_ce_sum(hidden @ weight.T, targets, weights)`` computed chunk by chunk over the
     tokens, never holding the (tokens × V) logits: the memory lever for large vocabularies.
 
     hidden: (..., H) inputs of the lm_head (bias-free), weight: (V, H). Only positions with a
     target are computed. The softmax and CE run in float32; the matmuls in the autocast dtype
     when autocast is on. Value and gradients equal the plain computation up to float rounding.
+    ``kd`` = (ids, probs, v) of shapes (..., K), (..., K), (...) adds ``sparse_kd_sum`` in the
+    same tiles. Returns (Σ u·CE + Σ v·KL, Σ CE, Σ v·KL); only the first carries gradients.
     """
     d = hidden.shape[-1]
     targets = targets.reshape(-1)
     keep = (targets != -100).nonzero().squeeze(1)
     h = hidden.reshape(-1, d).index_select(0, keep)
     y, u = targets.index_select(0, keep), weights.reshape(-1).index_select(0, keep)
+    if kd is not None:
+        k = kd[0].shape[-1]
+        kd = (
+            kd[0].reshape(-1, k).index_select(0, keep),
+            kd[1].reshape(-1, k).index_select(0, keep).float(),
+            kd[2].reshape(-1).index_select(0, keep).float(),
+        )
     dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
     want_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)  # not under no_grad (eval)
     with torch.autocast(h.device.type, enabled=False):
         chunk = chunk_tokens or ce_chunk_tokens(weight.shape[0], h.device)
-        return _ChunkedWeightedCE.apply(h, weight, y, u, chunk, dtype, want_grad)
+        return _ChunkedWeightedCE.apply(h, weight, y, u, chunk, dtype, want_grad, kd)
 
 
 class ChunkedCEHead:
@@ -146,14 +192,14 @@ class ChunkedCEHead:
     def _forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.pending is None:
             return self._plain(hidden)
-        (targets, weights), self.pending = self.pending, None
-        self.value = chunked_weighted_ce_sum(hidden, self.head.weight, targets, weights)
+        (targets, weights, kd), self.pending = self.pending, None
+        self.value = chunked_weighted_ce_sum(hidden, self.head.weight, targets, weights, kd=kd)
         return hidden  # stands in for the logits, which are never built
 
-    def arm(self, targets: torch.Tensor, weights: torch.Tensor) -> None:
-        self.pending, self.value = (targets, weights), None
+    def arm(self, targets: torch.Tensor, weights: torch.Tensor, kd=None) -> None:
+        self.pending, self.value = (targets, weights, kd), None
 
-    def take(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         value, self.value, self.pending = self.value, None, None
         if value is None:
             raise RuntimeError("chunked CE head was armed but the lm_head did not run")

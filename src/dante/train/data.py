@@ -35,6 +35,7 @@ class Example:
     n_completion: int  # positions with a target (= completion tokens kept)
     entropy: float | None
     truncated: bool = False
+    kd: Any = None  # KDTargets of train.kd_data in sequence positions (position p predicts targets[p])
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -53,6 +54,7 @@ class DataStats:
     completion_tokens: int = 0
     chat_template: bool = False
     filter: dict[str, Any] | None = None  # train.filter's counts (FilterCounts.as_dict), set by the loop
+    token_kd: dict[str, Any] | None = None  # KDStats.as_dict of train.kd_data, set by the loop
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__.items())
@@ -95,6 +97,12 @@ def render_record(rec, tokenizer, chat: bool) -> tuple[list[int], list[int]]:
     at inference); the completion is the rest of the full conversation rendering (teacher_text
     plus the template's end-of-turn marker). Both halves are tokenized separately, as at inference.
     """
+    prompt_ids, completion_ids, _ = render_record_text(rec, tokenizer, chat)
+    return prompt_ids, completion_ids
+
+
+def render_record_text(rec, tokenizer, chat: bool) -> tuple[list[int], list[int], str]:
+    """``render_record`` plus the completion's text (what the completion ids tokenize)."""
     if chat:
         msgs = _messages(rec)
         prompt_text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
@@ -113,7 +121,7 @@ def render_record(rec, tokenizer, chat: bool) -> tuple[list[int], list[int]]:
     eos = tokenizer.eos_token_id
     if eos is not None and eos not in completion_ids[-2:]:  # ChatML-like templates already end with EOS (+ newline)
         completion_ids = [*completion_ids, eos]
-    return list(prompt_ids), list(completion_ids)
+    return list(prompt_ids), list(completion_ids), completion_text
 
 
 def make_example(
@@ -127,19 +135,28 @@ def make_example(
 
 
 def build_examples(
-    records, tokenizer, student: StudentConfig, max_length: int, *, source: str | Path = "", model_ref: str = ""
+    records,
+    tokenizer,
+    student: StudentConfig,
+    max_length: int,
+    *,
+    source: str | Path = "",
+    model_ref: str = "",
+    kd: tuple[Any, Any] | None = None,
 ) -> tuple[list[Example], DataStats]:
     """Tokenize every record; cut completions that overflow ``max_length`` (counted as truncated),
     drop records whose prompt alone leaves no room for one completion token (counted as dropped).
 
     Raises DataError when every record is dropped (max_length smaller than every prompt).
+    ``kd`` = (StudentVocab, KDStats) also builds each record's token-level distillation targets
+    (``dante.train.kd_data``) from its teacher payload.
     """
     chat = use_chat(tokenizer, student, model_ref)
     stats = DataStats(records=len(records), chat_template=chat)
     examples: list[Example] = []
     shortest_prompt = None
     for rec in records:
-        prompt_ids, completion_ids = render_record(rec, tokenizer, chat)
+        prompt_ids, completion_ids, completion_text = render_record_text(rec, tokenizer, chat)
         shortest_prompt = len(prompt_ids) if shortest_prompt is None else min(shortest_prompt, len(prompt_ids))
         if len(prompt_ids) >= max_length:
             stats.dropped += 1
@@ -150,7 +167,10 @@ def build_examples(
         if truncated:
             completion_ids = completion_ids[: max_length - len(prompt_ids)]
             stats.truncated += 1
-        examples.append(make_example(str(rec.id), prompt_ids, completion_ids, rec.output_entropy, truncated))
+        example = make_example(str(rec.id), prompt_ids, completion_ids, rec.output_entropy, truncated)
+        if kd is not None:
+            example.kd = _kd_positions(rec, completion_text, tokenizer, kd, len(prompt_ids), len(completion_ids))
+        examples.append(example)
         stats.prompt_tokens += len(prompt_ids)
         stats.completion_tokens += len(completion_ids)
     stats.kept = len(examples)
@@ -163,6 +183,38 @@ def build_examples(
             hint="raise train.max_length",
         )
     return examples, stats
+
+
+def _kd_positions(rec, completion_text: str, tokenizer, kd, n_prompt: int, n_completion: int):
+    """The record's KD targets moved to sequence positions (completion token j is predicted at
+    position n_prompt − 1 + j), those cut by truncation left out."""
+    from dante.train.kd_data import KDTargets, kd_targets
+
+    vocab, stats = kd
+    found = kd_targets(rec, completion_text, tokenizer, vocab, stats)
+    if found is None:
+        return None
+    keep = [i for i, j in enumerate(found.positions) if j < n_completion]
+    return KDTargets(
+        [n_prompt - 1 + found.positions[i] for i in keep], [found.ids[i] for i in keep], [found.probs[i] for i in keep]
+    )
+
+
+def _kd_tensors(examples: list[Example], rows: int, width: int, starts: list[tuple[int, int]]):
+    """(kd_ids (rows, width, K) with −1 pads, kd_probs) of a micro-batch; None without targets.
+    ``starts[i]`` = (row, first position) of example i."""
+    k = max((len(ids) for ex in examples if ex.kd for ids in ex.kd.ids), default=0)
+    if k == 0:
+        return None
+    ids = torch.full((rows, width, k), -1, dtype=torch.long)
+    probs = torch.zeros((rows, width, k), dtype=torch.float32)
+    for ex, (row, first) in zip(examples, starts, strict=True):
+        if not ex.kd:
+            continue
+        for pos, i, p in zip(ex.kd.positions, ex.kd.ids, ex.kd.probs, strict=True):
+            ids[row, first + pos, : len(i)] = torch.tensor(i)
+            probs[row, first + pos, : len(p)] = torch.tensor(p)
+    return ids, probs
 
 
 def collate(examples: list[Example], weights: list[float], *, packing: bool, pad_id: int) -> dict[str, torch.Tensor]:
@@ -180,13 +232,20 @@ def collate(examples: list[Example], weights: list[float], *, packing: bool, pad
             tgt += ex.targets
             wts += [w if t != IGNORE else 0.0 for t in ex.targets]
             seg += [k] * len(ex)
-        return {
+        batch = {
             "input_ids": torch.tensor([ids]),
             "position_ids": torch.tensor([pos]),
             "targets": torch.tensor([tgt]),
             "weights": torch.tensor([wts], dtype=torch.float32),
             "segment_ids": torch.tensor([seg]),
         }
+        firsts = [0]
+        for ex in examples[:-1]:
+            firsts.append(firsts[-1] + len(ex))
+        kd = _kd_tensors(examples, 1, len(ids), [(0, f) for f in firsts])
+        if kd is not None:
+            batch["kd_ids"], batch["kd_probs"] = kd
+        return batch
     width = max(len(ex) for ex in examples)
     n = len(examples)
     batch = {
@@ -202,6 +261,9 @@ def collate(examples: list[Example], weights: list[float], *, packing: bool, pad
         t = torch.tensor(ex.targets)
         batch["targets"][r, :L] = t
         batch["weights"][r, :L] = torch.where(t != IGNORE, torch.tensor(w, dtype=torch.float32), torch.tensor(0.0))
+    kd = _kd_tensors(examples, n, width, [(r, 0) for r in range(n)])
+    if kd is not None:
+        batch["kd_ids"], batch["kd_probs"] = kd
     return batch
 
 

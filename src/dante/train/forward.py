@@ -15,7 +15,7 @@ from dante.train.attention import has_sliding_window, record_bounds, use_packed_
 from dante.train.chunked_ce import ChunkedCEHead
 from dante.train.curriculum import micro_batches, rank_slice
 from dante.train.data import IGNORE, Example, block_diagonal_causal_mask, collate
-from dante.train.losses import weighted_ce_sum
+from dante.train.losses import sparse_kd_sum, weighted_ce_sum
 
 
 class Forward:
@@ -41,20 +41,37 @@ class Forward:
         self.keep_logits = "logits_to_keep" in inspect.signature(base_model.forward).parameters
         self.head = ChunkedCEHead(base_model) if chunked_ce and ChunkedCEHead.supports(base_model) else None
 
-    def loss_sums(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ u_t·CE_t, Σ CE_t) of one micro-batch (see ``weighted_ce_sum``)."""
+    def loss_sums(
+        self, batch: dict[str, torch.Tensor], kd_scale: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Σ u_t·CE_t + Σ v_t·KL_t, Σ CE_t, Σ v_t·KL_t) of one micro-batch, v_t = kd_scale · u_t
+        at the positions with token-level distillation targets (``losses.sparse_kd_sum``); the
+        KL terms are 0 without them or with kd_scale 0. Only the first value has gradients."""
+        kwargs, targets, weights, kd = self._inputs(batch, kd_scale)
         if self.head is None:
-            return weighted_ce_sum(*self(batch))
-        kwargs, targets, weights = self._inputs(batch)
-        self.head.arm(targets, weights)
+            logits = self.model(**kwargs).logits
+            weighted, plain = weighted_ce_sum(logits, targets, weights)
+            if kd is None:
+                return weighted, plain, torch.zeros((), device=weighted.device)
+            keep = kd[2].reshape(-1) > 0
+            kl = sparse_kd_sum(
+                logits.reshape(-1, logits.shape[-1])[keep],
+                kd[0].reshape(-1, kd[0].shape[-1])[keep],
+                kd[1].reshape(-1, kd[1].shape[-1])[keep],
+                kd[2].reshape(-1)[keep],
+            )
+            return weighted + kl, plain, kl.detach()
+        self.head.arm(targets, weights, kd)
         self.model(**kwargs)
         return self.head.take()
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        kwargs, targets, weights = self._inputs(batch)
+        kwargs, targets, weights, _ = self._inputs(batch)
         return self.model(**kwargs).logits, targets, weights
 
-    def _inputs(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    def _inputs(
+        self, batch: dict[str, torch.Tensor], kd_scale: float = 0.0
+    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, Any]:
         bounds = record_bounds(batch["segment_ids"]) if self.attn == PACKED_SDPA and "segment_ids" in batch else None
         batch = {k: v.to(self.device) for k, v in batch.items()}
         kwargs: dict[str, Any] = {"input_ids": batch["input_ids"], "use_cache": False}
@@ -71,13 +88,19 @@ class Forward:
         else:
             kwargs["attention_mask"] = batch["attention_mask"]
         targets, weights = batch["targets"], batch["weights"]
+        kd = None
+        if kd_scale > 0 and "kd_ids" in batch:
+            ids, probs = batch["kd_ids"], batch["kd_probs"]
+            kd = (ids, probs, weights * kd_scale * (ids[..., 0] >= 0))
         if self.keep_logits:
             keep = (targets != IGNORE).any(dim=0).nonzero().flatten()
             if keep.numel() == 0:
                 keep = torch.zeros(1, dtype=torch.long, device=self.device)
             kwargs["logits_to_keep"] = keep
             targets, weights = targets[:, keep], weights[:, keep]
-        return kwargs, targets, weights
+            if kd is not None:
+                kd = tuple(t[:, keep] for t in kd)
+        return kwargs, targets, weights, kd
 
 
 def empty_example(pad_id: int) -> Example:

@@ -27,7 +27,7 @@ from dante.train.curriculum import BatchStream, check_entropies, micro_batches, 
 from dante.train.data import DataStats, Example, build_examples, collate, filter_records, split_heldout
 from dante.train.engine import build_optimizer, compile_blocks, device_info, make_accelerator, package_versions
 from dante.train.forward import Forward, empty_example, held_out_loss
-from dante.train.losses import TeaAnchor, batch_weights, lambda_ce, lambda_tea
+from dante.train.losses import TeaAnchor, batch_weights, lambda_ce, lambda_kd, lambda_tea
 from dante.train.metrics import MetricsLog, finite, format_info, progress_bar
 
 
@@ -213,9 +213,31 @@ def load_data(recipe: Recipe, accelerator) -> tuple[Any, Any, list[Example], lis
     source = str(recipe.cache_dir)
     records, filtered = filter_records(read_cache(recipe.cache_dir), cfg.filter, source)
     train_records, eval_records = split_heldout(records, cfg.eval_fraction, cfg.seed)
+    kd = None
+    if cfg.loss.token_kd > 0:
+        from dante.train.kd_data import KDStats, StudentVocab
+
+        kd = (StudentVocab(tokenizer), KDStats())
+        if not any(r.token_logprobs is not None for r in train_records):
+            raise DanteError(
+                "train.loss.token_kd needs the teacher's per-token logprobs in the cache, and no record has them",
+                file=source,
+                field="train.loss.token_kd",
+                hint="write the cache with teacher.store_logprobs (e.g. 20), or set train.loss.token_kd=0",
+            )
     examples, stats = build_examples(
-        train_records, tokenizer, student, cfg.max_length, source=source, model_ref=student.model
+        train_records, tokenizer, student, cfg.max_length, source=source, model_ref=student.model, kd=kd
     )
+    if kd is not None:
+        stats.token_kd = kd[1].as_dict()
+        if accelerator.is_main_process:
+            k = stats.token_kd
+            accelerator.print(
+                f"data: token_kd on {k['aligned']} of {k['records']} records ({k['positions']} positions, "
+                f"{k['one_to_one_share'] or 0:.0%} of their tokens one to one with a teacher token); skipped "
+                f"{k['records'] - k['with_payload']} without payload, {k['not_joining']} whose teacher tokens do not "
+                f"join to the text, {k['template_changed']} changed by the chat template"
+            )
     eval_examples = (
         build_examples(eval_records, tokenizer, student, cfg.max_length, source=source)[0] if eval_records else []
     )
@@ -274,8 +296,9 @@ def load_student(recipe: Recipe, student_ref, accelerator) -> tuple[torch.nn.Mod
 def train_step(run: Run, step: int) -> dict[str, Any]:
     """One optimizer update on the next global batch; returns its metrics row.
 
-    L = λ_CE(t) · Σ_t u_t·CE_t / D + λ_TEA(t) · ‖E − E₀‖²: D covers the whole global batch, so
-    the micro-batches' and ranks' gradients add up to the full-batch gradient.
+    L = λ_CE(t) · Σ_t u_t·CE_t / D + λ_KD(t) · Σ_t u_t·KL_t / D + λ_TEA(t) · ‖E − E₀‖²: D
+    covers the whole global batch, so the micro-batches' and ranks' gradients add up to the
+    full-batch gradient. The KL sum rides in the CE kernel with weights v_t = (λ_KD/λ_CE)·u_t.
     """
     cfg, loss_cfg, accelerator = run.recipe.train, run.recipe.train.loss, run.accelerator
     world, device = accelerator.num_processes, accelerator.device
@@ -285,10 +308,11 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     u, denom = batch_weights([ex.entropy for ex in batch], [ex.n_completion for ex in batch], loss_cfg)
     weight_of = dict(zip(batch_idx, u))
     lam_ce, lam_tea = lambda_ce(step, loss_cfg), lambda_tea(step, cfg.steps, loss_cfg)
+    lam_kd = lambda_kd(step, loss_cfg)
     groups = micro_batches(
         rank_slice(batch_idx, accelerator.process_index, world), len(batch_idx), world, cfg.micro_batch_size
     )
-    cwce_sum, ce_sum, tea_value = (torch.zeros((), device=device) for _ in range(3))
+    cwce_sum, ce_sum, kd_sum, tea_value = (torch.zeros((), device=device) for _ in range(4))
     for k, group in enumerate(groups):
         is_last = k == len(groups) - 1
         micro = collate(
@@ -303,14 +327,15 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
             if anchored:
                 run.anchor.arm()
             with accelerator.autocast():
-                weighted, plain = run.forward.loss_sums(micro)
+                weighted, plain, kl = run.forward.loss_sums(micro, kd_scale=lam_kd / lam_ce)
             loss = lam_ce * (weighted / denom) * world  # × world: DDP/FSDP average gradients, the objective sums them
             if anchored:
                 tea = run.anchor.take()
                 loss = loss + lam_tea * tea
                 tea_value = tea.detach()
             accelerator.backward(loss)
-        cwce_sum += weighted.detach() / denom
+        cwce_sum += (weighted.detach() - kl) / denom
+        kd_sum += kl / denom
         ce_sum += plain.detach()
     grad_norm = accelerator.clip_grad_norm_(run.model.parameters(), cfg.grad_clip or math.inf)
     lr = run.scheduler.get_last_lr()[0]
@@ -319,6 +344,7 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     run.optimizer.zero_grad(set_to_none=True)
 
     cwce = float(accelerator.reduce(cwce_sum, "sum"))
+    token_kd = float(accelerator.reduce(kd_sum, "sum")) * lam_ce / lam_kd if lam_kd > 0 else None
     ce = float(accelerator.reduce(ce_sum, "sum")) / max(1, sum(ex.n_completion for ex in batch))
     step_tokens = sum(len(ex) for ex in batch)
     run.state["tokens"] += step_tokens
@@ -326,8 +352,9 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     dt = time.perf_counter() - t0
     return {
         "step": step,
-        "loss": lam_ce * cwce + lam_tea * float(tea_value),
+        "loss": lam_ce * cwce + lam_kd * (token_kd or 0.0) + lam_tea * float(tea_value),
         "cwce": cwce,
+        **({"token_kd": token_kd, "lambda_kd": lam_kd} if lam_kd > 0 else {}),
         "ce": ce,
         "tea": float(tea_value),
         "lambda_ce": lam_ce,

@@ -9,6 +9,10 @@ form of the CE lives in train/chunked_ce.py.
     λ_TEA(t)  = tea_start → tea_end, linear over the run               card: 1.0 → 0.1
     λ_CE(t)   = ce_start + (ce_end − ce_start) · clamp((t − W) / (R − W))   card: 0.70 + 0.30·max(0, t−200)/1800
 
+Token-level distillation (not in the card; ``token_kd`` > 0, docs/training.md) adds
+λ_KD(t) · Σ_t u_t · KL_t / D over the positions aligned one to one with a teacher token
+(``sparse_kd_sum``), with the same u_t and D as the CE.
+
 How CE_masked is averaged (``LossConfig.normalise``). Every variant is written as one sum over
 completion tokens t of the *global* batch (all micro-batches of the optimizer step, all ranks):
 
@@ -82,6 +86,49 @@ def lambda_tea(step: int, total_steps: int, cfg: LossConfig = _DEFAULT) -> float
         return cfg.tea_start
     frac = min(1.0, max(0.0, (step - 1) / (total_steps - 1)))
     return cfg.tea_start + (cfg.tea_end - cfg.tea_start) * frac
+
+
+def lambda_kd(step: int, cfg: LossConfig = _DEFAULT) -> float:
+    """λ_KD(t) = token_kd, or with token_kd_schedule
+    token_kd_start + (token_kd − token_kd_start) · clamp((t − ce_warmup_steps) / (ce_ramp_end − ce_warmup_steps), 0, 1),
+    on λ_CE's steps. 0 when token_kd is 0."""
+    if cfg.token_kd <= 0:
+        return 0.0
+    if not cfg.token_kd_schedule:
+        return cfg.token_kd
+    span = max(1, cfg.ce_ramp_end - cfg.ce_warmup_steps)
+    frac = min(1.0, max(0.0, (step - cfg.ce_warmup_steps) / span))
+    return cfg.token_kd_start + (cfg.token_kd - cfg.token_kd_start) * frac
+
+
+R_FLOOR = 1e-6  # the student's tail mass r_S is clamped here: the KL's gradient scales with r_T / r_S
+
+
+def sparse_kd_sum(logits: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ_t v_t · KL(q_t ‖ p_t) over the teacher's top-K tokens that the student's vocabulary has,
+    with the rest of both distributions lumped into one tail outcome:
+
+        M       = the mapped top-K ids of position t (ids ≥ 0; −1 pads)
+        Q       = Σ_{k∈M} q_k,  r_T = max(0, 1 − Q)             teacher mass outside M
+        P       = Σ_{k∈M} p_k,  r_S = max(R_FLOOR, 1 − P)        student mass outside M
+        KL_t    = Σ_{k∈M} q_k (log q_k − log p_k) + r_T (log r_T − log r_S)
+
+    A proper KL between two distributions on M ∪ {other}: with identical vocabularies M is the
+    whole top-K and this is the exact sparse top-K KL with its tail; across vocabularies a
+    teacher token the student cannot write as one token goes to the tail, so the student is
+    never pushed away from tokens the teacher's top-K does not name (the X-Token pitfall).
+    logits: (N, V); ids, probs: (N, K); weights v: (N,) (0 where no teacher payload).
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    mask = ids >= 0
+    lp = logp.gather(1, ids.clamp_min(0))
+    q = torch.where(mask, probs.float(), torch.zeros_like(lp))
+    pm = torch.where(mask, lp.exp(), torch.zeros_like(lp))
+    r_t = (1.0 - q.sum(1)).clamp_min(0.0)
+    r_s = (1.0 - pm.sum(1)).clamp_min(R_FLOOR)
+    head = torch.where(mask & (q > 0), q * (q.clamp_min(1e-30).log() - lp), torch.zeros_like(lp)).sum(1)
+    tail = torch.where(r_t > 0, r_t * (r_t.clamp_min(1e-30).log() - r_s.log()), torch.zeros_like(r_t))
+    return (weights.float() * (head + tail)).sum()
 
 
 def tea_penalty(embedding: torch.Tensor, snapshot: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,105 @@
+"""Token-level distillation targets (stage 3, ``train.loss.token_kd``): from a record's cached
+teacher payload (``dante.teacher.logprobs``) and the student's tokenization of the same
+completion, the teacher's top-K distribution at every student position that is one token on
+both sides (``dante.train.align``), in student token ids.
+
+A teacher alternative is kept when its bytes are one token of the student's vocabulary; the
+rest of the teacher's mass becomes the tail of ``losses.sparse_kd_sum``. Records the payload
+cannot be used for (no payload, tokens that do not join to the text, a chat template that
+changes the text) train on text alone and are counted in the training manifest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from dante.teacher.logprobs import TokenBytes, decode
+from dante.train.align import align
+
+
+class StudentVocab:
+    """bytes -> token id of the student's vocabulary (special tokens left out)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        token_bytes = TokenBytes(tokenizer)
+        self.ids: dict[bytes, int] = {}
+        for i in range(len(tokenizer)):
+            b = token_bytes(i)
+            if b and b not in self.ids:
+                self.ids[b] = i
+
+    def get(self, b: bytes) -> int | None:
+        return self.ids.get(b)
+
+
+@dataclass
+class KDStats:
+    """What the payloads gave token-level distillation; stored in the training manifest."""
+
+    records: int = 0
+    with_payload: int = 0
+    aligned: int = 0
+    not_joining: int = 0  # teacher tokens that do not join to teacher_text: skipped
+    template_changed: int = 0  # the student's chat template does not keep teacher_text verbatim: skipped
+    completion_tokens: int = 0  # student completion tokens of aligned records
+    positions: int = 0  # of them, one to one with a teacher token: where the KL applies
+    mapped_mass: float = 0.0  # mean teacher probability on alternatives the student's vocabulary has
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["one_to_one_share"] = self.positions / self.completion_tokens if self.completion_tokens else None
+        out["mapped_mass"] = self.mapped_mass / self.positions if self.positions else None
+        return out
+
+
+@dataclass
+class KDTargets:
+    """Per student completion position j (0-based in the completion): mapped ids and probs."""
+
+    positions: list[int]
+    ids: list[list[int]]
+    probs: list[list[float]]
+
+
+def kd_targets(rec: Any, completion_text: str, tokenizer: Any, vocab: StudentVocab, stats: KDStats) -> KDTargets | None:
+    """The distillation targets of one record, or None (counted in ``stats``)."""
+    stats.records += 1
+    if rec.token_logprobs is None:
+        return None
+    stats.with_payload += 1
+    text = rec.teacher_text
+    if not completion_text.startswith(text):
+        stats.template_changed += 1
+        return None
+    payload = decode(rec.token_logprobs)
+    enc = tokenizer(completion_text, add_special_tokens=False, return_offsets_mapping=True)
+    inside = [j for j, (a, b) in enumerate(enc["offset_mapping"]) if a < b <= len(text)]
+    chunks = align(payload.tokens, text, [tuple(enc["offset_mapping"][j]) for j in inside])
+    if chunks is None:
+        stats.not_joining += 1
+        return None
+    stats.aligned += 1
+    stats.completion_tokens += len(enc["input_ids"])
+    out = KDTargets([], [], [])
+    for c in chunks:
+        if not c.one_to_one:
+            continue
+        ids, probs = [], []
+        for alt, lp in payload.top[c.t0]:
+            sid = vocab.get(alt)
+            if sid is not None and sid not in ids:
+                ids.append(sid)
+                probs.append(math.exp(min(0.0, lp)))
+        total = sum(probs)
+        if total > 1.0:  # float16 rounding: renormalise so the tail is ≥ 0
+            probs = [p / total for p in probs]
+        if not ids:
+            continue
+        out.positions.append(inside[c.s0])
+        out.ids.append(ids)
+        out.probs.append(probs)
+        stats.positions += 1
+        stats.mapped_mass += min(1.0, total)
+    return out
