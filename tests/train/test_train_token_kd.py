@@ -176,3 +176,62 @@ def test_token_kd_without_payload_is_a_clear_error(tmp_path, student_dir, tiny_c
     data["train"]["loss"] = {"token_kd": 1.0}
     with pytest.raises(DanteError, match="store_logprobs"):
         train(load_recipe(data=data))
+
+
+def _kd_recipe(tmp_path, name, teacher_dir, student_dir, **train_kw):
+    from train_helpers import make_cache_lines, recipe_data, write_cache
+
+    cache = tmp_path / "cache"
+    if not cache.exists():
+        write_cache(cache, _payload_rows(teacher_dir, make_cache_lines(24)))
+    data = recipe_data(tmp_path / name, student_dir, cache, **train_kw)
+    data["train"]["loss"] = {"token_kd": 0.7}
+    return data
+
+
+def _losses(path):
+    import json as _json
+
+    return [r["loss"] for r in map(_json.loads, path.read_text().splitlines()) if "loss" in r]
+
+
+def test_token_kd_accumulation_and_two_processes_match_one_process(tmp_path, teacher_dir, student_dir):
+    """The KL rides on the CE's global normaliser: 4 micro-batches of 1 give the losses of 1
+    micro-batch of 4, and DDP on 2 CPU ranks gives the losses of 1 process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from dante.config import load_recipe
+    from dante.train.loop import train
+
+    kw = {"steps": 4, "batch_sequences": 4}
+    whole = train(load_recipe(data=_kd_recipe(tmp_path, "whole", teacher_dir, student_dir, micro_batch_size=4, **kw)))
+    split = train(load_recipe(data=_kd_recipe(tmp_path, "split", teacher_dir, student_dir, micro_batch_size=1, **kw)))
+    assert _losses(split.metrics_path) == pytest.approx(_losses(whole.metrics_path), rel=1e-4)
+    recipe_file = tmp_path / "two.yaml"
+    recipe_file.write_text(
+        yaml.safe_dump(_kd_recipe(tmp_path, "two", teacher_dir, student_dir, micro_batch_size=1, **kw))
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "dante.cli",
+        "train",
+        str(recipe_file),
+    ]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = tmp_path / "two" / "run" / "student" / "metrics.jsonl"
+    assert _losses(two) == pytest.approx(_losses(whole.metrics_path), rel=1e-4)
