@@ -125,6 +125,26 @@ def synthetic_records(
     return rows
 
 
+def add_payloads(rows: list[dict[str, Any]], tokenizer_dir: Path | str, seed: int, k: int = 20) -> None:
+    """The top-20 payload a teacher with the student's own tokenizer would write (every position
+    one to one, every alternative in the vocabulary): the most work train.loss.token_kd does."""
+    import math
+    import random
+
+    from transformers import AutoTokenizer
+
+    from dante.teacher.logprobs import TokenBytes, TokenLogprobs, encode
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tb, rng = TokenBytes(tok), random.Random(seed)
+    vocab = [i for i in range(len(tok)) if tb(i)]
+    for row in rows:
+        ids = tok(row["teacher_text"], add_special_tokens=False)["input_ids"]
+        top = [[(tb(i), math.log(0.6))] + [(tb(rng.choice(vocab)), math.log(0.02)) for _ in range(k - 1)] for i in ids]
+        row["token_logprobs"] = encode(TokenLogprobs([tb(i) for i in ids], [math.log(0.6)] * len(ids), top), k)
+        row["completion_tokens"] = len(ids)
+
+
 def write_cache(directory: Path, rows: list[dict[str, Any]]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

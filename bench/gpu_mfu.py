@@ -5,6 +5,7 @@ this projects for the card's 2 000-step run (128 sequences per step) next to its
 
     .venv/bin/pip install -e . && .venv/bin/python bench/gpu_mfu.py          # on a GPU machine
     .venv/bin/python bench/gpu_mfu.py --tiny                                  # CPU check, minutes
+    .venv/bin/python bench/gpu_mfu.py --variants no-gc,no-gc-kd               # token-level KD off and on
 
 Each variant is one `dante train` run (dante.train.loop.train, full DANTE loss, chunked CE,
 fused AdamW) in a fresh process, timed from the end of warm-up step W to the end of step N.
@@ -71,6 +72,8 @@ def prepare(workdir: Path, args) -> dict[str, Any]:
     model.save_pretrained(workdir / "student")
     del model
     rows = common.synthetic_records(args.records, args.seed, vocab_words=vocab - 3)
+    if any(v.endswith("kd") for v in args.variants.split(",")):
+        common.add_payloads(rows, workdir / "student", args.seed)
     common.write_cache(workdir / "cache", rows)
     lengths = [len(r["prompt"].split()) + len(r["teacher_text"].split()) + 1 for r in rows]
     mean_len = sum(lengths) / len(lengths)
@@ -112,7 +115,8 @@ def child(args) -> None:
                 "micro_batch_size": meta["micro"],
                 "max_length": 4096,
                 "packing": True,
-                "gradient_checkpointing": args.child == "gc",
+                "gradient_checkpointing": args.child.startswith("gc"),
+                "loss": {"token_kd": 1.0 if args.child.endswith("kd") else 0.0},
                 "mixed_precision": "bf16" if cuda else "no",
                 "lr": 2e-5,
                 "warmup_steps": 0,
@@ -179,7 +183,11 @@ def main() -> None:
     p.add_argument("--micro", type=int, default=None, help="records per packed row (default: from --row-tokens)")
     p.add_argument("--batch", type=int, default=None, help="records per optimizer step (default: two rows)")
     p.add_argument("--records", type=int, default=512)
-    p.add_argument("--variants", default="no-gc,gc", help="no-gc, gc (gradient checkpointing)")
+    p.add_argument(
+        "--variants",
+        default="no-gc,gc",
+        help="no-gc, gc (gradient checkpointing), no-gc-kd, gc-kd (with train.loss.token_kd on a top-20 payload)",
+    )
     p.add_argument(
         "--attn",
         default="sdpa",

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
 import shutil
 import sys
 import tempfile
@@ -33,7 +31,6 @@ def prepare(workdir: Path, records: int, k: int, seed: int = 0) -> dict:
     from transformers import AutoTokenizer
 
     from dante.models import resolve_model
-    from dante.teacher.logprobs import TokenBytes, TokenLogprobs, encode
 
     student = workdir / "student"
     if not student.exists():
@@ -44,14 +41,7 @@ def prepare(workdir: Path, records: int, k: int, seed: int = 0) -> dict:
 
     words = _single_token_words(tok)
     rows = common.synthetic_records(records, seed, vocab_words=len(words), word=words.__getitem__, cap=256)
-    tb = TokenBytes(tok)
-    rng = random.Random(seed)
-    vocab = [i for i in range(len(tok)) if tb(i)]
-    for row in rows:
-        ids = tok(row["teacher_text"], add_special_tokens=False)["input_ids"]
-        top = [[(tb(i), math.log(0.6))] + [(tb(rng.choice(vocab)), math.log(0.02)) for _ in range(k - 1)] for i in ids]
-        row["token_logprobs"] = encode(TokenLogprobs([tb(i) for i in ids], [math.log(0.6)] * len(ids), top), k)
-        row["completion_tokens"] = len(ids)
+    common.add_payloads(rows, student, seed, k)
     common.write_cache(workdir / "cache", rows)
     return {"student": str(student), "cache": str(workdir / "cache")}
 
