@@ -58,6 +58,14 @@ def prompts_section(data: RunData) -> str:
             md_table(["evaluated task", "prompts checked against it", "prompts removed"], rows, "llr"),
             "",
         ]
+        others = [k for k, v in checked.items() if v.get("kind") == "task" and k not in tasks]
+        if others:
+            out += [
+                "Also checked against tasks this run did not score: "
+                + ", ".join(f"`{t}` ({checked[t].get('removed', 0)} removed)" for t in others)
+                + ".",
+                "",
+            ]
         files = [k for k, v in checked.items() if v.get("kind") == "file"]
         if files:
             out += ["Also checked against the files " + ", ".join(f"`{f}`" for f in files) + ".", ""]
