@@ -4,6 +4,7 @@ dante plan RECIPE [key=value ...]        what the run will do, loading no model
 dante prompts build RECIPE | check RECIPE   curated prompt set: mixture, dedup, decontamination
 dante cache RECIPE [key=value ...]       teacher -> cache shards (resumable)
 dante cache validate DIR | stats DIR     check / summarise a cache
+dante cache export DIR --to FOLDER       the cache as a Hugging Face dataset (Parquet + card)
 dante train RECIPE [key=value ...] [--resume]
 dante eval RECIPE [key=value ...] [--model PATH] [--limit N]
 dante report RUN_DIR
@@ -46,7 +47,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 cache_app = typer.Typer(
-    cls=_DefaultRunGroup, help="Teacher cache: generate (default), validate, stats.", no_args_is_help=True
+    cls=_DefaultRunGroup, help="Teacher cache: generate (default), validate, stats, export.", no_args_is_help=True
 )
 app.add_typer(cache_app, name="cache")
 prompts_app = typer.Typer(
@@ -148,6 +149,18 @@ def cache_stats(path: Annotated[Path, typer.Argument(help="Cache folder or JSONL
     from dante.cache.stats import render_stats
 
     out.print(render_stats(stats(path)))
+
+
+@cache_app.command("export")
+@_friendly
+def cache_export(
+    path: Annotated[Path, typer.Argument(help="Cache folder or JSONL file.")],
+    to: Annotated[Path, typer.Option("--to", help="Dataset folder to write (Parquet shards + README.md).")],
+) -> None:
+    """Write the cache as Parquet shards and a dataset card that `datasets.load_dataset` reads."""
+    from dante.cache.export import export_cache
+
+    out.print(str(export_cache(path, to)), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -123,17 +123,23 @@ class Problem:
 
 
 def cache_files(path: str | Path) -> list[Path]:
-    """The JSONL files of a cache: a folder's completed shards in order, or one file.
+    """The files of a cache: a folder's completed shards in order, or one file.
 
     A dante cache folder (one with ``manifest.json``) is read through its ``shard-*.jsonl``
-    files only; any other folder through all of its ``*.jsonl`` files (someone else's export).
+    files only; any other folder through all of its ``*.jsonl`` files (someone else's export),
+    or, with none, its Parquet files (``dante cache export``: ``data/*.parquet``).
     """
     path = Path(path)
     if path.is_file():
         return [path]
     if path.is_dir():
         pattern = "shard-*.jsonl" if (path / CACHE_MANIFEST).is_file() else "*.jsonl"
-        return sorted(p for p in path.glob(pattern) if not p.name.startswith("."))
+        found = sorted(p for p in path.glob(pattern) if not p.name.startswith("."))
+        if not found and not (path / CACHE_MANIFEST).is_file():
+            found = sorted(
+                p for p in [*path.glob("*.parquet"), *path.glob("data/*.parquet")] if not p.name.startswith(".")
+            )
+        return found
     raise DataError("cache path does not exist", file=path)
 
 
@@ -155,6 +161,10 @@ def parse_line(raw: bytes, file: str, lineno: int, *, strict: bool = False) -> t
         ]
     if not isinstance(obj, dict):
         return None, [Problem(file, lineno, "<line>", f"must be a JSON object, got {type(obj).__name__}")]
+    return _validate(obj, file, lineno, strict)
+
+
+def _validate(obj: dict[str, Any], file: str, lineno: int, strict: bool) -> tuple[CacheRecord | None, list[Problem]]:
     problems = []
     if strict:
         problems += [Problem(file, lineno, k, "missing field") for k in CARD_FIELDS if k not in obj]
@@ -176,12 +186,36 @@ def iter_cache(
 ) -> Iterator[tuple[str, int, CacheRecord | None, list[Problem]]]:
     """Yield (file, line, record-or-None, problems) for every non-blank line of a cache."""
     for f in cache_files(path):
+        if f.suffix == ".parquet":
+            yield from _iter_parquet(f, strict)
+            continue
         with open(f, "rb") as fh:
             for lineno, raw in enumerate(fh, start=1):
                 if not raw.strip():
                     continue
                 rec, problems = parse_line(raw.rstrip(b"\r\n"), str(f), lineno, strict=strict)
                 yield str(f), lineno, rec, problems
+
+
+def _iter_parquet(path: Path, strict: bool) -> Iterator[tuple[str, int, CacheRecord | None, list[Problem]]]:
+    """Rows of an exported (or any record-shaped) Parquet file as records; line = row + 1."""
+    import pyarrow.parquet as pq
+
+    from dante.cache.table import from_row
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        yield str(path), 1, None, [Problem(str(path), 1, "<file>", f"cannot read Parquet: {exc}")]
+        return
+    for i, row in enumerate(rows):
+        try:
+            obj = from_row(row)
+        except (ValueError, KeyError, TypeError) as exc:
+            yield str(path), i + 1, None, [Problem(str(path), i + 1, "<row>", f"not a cache record ({exc})")]
+            continue
+        rec, problems = _validate(obj, str(path), i + 1, strict)
+        yield str(path), i + 1, rec, problems
 
 
 def read_cache(path: str | Path, *, strict: bool = False, allow_duplicates: bool = False) -> list[CacheRecord]:
