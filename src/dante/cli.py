@@ -9,6 +9,7 @@ dante train RECIPE [key=value ...] [--resume]
 dante eval RECIPE [key=value ...] [--model PATH] [--limit N]
 dante report RUN_DIR
 dante run RECIPE [key=value ...]         every stage in order
+dante push RECIPE --repo ID [--dataset-repo ID]   student (+ exported cache) to the Hugging Face Hub
 """
 
 from __future__ import annotations
@@ -236,6 +237,28 @@ def run(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
 
     path = run_pipeline(_load(recipe, overrides))
     out.print(f"[bold green]done[/]: report at {path}")
+
+
+@app.command()
+@_friendly
+def push(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    repo: Annotated[str | None, typer.Option("--repo", help="Model repo for the student, e.g. you/student.")] = None,
+    dataset_repo: Annotated[
+        str | None, typer.Option("--dataset-repo", help="Dataset repo for the exported teacher cache.")
+    ] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the repos private.")] = False,
+) -> None:
+    """Upload the student (with its model card) and/or the teacher cache to the Hub (token: HF_TOKEN)."""
+    from dante.errors import ConfigError
+    from dante.report.publish import push_to_hub
+
+    if not repo and not dataset_repo:
+        raise ConfigError("nothing to push", field="--repo", hint="give --repo and/or --dataset-repo")
+    cfg = _load(recipe, overrides)
+    summary = push_to_hub(cfg.student_dir, repo, cache_dir=cfg.cache_dir, dataset_repo_id=dataset_repo, private=private)
+    out.print(str(summary), highlight=False, soft_wrap=True)
 
 
 def main() -> None:
