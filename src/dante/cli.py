@@ -232,7 +232,7 @@ def report(
 @app.command()
 @_friendly
 def run(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
-    """Run every stage of a recipe in order: cache, train, eval, report."""
+    """Run every stage of a recipe in order: prompts, cache, train, eval, report."""
     from dante.pipeline import run_pipeline
 
     path = run_pipeline(_load(recipe, overrides))
