@@ -104,22 +104,14 @@ def _kd_tile(z_kd, z_max, sum_exp, ids, probs, v, u):
     dKL_t/dz_i = (Q − ρ·P)·p_i − Σ_k q_k·1[i = J_k] + ρ·Σ_k p_k·1[i = J_k], ρ = r_T / r_S
     (ρ = 0 where r_S is clamped at its floor). Returns the value, the per-row factor of p
     (u + v·(Q − ρ·P)) and the values added at the mapped ids (v·(ρ·p_k − q_k))."""
-    from dante.train.losses import R_FLOOR
+    from dante.train.losses import sparse_kl_terms
 
-    mask = ids >= 0
-    q = torch.where(mask, probs.float(), torch.zeros_like(z_kd))
-    lp = z_kd - z_max[:, None] - sum_exp.log()[:, None]
-    pm = torch.where(mask, lp.exp(), torch.zeros_like(lp))
-    big_q, big_p = q.sum(1), pm.sum(1)
-    r_t = (1.0 - big_q).clamp_min(0.0)
-    r_s_raw = 1.0 - big_p
-    r_s = r_s_raw.clamp_min(R_FLOOR)
-    head = torch.where(mask & (q > 0), q * (q.clamp_min(1e-30).log() - lp), torch.zeros_like(lp)).sum(1)
-    tail = torch.where(r_t > 0, r_t * (r_t.clamp_min(1e-30).log() - r_s.log()), torch.zeros_like(r_t))
-    value = (v * (head + tail)).sum()
-    rho = torch.where(r_s_raw > R_FLOOR, r_t / r_s, torch.zeros_like(r_t))
+    t = sparse_kl_terms(z_kd - z_max[:, None] - sum_exp.log()[:, None], ids, probs)
+    big_q, big_p = t.q.sum(1), t.p.sum(1)
+    rho = torch.where(t.clamped, torch.zeros_like(t.r_t), t.r_t / t.r_s)
+    value = (v * t.kl).sum()
     scale = u + v * (big_q - rho * big_p)
-    extra = torch.where(mask, v[:, None] * (rho[:, None] * pm - q), torch.zeros_like(q))
+    extra = torch.where(ids >= 0, v[:, None] * (rho[:, None] * t.p - t.q), torch.zeros_like(t.q))
     return value, scale, extra
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -119,16 +120,34 @@ def sparse_kd_sum(logits: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor, 
     never pushed away from tokens the teacher's top-K does not name (the X-Token pitfall).
     logits: (N, V); ids, probs: (N, K); weights v: (N,) (0 where no teacher payload).
     """
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    lp = torch.log_softmax(logits.float(), dim=-1).gather(1, ids.clamp_min(0))
+    return (weights.float() * sparse_kl_terms(lp, ids, probs).kl).sum()
+
+
+class SparseKL(NamedTuple):
+    """KL_t per row and the masses it is made of (``sparse_kd_sum``); the chunked kernel forms
+    its gradient from them."""
+
+    kl: torch.Tensor  # (N,)
+    q: torch.Tensor  # (N, K) teacher probabilities, 0 at pads
+    p: torch.Tensor  # (N, K) student probabilities at the mapped ids, 0 at pads
+    r_t: torch.Tensor  # (N,) teacher tail mass
+    r_s: torch.Tensor  # (N,) student tail mass, clamped at R_FLOOR
+    clamped: torch.Tensor  # (N,) bool: r_S sat at its floor (the tail term has no gradient there)
+
+
+def sparse_kl_terms(lp: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor) -> SparseKL:
+    """KL_t of ``sparse_kd_sum`` from the student's log-probabilities ``lp`` (N, K) at the
+    mapped ids (any value at pads, ids −1)."""
     mask = ids >= 0
-    lp = logp.gather(1, ids.clamp_min(0))
     q = torch.where(mask, probs.float(), torch.zeros_like(lp))
     pm = torch.where(mask, lp.exp(), torch.zeros_like(lp))
     r_t = (1.0 - q.sum(1)).clamp_min(0.0)
-    r_s = (1.0 - pm.sum(1)).clamp_min(R_FLOOR)
+    r_s_raw = 1.0 - pm.sum(1)
+    r_s = r_s_raw.clamp_min(R_FLOOR)
     head = torch.where(mask & (q > 0), q * (q.clamp_min(1e-30).log() - lp), torch.zeros_like(lp)).sum(1)
     tail = torch.where(r_t > 0, r_t * (r_t.clamp_min(1e-30).log() - r_s.log()), torch.zeros_like(r_t))
-    return (weights.float() * (head + tail)).sum()
+    return SparseKL(head + tail, q, pm, r_t, r_s, r_s_raw <= R_FLOOR)
 
 
 def tea_penalty(embedding: torch.Tensor, snapshot: torch.Tensor) -> torch.Tensor:
