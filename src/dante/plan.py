@@ -62,11 +62,11 @@ def _count_prompts(recipe: Recipe) -> tuple[int | None, str, float | None]:
 
 def _curated(recipe: Recipe):
     """The curated set (as built, or computed now without writing) and its step counts."""
-    from dante.prompts import build_prompt_set, read_prompt_set
-    from dante.prompts.build import is_current
+    from dante.prompts import build_prompt_set
+    from dante.prompts.build import built_prompt_set
 
-    built = read_prompt_set(recipe.prompts_dir)
-    if built is not None and is_current(recipe, built.manifest):
+    built = built_prompt_set(recipe)
+    if built is not None:
         where = f"curated set in {recipe.prompts_dir}"
     else:
         built = build_prompt_set(recipe, write=False)

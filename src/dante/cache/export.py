@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ def dataset_card(cache_dir: Path, records: list[CacheRecord], sch, num_bytes: in
         f"- sampling: `{json.dumps(teacher.get('sampling') or {}, sort_keys=True)}`",
         f"- records: {len(records)}; completion tokens: {sum(r.completion_tokens or 0 for r in records)}; "
         f"with per-token logprobs: {sum(r.token_logprobs is not None for r in records)}",
-        f"- finish reasons: {json.dumps(_counts(r.finish_reason for r in records))}",
+        f"- finish reasons: {json.dumps(dict(Counter(r.finish_reason or 'unknown' for r in records)))}",
         "",
         "## Prompt sources",
         "",
@@ -149,10 +150,3 @@ def dataset_card(cache_dir: Path, records: list[CacheRecord], sch, num_bytes: in
         "",
     ]
     return "\n".join(lines)
-
-
-def _counts(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[v or "unknown"] = out.get(v or "unknown", 0) + 1
-    return out

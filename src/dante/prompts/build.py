@@ -31,7 +31,6 @@ from dante.progress import stage_progress
 from dante.prompts.sources import Prompt, load_prompts, source_label
 
 FORMAT = "dante-prompts/1"
-COLUMNS = ("id", "prompt", "system", "messages", "source", "row", "location", "source_index")
 
 
 @dataclass
@@ -186,7 +185,7 @@ def build_prompt_set(recipe: Recipe, *, write: bool = True, console: Console | N
 def _decontaminate(
     recipe: Recipe, pool: list[Prompt], texts: list[str], removed: dict[int, dict[str, Any]], console: Console
 ) -> dict[str, Any]:
-    from dante.prompts.decontaminate import NgramIndex, file_documents, task_documents
+    from dante.prompts.decontaminate import NgramIndex, TaskCounts, file_documents, task_documents
 
     dc = recipe.prompts.decontaminate
     tasks = decontamination_tasks(recipe)
@@ -211,17 +210,11 @@ def _decontaminate(
         "tasks": tasks,
         "files": list(dc.files),
         "checked": {
-            name: {"kind": "task" if name in tasks else "file", **index.counts.get(name, _no_documents()).as_dict()}
+            name: {"kind": "task" if name in tasks else "file", **index.counts.get(name, TaskCounts()).as_dict()}
             for name in checked
         },
         "removed": sum(per_task.values()),
     }
-
-
-def _no_documents():
-    from dante.prompts.decontaminate import TaskCounts
-
-    return TaskCounts()
 
 
 def _check_unique_ids(prompts: list[Prompt]) -> None:
@@ -248,19 +241,19 @@ def _manifest(
     seconds: dict[str, float],
 ) -> dict[str, Any]:
     steps = ("exact_dedup", "near_dedup", "decontaminate")
+    read = Counter(origin)
+    by_source = Counter((origin[i], why["step"]) for i, why in removed.items())
     per_source = []
     for s, src in enumerate(sources):
-        mine = [i for i in range(len(pool)) if origin[i] == s]
-        by_step = Counter(removed[i]["step"] for i in mine if i in removed)
-        left = len(mine) - sum(by_step.values())
+        left = read[s] - sum(by_source[s, step] for step in steps)
         per_source.append(
             {
                 "index": s,
                 "source": source_label(src),
                 "weight": src.weight,
                 "license": src.license,
-                "read": len(mine),
-                **{step: by_step[step] for step in steps},
+                "read": read[s],
+                **{step: by_source[s, step] for step in steps},
                 "available": left,
                 "not_sampled": left - counts[s],
                 "selected": counts[s],
@@ -302,30 +295,25 @@ def _write(directory: Path, prompts: list[Prompt], origins: list[int], manifest:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table(
+    rows = [
         {
-            "id": [p.id for p in prompts],
-            "prompt": [p.prompt for p in prompts],
-            "system": [p.system for p in prompts],
-            "messages": [None if p.messages is None else json.dumps(p.messages, ensure_ascii=False) for p in prompts],
-            "source": [p.source for p in prompts],
-            "row": pa.array([p.row for p in prompts], type=pa.int64()),
-            "location": [p.location for p in prompts],
-            "source_index": pa.array(origins, type=pa.int32()),
-        },
-        schema=pa.schema(
-            [
-                ("id", pa.string()),
-                ("prompt", pa.string()),
-                ("system", pa.string()),
-                ("messages", pa.string()),
-                ("source", pa.string()),
-                ("row", pa.int64()),
-                ("location", pa.string()),
-                ("source_index", pa.int32()),
-            ]
-        ),
+            "id": p.id,
+            "prompt": p.prompt,
+            "system": p.system,
+            "messages": None if p.messages is None else json.dumps(p.messages, ensure_ascii=False),
+            "source": p.source,
+            "row": p.row,
+            "location": p.location,
+            "source_index": origin,
+        }
+        for p, origin in zip(prompts, origins, strict=True)
+    ]
+    string = pa.string()
+    schema = pa.schema(
+        [(name, string) for name in ("id", "prompt", "system", "messages", "source")]
+        + [("row", pa.int64()), ("location", string), ("source_index", pa.int32())]
     )
+    table = pa.Table.from_pylist(rows, schema=schema)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     data = buffer.getvalue()
@@ -370,11 +358,18 @@ def read_prompt_set(directory: Path) -> PromptSet | None:
     return PromptSet(prompts, manifest, directory)
 
 
+def built_prompt_set(recipe: Recipe) -> PromptSet | None:
+    """The recipe's curated set as built, when it is whole and built with these settings from
+    these files; else None."""
+    built = read_prompt_set(recipe.prompts_dir)
+    return built if built is not None and is_current(recipe, built.manifest) else None
+
+
 def current_prompt_set(recipe: Recipe, *, console: Console | None = None) -> PromptSet:
     """The recipe's curated set as built, or built now when missing, built with other settings,
     or built from files that changed since."""
-    built = read_prompt_set(recipe.prompts_dir)
-    if built is not None and is_current(recipe, built.manifest):
+    built = built_prompt_set(recipe)
+    if built is not None:
         return built
     console = console or Console(stderr=True)
     console.print(f"building the curated prompt set in {recipe.prompts_dir} (dante prompts build)")

@@ -5,6 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+SOURCE_COLUMNS = ("source", "weight", "read", "exact dup", "near dup", "contaminated", "not sampled", "kept")
+
+
+def source_rows(manifest: dict[str, Any]) -> list[list[str]]:
+    """One row per source of a prompt-set manifest, in ``SOURCE_COLUMNS`` order (the CLI's and the report's table)."""
+    return [
+        [
+            s["source"],
+            "all" if s["weight"] is None else f"{s['weight']:g}",
+            *(str(s[k]) for k in ("read", "exact_dedup", "near_dedup", "decontaminate", "not_sampled", "selected")),
+        ]
+        for s in manifest["sources"]
+    ]
+
 
 def render_manifest(manifest: dict[str, Any], *, written_to: str | None = None, show_removed: int = 10):
     """A rich renderable of a prompt-set manifest."""
@@ -13,20 +27,10 @@ def render_manifest(manifest: dict[str, Any], *, written_to: str | None = None, 
 
     parts: list[Any] = []
     sources = Table(title="sources", title_justify="left")
-    for col in ("#", "source", "weight", "read", "exact dup", "near dup", "contaminated", "not sampled", "kept"):
+    for col in ("#", *SOURCE_COLUMNS):
         sources.add_column(col, justify="left" if col == "source" else "right")
-    for s in manifest["sources"]:
-        sources.add_row(
-            str(s["index"]),
-            s["source"],
-            "all" if s["weight"] is None else f"{s['weight']:g}",
-            str(s["read"]),
-            str(s["exact_dedup"]),
-            str(s["near_dedup"]),
-            str(s["decontaminate"]),
-            str(s["not_sampled"]),
-            str(s["selected"]),
-        )
+    for s, row in zip(manifest["sources"], source_rows(manifest), strict=True):
+        sources.add_row(str(s["index"]), *row)
     parts.append(sources)
     steps = Table(title="steps", title_justify="left")
     for col in ("step", "in", "removed", "out"):

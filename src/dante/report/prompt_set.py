@@ -3,6 +3,7 @@ removed, and for each evaluated task whether the prompts were checked against it
 
 from __future__ import annotations
 
+from dante.prompts.summary import SOURCE_COLUMNS, source_rows
 from dante.report.data import RunData
 from dante.report.tables import md_table
 
@@ -17,23 +18,7 @@ def prompts_section(data: RunData) -> str:
             f"{m['prompts']} prompts kept of {m['read']} read (`dante prompts build`; every removed prompt and why "
             f"is in `{data.prompts_dir}/prompts_manifest.json`).",
             "",
-            md_table(
-                ["source", "weight", "read", "exact dup", "near dup", "contaminated", "not sampled", "kept"],
-                [
-                    [
-                        s["source"],
-                        "all" if s["weight"] is None else f"{s['weight']:g}",
-                        s["read"],
-                        s["exact_dedup"],
-                        s["near_dedup"],
-                        s["decontaminate"],
-                        s["not_sampled"],
-                        s["selected"],
-                    ]
-                    for s in m["sources"]
-                ],
-                "lrrrrrrr",
-            ),
+            md_table(list(SOURCE_COLUMNS), source_rows(m), "lrrrrrrr"),
             "",
         ]
     else:
