@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -97,12 +97,20 @@ def render_record(rec, tokenizer, chat: bool) -> tuple[list[int], list[int]]:
     at inference); the completion is the rest of the full conversation rendering (teacher_text
     plus the template's end-of-turn marker). Both halves are tokenized separately, as at inference.
     """
-    prompt_ids, completion_ids, _ = render_record_text(rec, tokenizer, chat)
-    return prompt_ids, completion_ids
+    r = render_record_text(rec, tokenizer, chat)
+    return r.prompt_ids, r.completion_ids
 
 
-def render_record_text(rec, tokenizer, chat: bool) -> tuple[list[int], list[int], str]:
-    """``render_record`` plus the completion's text (what the completion ids tokenize)."""
+class Rendered(NamedTuple):
+    prompt_ids: list[int]
+    completion_ids: list[int]  # EOS appended when the template does not end with it
+    completion_text: str  # what the completion ids (before EOS) tokenize
+    offsets: list[tuple[int, int]] | None  # character span of each completion token, when asked for
+
+
+def render_record_text(rec, tokenizer, chat: bool, *, offsets: bool = False) -> Rendered:
+    """``render_record`` plus the completion's text and, with ``offsets``, its tokens' character
+    spans from the same tokenizer call (token-level distillation aligns on them)."""
     if chat:
         msgs = _messages(rec)
         prompt_text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
@@ -117,11 +125,13 @@ def render_record_text(rec, tokenizer, chat: bool) -> tuple[list[int], list[int]
         prompt_text = (rec.system + "\n\n" if rec.system else "") + rec.prompt
         completion_text = rec.teacher_text
         prompt_ids = tokenizer(prompt_text, add_special_tokens=True)["input_ids"]
-    completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
+    enc = tokenizer(completion_text, add_special_tokens=False, return_offsets_mapping=offsets)
+    completion_ids = enc["input_ids"]
+    spans = [tuple(o) for o in enc["offset_mapping"]] if offsets else None
     eos = tokenizer.eos_token_id
     if eos is not None and eos not in completion_ids[-2:]:  # ChatML-like templates already end with EOS (+ newline)
         completion_ids = [*completion_ids, eos]
-    return list(prompt_ids), list(completion_ids), completion_text
+    return Rendered(list(prompt_ids), list(completion_ids), completion_text, spans)
 
 
 def make_example(
@@ -156,7 +166,9 @@ def build_examples(
     examples: list[Example] = []
     shortest_prompt = None
     for rec in records:
-        prompt_ids, completion_ids, completion_text = render_record_text(rec, tokenizer, chat)
+        prompt_ids, completion_ids, completion_text, spans = render_record_text(
+            rec, tokenizer, chat, offsets=kd is not None
+        )
         shortest_prompt = len(prompt_ids) if shortest_prompt is None else min(shortest_prompt, len(prompt_ids))
         if len(prompt_ids) >= max_length:
             stats.dropped += 1
@@ -169,7 +181,7 @@ def build_examples(
             stats.truncated += 1
         example = make_example(str(rec.id), prompt_ids, completion_ids, rec.output_entropy, truncated)
         if kd is not None:
-            example.kd = _kd_positions(rec, completion_text, tokenizer, kd, len(prompt_ids), len(completion_ids))
+            example.kd = _kd_positions(rec, completion_text, spans, kd, len(prompt_ids), len(completion_ids))
         examples.append(example)
         stats.prompt_tokens += len(prompt_ids)
         stats.completion_tokens += len(completion_ids)
@@ -185,13 +197,13 @@ def build_examples(
     return examples, stats
 
 
-def _kd_positions(rec, completion_text: str, tokenizer, kd, n_prompt: int, n_completion: int):
+def _kd_positions(rec, completion_text: str, spans, kd, n_prompt: int, n_completion: int):
     """The record's KD targets moved to sequence positions (completion token j is predicted at
     position n_prompt − 1 + j), those cut by truncation left out."""
     from dante.train.kd_data import KDTargets, kd_targets
 
     vocab, stats = kd
-    found = kd_targets(rec, completion_text, tokenizer, vocab, stats)
+    found = kd_targets(rec, completion_text, spans, vocab, stats)
     if found is None:
         return None
     keep = [i for i, j in enumerate(found.positions) if j < n_completion]

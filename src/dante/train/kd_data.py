@@ -63,8 +63,11 @@ class KDTargets:
     probs: list[list[float]]
 
 
-def kd_targets(rec: Any, completion_text: str, tokenizer: Any, vocab: StudentVocab, stats: KDStats) -> KDTargets | None:
-    """The distillation targets of one record, or None (counted in ``stats``)."""
+def kd_targets(
+    rec: Any, completion_text: str, offsets: list[tuple[int, int]], vocab: StudentVocab, stats: KDStats
+) -> KDTargets | None:
+    """The distillation targets of one record, or None (counted in ``stats``). ``offsets``: the
+    character span of each student completion token in ``completion_text``."""
     stats.records += 1
     if rec.token_logprobs is None:
         return None
@@ -74,14 +77,13 @@ def kd_targets(rec: Any, completion_text: str, tokenizer: Any, vocab: StudentVoc
         stats.template_changed += 1
         return None
     payload = decode(rec.token_logprobs)
-    enc = tokenizer(completion_text, add_special_tokens=False, return_offsets_mapping=True)
-    inside = [j for j, (a, b) in enumerate(enc["offset_mapping"]) if a < b <= len(text)]
-    chunks = align(payload.tokens, text, [tuple(enc["offset_mapping"][j]) for j in inside])
+    inside = [j for j, (a, b) in enumerate(offsets) if a < b <= len(text)]
+    chunks = align(payload.tokens, text, [offsets[j] for j in inside])
     if chunks is None:
         stats.not_joining += 1
         return None
     stats.aligned += 1
-    stats.completion_tokens += len(enc["input_ids"])
+    stats.completion_tokens += len(offsets)
     out = KDTargets([], [], [])
     for c in chunks:
         if not c.one_to_one:
