@@ -59,7 +59,14 @@ def topk_entropy_from_logits(logits: Any, k: int) -> Any:
     import torch
 
     logp = torch.log_softmax(logits.float(), dim=-1)
-    top = logp.topk(min(k, logp.shape[-1]), dim=-1).values.double()
+    return topk_entropy_from_top(logp.topk(min(k, logp.shape[-1]), dim=-1).values)
+
+
+def topk_entropy_from_top(top_logprobs: Any) -> Any:
+    """``topk_entropy`` of each row of already sorted top-k logprobs [..., k] (a tensor)."""
+    import torch
+
+    top = top_logprobs.double()
     p = top.exp()
     h = -torch.where(p > 0, p * top, torch.zeros_like(p)).sum(-1)
     r = (1.0 - p.sum(-1)).clamp(min=0.0)

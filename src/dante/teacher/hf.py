@@ -16,7 +16,7 @@ from typing import Any
 from dante.config import TeacherConfig
 from dante.prompts import Prompt, render_prompt
 from dante.teacher.base import Generation, Sampling, Teacher
-from dante.teacher.entropy import topk_entropy_from_logits
+from dante.teacher.entropy import topk_entropy_from_logits, topk_entropy_from_top
 from dante.teacher.logprobs import TokenBytes, from_ids
 
 
@@ -46,17 +46,20 @@ class StepEntropy:
 
         logits = output.logits if hasattr(output, "logits") else output[0]
         last = logits[:, -1, :]
-        if self.k > 0:
+        if self.store == 0:
             self.steps.append(topk_entropy_from_logits(last, self.k))
-        if self.store > 0:
-            input_ids = kwargs.get("input_ids", args[0] if args else None)
-            if self._last is not None and input_ids is not None:
-                self.chosen_lps.append(self._last.gather(1, input_ids[:, -1:].to(self._last.device)).squeeze(1))
-            logp = torch.log_softmax(last.float(), dim=-1)
-            top = logp.topk(min(self.store, logp.shape[-1]), dim=-1)
-            self.top_ids.append(top.indices.cpu())
-            self.top_lps.append(top.values.cpu())
-            self._last = logp
+            return
+        # one softmax and one top-k serve the entropy's k and the payload's K
+        logp = torch.log_softmax(last.float(), dim=-1)
+        top = logp.topk(min(max(self.k, self.store), logp.shape[-1]), dim=-1)
+        if self.k > 0:
+            self.steps.append(topk_entropy_from_top(top.values[:, : self.k]))
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if self._last is not None and input_ids is not None:
+            self.chosen_lps.append(self._last.gather(1, input_ids[:, -1:].to(self._last.device)).squeeze(1))
+        self.top_ids.append(top.indices[:, : self.store].cpu())
+        self.top_lps.append(top.values[:, : self.store].cpu())
+        self._last = logp
 
     def finish(self, last_tokens: Any) -> None:
         """Record the logprob of the token the last step chose (``last_tokens``: [batch])."""
