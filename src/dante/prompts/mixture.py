@@ -28,9 +28,11 @@ def allocate(weights: Sequence[float], available: Sequence[int], size: int | Non
     if total <= 0 or any(w < 0 for w in weights):
         raise DataError("mixture weights must be ≥ 0 and not all zero", field="prompts.sources")
     shares = [w / total for w in weights]
+    # the most prompts each source allows at its share; the smallest is the largest set that keeps the weights
+    limits = {i: math.floor(a / s + 1e-9) for i, (a, s) in enumerate(zip(available, shares, strict=True)) if s > 0}
+    largest = min(limits.values())
     if size is None:
-        limits = {i: math.floor(a / s + 1e-9) for i, (a, s) in enumerate(zip(available, shares, strict=True)) if s > 0}
-        size = min(limits.values())
+        size = largest
         if size == 0:
             i = min(limits, key=limits.get)
             raise DataError(
@@ -46,7 +48,6 @@ def allocate(weights: Sequence[float], available: Sequence[int], size: int | Non
         counts[i] += 1
     for i, (n, a) in enumerate(zip(counts, available, strict=True)):
         if n > a:
-            largest = min(math.floor(a / s + 1e-9) for a, s in zip(available, shares, strict=True) if s > 0)
             raise DataError(
                 f"source {i} has {a} prompts left after de-duplication and decontamination, "
                 f"but its weight asks for {n} of {size}",
