@@ -12,6 +12,9 @@ Settings (each a full trainer run, timed from the end of warm-up step W to the e
   trl-bfd        SFTTrainer(packing=True, packing_strategy="bfd"): best-fit-decreasing rows
   dante-compile  dante with train.compile (each decoder block torch.compile'd; opt-in, not the default)
   trl-padfree-compile  trl-padfree with TrainingArguments(torch_compile=True) (whole model compiled)
+  dante-lora     dante with student.peft (LoRA r=16, alpha=32, dropout 0.05, all linear layers; TEA off:
+                 the embedding is frozen)
+  trl-padfree-lora / trl-padded-lora  the TRL settings with SFTTrainer(peft_config=) of the same LoraConfig
 Both sides: fp32 (TRL's bf16/gradient-checkpointing defaults off, as ours), AdamW(0.9, 0.95),
 wd 0.1, clip 1.0, SDPA attention, batch B sequences per step in micro-batches of M. TRL reads the
 records sequentially in the order of dante's entropy curriculum, so padded/padding-free runs see
@@ -45,6 +48,8 @@ import common  # noqa: E402
 from common import RunResult  # noqa: E402
 
 SETTINGS = ("dante", "trl-padded", "trl-grouped", "trl-padfree", "trl-bfd")
+LORA = {"r": 16, "alpha": 32.0, "dropout": 0.05, "target_modules": "all-linear"}  # dante's student.peft
+LORA_SETTINGS = ("dante", "dante-lora", "trl-padfree-lora", "trl-padded-lora")  # measured with --lora
 LEVERS = (
     "dante-plain-ce",
     "dante-mask-attn",
@@ -115,6 +120,7 @@ def run_dante(
     loop_adamw: bool = False,
     mask_attention: bool = False,
     compile: bool = False,
+    lora: bool = False,
     name: str = "dante",
 ) -> RunResult:
     """One `dante train` run with the full DANTE loss; step ends are read off its metrics log.
@@ -153,7 +159,12 @@ def run_dante(
             "name": "bench",
             "output_dir": str(out),
             "cache": {"dir": meta["cache"]},
-            "student": {"model": meta["student"], "use_chat_template": False, "attn_implementation": "sdpa"},
+            "student": {
+                "model": meta["student"],
+                "use_chat_template": False,
+                "attn_implementation": "sdpa",
+                "peft": {**LORA, "save_merged": False} if lora else None,
+            },
             "train": train,
         }
     )
@@ -190,6 +201,12 @@ def run_trl(meta: dict[str, Any], args, mode: str) -> RunResult:
     rows = [{"prompt": r["prompt"], "completion": r["teacher_text"]} for r in ordered]
     model = AutoModelForCausalLM.from_pretrained(meta["student"], dtype=torch.float32, attn_implementation="sdpa")
     accum = args.batch // args.micro
+    peft_config = None
+    if mode.endswith("-lora"):  # the LoraConfig dante builds from student.peft (dante.train.lora.lora_config)
+        from dante.config import PeftConfig
+        from dante.train.lora import lora_config
+
+        peft_config, mode = lora_config(PeftConfig(**LORA)), mode.removesuffix("-lora")
     kw: dict[str, Any] = {
         "per_device_train_batch_size": args.micro,
         "gradient_accumulation_steps": accum,
@@ -250,13 +267,18 @@ def run_trl(meta: dict[str, Any], args, mode: str) -> RunResult:
             marks.append((time.perf_counter(), count["tokens"], count["positions"]))
 
     trainer = Counting(
-        model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[StepEnds()]
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        callbacks=[StepEnds()],
+        peft_config=peft_config,
     )
     try:
         trainer.train()
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return common.window(f"trl-{mode}", marks, args.warmup)
+    return common.window(f"trl-{mode}" + ("-lora" if peft_config else ""), marks, args.warmup)
 
 
 def _row_length(meta: dict[str, Any], micro: int) -> int:
@@ -314,6 +336,8 @@ def run_setting(name: str, meta: dict[str, Any], args) -> RunResult:
         return run_dante(meta, args, mask_attention=True, name=name)
     if name == "dante-compile":
         return run_dante(meta, args, compile=True, name=name)
+    if name == "dante-lora":
+        return run_dante(meta, args, lora=True, name=name)
     if name == "dante-v0":
         return run_dante(meta, args, chunked_ce=False, loop_adamw=True, mask_attention=True, name=name)
     if name.startswith("trl-"):
@@ -358,6 +382,7 @@ def main() -> None:
         "--settings", default=",".join(SETTINGS), help=f"comma list from {SETTINGS + LEVERS + ('trl-padfree-compile',)}"
     )
     p.add_argument("--levers", action="store_true", help=f"also run {', '.join(LEVERS)}")
+    p.add_argument("--lora", action="store_true", help=f"run {', '.join(LORA_SETTINGS)} (instead of --settings)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child runs")
     p.add_argument(
         "--threads",
@@ -397,7 +422,8 @@ def bench_model(model: str, args) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - the offline package may be missing
         print(f"\n[{model}] skipped: {exc}")
         return {"skipped": str(exc)}
-    names = [s for s in args.settings.split(",") if s] + (list(LEVERS) if args.levers else [])
+    names = list(LORA_SETTINGS) if args.lora else [s for s in args.settings.split(",") if s]
+    names += list(LEVERS) if args.levers else []
     print(
         f"\n[{model}] workload in {workdir}; {args.steps} steps (first {args.warmup} not timed), "
         f"{args.batch} sequences/step, micro-batch {args.micro}, {args.repeats} rounds"
@@ -409,7 +435,7 @@ def bench_model(model: str, args) -> dict[str, Any]:
     )
     correct = {k: v < 1e-3 for k, v in check.items()}
     correct["trl-bfd"] = correct["trl-padfree"]  # BFD packing feeds the model the same padding-free rows
-    correct["trl-padfree-compile"] = correct["trl-padfree"]
+    correct["trl-padfree-compile"] = correct["trl-padfree-lora"] = correct["trl-padfree"]
     print("warm-up run (untimed) ...")
     run_dante(meta, argparse.Namespace(**{**vars(args), "steps": 2, "warmup": 1}), name="warm-up")
     results = common.interleaved({n: (lambda n=n: run_setting(n, meta, args)) for n in names}, args.repeats)
@@ -475,7 +501,7 @@ def summarise(
             ],
         )
     )
-    baselines = [n for n in results if n.startswith("trl-") and correct.get(n, True)]
+    baselines = [n for n in results if n.startswith("trl-") and not n.endswith("-lora") and correct.get(n, True)]
     if "dante" in results and baselines:
         best = max(baselines, key=lambda n: med[n])
         ratio = common.median(common.paired_ratios(results["dante"], results[best]))
@@ -491,7 +517,29 @@ def summarise(
             ratio_c = common.median(common.paired_ratios(results["dante-compile"], results[best]))
             out.update(ratio_compile_vs_best=ratio_c)
             print(f"dante with train.compile vs {best}: {ratio_c:.2f}x")
+    if "dante-lora" in results:
+        out["lora"] = lora_summary(results, memory)
     out["memory"] = memory
+    return out
+
+
+def lora_summary(results: dict[str, list[RunResult]], memory: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """dante-lora against full fine-tuning (dante) and against TRL with the same LoraConfig:
+    step-time ratios (median of per-round ratios; > 1: dante-lora is faster) and peak memory."""
+
+    def peak(name: str) -> float | None:
+        mem = memory.get(name)
+        return mem["peak_rss"] - mem["base_rss"] if mem else None
+
+    out: dict[str, Any] = {}
+    for other in ("dante", "trl-padfree-lora", "trl-padded-lora"):
+        if other not in results:
+            continue
+        speed = common.median(common.paired_ratios(results["dante-lora"], results[other]))
+        a, b = peak("dante-lora"), peak(other)
+        out[other] = {"speed": speed, "peak_ratio": a / b if a and b else None}
+        mem = f"; peak RSS {common.mib(a)} vs {common.mib(b)} ({a / b:.2f}x)" if a and b else ""
+        print(f"dante-lora vs {other}: {speed:.2f}x tokens/s{mem}")
     return out
 
 

@@ -40,6 +40,15 @@ def test_train_bench_runs_dante_and_prints_its_table():
     assert "padding-free correctness" in out and "| dante" in out
 
 
+def test_train_bench_runs_dante_with_lora():
+    out = _run(
+        "train_throughput.py",
+        *("--settings", "dante,dante-lora", "--steps", "2", "--warmup", "1", "--batch", "2", "--micro", "1"),
+        *("--records", "6", "--repeats", "1", "--no-memory"),
+    )
+    assert "| dante-lora" in out and "dante-lora vs dante:" in out
+
+
 def test_cache_bench_compares_dante_with_the_generate_loop():
     out = _run(
         "cache_throughput.py",

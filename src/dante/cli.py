@@ -249,6 +249,9 @@ def push(
         str | None, typer.Option("--dataset-repo", help="Dataset repo for the exported teacher cache.")
     ] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repos private.")] = False,
+    merged: Annotated[
+        bool, typer.Option("--merged", help="A LoRA student: push the merged model instead of the adapter.")
+    ] = False,
 ) -> None:
     """Upload the student (with its model card) and/or the teacher cache to the Hub (token: HF_TOKEN)."""
     from dante.errors import ConfigError
@@ -257,7 +260,9 @@ def push(
     if not repo and not dataset_repo:
         raise ConfigError("nothing to push", field="--repo", hint="give --repo and/or --dataset-repo")
     cfg = _load(recipe, overrides)
-    summary = push_to_hub(cfg.student_dir, repo, cache_dir=cfg.cache_dir, dataset_repo_id=dataset_repo, private=private)
+    summary = push_to_hub(
+        cfg.student_dir, repo, cache_dir=cfg.cache_dir, dataset_repo_id=dataset_repo, private=private, merged=merged
+    )
     out.print(str(summary), highlight=False, soft_wrap=True)
 
 

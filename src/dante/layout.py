@@ -7,6 +7,7 @@ to each other. Stages and the report take their paths from here, never spell the
         cache/    manifest.json, shard-NNNNN.jsonl          (teacher cache; cache.dir)
         student/  dante_manifest.json, metrics.jsonl,
                   checkpoints/step-NNNNNN/, model files     (training; train.output_dir)
+                  (LoRA: adapter files, merged/ model files)
         eval/     <model>/scores.json, results_<task>.json  (evaluation; eval.output_dir)
         report/   report.md, plots                          (report; report.output_dir)
 """
@@ -23,6 +24,8 @@ CACHE_MANIFEST = "manifest.json"
 STUDENT_MANIFEST = "dante_manifest.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+ADAPTER_CONFIG = "adapter_config.json"  # a LoRA student's folder is peft's adapter folder
+MERGED = "merged"  # <student>/merged: the LoRA student with its adapter merged in (student.peft.save_merged)
 SCORES = "scores.json"
 
 # stage -> (recipe section, key of its folder setting); the folder's default name is the stage's.

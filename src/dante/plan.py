@@ -201,13 +201,50 @@ def _training_estimate(recipe: Recipe, student_tokens: float, mean_tokens: float
     except ImportError:
         flops = 6.0 * shape["num_parameters"] * student_tokens
         return {"num_parameters": shape["num_parameters"], "flops": flops, "note": "6*N*tokens only"}
-    return estimate_training(
+    trainable, total, note = _trainable_parameters(recipe, shape["num_parameters"])
+    out = estimate_training(
         recipe,
-        num_parameters=shape["num_parameters"],
+        num_parameters=total,
         n_layers=shape["n_layers"],
         hidden=shape["hidden"],
         mean_tokens_per_record=mean_tokens,
+        trainable_parameters=trainable,
+        frozen_bytes=_frozen_bytes(recipe),
     )
+    if note:
+        out["trainable_note"] = note
+    return out
+
+
+def _frozen_bytes(recipe: Recipe) -> int:
+    """Bytes per frozen weight: a LoRA base in bf16 (``student.peft.base_dtype``; 'auto' under
+    bf16 mixed precision, resolved for this machine when that is 'auto' too), else fp32."""
+    peft = recipe.student.peft
+    if peft is None:
+        return 4
+    from dante.train.engine import resolve_mixed_precision
+
+    bf16 = resolve_mixed_precision(recipe.train.mixed_precision) == "bf16"
+    return 2 if peft.base_dtype == "bfloat16" or (peft.base_dtype == "auto" and bf16) else 4
+
+
+def _trainable_parameters(recipe: Recipe, total: int) -> tuple[int | None, int, str | None]:
+    """(trainable, total, note): full fine-tuning trains all of them; with ``student.peft`` both
+    are counted exactly by building the LoRA student (adapters included) on the meta device from
+    a local config.json, reading no weights."""
+    peft = recipe.student.peft
+    if peft is None:
+        return total, total, None
+    folder = _local_folder(recipe.student.model)
+    if not (folder / "config.json").is_file():
+        return None, total, "LoRA: trainable parameters need a local student (config.json) to count"
+    from dante.train.lora import count_parameters
+
+    try:
+        counts = count_parameters(folder, peft, trust_remote_code=recipe.student.trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - the plan reports what it cannot count
+        return None, total, f"LoRA: cannot count trainable parameters: {exc}"
+    return counts["trainable"], counts["total"], None
 
 
 def _fmt(x: float | int | None, unit: str = "") -> str:
@@ -251,6 +288,12 @@ def render_plan(recipe: Recipe):
     for key, value in plan.training.items():
         if key.startswith("flops") and isinstance(value, int | float):
             shown = f"{value:.3g} FLOP"  # 1.45e+18, not an SI prefix that reads like a unit
+        elif key.endswith("_bytes") and isinstance(value, int | float):
+            shown = _fmt(value, "B")
+            key = key.removesuffix("_bytes")
+        elif key == "trainable_parameters" and isinstance(value, int | float):
+            total = plan.training.get("num_parameters") or value
+            shown = f"{_fmt(value)} ({value / total:.2%} of {_fmt(total)})"
         else:
             shown = _fmt(value) if isinstance(value, int | float) else str(value)
         table.add_row(key.replace("_", " "), shown)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from train_helpers import make_cache_lines, recipe_data, write_cache
+from train_helpers import interrupt_at_step, make_cache_lines, recipe_data, write_cache
 
 from dante.config import load_recipe
 from dante.errors import DanteError, DataError
@@ -136,19 +136,10 @@ def test_resume_in_process_gives_the_same_losses(tmp_path, student_dir, tiny_cac
     kw = {"steps": 8, "checkpoint_every": 3, "keep_checkpoints": 1}
     full = train(load_recipe(data=recipe_data(tmp_path / "a", student_dir, tiny_cache, **kw)))
     recipe = load_recipe(data=recipe_data(tmp_path / "b", student_dir, tiny_cache, **kw))
-    from dante.train.metrics import MetricsLog
-
-    real_write = MetricsLog.write
-
-    def crash_at_step_5(self, row):
-        real_write(self, row)
-        if row.get("step") == 5:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(MetricsLog, "write", crash_at_step_5)
+    undo = interrupt_at_step(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         train(recipe)
-    monkeypatch.setattr(MetricsLog, "write", real_write)
+    undo()
     assert latest_checkpoint(recipe.student_dir).name == "step-000003"
     with pytest.raises(DanteError, match="already holds checkpoints"):
         train(recipe)

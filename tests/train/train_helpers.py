@@ -57,3 +57,19 @@ def recipe_data(tmp: Path, student_dir: Path, cache_dir: Path, **train) -> dict:
         "student": {"model": str(student_dir)},
         "train": base,
     }
+
+
+def interrupt_at_step(monkeypatch, step: int):
+    """Make training raise KeyboardInterrupt right after the metrics row of ``step`` is written
+    (a crash between checkpoints); returns a function that undoes it."""
+    from dante.train.metrics import MetricsLog
+
+    real_write = MetricsLog.write
+
+    def write_then_crash(self, row):
+        real_write(self, row)
+        if row.get("step") == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(MetricsLog, "write", write_then_crash)
+    return lambda: monkeypatch.setattr(MetricsLog, "write", real_write)

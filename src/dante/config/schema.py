@@ -230,6 +230,40 @@ class CacheConfig(Section):
     )
 
 
+class PeftConfig(Section):
+    """LoRA adapters on the student through the ``peft`` library (``student.peft``; full
+    fine-tuning when unset). Only the adapters and ``modules_to_save`` train."""
+
+    method: Literal["lora"] = Field("lora", description="Adapter type (peft's LoRA).")
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(32.0, gt=0.0, description="LoRA alpha: the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch's input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="Module names (or name suffixes) that get adapters; 'all-linear': every linear layer but the head.",
+    )
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description="Modules trained in full next to the adapters (e.g. [embed_tokens]; a tied head follows it).",
+    )
+    save_merged: bool = Field(
+        True, description="Also write the base with the adapters merged in, to <student dir>/merged."
+    )
+    base_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description=(
+            "dtype of the frozen base weights: 'auto' = bfloat16 when train.mixed_precision resolves to bf16 "
+            "(half the weight memory; adapters stay fp32), else float32."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _targets(self) -> PeftConfig:
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ValueError("target_modules is empty: name the modules that get adapters, or 'all-linear'")
+        return self
+
+
 class StudentConfig(Section):
     """The model being distilled into (stage 3 "init student")."""
 
@@ -245,6 +279,9 @@ class StudentConfig(Section):
     )
     attn_implementation: str | None = Field(
         None, description="'sdpa', 'eager', 'flash_attention_2', ... (default: transformers' choice)."
+    )
+    peft: PeftConfig | None = Field(
+        None, description="LoRA adapters through peft (e.g. {r: 16, alpha: 32}); unset: full fine-tuning."
     )
     num_parameters: int | None = Field(
         None, ge=1, description="Parameter count hint for `dante plan` when the model is not local."
@@ -410,6 +447,13 @@ class EvalConfig(Section):
     )
     models: list[str] = Field(
         default_factory=lambda: ["student"], description="'student', 'teacher', 'base' or model paths / hub ids."
+    )
+    student_weights: Literal["auto", "merged", "adapter"] = Field(
+        "auto",
+        description=(
+            "A LoRA student: 'merged' (<student>/merged), 'adapter' (the base with peft's adapter, lm-eval's "
+            "peft=), or 'auto' (merged when it was saved)."
+        ),
     )
     limit: float | None = Field(
         None,

@@ -13,7 +13,7 @@ import os
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from dante.config import EvalConfig, Recipe, save_resolved
 from dante.errors import ConfigError, DanteError
 from dante.eval.scores import read_json, write_scores
 from dante.io import atomic_write_json, atomic_write_text
+from dante.layout import ADAPTER_CONFIG, MERGED
 from dante.models import default_device, resolve_dtype, resolve_model
 from dante.procedural import DERIVED_FROM_BENCHMARKS
 from dante.progress import stage_progress
@@ -42,6 +43,7 @@ class ModelRef:
     ref: str
     gguf_file: str | None = None
     trust_remote_code: bool = False
+    peft: str | None = None  # a LoRA adapter folder applied on ``ref`` (lm-eval's peft=)
 
 
 @dataclass
@@ -92,14 +94,7 @@ def model_refs(recipe: Recipe) -> list[ModelRef]:
     refs: list[ModelRef] = []
     for name in recipe.eval.models:
         if name == "student":
-            ref = ModelRef("student", str(recipe.student_dir))
-            if not (recipe.student_dir / "config.json").is_file():
-                raise ConfigError(
-                    "no trained student checkpoint here (run `dante train` first)",
-                    file=recipe.student_dir,
-                    field="eval.models",
-                    hint="or evaluate another model with --model PATH",
-                )
+            ref = student_ref(recipe)
         elif name == "teacher":
             ref = ModelRef("teacher", recipe.teacher.model, None, recipe.teacher.trust_remote_code)
         elif name == "base":
@@ -113,11 +108,38 @@ def model_refs(recipe: Recipe) -> list[ModelRef]:
                 hint="set teacher.model / student.model, or give a path",
             )
         if any(r.label == ref.label for r in refs):
-            ref = ModelRef(f"{ref.label}-{len(refs)}", ref.ref, ref.gguf_file, ref.trust_remote_code)
+            ref = replace(ref, label=f"{ref.label}-{len(refs)}")
         refs.append(ref)
     if not refs:
         raise ConfigError("no model to evaluate", field="eval.models", hint="e.g. [student, base]")
     return refs
+
+
+def student_ref(recipe: Recipe) -> ModelRef:
+    """The trained student: its folder, or for a LoRA student (``student.peft``) the merged folder
+    or the base model with the adapter, as ``eval.student_weights`` says."""
+    folder, choice = recipe.student_dir, recipe.eval.student_weights
+    if not (folder / ADAPTER_CONFIG).is_file():
+        if not (folder / "config.json").is_file():
+            raise ConfigError(
+                "no trained student checkpoint here (run `dante train` first)",
+                file=folder,
+                field="eval.models",
+                hint="or evaluate another model with --model PATH",
+            )
+        return ModelRef("student", str(folder))
+    merged = folder / MERGED
+    if choice != "adapter" and (merged / "config.json").is_file():
+        return ModelRef("student", str(merged))
+    if choice == "merged":
+        raise ConfigError(
+            "this LoRA student was saved without its merged model",
+            file=merged,
+            field="eval.student_weights",
+            hint="evaluate the adapter (eval.student_weights=adapter), or train with student.peft.save_merged=true",
+        )
+    st = recipe.student
+    return ModelRef("student", st.model, st.gguf_file, st.trust_remote_code, peft=str(folder))
 
 
 def _label(ref: str) -> str:
@@ -231,6 +253,8 @@ def load_lm(model: ModelRef, cfg: EvalConfig):
     }
     if resolved.gguf_file:
         kwargs["gguf_file"] = resolved.gguf_file
+    if model.peft:  # the base with the LoRA adapter applied by peft; the adapter folder has the tokenizer
+        kwargs.update(peft=model.peft, tokenizer=model.peft)
     try:
         return HFLM(**kwargs), resolved, device
     except (OSError, ValueError) as exc:
@@ -293,6 +317,7 @@ def _info(model: ModelRef, resolved, device: str, spec: TaskSpec, cfg: EvalConfi
         "model": model.label,
         "model_ref": model.ref,
         "model_path": resolved.path,
+        "peft_adapter": model.peft,
         "gguf_file": resolved.gguf_file,
         "spec": spec.as_dict(),
         "limit": lm_eval_limit(cfg),

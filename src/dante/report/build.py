@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from dante.io import atomic_write_text
+from dante.layout import ADAPTER_CONFIG, MERGED
 from dante.report import plots
 from dante.report.card import model_card
 from dante.report.consistency import flag_rows
@@ -214,13 +215,18 @@ def write_model_card(data: RunData, settings: dict[str, Any], out: Path) -> Path
         return None
     name = settings.get("model_name") or data.recipe.get("name") or data.run_dir.name
     rows = [r for r in data.primary_scores if r["model"] == "student"]
-    text = model_card(name, data, rows) + f"\n{CARD_MARKER}\n"
+    adapter = bool(data.student_dir) and (data.student_dir / ADAPTER_CONFIG).is_file()
+    text = model_card(name, data, rows, adapter=adapter) + f"\n{CARD_MARKER}\n"
     path = atomic_write_text(out / "README.md", text)
-    target = (
-        data.student_dir / "README.md" if data.student_dir and (data.student_dir / "config.json").is_file() else None
-    )
-    if target and (not target.exists() or CARD_MARKER in target.read_text(encoding="utf-8", errors="replace")):
-        atomic_write_text(target, text)
+    targets = []
+    if data.student_dir and ((data.student_dir / "config.json").is_file() or adapter):
+        targets.append((data.student_dir / "README.md", text))
+    if adapter and (data.student_dir / MERGED / "config.json").is_file():  # the merged LoRA student's own card
+        merged_text = model_card(name, data, rows) + f"\n{CARD_MARKER}\n"
+        targets.append((data.student_dir / MERGED / "README.md", merged_text))
+    for target, body in targets:
+        if not target.exists() or CARD_MARKER in target.read_text(encoding="utf-8", errors="replace"):
+            atomic_write_text(target, body)
     return path
 
 

@@ -52,13 +52,19 @@ def model_index(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"name": name, "results": results}] if results else []
 
 
-def front_matter(name: str, data: RunData, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def is_lora(data: RunData) -> bool:
+    """The student was trained with LoRA adapters (``student.peft``)."""
+    return bool(((data.student_manifest or {}).get("peft")) or (data.recipe.get("student") or {}).get("peft"))
+
+
+def front_matter(name: str, data: RunData, rows: list[dict[str, Any]], *, adapter: bool = False) -> dict[str, Any]:
+    """The card's YAML header; ``adapter``: for the LoRA adapter folder (library peft, a lora tag)."""
     recipe = data.recipe
     base = (recipe.get("student") or {}).get("model") or (data.student_manifest or {}).get("student")
     meta: dict[str, Any] = {
-        "library_name": "transformers",
+        "library_name": "peft" if adapter else "transformers",
         "pipeline_tag": "text-generation",
-        "tags": ["distillation", "knowledge-distillation", "dante", "cross-tokenizer"],
+        "tags": ["distillation", "knowledge-distillation", "dante", "cross-tokenizer"] + (["lora"] if adapter else []),
     }
     if _is_hub_id(base):
         meta["base_model"] = base
@@ -97,8 +103,9 @@ def _objective(loss: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def model_card(name: str, data: RunData, student_rows: list[dict[str, Any]]) -> str:
-    """README.md text: YAML front matter, then results, training and compute in plain words."""
+def model_card(name: str, data: RunData, student_rows: list[dict[str, Any]], *, adapter: bool = False) -> str:
+    """README.md text: YAML front matter, then results, training and compute in plain words;
+    ``adapter``: the card of a LoRA adapter folder."""
     recipe = data.recipe
     config = (data.student_manifest or {}).get("config") or recipe
     train = config.get("train") or recipe.get("train") or {}
@@ -107,7 +114,9 @@ def model_card(name: str, data: RunData, student_rows: list[dict[str, Any]]) -> 
         (recipe.get("student") or {}).get("model") or (data.student_manifest or {}).get("student") or "the base model"
     )
     head = (
-        "---\n" + yaml.safe_dump(front_matter(name, data, student_rows), sort_keys=False, allow_unicode=True) + "---\n"
+        "---\n"
+        + yaml.safe_dump(front_matter(name, data, student_rows, adapter=adapter), sort_keys=False, allow_unicode=True)
+        + "---\n"
     )
     body = [
         f"# {name}",
@@ -147,6 +156,7 @@ def model_card(name: str, data: RunData, student_rows: list[dict[str, Any]]) -> 
         f"- learning rate {train.get('lr', '—')} ({train.get('lr_scheduler', '—')}), curriculum: "
         f"{train.get('curriculum', '—')}",
         *_objective((train.get("loss") or {}) if train else None),
+        *_lora_lines(m, config.get("student") or recipe.get("student") or {}, adapter),
         "",
     ]
     hours = m.get("device_hours")
@@ -166,3 +176,25 @@ def model_card(name: str, data: RunData, student_rows: list[dict[str, Any]]) -> 
         "",
     ]
     return head + "\n" + "\n".join(body)
+
+
+def _lora_lines(manifest: dict[str, Any], student: dict[str, Any], adapter: bool) -> list[str]:
+    """How a LoRA student was trained and how to load this folder."""
+    peft = student.get("peft")
+    if not peft:
+        return []
+    trained = manifest.get("trainable_parameters")
+    total = manifest.get("total_parameters")
+    share = f": {trained:,} of {total:,} parameters trained" if trained and total else ""
+    lines = [
+        f"- LoRA through peft (r={peft.get('r')}, alpha={peft.get('alpha')}, dropout={peft.get('dropout')}, "
+        f"target modules {peft.get('target_modules')}, modules to save {peft.get('modules_to_save') or 'none'})" + share
+    ]
+    if adapter:
+        lines.append(
+            "- this folder is the adapter: `peft.AutoPeftModelForCausalLM.from_pretrained(...)`, or "
+            "`PeftModel.from_pretrained(base, ...)` on the base model"
+        )
+    else:
+        lines.append("- this folder holds the base with the adapter merged in: a plain transformers model")
+    return lines

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dante.errors import DanteError
-from dante.layout import CHECKPOINTS, STUDENT_MANIFEST
+from dante.layout import ADAPTER_CONFIG, CHECKPOINTS, MERGED, STUDENT_MANIFEST
 
 IGNORE = [f"{CHECKPOINTS}/*", f"{CHECKPOINTS}/**", ".*"]
 
@@ -43,8 +43,13 @@ def push_to_hub(
     cache_dir: str | Path | None = None,
     dataset_repo_id: str | None = None,
     private: bool = False,
+    merged: bool = False,
 ) -> PushSummary:
-    """Upload the student folder to ``repo_id`` and/or the exported cache to ``dataset_repo_id``."""
+    """Upload the student folder to ``repo_id`` and/or the exported cache to ``dataset_repo_id``.
+
+    A LoRA student's folder is peft's adapter folder: pushed as such (its ``merged/`` model left
+    out), or with ``merged`` the merged model (``<student>/merged``) alone, a plain transformers repo.
+    """
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -57,6 +62,15 @@ def push_to_hub(
                 raise DanteError(
                     "no trained student to push", file=student, hint="run `dante train` first (and `dante report`)"
                 )
+            lora = (student / ADAPTER_CONFIG).is_file()
+            if merged:
+                if not lora or not (student / MERGED / "config.json").is_file():
+                    raise DanteError(
+                        "no merged LoRA model to push",
+                        file=student / MERGED,
+                        hint="--merged is for a LoRA student trained with student.peft.save_merged=true",
+                    )
+                student = student / MERGED
             if not (student / "README.md").is_file():
                 raise DanteError(
                     "the student folder has no model card", file=student, hint="run `dante report RUN_DIR` first"
@@ -66,7 +80,7 @@ def push_to_hub(
                 repo_id=repo_id,
                 repo_type="model",
                 folder_path=str(student),
-                ignore_patterns=IGNORE,
+                ignore_patterns=IGNORE + ([f"{MERGED}/*", f"{MERGED}/**"] if lora and not merged else []),
                 commit_message="dante: distilled student",
             )
             model_url = str(getattr(info, "commit_url", info))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from dante.train.lora import active_module
+
 
 def ce_chunk_tokens(vocab_size: int, device: torch.device) -> int:
     """Tokens per chunk of ``chunked_weighted_ce_sum``: a (chunk × V) fp32 tile of ~16 MB on CPU
@@ -41,7 +43,9 @@ class _ChunkedWeightedCE(torch.autograd.Function):
         n_tok, vocab = hidden.shape[0], weight.shape[0]
         kdsum = torch.zeros((), dtype=torch.float64, device=hidden.device)
         grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if want_grad else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_grad else None
+        # a frozen head (LoRA) needs no weight gradient: one (V × H) buffer and a third of the matmuls saved
+        want_weight_grad = want_grad and weight.requires_grad
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight_grad else None
         w = weight.to(compute_dtype)
         tile_buf = torch.empty((min(chunk_tokens, n_tok), vocab), dtype=compute_dtype, device=hidden.device)
         wsum = torch.zeros((), dtype=torch.float64, device=hidden.device)
@@ -74,7 +78,8 @@ class _ChunkedWeightedCE(torch.autograd.Function):
                     torch.mm(g, w, out=grad_hidden[start:stop])
                 else:
                     grad_hidden[start:stop] = torch.mm(g, w).float()
-                _addmm_fp32(grad_weight, g.t(), h)
+                if grad_weight is not None:
+                    _addmm_fp32(grad_weight, g.t(), h)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.dtypes = (hidden.dtype, weight.dtype)
         total, cesum, kdsum = (wsum + kdsum).float(), cesum.float(), kdsum.float()
@@ -89,7 +94,7 @@ class _ChunkedWeightedCE(torch.autograd.Function):
         g = grad_wsum.float()  # scaled in place: no second (V × H) allocation
         return (
             grad_hidden.mul_(g).to(ctx.dtypes[0]),
-            grad_weight.mul_(g).to(ctx.dtypes[1]),
+            None if grad_weight is None else grad_weight.mul_(g).to(ctx.dtypes[1]),
             None,
             None,
             None,
@@ -165,7 +170,7 @@ class ChunkedCEHead:
     @classmethod
     def supports(cls, model: torch.nn.Module) -> bool:
         """A bias-free nn.Linear head whose output is used as the logits unchanged (no softcap or scale)."""
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        head = active_module(model.get_output_embeddings()) if hasattr(model, "get_output_embeddings") else None
         config = getattr(model, "config", None)
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
         return (
@@ -175,7 +180,7 @@ class ChunkedCEHead:
         )
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.head = model.get_output_embeddings()
+        self.head = active_module(model.get_output_embeddings())  # a trained head copy under LoRA (modules_to_save)
         self._plain = self.head.forward
         self.head.forward = self._forward
         self.pending: tuple[torch.Tensor, torch.Tensor] | None = None

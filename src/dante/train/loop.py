@@ -21,7 +21,8 @@ import torch
 from dante.config import Recipe, resolved_dict, save_resolved
 from dante.errors import DanteError
 from dante.io import atomic_write_json
-from dante.layout import CHECKPOINTS, METRICS, STUDENT_MANIFEST
+from dante.layout import CHECKPOINTS, MERGED, METRICS, STUDENT_MANIFEST
+from dante.train import lora
 from dante.train.checkpoint import latest_checkpoint, read_state, save_checkpoint
 from dante.train.curriculum import BatchStream, check_entropies, micro_batches, rank_slice
 from dante.train.data import DataStats, Example, build_examples, collate, filter_records, split_heldout
@@ -83,6 +84,8 @@ class Run:
     initial_eval: float | None
     setup_time_s: float
     segment_start: float
+    student_ref: Any = None  # the resolved base model (LoRA's merged folder is rebuilt from it)
+    parameters: tuple[int, int] = (0, 0)  # (trainable, total), counted before FSDP shards them
 
     @property
     def is_main(self) -> bool:
@@ -148,20 +151,27 @@ def setup(recipe: Recipe, resume: bool) -> Run:
         examples, cfg.curriculum, cfg.seed, batch_sequences=cfg.batch_sequences, batch_tokens=cfg.batch_tokens
     )
     model, anchor = load_student(recipe, student_ref, accelerator)
+    parameters = lora.parameter_counts(model)
     optimizer = build_optimizer(model, cfg)
     scheduler = get_scheduler(
         cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
     )
-    base_model = model
+    base_model = lora.core_model(model)  # the transformers model under peft's wrapper, if any
     if accelerator.state.deepspeed_plugin is not None:  # no dataloader to infer it from
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: accelerate would step it once per process
     forward = Forward(model, base_model, accelerator, chunked_ce=cfg.loss.chunked_ce, packed_attention=cfg.packing)
+    peft = recipe.student.peft is not None
+    if peft:
+        lora.adapter_only_checkpoints(accelerator, model)
 
     state: dict[str, Any] = {"step": 0, "cursor": 0, "tokens": 0, "records": 0, "wall_time_s": 0.0}
     if resume:
-        accelerator.load_state(str(ckpt))
+        if peft:
+            lora.load_checkpoint(accelerator, model, ckpt)
+        else:
+            accelerator.load_state(str(ckpt))
         state.update(read_state(ckpt))
         accelerator.print(f"resumed from {ckpt} (step {state['step']})")
     resumed_from = state["step"] if resume else None
@@ -174,7 +184,8 @@ def setup(recipe: Recipe, resume: bool) -> Run:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     run = Run(recipe, accelerator, model, optimizer, scheduler, forward, anchor, tokenizer, examples,
               eval_examples, stats, stream, metrics, pad_id, state, resumed_from,
-              initial_eval=None, setup_time_s=0.0, segment_start=0.0)  # fmt: skip
+              initial_eval=None, setup_time_s=0.0, segment_start=0.0,
+              student_ref=student_ref, parameters=parameters)  # fmt: skip
     if resume:
         run.initial_eval = next((r.get("eval_loss") for r in metrics.rows() if r.get("step") == 0), None)
     elif eval_examples:
@@ -260,14 +271,16 @@ def load_data(recipe: Recipe, accelerator) -> tuple[Any, Any, list[Example], lis
 
 
 def load_student(recipe: Recipe, student_ref, accelerator) -> tuple[torch.nn.Module, TeaAnchor | None]:
-    """The student in fp32 master weights (mixed precision is autocast), with gradient
-    checkpointing and regional compilation as configured, and its TEA anchor."""
+    """The student in fp32 master weights (mixed precision is autocast; a LoRA student's frozen
+    base may be bf16, ``student.peft.base_dtype``), with gradient
+    checkpointing, LoRA adapters (``student.peft``) and regional compilation as configured,
+    and its TEA anchor (``dante.train.lora`` says what TEA means with LoRA)."""
     from dante.models import load_causal_lm
 
     cfg, student = recipe.train, recipe.student
     model = load_causal_lm(
         student_ref,
-        dtype="float32",
+        dtype="float32" if student.peft is None else lora.base_dtype(student.peft, accelerator.mixed_precision),
         trust_remote_code=student.trust_remote_code,
         revision=student.revision,
         attn_implementation=student.attn_implementation,
@@ -278,6 +291,17 @@ def load_student(recipe: Recipe, student_ref, accelerator) -> tuple[torch.nn.Mod
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    anchor = None
+    if student.peft is not None:  # after checkpointing (peft wraps the prepared layers), before compile
+        model = lora.apply_lora(model, student.peft)
+        trainable, total = lora.parameter_counts(model)
+        accelerator.print(
+            f"LoRA: training {trainable:,} of {total:,} parameters ({trainable / total:.2%}), "
+            f"frozen base in {str(model.get_base_model().dtype).removeprefix('torch.')}"
+        )
+        anchor = lora.tea_anchor(model, accelerator.print) if cfg.loss.tea else None
+    elif cfg.loss.tea:
+        anchor = TeaAnchor(model.get_input_embeddings().weight).attach(model)
     if cfg.compile:
         n_blocks = compile_blocks(model)
         if accelerator.is_main_process:
@@ -286,7 +310,6 @@ def load_student(recipe: Recipe, student_ref, accelerator) -> tuple[torch.nn.Mod
                 if n_blocks
                 else "compile: no repeated blocks found; running eager"
             )
-    anchor = TeaAnchor(model.get_input_embeddings().weight).attach(model) if cfg.loss.tea else None
     return model, anchor
 
 
@@ -386,9 +409,17 @@ def save(run: Run, last: dict[str, Any]) -> TrainResult:
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(run.model)
     manifest_path = out / STUDENT_MANIFEST
-    if run.is_main:
+    peft = recipe.student.peft
+    if run.is_main:  # a LoRA student saves its adapter (peft's folder), the merged model next to it by a setting
+        card = out / "README.md"
+        had_card = card.exists()
         accelerator.unwrap_model(run.model).save_pretrained(out, state_dict=state_dict, safe_serialization=True)
+        if peft is not None and not had_card:
+            card.unlink(missing_ok=True)  # peft's placeholder card; `dante report` writes the real one
         run.tokenizer.save_pretrained(out)
+        if peft is not None and peft.save_merged:
+            merged = lora.save_merged(out, run.student_ref, recipe.student, run.tokenizer)
+            save_resolved(recipe, merged)
         save_resolved(recipe, out)
         atomic_write_json(manifest_path, student_manifest(run, last, wall))
     if recipe.train.trackers:
@@ -414,6 +445,7 @@ def student_manifest(run: Run, last: dict[str, Any], wall: float) -> dict[str, A
     """``dante_manifest.json``: what was trained on what, the headline losses, and where it ran."""
     recipe, state = run.recipe, run.state
     info = device_info(run.accelerator)
+    trainable, total = run.parameters
     return {
         "name": recipe.name,
         "student": recipe.student.model,
@@ -423,6 +455,15 @@ def student_manifest(run: Run, last: dict[str, Any], wall: float) -> dict[str, A
         "tokens_seen": state["tokens"],
         "records_seen": state["records"],
         "epochs": run.stream.epoch_of(state["cursor"]),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "peft": None
+        if recipe.student.peft is None
+        else {
+            "method": recipe.student.peft.method,
+            "adapter": ".",
+            "merged": MERGED if recipe.student.peft.save_merged else None,
+        },
         "train_records": len(run.examples),
         "heldout_records": len(run.eval_examples),
         "data": run.data_stats.as_dict(),
