@@ -15,7 +15,7 @@ $(PY):
 # torch first and pinned: the local CPU wheel, never the CUDA build from the index.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[dev,openai,offline-data,procedural]"
+	$(PIP) install --quiet -e ".[dev,openai,offline-data,procedural,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

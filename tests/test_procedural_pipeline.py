@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("reasoning_gym")
 
+import tiny  # noqa: E402
 from dante.cache.records import read_cache  # noqa: E402
 from dante.cache.run import run_cache  # noqa: E402
 from dante.config import load_recipe  # noqa: E402
@@ -25,14 +26,7 @@ def test_reasoning_gym_source_to_cache_to_train_to_eval(tmp_path, teacher_dir, s
         data={
             "name": "tiny-procedural",
             "output_dir": str(tmp_path / "run"),
-            "teacher": {
-                "backend": "hf",
-                "model": str(teacher_dir),
-                "device": "cpu",
-                "max_new_tokens": 8,
-                "batch_size": 4,
-                "top_logprobs": 4,
-            },
+            "teacher": tiny.teacher_settings(teacher_dir),
             "prompts": {"source": "reasoning_gym:chain_sum", "task_settings": SETTINGS, "limit": 8},
             "student": {"model": str(student_dir)},
             "train": {

@@ -104,3 +104,16 @@ def make_student_dir(path: str | Path, **kw) -> Path:
     tok = make_tokenizer(path, flavour="student", vocab_size=320)
     make_model(path, tok, arch="llama", **kw)
     return Path(path)
+
+
+def teacher_settings(teacher_dir: str | Path, **overrides) -> dict:
+    """The recipe's teacher section for the tiny hf teacher on CPU (short greedy completions)."""
+    return {
+        "backend": "hf",
+        "model": str(teacher_dir),
+        "device": "cpu",
+        "max_new_tokens": 8,
+        "batch_size": 4,
+        "top_logprobs": 4,
+        **overrides,
+    }

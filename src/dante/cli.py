@@ -88,11 +88,16 @@ def _load(recipe: Path, overrides: list[str] | None):
 
 @app.command()
 @_friendly
-def plan(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+def plan(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="Training nodes (for the per-node split).")] = 1,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", min=1, help="Processes per node.")] = 1,
+) -> None:
     """Print the resolved recipe and what the run will do, without loading any model."""
     from dante.plan import render_plan
 
-    out.print(render_plan(_load(recipe, overrides)))
+    out.print(render_plan(_load(recipe, overrides), nodes=nodes, gpus_per_node=gpus_per_node))
 
 
 @prompts_app.command("build")
@@ -127,13 +132,20 @@ def cache_run(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     out.print(summary)
 
 
+CachePathsArg = Annotated[
+    list[Path], typer.Argument(help="Cache folder(s) or JSONL file(s); several folders or a quoted glob: their union.")
+]
+
+
 @cache_app.command("validate")
 @_friendly
-def cache_validate(path: Annotated[Path, typer.Argument(help="Cache folder or JSONL file.")]) -> None:
+def cache_validate(path: CachePathsArg) -> None:
     """Check every line against the record schema; exit 1 if any line is bad."""
-    from dante.cache.records import validate_cache
+    from dante.cache.records import mixed_settings, validate_cache
 
     checked, problems = validate_cache(path)
+    for line in mixed_settings(path):
+        out.print(f"[yellow]note[/]: folders of different teacher/prompt settings: {line}", soft_wrap=True)
     for p in problems:
         out.print(str(p), highlight=False, soft_wrap=True)
     bad_lines = len({(p.file, p.line) for p in problems})
@@ -144,7 +156,7 @@ def cache_validate(path: Annotated[Path, typer.Argument(help="Cache folder or JS
 
 @cache_app.command("stats")
 @_friendly
-def cache_stats(path: Annotated[Path, typer.Argument(help="Cache folder or JSONL file.")]) -> None:
+def cache_stats(path: CachePathsArg) -> None:
     """Counts, token totals and the entropy distribution of a cache."""
     from dante.cache.stats import cache_stats as stats
     from dante.cache.stats import render_stats
@@ -155,7 +167,7 @@ def cache_stats(path: Annotated[Path, typer.Argument(help="Cache folder or JSONL
 @cache_app.command("export")
 @_friendly
 def cache_export(
-    path: Annotated[Path, typer.Argument(help="Cache folder or JSONL file.")],
+    path: CachePathsArg,
     to: Annotated[Path, typer.Option("--to", help="Dataset folder to write (Parquet shards + README.md).")],
 ) -> None:
     """Write the cache as Parquet shards and a dataset card that `datasets.load_dataset` reads."""
@@ -261,7 +273,7 @@ def push(
         raise ConfigError("nothing to push", field="--repo", hint="give --repo and/or --dataset-repo")
     cfg = _load(recipe, overrides)
     summary = push_to_hub(
-        cfg.student_dir, repo, cache_dir=cfg.cache_dir, dataset_repo_id=dataset_repo, private=private, merged=merged
+        cfg.student_dir, repo, cache_dir=cfg.cache_dirs, dataset_repo_id=dataset_repo, private=private, merged=merged
     )
     out.print(str(summary), highlight=False, soft_wrap=True)
 

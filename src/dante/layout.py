@@ -14,8 +14,11 @@ to each other. Stages and the report take their paths from here, never spell the
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Any
+
+from dante.errors import DataError
 
 RESOLVED_RECIPE = "resolved_recipe.yaml"
 PROMPT_SET = "prompts.parquet"
@@ -49,3 +52,23 @@ def explicit_setting(recipe: dict[str, Any], stage: str) -> str | None:
     """The folder a resolved recipe (plain data) sets for ``stage``, or None for the default."""
     section, key = STAGE_SETTINGS[stage]
     return (recipe.get(section) or {}).get(key)
+
+
+def expand_folders(paths: str | Path | list | tuple) -> list[Path]:
+    """``cache.dir`` as folders: one path, several, or globs (``runs/node-*/cache``), each glob
+    expanded in sorted order; a glob that matches nothing is an error naming it."""
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    out: list[Path] = []
+    for item in items:
+        text = str(item)
+        if any(ch in text for ch in "*?["):
+            matches = [Path(m) for m in sorted(glob.glob(text))]
+            if not matches:
+                raise DataError("no cache folder matches this pattern", file=text, field="cache.dir")
+            out += matches
+        else:
+            out.append(Path(text))
+    unique: dict[Path, Path] = {}
+    for p in out:  # a folder named twice (or matched by two patterns) is read once
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from dante.config import Recipe, resolved_dict
+from dante.errors import DanteError
 
 # Rough characters per token for English text with modern BPE tokenizers; used only when
 # neither a cache nor token counts exist yet, and said so in the plan.
@@ -79,11 +80,14 @@ def _cache_lengths(recipe: Recipe) -> tuple[int, float | None]:
     """Records already in the cache and their mean (prompt + completion) teacher tokens."""
     from dante.cache.records import cache_files
 
-    cache = recipe.cache_dir
-    if not cache.exists():
+    try:
+        folders = [f for f in recipe.cache_dirs if f.exists()]
+    except DanteError:  # a glob that matches nothing yet
+        return 0, None
+    if not folders:
         return 0, None
     n, total, counted = 0, 0, 0
-    for f in cache_files(cache):
+    for f in cache_files(folders):
         with open(f, "rb") as fh:
             for raw in fh:
                 try:
@@ -258,8 +262,42 @@ def _fmt(x: float | int | None, unit: str = "") -> str:
     return f"{x:g}{unit}" if isinstance(x, float) else f"{x}{unit}"
 
 
-def render_plan(recipe: Recipe):
-    """A rich renderable: the resolved recipe, then the plan table."""
+def batch_layout(recipe: Recipe, nodes: int = 1, gpus_per_node: int = 1, mean_tokens: float | None = None) -> dict:
+    """How one optimizer step splits over ``nodes`` × ``gpus_per_node`` processes, as the
+    trainer splits it (``dante.train.curriculum``): a contiguous share of the global batch per
+    process, in micro-batches of ``train.micro_batch_size``, the same count on every process."""
+    import math
+
+    tr = recipe.train
+    world = nodes * gpus_per_node
+    if tr.batch_tokens is not None:
+        per_token = tr.batch_tokens / world
+        records = tr.batch_tokens / max(mean_tokens or 1.0, 1.0)
+    else:
+        records = float(tr.batch_sequences)
+        per_token = records * (mean_tokens or 0.0) / world
+    per_gpu_max = math.ceil(records / world)
+    micro = max(1, math.ceil(per_gpu_max / tr.micro_batch_size))
+    out = {
+        "world_size": world,
+        "nodes": nodes,
+        "gpus_per_node": gpus_per_node,
+        "sequences_per_step": records,
+        "sequences_per_node": records / nodes,
+        "sequences_per_gpu": records / world,
+        "micro_batches_per_gpu": micro,
+        "tokens_per_gpu": per_token,
+    }
+    if records < world:
+        out["note"] = f"only {records:g} sequences per step for {world} processes: some take none (padding steps)"
+    elif records % world:
+        out["note"] = f"{records:g} sequences do not split evenly over {world} processes (shares differ by one)"
+    return out
+
+
+def render_plan(recipe: Recipe, nodes: int = 1, gpus_per_node: int = 1):
+    """A rich renderable: the resolved recipe, then the plan table (with the per-node and
+    per-GPU split of a step when the run spans several processes)."""
     from rich.console import Group
     from rich.panel import Panel
     from rich.syntax import Syntax
@@ -277,7 +315,9 @@ def render_plan(recipe: Recipe):
         "teacher completions", f"{_fmt(plan.teacher_completions)} (1 greedy + {t.consistency_samples} samples each)"
     )
     table.add_row("teacher tokens (max)", _fmt(plan.teacher_tokens_max))
-    table.add_row("already cached", f"{plan.cached_records} records in {recipe.cache_dir}")
+    d = recipe.cache.dir
+    where = ", ".join(map(str, d)) if isinstance(d, list) else str(d or recipe.cache_dir)
+    table.add_row("already cached", f"{plan.cached_records} records in {where}")
     table.add_row("student", recipe.student.model or "(unset)")
     table.add_row("student steps", str(plan.student_steps))
     batch = f"{plan.sequences_per_step} sequences" if plan.sequences_per_step else f"{plan.tokens_per_step} tokens"
@@ -285,6 +325,17 @@ def render_plan(recipe: Recipe):
     table.add_row("tokens per record", f"{plan.mean_record_tokens} ({plan.record_tokens_source})")
     table.add_row("student tokens", _fmt(plan.student_tokens))
     table.add_row("epochs over cache", _fmt(plan.epochs))
+    if nodes * gpus_per_node > 1:
+        lay = batch_layout(recipe, nodes, gpus_per_node, plan.mean_record_tokens)
+        table.add_row("processes", f"{lay['world_size']} ({nodes} nodes × {gpus_per_node} GPUs)")
+        table.add_row(
+            "per node / per GPU",
+            f"{lay['sequences_per_node']:g} / {lay['sequences_per_gpu']:g} sequences per step, "
+            f"{lay['micro_batches_per_gpu']} micro-batches of ≤ {recipe.train.micro_batch_size} per GPU, "
+            f"~{_fmt(lay['tokens_per_gpu'])} tokens per GPU",
+        )
+        if "note" in lay:
+            table.add_row("note", lay["note"])
     for key, value in plan.training.items():
         if key.startswith("flops") and isinstance(value, int | float):
             shown = f"{value:.3g} FLOP"  # 1.45e+18, not an SI prefix that reads like a unit

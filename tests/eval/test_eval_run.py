@@ -198,3 +198,39 @@ def test_contamination_note_for_procedural_prompts():
     assert contamination_note(recipe("chain_sum", "test"), spec_for("rg_chain_sum_2x2_validation")) is None
     assert "derived from GSM8K test" in contamination_note(recipe("gsm_symbolic", "train"), spec_for("gsm8k_local"))
     assert contamination_note(recipe("gsm_symbolic", "train"), test_task) is None
+
+
+def test_vllm_backend_maps_the_settings_and_says_what_it_needs(tmp_path, student_dir):
+    """eval.backend: vllm: the arguments lm-eval's VLLM gets (a LoRA student as vLLM's LoRA
+    request), and a clear error where vLLM is not installed (CI, this machine)."""
+    from importlib.util import find_spec
+
+    from dante.eval.run import ModelRef, evaluate, vllm_model_args
+    from dante.models import resolve_model
+
+    recipe = tiny_recipe(
+        tmp_path,
+        student_dir,
+        backend="vllm",
+        vllm={"tensor_parallel_size": 2, "data_parallel_size": 4, "max_model_len": 4096},
+        dtype="bfloat16",
+        batch_size=1,
+    )
+    model = ModelRef("student", str(student_dir), peft=str(tmp_path / "adapter"))
+    args = vllm_model_args(model, resolve_model(model.ref), recipe.eval, lora_rank=64)
+    assert args == {
+        "pretrained": str(student_dir),
+        "dtype": "bfloat16",
+        "batch_size": "auto",
+        "tensor_parallel_size": 2,
+        "data_parallel_size": 4,
+        "gpu_memory_utilization": 0.9,
+        "trust_remote_code": False,
+        "seed": 1234,
+        "max_model_len": 4096,
+        "lora_local_path": str(tmp_path / "adapter"),
+        "max_lora_rank": 64,
+    }
+    if find_spec("vllm") is None:
+        with pytest.raises(ConfigError, match="eval.backend"):
+            evaluate(recipe)

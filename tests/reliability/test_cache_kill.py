@@ -37,12 +37,16 @@ def start(recipe: Path) -> subprocess.Popen:
     )
 
 
-def kill_when(proc: subprocess.Popen, cache: Path, at_least: int, timeout: float = 60.0) -> int:
+def kill_when(proc: subprocess.Popen, cache: Path, at_least: int, timeout: float = 60.0, group: bool = False) -> int:
+    """SIGKILL ``proc`` (with ``group``: its whole process group) once ``at_least`` records are durable."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         n = durable_lines(cache)  # tolerates a .partial renamed to shard-* between glob and read
         if n >= at_least:
-            proc.send_signal(signal.SIGKILL)
+            if group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             return n
         time.sleep(0.005)

@@ -19,7 +19,7 @@ from dante.cache.records import CacheRecord, read_cache
 from dante.cache.table import schema, to_row
 from dante.errors import DanteError
 from dante.io import atomic_write_bytes, atomic_write_text
-from dante.layout import CACHE_MANIFEST, PROMPTS_MANIFEST, RESOLVED_RECIPE
+from dante.layout import CACHE_MANIFEST, PROMPTS_MANIFEST, RESOLVED_RECIPE, expand_folders
 
 
 @dataclass
@@ -34,15 +34,19 @@ class ExportSummary:
         return f"exported {self.records} records{extra} to {self.folder} ({self.shards} Parquet shard(s) + README.md)"
 
 
-def export_cache(cache_dir: str | Path, folder: str | Path, *, shard_records: int = 50_000) -> ExportSummary:
-    """Write ``folder/data/train-NNNNN-of-MMMMM.parquet`` and ``folder/README.md`` from a cache."""
+def export_cache(
+    cache_dir: str | Path | list[str] | list[Path], folder: str | Path, *, shard_records: int = 50_000
+) -> ExportSummary:
+    """Write ``folder/data/train-NNNNN-of-MMMMM.parquet`` and ``folder/README.md`` from a cache
+    (or the union of several folders; the card describes the first one's teacher and settings)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cache_dir, folder = Path(cache_dir), Path(folder)
-    if folder.resolve() == cache_dir.resolve():
+    folders, folder = expand_folders(cache_dir), Path(folder)
+    if any(folder.resolve() == f.resolve() for f in folders):
         raise DanteError("export into the cache folder itself", file=folder, hint="give another --to folder")
-    records = read_cache(cache_dir)
+    records = read_cache(folders)
+    cache_dir = folders[0]
     if not records:
         raise DanteError("the cache holds no records", file=cache_dir)
     shards = max(1, -(-len(records) // shard_records))

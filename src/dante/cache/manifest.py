@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dante.cache.records import settings_diff
 from dante.cache.writer import disk_error
 from dante.config import DecontaminateConfig, DedupConfig, Recipe, recipe_hash, resolved_dict, stable_hash
 from dante.errors import DanteError, DataError
@@ -72,15 +73,6 @@ def content_settings(recipe: Recipe) -> dict[str, Any]:
 def cache_key(recipe: Recipe) -> str:
     """Hash of ``content_settings``: a cache is resumed only under the same key."""
     return stable_hash(content_settings(recipe))
-
-
-def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``section.key: old -> new`` for every content setting that differs."""
-    keys = []
-    for sec in ("teacher", "prompts"):
-        a, b = old.get(sec, {}), new.get(sec, {})
-        keys += [f"{sec}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return keys
 
 
 def check_manifest(directory: Path, recipe: Recipe) -> dict[str, Any] | None:

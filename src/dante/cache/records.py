@@ -9,6 +9,7 @@ reads a plain JSONL file someone else produced with only the card's five fields.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dante.errors import DataError
-from dante.layout import CACHE_MANIFEST
+from dante.layout import CACHE_MANIFEST, expand_folders
 from dante.prompts import record_id
 
 CARD_FIELDS = ("prompt", "teacher_text", "output_entropy", "self_consistency", "difficulty_score")
@@ -122,13 +123,21 @@ class Problem:
         return f"{self.file}:{self.line}: {self.field}: {self.message}"
 
 
-def cache_files(path: str | Path) -> list[Path]:
-    """The files of a cache: a folder's completed shards in order, or one file.
+CachePaths = str | Path | list[str] | list[Path] | tuple[str | Path, ...]
+
+
+def cache_files(path: CachePaths) -> list[Path]:
+    """The files of a cache: a folder's completed shards in order, or one file; for several
+    folders (or a glob), each folder's files in turn.
 
     A dante cache folder (one with ``manifest.json``) is read through its ``shard-*.jsonl``
     files only; any other folder through all of its ``*.jsonl`` files (someone else's export),
     or, with none, its Parquet files (``dante cache export``: ``data/*.parquet``).
     """
+    if not isinstance(path, str | Path):
+        return [f for folder in expand_folders(path) for f in cache_files(folder)]
+    if any(ch in str(path) for ch in "*?["):
+        return cache_files(expand_folders(path))
     path = Path(path)
     if path.is_file():
         return [path]
@@ -182,7 +191,7 @@ def _validate(obj: dict[str, Any], file: str, lineno: int, strict: bool) -> tupl
 
 
 def iter_cache(
-    path: str | Path, *, strict: bool = False
+    path: CachePaths, *, strict: bool = False
 ) -> Iterator[tuple[str, int, CacheRecord | None, list[Problem]]]:
     """Yield (file, line, record-or-None, problems) for every non-blank line of a cache."""
     for f in cache_files(path):
@@ -218,13 +227,16 @@ def _iter_parquet(path: Path, strict: bool) -> Iterator[tuple[str, int, CacheRec
         yield str(path), i + 1, rec, problems
 
 
-def read_cache(path: str | Path, *, strict: bool = False, allow_duplicates: bool = False) -> list[CacheRecord]:
-    """Read every record of a cache folder or JSONL file; the first bad line is a DataError.
+def read_cache(path: CachePaths, *, strict: bool = False, allow_duplicates: bool = False) -> list[CacheRecord]:
+    """Read every record of a cache folder or JSONL file, or the union of several folders;
+    the first bad line is a DataError.
 
-    Duplicate ids are an error (a cache holds each prompt once) unless allow_duplicates.
+    Duplicate ids are an error (a cache holds each prompt once) unless allow_duplicates. Across
+    folders, the same id twice is read once when both records are identical (the same prompt
+    cached twice by the same teacher settings), and an error naming both files otherwise.
     """
     records: list[CacheRecord] = []
-    seen: dict[str, tuple[str, int]] = {}
+    seen: dict[str, tuple[str, int, int]] = {}  # id -> (file, line, index in records)
     for file, lineno, rec, problems in iter_cache(path, strict=strict):
         if problems:
             p = problems[0]
@@ -233,20 +245,74 @@ def read_cache(path: str | Path, *, strict: bool = False, allow_duplicates: bool
             )
         assert rec is not None and rec.id is not None
         if rec.id in seen and not allow_duplicates:
-            f0, l0 = seen[rec.id]
-            raise DataError(f"duplicate id {rec.id!r} (first at {f0}:{l0})", file=file, line=lineno, field="id")
-        seen[rec.id] = (file, lineno)
+            f0, l0, k = seen[rec.id]
+            if Path(f0).parent != Path(file).parent and records[k].model_dump() == rec.model_dump():
+                continue  # the same record in two folders: read once
+            where = "another folder's record differs" if Path(f0).parent != Path(file).parent else "within one cache"
+            raise DataError(
+                f"duplicate id {rec.id!r} (first at {f0}:{l0}; {where})",
+                file=file,
+                line=lineno,
+                field="id",
+                hint="a prompt may be cached once; remove one of the two records, or train on one of the folders",
+            )
+        seen[rec.id] = (file, lineno, len(records))
         records.append(rec)
     return records
 
 
-def validate_cache(path: str | Path) -> tuple[int, list[Problem]]:
+def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``section.key: old -> new`` for every content setting (a manifest's ``settings``) that differs."""
+    keys = []
+    for sec in ("teacher", "prompts"):
+        a, b = old.get(sec, {}), new.get(sec, {})
+        keys += [f"{sec}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return keys
+
+
+def folder_settings(paths: CachePaths) -> list[dict[str, Any]]:
+    """Each cache folder's manifest key and teacher (None for a folder without a dante manifest)."""
+    out = []
+    for folder in expand_folders(paths):
+        manifest = folder / CACHE_MANIFEST
+        data: dict[str, Any] = {}
+        if manifest.is_file():
+            try:
+                data = json.loads(manifest.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                data = {}
+        out.append(
+            {
+                "folder": str(folder),
+                "cache_key": data.get("cache_key"),
+                "teacher": (data.get("teacher") or {}).get("model"),
+                "settings": data.get("settings"),
+            }
+        )
+    return out
+
+
+def mixed_settings(paths: CachePaths) -> list[str]:
+    """Lines saying how the folders' teacher/prompt settings differ ([] when one key, or one folder)."""
+    folders = [f for f in folder_settings(paths) if f["cache_key"] is not None]
+    if len({f["cache_key"] for f in folders}) <= 1:
+        return []
+    first = folders[0]
+    lines = []
+    for other in folders[1:]:
+        if other["cache_key"] != first["cache_key"]:
+            diff = settings_diff(first["settings"] or {}, other["settings"] or {})
+            lines.append(f"{other['folder']} vs {first['folder']}: " + ("; ".join(diff[:4]) or "other settings"))
+    return lines
+
+
+def validate_cache(path: CachePaths) -> tuple[int, list[Problem]]:
     """Check every line against the schema, and every token-logprob payload (as many entries
     as completion tokens, logprobs ≤ 0 and finite, tokens joining to teacher_text); returns
     (records checked, problems)."""
     checked = 0
     problems: list[Problem] = []
-    seen: dict[str, tuple[str, int]] = {}
+    seen: dict[str, tuple[str, int, str]] = {}  # id -> (file, line, digest of the record)
     from dante.teacher.logprobs import problems as payload_problems
 
     for file, lineno, rec, line_problems in iter_cache(path, strict=True):
@@ -256,9 +322,12 @@ def validate_cache(path: str | Path) -> tuple[int, list[Problem]]:
             found = payload_problems(rec.token_logprobs, rec.teacher_text, rec.completion_tokens)
             problems += [Problem(file, lineno, fld, msg) for fld, msg in found]
         if rec is not None and rec.id is not None:
+            digest = hashlib.sha1(json.dumps(rec.model_dump(), sort_keys=True).encode()).hexdigest()
             if rec.id in seen:
-                f0, l0 = seen[rec.id]
+                f0, l0, d0 = seen[rec.id]
+                if Path(f0).parent != Path(file).parent and d0 == digest:
+                    continue  # the same record in two folders: read once, as read_cache does
                 problems.append(Problem(file, lineno, "id", f"duplicate id {rec.id!r} (first at {f0}:{l0})"))
             else:
-                seen[rec.id] = (file, lineno)
+                seen[rec.id] = (file, lineno, digest)
     return checked, problems

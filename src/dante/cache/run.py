@@ -7,6 +7,7 @@ refused (the manifest holds them), so one folder never mixes two teachers.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ class CacheSummary:
     teacher: str | None = None
     mean_entropy: float | None = None
     finish_reasons: dict[str, int] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)  # prompt ids skipped after failing (cache.engine: ray)
 
     @property
     def records_per_s(self) -> float:
@@ -60,6 +62,7 @@ class CacheSummary:
             f"{self.skipped} already there) "
             f"in {self.shards} shard(s); {self.completion_tokens} generated tokens in {self.seconds:.1f}s "
             f"({self.records_per_s:.2f} records/s, {self.tokens_per_s:.1f} tokens/s){ent}"
+            + (f"; {len(self.failed)} prompts failed and were skipped: {self.failed[:5]}" if self.failed else "")
         )
 
     def __rich__(self) -> Table:
@@ -75,6 +78,8 @@ class CacheSummary:
             ("mean entropy", "-" if self.mean_entropy is None else f"{self.mean_entropy:.4f} nats"),
             ("finish reasons", ", ".join(f"{k}: {v}" for k, v in sorted(self.finish_reasons.items())) or "-"),
         ]
+        if self.failed:
+            rows.append(("failed prompts", f"{len(self.failed)} skipped: {', '.join(self.failed[:5])}"))
         for k, v in rows:
             t.add_row(k, v)
         return t
@@ -118,10 +123,18 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Console | None = None) -> CacheSummary:
+def run_cache(
+    recipe: Recipe,
+    *,
+    teacher: Teacher | None = None,
+    console: Console | None = None,
+    teacher_factory: Callable[[TeacherConfig], Teacher] | None = None,
+) -> CacheSummary:
     """Generate (or finish) the cache of ``recipe``; returns what was done.
 
-    ``teacher`` replaces the engine made from ``recipe.teacher`` (tests, notebooks).
+    ``teacher`` replaces the engine made from ``recipe.teacher`` (tests, notebooks). With
+    ``cache.engine: ray`` the engine is a pool of replicas (``dante.cache.ray_pool``), each built
+    by ``teacher_factory`` (default ``make_teacher``).
     """
     t0 = time.perf_counter()
     directory = recipe.cache_dir
@@ -144,12 +157,13 @@ def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Consol
     try:
         writer.write_manifest()
         if pending:
-            engine = teacher or make_teacher(recipe.teacher)
+            engine = teacher or make_engine(recipe, teacher_factory)
             try:
                 devices = engine.device_info()
                 writer.manifest_base["teacher"]["name"] = engine.name
                 generate_records(recipe, engine, pending, writer, summary, console or Console(stderr=True))
             finally:
+                pool_stats(engine, writer, summary)
                 if teacher is None:
                     engine.close()
         complete = True
@@ -160,7 +174,7 @@ def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Consol
         count = devices.get("device_count")
         writer.close(
             seal=complete,
-            complete=complete,
+            complete=complete and not summary.failed,  # skipped prompts are retried by the next run
             updated=_now(),
             wall_time_s=wall,
             **devices,
@@ -170,6 +184,30 @@ def run_cache(recipe: Recipe, *, teacher: Teacher | None = None, console: Consol
     summary.shards = len(writer.sealed_shards)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def make_engine(recipe: Recipe, factory: Callable[[TeacherConfig], Teacher] | None = None) -> Teacher:
+    """The teacher of ``cache.engine``: one in this process, or a pool of Ray replicas."""
+    if recipe.cache.engine == "ray":
+        from dante.cache.ray_pool import RayTeacherPool
+
+        return RayTeacherPool(recipe.teacher, recipe.cache.ray, factory)
+    return factory(recipe.teacher) if factory is not None else make_teacher(recipe.teacher)
+
+
+def pool_stats(engine: Teacher, writer: CacheWriter, summary: CacheSummary) -> None:
+    """A Ray pool's restarts and failed prompts, into the manifest (``ray``, ``failed_prompts``)
+    and the summary; failed prompts of earlier runs that are now written drop off the list."""
+    stats = getattr(engine, "stats", None)
+    if stats is None:
+        return
+    from dataclasses import asdict
+
+    info = asdict(stats)
+    failed = info.pop("failed_prompts")
+    writer.manifest_base["ray"] = {**info, "replicas": len(getattr(engine, "handles", []))}
+    writer.manifest_base["failed_prompts"] = failed
+    summary.failed = [f["id"] for f in failed]
 
 
 class LogprobCheck:

@@ -67,7 +67,7 @@ def cache_stats(path: str | Path) -> dict[str, Any]:
     payload_tokens = sum(int(r.token_logprobs.get("n", 0)) for r in with_payload)
 
     return {
-        "path": str(path),
+        "path": str(path) if isinstance(path, str | Path) else ", ".join(map(str, path)),
         "records": n,
         "shards": len(cache_files(path)),
         "prompt_tokens": sum(r.prompt_tokens or 0 for r in records),

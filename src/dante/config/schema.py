@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from dante import layout
+from dante.errors import ConfigError
 
 
 class Section(BaseModel):
@@ -219,10 +220,59 @@ class PromptsConfig(SourceFields):
         return [SourceConfig(**fields)]
 
 
+class RayConfig(Section):
+    """``cache.engine: ray``: teacher replicas as Ray actors (docs/scale.md)."""
+
+    address: str | None = Field(
+        None, description="Ray cluster to attach to (default: $RAY_ADDRESS, else a local cluster started here)."
+    )
+    replicas: int = Field(1, ge=1, description="Teacher replicas (each one dante Teacher of teacher.backend).")
+    min_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Autoscaling: start with this many ready replicas and take more, up to `replicas`, as the "
+        "cluster grows (default: all `replicas`).",
+    )
+    cpus_per_replica: float = Field(1.0, gt=0.0, description="CPUs reserved per replica.")
+    gpus_per_replica: float | None = Field(
+        None,
+        ge=0.0,
+        description="GPUs per replica (default: tensor x pipeline parallel size for vllm, 0 for hf on CPU and openai).",
+    )
+    batches_in_flight: int = Field(
+        2, ge=1, description="Batches queued per replica (backpressure: the rest of the prompts wait on the driver)."
+    )
+    max_restarts: int = Field(3, ge=0, description="Replicas restarted after a crash, in all; past that the run stops.")
+    max_prompt_attempts: int = Field(
+        2, ge=1, description="Attempts of a prompt on its own (after its batch failed) before it counts as failing."
+    )
+    on_prompt_failure: Literal["stop", "skip"] = Field(
+        "stop",
+        description="A prompt that keeps failing: 'stop' the run (records written stay), or 'skip' it (listed by "
+        "id in the manifest's failed_prompts, never written as an empty record).",
+    )
+    start_timeout_s: float = Field(600.0, gt=0.0, description="Wait for min_replicas to be ready (model loaded).")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster started here (default: all).")
+
+    @model_validator(mode="after")
+    def _replicas(self) -> RayConfig:
+        if self.min_replicas is not None and self.min_replicas > self.replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is more than replicas ({self.replicas})")
+        return self
+
+
 class CacheConfig(Section):
     """The teacher cache on disk (stage 2 "generate cache")."""
 
-    dir: Path | None = Field(None, description="Cache folder (default: <output_dir>/cache).")
+    dir: Path | list[Path] | None = Field(
+        None,
+        description="Cache folder (default: <output_dir>/cache). Training, stats, validate and export also take "
+        "several folders or a glob (runs/node-*/cache): their union; `dante cache` writes one.",
+    )
+    engine: Literal["local", "ray"] = Field(
+        "local", description="'local': the teacher in this process; 'ray': replicas on a Ray cluster (extra [ray])."
+    )
+    ray: RayConfig = Field(default_factory=RayConfig, description="Settings of cache.engine: ray.")
     shard_size: int = Field(1000, ge=1, description="Records per JSONL shard.")
     flush_every: int = Field(16, ge=1, description="Records buffered before they are made durable.")
     difficulty_entropy_scale: float = Field(
@@ -237,7 +287,13 @@ class PeftConfig(Section):
     method: Literal["lora"] = Field("lora", description="Adapter type (peft's LoRA).")
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: float = Field(32.0, gt=0.0, description="LoRA alpha: the update is scaled by alpha / r.")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch's input.")
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout on the LoRA branch's input (peft's default 0; > 0 keeps a copy of every adapted "
+        "layer's input: +31% peak memory on SmolLM2-135M, BENCHMARKS.md section 10).",
+    )
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear",
         description="Module names (or name suffixes) that get adapters; 'all-linear': every linear layer but the head.",
@@ -390,6 +446,11 @@ class TrainConfig(Section):
     )
     loss: LossConfig = Field(default_factory=LossConfig, description="The DANTE objective (dante.train.losses).")
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Which teacher records to train on.")
+    allow_mixed_caches: bool = Field(
+        False,
+        description="Train on cache folders written with different teacher/prompt settings (cache.dir with several "
+        "folders); refused otherwise.",
+    )
     lr: float = Field(2e-5, gt=0.0, description="Peak learning rate of AdamW (after warm-up).")
     lr_scheduler: str = Field(
         "cosine", description="transformers scheduler name (get_scheduler): cosine, linear, constant, ..."
@@ -434,10 +495,25 @@ class TrainConfig(Section):
         return self
 
 
+class EvalVLLMConfig(Section):
+    """``eval.backend: vllm``: lm-eval's vLLM model (GPUs; extra [vllm])."""
+
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model copy.")
+    data_parallel_size: int = Field(
+        1, ge=1, description="Model copies, each on tensor_parallel_size GPUs (lm-eval runs them as Ray workers)."
+    )
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="Share of each GPU vLLM may take.")
+    max_model_len: int | None = Field(None, ge=1, description="Context length (default: the model's).")
+
+
 class EvalConfig(Section):
     """lm-evaluation-harness runs (stage 6); see docs/eval.md."""
 
     output_dir: Path | None = Field(None, description="Default: <output_dir>/eval.")
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="lm-eval model: 'hf' (transformers, CPU or GPU) or 'vllm' (GPUs, data parallel)."
+    )
+    vllm: EvalVLLMConfig = Field(default_factory=EvalVLLMConfig, description="Settings of eval.backend: vllm.")
     suite: str | None = Field(
         "card",
         description="Named suite: 'card' (the card's 7 benchmarks, hub data), 'local' or 'demo' (offline), or null.",
@@ -523,7 +599,22 @@ class Recipe(Section):
 
     @property
     def cache_dir(self) -> Path:
-        return layout.stage_dir(self.output_dir, "cache", self.cache.dir)
+        """The one cache folder (``dante cache`` writes it); an error when cache.dir names several."""
+        paths = self.cache.dir if isinstance(self.cache.dir, list) else [self.cache.dir]
+        if len(paths) > 1 or any(ch in str(paths[0] or "") for ch in "*?["):
+            raise ConfigError(
+                "cache.dir names several folders; this step writes or reads one",
+                field="cache.dir",
+                hint="give one folder here (several folders are for train, stats, validate and export)",
+            )
+        return layout.stage_dir(self.output_dir, "cache", paths[0])
+
+    @property
+    def cache_dirs(self) -> list[Path]:
+        """The cache folders to read (training, stats, export): cache.dir's folders and globs expanded."""
+        if not isinstance(self.cache.dir, list) and not any(ch in str(self.cache.dir or "") for ch in "*?["):
+            return [self.cache_dir]
+        return layout.expand_folders(self.cache.dir)
 
     @property
     def student_dir(self) -> Path:

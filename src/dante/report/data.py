@@ -24,7 +24,8 @@ class RunData:
 
     run_dir: Path
     recipe: dict[str, Any] = field(default_factory=dict)
-    cache_dir: Path | None = None
+    cache_dir: Path | None = None  # the (first) cache folder, whose manifest the report reads
+    cache_dirs: list[Path] = field(default_factory=list)  # every folder of cache.dir
     student_dir: Path | None = None
     eval_dir: Path | None = None
     report_dir: Path | None = None
@@ -134,9 +135,10 @@ def load_cache(data: RunData) -> None:
     if not data.cache_dir.is_dir() or not any(data.cache_dir.glob("shard-*.jsonl")):
         data.note("cache", f"no sealed cache shards in `{data.cache_dir}`")
         return
+    folders = data.cache_dirs or [data.cache_dir]
     try:
-        data.cache_stats = cache_stats(data.cache_dir)
-        data.entropies = [r.output_entropy for r in read_cache(data.cache_dir) if r.output_entropy is not None]
+        data.cache_stats = cache_stats(folders if len(folders) > 1 else data.cache_dir)
+        data.entropies = [r.output_entropy for r in read_cache(folders) if r.output_entropy is not None]
     except DanteError as err:
         data.note("cache", f"cache not readable: {err.render()}")
     if data.cache_stats and not data.entropies:
@@ -149,17 +151,30 @@ def load_prompt_set(data: RunData) -> None:
         data.prompts_manifest = read_json(manifest, data, "prompts")
 
 
+def _cache_folders(run_dir: Path, recipe: dict[str, Any]) -> list[Path]:
+    """cache.dir of the run as folders: one, several, or globs (expanded; none matching: the pattern)."""
+    setting = layout.explicit_setting(recipe, "cache")
+    if not isinstance(setting, list) and not any(ch in str(setting or "") for ch in "*?["):
+        return [_stage_dir(run_dir, recipe, "cache")]
+    try:
+        return layout.expand_folders(setting)
+    except DanteError:
+        return [Path(setting[0] if isinstance(setting, list) else setting)]
+
+
 def load_run(run_dir: str | Path) -> RunData:
     """Locate the stage folders of a run and read every file the report needs."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DanteError("run folder does not exist", file=run_dir, hint="give the recipe's output_dir")
     recipe = load_recipe(run_dir)
+    folders = _cache_folders(run_dir, recipe)
     data = RunData(
         run_dir=run_dir,
         recipe=recipe,
         prompts_dir=_stage_dir(run_dir, recipe, "prompts"),
-        cache_dir=_stage_dir(run_dir, recipe, "cache"),
+        cache_dir=folders[0],
+        cache_dirs=folders,
         student_dir=_stage_dir(run_dir, recipe, "student"),
         eval_dir=_stage_dir(run_dir, recipe, "eval"),
         report_dir=layout.stage_dir(run_dir, "report", layout.explicit_setting(recipe, "report")),

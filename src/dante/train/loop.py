@@ -221,8 +221,10 @@ def load_data(recipe: Recipe, accelerator) -> tuple[Any, Any, list[Example], lis
     cfg, student = recipe.train, recipe.student
     student_ref = resolve_model(student.model, student.gguf_file)
     tokenizer = load_tokenizer(student_ref, trust_remote_code=student.trust_remote_code, revision=student.revision)
-    source = str(recipe.cache_dir)
-    records, filtered = filter_records(read_cache(recipe.cache_dir), cfg.filter, source)
+    folders = recipe.cache_dirs
+    source = str(folders[0]) if len(folders) == 1 else ", ".join(map(str, folders))
+    check_mixed_caches(folders, cfg.allow_mixed_caches, accelerator)
+    records, filtered = filter_records(read_cache(folders), cfg.filter, source)
     train_records, eval_records = split_heldout(records, cfg.eval_fraction, cfg.seed)
     kd = None
     if cfg.loss.token_kd > 0:
@@ -268,6 +270,25 @@ def load_data(recipe: Recipe, accelerator) -> tuple[Any, Any, list[Example], lis
             f"{stats.dropped} records dropped (prompt too long): {stats.dropped_ids}"
         )
     return student_ref, tokenizer, examples, eval_examples, stats
+
+
+def check_mixed_caches(folders: list[Path], allowed: bool, accelerator) -> None:
+    """Several cache folders written with different teacher/prompt settings: refused (one
+    student, one teacher), unless train.allow_mixed_caches; either way the differences are said."""
+    from dante.cache.records import mixed_settings
+
+    lines = mixed_settings(folders) if len(folders) > 1 else []
+    if not lines:
+        return
+    if not allowed:
+        raise DanteError(
+            "the cache folders were written with different teacher/prompt settings: " + " | ".join(lines[:3]),
+            field="cache.dir",
+            hint="train on folders of one teacher, or set train.allow_mixed_caches=true to mix them on purpose",
+        )
+    accelerator.print(
+        "data: mixing cache folders of different settings (train.allow_mixed_caches): " + " | ".join(lines)
+    )
 
 
 def load_student(recipe: Recipe, student_ref, accelerator) -> tuple[torch.nn.Module, TeaAnchor | None]:
@@ -449,7 +470,7 @@ def student_manifest(run: Run, last: dict[str, Any], wall: float) -> dict[str, A
     return {
         "name": recipe.name,
         "student": recipe.student.model,
-        "cache_dir": str(recipe.cache_dir),
+        "cache_dir": [str(p) for p in recipe.cache_dirs] if len(recipe.cache_dirs) > 1 else str(recipe.cache_dirs[0]),
         "seed": recipe.train.seed,
         "steps": state["step"],
         "tokens_seen": state["tokens"],
