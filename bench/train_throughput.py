@@ -13,7 +13,7 @@ Settings (each a full trainer run, timed from the end of warm-up step W to the e
   dante-compile  dante with train.compile (each decoder block torch.compile'd; opt-in, not the default)
   trl-padfree-compile  trl-padfree with TrainingArguments(torch_compile=True) (whole model compiled)
   dante-lora     dante with student.peft (LoRA r=16, alpha=32, dropout 0.05, all linear layers; TEA off:
-                 the embedding is frozen)
+                 the embedding is frozen); dante-lora-d0: the same with dropout 0 (the default)
   trl-padfree-lora / trl-padded-lora  the TRL settings with SFTTrainer(peft_config=) of the same LoraConfig
 Both sides: fp32 (TRL's bf16/gradient-checkpointing defaults off, as ours), AdamW(0.9, 0.95),
 wd 0.1, clip 1.0, SDPA attention, batch B sequences per step in micro-batches of M. TRL reads the
@@ -121,6 +121,7 @@ def run_dante(
     mask_attention: bool = False,
     compile: bool = False,
     lora: bool = False,
+    lora_dropout: float | None = None,
     name: str = "dante",
 ) -> RunResult:
     """One `dante train` run with the full DANTE loss; step ends are read off its metrics log.
@@ -163,7 +164,9 @@ def run_dante(
                 "model": meta["student"],
                 "use_chat_template": False,
                 "attn_implementation": "sdpa",
-                "peft": {**LORA, "save_merged": False} if lora else None,
+                "peft": {**LORA, "save_merged": False, **({} if lora_dropout is None else {"dropout": lora_dropout})}
+                if lora
+                else None,
             },
             "train": train,
         }
@@ -338,6 +341,8 @@ def run_setting(name: str, meta: dict[str, Any], args) -> RunResult:
         return run_dante(meta, args, compile=True, name=name)
     if name == "dante-lora":
         return run_dante(meta, args, lora=True, name=name)
+    if name == "dante-lora-d0":  # the same LoRA without dropout (student.peft.dropout's default)
+        return run_dante(meta, args, lora=True, lora_dropout=0.0, name=name)
     if name == "dante-v0":
         return run_dante(meta, args, chunked_ce=False, loop_adamw=True, mask_attention=True, name=name)
     if name.startswith("trl-"):

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -87,3 +89,9 @@ def test_prompts_throughput_bench_finds_the_planted_contaminants(tmp_path):
         str(tmp_path / "p.json"),
     )
     assert "same hits" in out and "1 M prompts, extrapolated" in out
+
+
+def test_cache_ray_bench_measures_the_pool_against_the_local_engine():
+    pytest.importorskip("ray")
+    out = _run("cache_ray.py", "--records", "300", "--batch", "16", "--repeats", "1", "--skip-real")
+    assert "Ray's overhead" in out and "records/s" in out
