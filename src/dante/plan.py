@@ -241,7 +241,7 @@ def _trainable_parameters(recipe: Recipe, total: int) -> tuple[int | None, int, 
         return total, total, None
     folder = _local_folder(recipe.student.model)
     if not (folder / "config.json").is_file():
-        return None, total, "LoRA: trainable parameters need a local student (config.json) to count"
+        return None, total, "LoRA: trainable parameters are counted from a local student's config.json (not here yet)"
     from dante.train.lora import count_parameters
 
     try:

@@ -292,7 +292,7 @@ class PeftConfig(Section):
         ge=0.0,
         lt=1.0,
         description="Dropout on the LoRA branch's input (peft's default 0; > 0 keeps a copy of every adapted "
-        "layer's input: +31% peak memory on SmolLM2-135M, BENCHMARKS.md section 10).",
+        "layer's input: +26% peak memory on SmolLM2-135M, BENCHMARKS.md section 10).",
     )
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear",
