@@ -248,9 +248,9 @@ def read_cache(path: CachePaths, *, strict: bool = False, allow_duplicates: bool
             f0, l0, k = seen[rec.id]
             if Path(f0).parent != Path(file).parent and records[k].model_dump() == rec.model_dump():
                 continue  # the same record in two folders: read once
-            where = "another folder's record differs" if Path(f0).parent != Path(file).parent else "within one cache"
+            other = Path(f0).parent != Path(file).parent
             raise DataError(
-                f"duplicate id {rec.id!r} (first at {f0}:{l0}; {where})",
+                f"duplicate id {rec.id!r} (first at {f0}:{l0})" + (", and the two records differ" if other else ""),
                 file=file,
                 line=lineno,
                 field="id",
