@@ -46,7 +46,7 @@ def test_flops_estimate_by_hand():
     assert est2["tokens"] == 10_000 and est2["flops"] == 6e6 * 10_000 and "note" in est2
 
 
-@pytest.mark.parametrize("name", ["ddp", "fsdp-8gpu", "deepspeed-zero2", "cpu-2proc"])
+@pytest.mark.parametrize("name", ["ddp", "fsdp-8gpu", "fsdp-2node-16gpu", "deepspeed-zero2", "cpu-2proc"])
 def test_accelerate_configs_parse(name):
     cfg = yaml.safe_load((ROOT / "configs" / "accelerate" / f"{name}.yaml").read_text())
     assert cfg["distributed_type"] in ("MULTI_GPU", "FSDP", "DEEPSPEED", "MULTI_CPU")
@@ -54,3 +54,20 @@ def test_accelerate_configs_parse(name):
 
     loaded = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))  # accelerate's own loader
     assert loaded.num_processes == cfg["num_processes"]
+
+
+def test_the_lora_recipes_load_and_the_lora_demo_is_the_demo_with_adapters():
+    """configs/lora-*.yaml validate; lora-demo differs from the demo only in the student's
+    adapters, its learning rate and its names, so it can train on the demo's cache."""
+    from dante.cache.manifest import cache_key
+
+    demo = load_recipe(ROOT / "configs" / "demo.yaml")
+    lora = load_recipe(ROOT / "configs" / "lora-demo.yaml")
+    big = load_recipe(ROOT / "configs" / "lora-smollm3-3b-1gpu.yaml")
+    assert lora.student.peft is not None and big.student.peft is not None and demo.student.peft is None
+    assert cache_key(lora) == cache_key(demo)
+    a, b = demo.model_dump(mode="json"), lora.model_dump(mode="json")
+    a["student"].pop("peft"), b["student"].pop("peft"), a["train"].pop("lr"), b["train"].pop("lr")
+    for key in ("name", "output_dir", "report", "source_file"):
+        a.pop(key, None), b.pop(key, None)
+    assert a == b
