@@ -109,6 +109,29 @@ def test_modules_to_save_trains_and_anchors_the_embedding_copy(tmp_path, student
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # still tied
 
 
+def test_an_adapter_on_an_untied_embedding_is_anchored_on_its_update(tmp_path, tiny_cache, capsys):
+    """target_modules with embed_tokens on an untied student: E = E0 + ΔE, TEA is ‖ΔE‖² (0 at
+    the start, where peft's B is 0, then > 0), the embedding's adapter is saved, and the merged
+    model is the adapter model."""
+    import tiny
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    untied = tiny.make_student_dir(tmp_path / "untied", tie=False)
+    peft = {"target_modules": ["q_proj", "v_proj", "embed_tokens"]}
+    out = train(load_recipe(data=lora_recipe(tmp_path, untied, tiny_cache, peft=peft))).output_dir
+    assert "the anchor is ‖ΔE‖² of its update" in capsys.readouterr().out
+    teas = [r["tea"] for r in _rows(out / "metrics.jsonl") if "tea" in r]
+    assert teas[0] == 0.0 and teas[-1] > 0.0
+    changed = _changed(_state(untied), _state(out / MERGED))
+    assert "model.embed_tokens.weight" in changed and "lm_head.weight" not in changed
+    ids = torch.randint(4, 300, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(untied), out).eval()(input_ids=ids).logits
+        b = AutoModelForCausalLM.from_pretrained(out / MERGED).eval()(input_ids=ids).logits
+    assert (a - b).abs().max() < 1e-4
+
+
 def test_lora_on_a_tied_embedding_is_refused(tmp_path, student_dir, tiny_cache):
     data = lora_recipe(tmp_path, student_dir, tiny_cache, peft={"target_modules": ["q_proj", "embed_tokens"]})
     with pytest.raises(DanteError, match="modules_to_save"):
