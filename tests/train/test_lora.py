@@ -113,9 +113,10 @@ def test_an_adapter_on_an_untied_embedding_is_anchored_on_its_update(tmp_path, t
     """target_modules with embed_tokens on an untied student: E = E0 + ΔE, TEA is ‖ΔE‖² (0 at
     the start, where peft's B is 0, then > 0), the embedding's adapter is saved, and the merged
     model is the adapter model."""
-    import tiny
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
+
+    import tiny
 
     untied = tiny.make_student_dir(tmp_path / "untied", tie=False)
     peft = {"target_modules": ["q_proj", "v_proj", "embed_tokens"]}
