@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent / "train"))
 
 from train_helpers import make_cache_lines, recipe_data, write_cache  # noqa: E402
 
-from dante.cache.records import cache_files, mixed_settings, read_cache, validate_cache  # noqa: E402
+from dante.cache.manifest import mixed_settings  # noqa: E402
+from dante.cache.records import cache_files, read_cache, validate_cache  # noqa: E402
 from dante.cache.stats import cache_stats  # noqa: E402
 from dante.cli import app  # noqa: E402
 from dante.config import load_recipe  # noqa: E402

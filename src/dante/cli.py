@@ -141,7 +141,8 @@ CachePathsArg = Annotated[
 @_friendly
 def cache_validate(path: CachePathsArg) -> None:
     """Check every line against the record schema; exit 1 if any line is bad."""
-    from dante.cache.records import mixed_settings, validate_cache
+    from dante.cache.manifest import mixed_settings
+    from dante.cache.records import validate_cache
 
     checked, problems = validate_cache(path)
     for line in mixed_settings(path):

@@ -54,6 +54,11 @@ def explicit_setting(recipe: dict[str, Any], stage: str) -> str | None:
     return (recipe.get(section) or {}).get(key)
 
 
+def is_pattern(path: str | Path | None) -> bool:
+    """A glob (``runs/node-*/cache``) rather than one path."""
+    return path is not None and any(ch in str(path) for ch in "*?[")
+
+
 def expand_folders(paths: str | Path | list | tuple) -> list[Path]:
     """``cache.dir`` as folders: one path, several, or globs (``runs/node-*/cache``), each glob
     expanded in sorted order; a glob that matches nothing is an error naming it."""
@@ -61,7 +66,7 @@ def expand_folders(paths: str | Path | list | tuple) -> list[Path]:
     out: list[Path] = []
     for item in items:
         text = str(item)
-        if any(ch in text for ch in "*?["):
+        if is_pattern(text):
             matches = [Path(m) for m in sorted(glob.glob(text))]
             if not matches:
                 raise DataError("no cache folder matches this pattern", file=text, field="cache.dir")

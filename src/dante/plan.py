@@ -227,9 +227,11 @@ def _frozen_bytes(recipe: Recipe) -> int:
     if peft is None:
         return 4
     from dante.train.engine import resolve_mixed_precision
+    from dante.train.lora import base_dtype
 
-    bf16 = resolve_mixed_precision(recipe.train.mixed_precision) == "bf16"
-    return 2 if peft.base_dtype == "bfloat16" or (peft.base_dtype == "auto" and bf16) else 4
+    mixed = resolve_mixed_precision(recipe.train.mixed_precision)
+    dtype = peft.base_dtype if peft.base_dtype != "auto" else base_dtype(peft, mixed)  # the trainer's rule for auto
+    return 2 if dtype == "bfloat16" else 4
 
 
 def _trainable_parameters(recipe: Recipe, total: int) -> tuple[int | None, int, str | None]:
@@ -268,6 +270,8 @@ def batch_layout(recipe: Recipe, nodes: int = 1, gpus_per_node: int = 1, mean_to
     process, in micro-batches of ``train.micro_batch_size``, the same count on every process."""
     import math
 
+    from dante.train.curriculum import micro_batches
+
     tr = recipe.train
     world = nodes * gpus_per_node
     if tr.batch_tokens is not None:
@@ -276,8 +280,7 @@ def batch_layout(recipe: Recipe, nodes: int = 1, gpus_per_node: int = 1, mean_to
     else:
         records = float(tr.batch_sequences)
         per_token = records * (mean_tokens or 0.0) / world
-    per_gpu_max = math.ceil(records / world)
-    micro = max(1, math.ceil(per_gpu_max / tr.micro_batch_size))
+    micro = len(micro_batches([], math.ceil(records), world, tr.micro_batch_size))  # the trainer's own count
     out = {
         "world_size": world,
         "nodes": nodes,

@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dante.cache.records import settings_diff
 from dante.cache.writer import disk_error
 from dante.config import DecontaminateConfig, DedupConfig, Recipe, recipe_hash, resolved_dict, stable_hash
 from dante.errors import DanteError, DataError
-from dante.layout import CACHE_MANIFEST
+from dante.layout import CACHE_MANIFEST, expand_folders
 from dante.teacher.base import sampling_settings
 
 FORMAT = "dante-cache/1"
@@ -73,6 +72,36 @@ def content_settings(recipe: Recipe) -> dict[str, Any]:
 def cache_key(recipe: Recipe) -> str:
     """Hash of ``content_settings``: a cache is resumed only under the same key."""
     return stable_hash(content_settings(recipe))
+
+
+def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``section.key: old -> new`` for every content setting that differs."""
+    keys = []
+    for sec in ("teacher", "prompts"):
+        a, b = old.get(sec, {}), new.get(sec, {})
+        keys += [f"{sec}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return keys
+
+
+def mixed_settings(folders: list[Path]) -> list[str]:
+    """Lines saying how cache folders' teacher/prompt settings differ ([] when they share one
+    key; folders without a readable dante manifest are left out)."""
+    manifests = []
+    for folder in expand_folders(folders):
+        try:
+            manifest = read_manifest(folder)
+        except DataError:  # not a dante manifest: nothing to compare
+            manifest = None
+        if manifest is not None and manifest.get("cache_key") is not None:
+            manifests.append((folder, manifest))
+    if len({m["cache_key"] for _, m in manifests}) <= 1:
+        return []
+    (first, m0), lines = manifests[0], []
+    for folder, m in manifests[1:]:
+        if m["cache_key"] != m0["cache_key"]:
+            diff = settings_diff(m0.get("settings") or {}, m.get("settings") or {})
+            lines.append(f"{folder} vs {first}: " + ("; ".join(diff[:4]) or "other settings"))
+    return lines
 
 
 def check_manifest(directory: Path, recipe: Recipe) -> dict[str, Any] | None:

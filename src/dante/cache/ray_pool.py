@@ -130,12 +130,11 @@ class RayTeacherPool(Teacher):
             ray.init(**kwargs)
             self._started_ray = True
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
-        self.resources = replica_resources(cfg, ray_cfg, gpus)
-        self._actor_cls = ray.remote(**self.resources)(_Replica)
+        self._actor_cls = ray.remote(**replica_resources(cfg, ray_cfg, gpus))(_Replica)
         self.handles: list[_Handle] = []
         try:
             self._start_replicas(ray_cfg.replicas)
-            self._await_ready(min(ray_cfg.min_replicas or ray_cfg.replicas, ray_cfg.replicas))
+            self._await_ready(ray_cfg.min_replicas or ray_cfg.replicas)  # min_replicas <= replicas (validated)
         except BaseException:
             self.close()
             raise
@@ -177,7 +176,6 @@ class RayTeacherPool(Teacher):
         try:
             handle.info = self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:
-            handle.alive = False
             self._replace(handle, f"replica {handle.index} failed to start: {_short(exc)}")
 
     def _replace(self, handle: _Handle, why: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dante.errors import DataError
-from dante.layout import CACHE_MANIFEST, expand_folders
+from dante.layout import CACHE_MANIFEST, expand_folders, is_pattern
 from dante.prompts import record_id
 
 CARD_FIELDS = ("prompt", "teacher_text", "output_entropy", "self_consistency", "difficulty_score")
@@ -136,7 +136,7 @@ def cache_files(path: CachePaths) -> list[Path]:
     """
     if not isinstance(path, str | Path):
         return [f for folder in expand_folders(path) for f in cache_files(folder)]
-    if any(ch in str(path) for ch in "*?["):
+    if is_pattern(path):
         return cache_files(expand_folders(path))
     path = Path(path)
     if path.is_file():
@@ -246,9 +246,9 @@ def read_cache(path: CachePaths, *, strict: bool = False, allow_duplicates: bool
         assert rec is not None and rec.id is not None
         if rec.id in seen and not allow_duplicates:
             f0, l0, k = seen[rec.id]
-            if Path(f0).parent != Path(file).parent and records[k].model_dump() == rec.model_dump():
-                continue  # the same record in two folders: read once
             other = Path(f0).parent != Path(file).parent
+            if other and records[k].model_dump() == rec.model_dump():
+                continue  # the same record in two folders: read once
             raise DataError(
                 f"duplicate id {rec.id!r} (first at {f0}:{l0})" + (", and the two records differ" if other else ""),
                 file=file,
@@ -259,51 +259,6 @@ def read_cache(path: CachePaths, *, strict: bool = False, allow_duplicates: bool
         seen[rec.id] = (file, lineno, len(records))
         records.append(rec)
     return records
-
-
-def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``section.key: old -> new`` for every content setting (a manifest's ``settings``) that differs."""
-    keys = []
-    for sec in ("teacher", "prompts"):
-        a, b = old.get(sec, {}), new.get(sec, {})
-        keys += [f"{sec}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return keys
-
-
-def folder_settings(paths: CachePaths) -> list[dict[str, Any]]:
-    """Each cache folder's manifest key and teacher (None for a folder without a dante manifest)."""
-    out = []
-    for folder in expand_folders(paths):
-        manifest = folder / CACHE_MANIFEST
-        data: dict[str, Any] = {}
-        if manifest.is_file():
-            try:
-                data = json.loads(manifest.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                data = {}
-        out.append(
-            {
-                "folder": str(folder),
-                "cache_key": data.get("cache_key"),
-                "teacher": (data.get("teacher") or {}).get("model"),
-                "settings": data.get("settings"),
-            }
-        )
-    return out
-
-
-def mixed_settings(paths: CachePaths) -> list[str]:
-    """Lines saying how the folders' teacher/prompt settings differ ([] when one key, or one folder)."""
-    folders = [f for f in folder_settings(paths) if f["cache_key"] is not None]
-    if len({f["cache_key"] for f in folders}) <= 1:
-        return []
-    first = folders[0]
-    lines = []
-    for other in folders[1:]:
-        if other["cache_key"] != first["cache_key"]:
-            diff = settings_diff(first["settings"] or {}, other["settings"] or {})
-            lines.append(f"{other['folder']} vs {first['folder']}: " + ("; ".join(diff[:4]) or "other settings"))
-    return lines
 
 
 def validate_cache(path: CachePaths) -> tuple[int, list[Problem]]:

@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from dante.cache.records import cache_files, read_cache
+from dante.cache.records import CacheRecord, cache_files, read_cache
 from dante.teacher.logprobs import payload_bytes
 
 
@@ -51,9 +51,10 @@ def _summary(values: list[float]) -> dict[str, Any] | None:
     }
 
 
-def cache_stats(path: str | Path) -> dict[str, Any]:
-    """Statistics of a cache folder (sealed shards) or one JSONL file."""
-    records = read_cache(path)
+def cache_stats(path: str | Path | list[Path], records: list[CacheRecord] | None = None) -> dict[str, Any]:
+    """Statistics of a cache folder (sealed shards), one JSONL file or several folders;
+    ``records``: the records of ``path`` when the caller has already read them."""
+    records = read_cache(path) if records is None else records
     n = len(records)
     entropies = [r.output_entropy for r in records if r.output_entropy is not None]
     consistency = [r.self_consistency for r in records if r.self_consistency is not None]

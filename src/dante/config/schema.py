@@ -601,7 +601,7 @@ class Recipe(Section):
     def cache_dir(self) -> Path:
         """The one cache folder (``dante cache`` writes it); an error when cache.dir names several."""
         paths = self.cache.dir if isinstance(self.cache.dir, list) else [self.cache.dir]
-        if len(paths) > 1 or any(ch in str(paths[0] or "") for ch in "*?["):
+        if len(paths) > 1 or layout.is_pattern(paths[0]):
             raise ConfigError(
                 "cache.dir names several folders; this step writes or reads one",
                 field="cache.dir",
@@ -612,7 +612,7 @@ class Recipe(Section):
     @property
     def cache_dirs(self) -> list[Path]:
         """The cache folders to read (training, stats, export): cache.dir's folders and globs expanded."""
-        if not isinstance(self.cache.dir, list) and not any(ch in str(self.cache.dir or "") for ch in "*?["):
+        if not isinstance(self.cache.dir, list) and not layout.is_pattern(self.cache.dir):
             return [self.cache_dir]
         return layout.expand_folders(self.cache.dir)
 

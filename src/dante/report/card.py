@@ -52,11 +52,6 @@ def model_index(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"name": name, "results": results}] if results else []
 
 
-def is_lora(data: RunData) -> bool:
-    """The student was trained with LoRA adapters (``student.peft``)."""
-    return bool(((data.student_manifest or {}).get("peft")) or (data.recipe.get("student") or {}).get("peft"))
-
-
 def front_matter(name: str, data: RunData, rows: list[dict[str, Any]], *, adapter: bool = False) -> dict[str, Any]:
     """The card's YAML header; ``adapter``: for the LoRA adapter folder (library peft, a lora tag)."""
     recipe = data.recipe

@@ -137,8 +137,9 @@ def load_cache(data: RunData) -> None:
         return
     folders = data.cache_dirs or [data.cache_dir]
     try:
-        data.cache_stats = cache_stats(folders if len(folders) > 1 else data.cache_dir)
-        data.entropies = [r.output_entropy for r in read_cache(folders) if r.output_entropy is not None]
+        records = read_cache(folders)  # read once for the statistics and the entropy plot
+        data.cache_stats = cache_stats(folders, records)
+        data.entropies = [r.output_entropy for r in records if r.output_entropy is not None]
     except DanteError as err:
         data.note("cache", f"cache not readable: {err.render()}")
     if data.cache_stats and not data.entropies:
@@ -154,7 +155,7 @@ def load_prompt_set(data: RunData) -> None:
 def _cache_folders(run_dir: Path, recipe: dict[str, Any]) -> list[Path]:
     """cache.dir of the run as folders: one, several, or globs (expanded; none matching: the pattern)."""
     setting = layout.explicit_setting(recipe, "cache")
-    if not isinstance(setting, list) and not any(ch in str(setting or "") for ch in "*?["):
+    if not isinstance(setting, list) and not layout.is_pattern(setting):
         return [_stage_dir(run_dir, recipe, "cache")]
     try:
         return layout.expand_folders(setting)

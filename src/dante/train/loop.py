@@ -275,9 +275,9 @@ def load_data(recipe: Recipe, accelerator) -> tuple[Any, Any, list[Example], lis
 def check_mixed_caches(folders: list[Path], allowed: bool, accelerator) -> None:
     """Several cache folders written with different teacher/prompt settings: refused (one
     student, one teacher), unless train.allow_mixed_caches; either way the differences are said."""
-    from dante.cache.records import mixed_settings
+    from dante.cache.manifest import mixed_settings
 
-    lines = mixed_settings(folders) if len(folders) > 1 else []
+    lines = mixed_settings(folders)
     if not lines:
         return
     if not allowed:
@@ -467,10 +467,11 @@ def student_manifest(run: Run, last: dict[str, Any], wall: float) -> dict[str, A
     recipe, state = run.recipe, run.state
     info = device_info(run.accelerator)
     trainable, total = run.parameters
+    folders = [str(p) for p in recipe.cache_dirs]
     return {
         "name": recipe.name,
         "student": recipe.student.model,
-        "cache_dir": [str(p) for p in recipe.cache_dirs] if len(recipe.cache_dirs) > 1 else str(recipe.cache_dirs[0]),
+        "cache_dir": folders if len(folders) > 1 else folders[0],
         "seed": recipe.train.seed,
         "steps": state["step"],
         "tokens_seen": state["tokens"],

@@ -60,7 +60,7 @@ def base_dtype(cfg: PeftConfig, mixed_precision: str) -> str:
     return cfg.base_dtype
 
 
-def apply_lora(model: torch.nn.Module, cfg: PeftConfig, *, where: str = "student.peft") -> torch.nn.Module:
+def apply_lora(model: torch.nn.Module, cfg: PeftConfig) -> torch.nn.Module:
     """The student with LoRA adapters (a ``peft.PeftModel``); only adapters and
     ``modules_to_save`` require grad. A name that matches no module is an error naming the field."""
     from peft import get_peft_model
@@ -73,7 +73,7 @@ def apply_lora(model: torch.nn.Module, cfg: PeftConfig, *, where: str = "student
     except ValueError as exc:
         raise DanteError(
             f"peft cannot put LoRA on this student: {exc}",
-            field=f"{where}.target_modules",
+            field="student.peft.target_modules",
             hint="name modules the student has (e.g. q_proj, v_proj) or use 'all-linear'",
         ) from None
     for p in wrapped.parameters():  # trainable copies of a bf16 base (modules_to_save) train in fp32
@@ -85,7 +85,7 @@ def apply_lora(model: torch.nn.Module, cfg: PeftConfig, *, where: str = "student
         raise DanteError(
             "a LoRA adapter on the input embedding of a student with tied embeddings cannot be merged "
             "(the head shares the matrix but not the update)",
-            field=f"{where}.target_modules",
+            field="student.peft.target_modules",
             hint="train the embedding in full instead: student.peft.modules_to_save=[embed_tokens]",
         )
     return wrapped
@@ -125,9 +125,10 @@ def active_module(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameters, each shared tensor counted once."""
+    """(trainable, total) parameters, each shared tensor counted once (``parameters()`` skips
+    the second name of a tied weight)."""
     trainable = total = 0
-    for p in {id(p): p for p in model.parameters()}.values():
+    for p in model.parameters():
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
     return trainable, total
@@ -135,21 +136,14 @@ def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
 
 class LoraDeltaAnchor(TeaAnchor):
     """TEA for an embedding with a LoRA adapter: ‖ΔE‖²_F, ΔE = peft's ``get_delta_weight``, the
-    whole drift of E from E₀ (the frozen base weight). Same arm/take protocol as TeaAnchor."""
+    whole drift of E from E₀ (the frozen base weight); no snapshot needed."""
 
     def __init__(self) -> None:
-        torch.nn.Module.__init__(self)
-        self.armed, self.value = False, None
+        super().__init__(None)
 
-    def attach_to(self, module: torch.nn.Module) -> LoraDeltaAnchor:
-        module.register_forward_hook(self._hook)
-        return self
-
-    def _hook(self, module, args, output) -> None:
-        if self.armed:
-            delta = sum(module.get_delta_weight(a) for a in module.active_adapters)
-            self.value = delta.float().pow(2).sum()
-            self.armed = False
+    def penalty(self, module: torch.nn.Module) -> torch.Tensor:
+        delta = sum(module.get_delta_weight(a) for a in module.active_adapters)
+        return delta.float().pow(2).sum()
 
 
 def tea_anchor(model: torch.nn.Module, print_fn=print) -> TeaAnchor | None:
@@ -159,7 +153,7 @@ def tea_anchor(model: torch.nn.Module, print_fn=print) -> TeaAnchor | None:
     embedding = model.get_input_embeddings()
     if isinstance(embedding, LoraEmbedding):
         print_fn("TEA: the input embedding has a LoRA adapter; the anchor is ‖ΔE‖² of its update")
-        return LoraDeltaAnchor().attach_to(embedding)
+        return LoraDeltaAnchor().attach(model, embedding)
     trained = active_module(embedding)
     if not trained.weight.requires_grad:
         print_fn(
@@ -168,9 +162,7 @@ def tea_anchor(model: torch.nn.Module, print_fn=print) -> TeaAnchor | None:
         )
         return None
     print_fn("TEA: anchoring the trained copy of the input embedding (student.peft.modules_to_save)")
-    anchor = TeaAnchor(trained.weight)
-    trained.register_forward_hook(anchor._hook)
-    return anchor
+    return TeaAnchor(trained.weight).attach(model, trained)
 
 
 # -- checkpoints: only what trains ---------------------------------------------------------------

@@ -241,22 +241,29 @@ class TeaAnchor(torch.nn.Module):
     rank keeps a full copy of E₀ (V×H values): the price of an exact anchor.
     """
 
-    def __init__(self, embedding_weight: torch.Tensor) -> None:
+    def __init__(self, embedding_weight: torch.Tensor | None) -> None:
         super().__init__()
-        self.register_buffer("snapshot", embedding_weight.detach().clone(), persistent=False)
+        if embedding_weight is not None:  # None: a subclass measures the drift without a snapshot
+            self.register_buffer("snapshot", embedding_weight.detach().clone(), persistent=False)
         self.armed = False
         self.value: torch.Tensor | None = None
 
-    def attach(self, model: torch.nn.Module) -> TeaAnchor:
-        model.get_input_embeddings().register_forward_hook(self._hook)
+    def attach(self, model: torch.nn.Module, module: torch.nn.Module | None = None) -> TeaAnchor:
+        """Hook the model's input embedding, or ``module`` (the embedding module that actually
+        runs, e.g. the trained copy inside a LoRA student)."""
+        (module or model.get_input_embeddings()).register_forward_hook(self._hook)
         return self
+
+    def penalty(self, module: torch.nn.Module) -> torch.Tensor:
+        """‖E − E₀‖²_F of the weight ``module`` is using in this forward pass."""
+        weight = module.weight
+        if self.snapshot.device != weight.device:
+            self.snapshot = self.snapshot.to(weight.device)
+        return tea_penalty(weight, self.snapshot)
 
     def _hook(self, module: torch.nn.Module, args, output) -> None:
         if self.armed:
-            weight = module.weight
-            if self.snapshot.device != weight.device:
-                self.snapshot = self.snapshot.to(weight.device)
-            self.value = tea_penalty(weight, self.snapshot)
+            self.value = self.penalty(module)
             self.armed = False
 
     def arm(self) -> None:
