@@ -133,7 +133,8 @@ def add_payloads(rows: list[dict[str, Any]], tokenizer_dir: Path | str, seed: in
 
     from transformers import AutoTokenizer
 
-    from dante.teacher.logprobs import TokenBytes, TokenLogprobs, encode
+    from dante.cache.payload import encode
+    from dante.tokens import TokenBytes, TokenLogprobs
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     tb, rng = TokenBytes(tok), random.Random(seed)

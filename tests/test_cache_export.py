@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent / "train"))
 
+from dante.cache.payload import decode, encode
 from dante.cache.records import read_cache, validate_cache
 from dante.cli import app
-from dante.teacher.logprobs import TokenLogprobs, decode, encode
+from dante.tokens import TokenLogprobs
 
 
 def _cache(tmp_path: Path) -> Path:

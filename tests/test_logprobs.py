@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dante.teacher.logprobs import TokenLogprobs, decode, encode, payload_bytes, problems
+from dante.cache.payload import decode, encode, payload_bytes, problems
+from dante.tokens import TokenLogprobs
 
 token = st.binary(min_size=0, max_size=6)
 logprob = st.floats(min_value=-30, max_value=0, allow_nan=False)

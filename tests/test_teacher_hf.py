@@ -130,10 +130,10 @@ def test_stored_payload_equals_generates_own_logprobs(teacher):
 def test_dante_cache_with_store_logprobs_20_writes_payloads_validate_accepts(tmp_path, teacher_dir):
     import json
 
+    from dante.cache.payload import decode
     from dante.cache.records import read_cache, validate_cache
     from dante.cache.run import run_cache
     from dante.config import load_recipe
-    from dante.teacher.logprobs import decode
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Question {i}: what is {i} + {i}?"}) + "\n" for i in range(6)))

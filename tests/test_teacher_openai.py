@@ -155,8 +155,8 @@ def test_missing_base_url_is_a_config_error(monkeypatch):
 
 @pytest.mark.parametrize("api", ["chat", "completions"])
 def test_stored_payload_from_a_server_validates(tmp_path, teacher_server, monkeypatch, api):
+    from dante.cache.payload import decode
     from dante.cache.records import validate_cache
-    from dante.teacher.logprobs import decode
 
     monkeypatch.setenv("DANTE_TEST_KEY", KEY)
     srv = teacher_server(lambda *a: "ok")

@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from dante import offline
+from dante.cache.payload import decode
 from dante.cache.records import read_cache, validate_cache
 from dante.cache.run import run_cache
 from dante.config import load_recipe
 from dante.errors import DanteError
-from dante.teacher.logprobs import decode
 
 TEACHER, STUDENT = "qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct"
 SETTINGS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}

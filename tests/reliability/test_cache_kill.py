@@ -12,10 +12,10 @@ from pathlib import Path
 import yaml
 from rel_support import durable_lines
 
+from dante.cache.payload import decode
 from dante.cache.records import read_cache, validate_cache
 from dante.config import PromptsConfig
 from dante.prompts import load_prompts
-from dante.teacher.logprobs import decode
 
 N = 30
 

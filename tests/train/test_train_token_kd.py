@@ -125,7 +125,8 @@ def _payload_rows(teacher_dir, rows, k=4):
     teacher tokenizer's tokens, the generated token at p = .8 and k − 1 alternatives after it."""
     from transformers import AutoTokenizer
 
-    from dante.teacher.logprobs import TokenBytes, TokenLogprobs, encode
+    from dante.cache.payload import encode
+    from dante.tokens import TokenBytes, TokenLogprobs
 
     tok = AutoTokenizer.from_pretrained(teacher_dir)
     tb = TokenBytes(tok)

@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dante.cache.payload import decode_arrays
+from dante.cache.payload import problems as payload_problems
 from dante.errors import DataError
 from dante.layout import CACHE_MANIFEST, expand_folders, is_pattern
 from dante.prompts import record_id
@@ -51,15 +53,13 @@ class CacheRecord(BaseModel):
     token_logprobs: dict[str, Any] | None = Field(
         None,
         description="Per generated token: bytes, logprob and top-K alternatives (teacher.store_logprobs; "
-        "dante.teacher.logprobs).",
+        "dante.cache.payload).",
     )
 
     @field_validator("token_logprobs")
     @classmethod
     def _payload(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None:
-            from dante.teacher.logprobs import decode_arrays
-
             decode_arrays(v)  # ValueError names what is malformed
         return v
 
@@ -268,8 +268,6 @@ def validate_cache(path: CachePaths) -> tuple[int, list[Problem]]:
     checked = 0
     problems: list[Problem] = []
     seen: dict[str, tuple[str, int, str]] = {}  # id -> (file, line, digest of the record)
-    from dante.teacher.logprobs import problems as payload_problems
-
     for file, lineno, rec, line_problems in iter_cache(path, strict=True):
         checked += 1
         problems += line_problems

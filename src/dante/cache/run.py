@@ -18,6 +18,7 @@ from rich.table import Table
 
 from dante.cache.manifest import check_manifest, new_manifest
 from dante.cache.metadata import difficulty_score, self_consistency
+from dante.cache.payload import encode
 from dante.cache.records import CacheRecord
 from dante.cache.writer import CacheWriter, disk_error
 from dante.config import Recipe, TeacherConfig, save_resolved
@@ -27,7 +28,6 @@ from dante.progress import stage_progress
 from dante.prompts import Prompt, prompt_set
 from dante.teacher import Completion, Teacher, make_teacher
 from dante.teacher.base import Generation, sampling_settings
-from dante.teacher.logprobs import encode
 
 
 @dataclass

@@ -14,8 +14,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from dante.cache.payload import payload_bytes
 from dante.cache.records import CacheRecord, cache_files, read_cache
-from dante.teacher.logprobs import payload_bytes
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dante.cache.payload import decode, encode
+from dante.tokens import TokenLogprobs
+
 COLUMNS = (
     "id",
     "prompt",
@@ -65,8 +68,6 @@ def schema():
 
 def to_row(rec: Any) -> dict[str, Any]:
     """One record as a Parquet row (``COLUMNS``)."""
-    from dante.teacher.logprobs import decode
-
     row = {k: getattr(rec, k) for k in COLUMNS}
     row["sampling"] = json.dumps(rec.sampling, sort_keys=True) if rec.sampling is not None else None
     if rec.token_logprobs is not None:
@@ -82,8 +83,6 @@ def to_row(rec: Any) -> dict[str, Any]:
 
 def from_row(row: dict[str, Any]) -> dict[str, Any]:
     """A Parquet row (an export, or any table with the record's columns) as a record's JSON object."""
-    from dante.teacher.logprobs import TokenLogprobs, encode
-
     obj = dict(row)
     if isinstance(obj.get("sampling"), str):
         obj["sampling"] = json.loads(obj["sampling"])

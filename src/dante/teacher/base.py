@@ -15,7 +15,7 @@ from typing import Any
 from dante.config import TeacherConfig
 from dante.prompts import Prompt
 from dante.teacher.entropy import output_entropy
-from dante.teacher.logprobs import TokenLogprobs
+from dante.tokens import TokenLogprobs
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dante.config import TeacherConfig
 from dante.prompts import Prompt, render_prompt
 from dante.teacher.base import Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy_from_logits, topk_entropy_from_top
-from dante.teacher.logprobs import TokenBytes, from_ids
+from dante.tokens import TokenBytes, from_ids
 
 
 class StepEntropy:

@@ -26,7 +26,7 @@ from dante.errors import DanteError
 from dante.prompts import Prompt, render_prompt
 from dante.teacher.base import Completion, Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy
-from dante.teacher.logprobs import TokenLogprobs
+from dante.tokens import TokenLogprobs
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 425, 429}  # plus every 5xx

@@ -14,7 +14,7 @@ from dante.errors import DanteError
 from dante.prompts import Prompt, render_prompt
 from dante.teacher.base import Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy
-from dante.teacher.logprobs import TokenBytes, TokenLogprobs, from_ids
+from dante.tokens import TokenBytes, TokenLogprobs, from_ids
 
 
 def _topk_values(position: dict[Any, Any], k: int) -> list[float]:

@@ -2,7 +2,7 @@
 same completion text cut two ways, mapped onto the chunks where both tokenizations have a
 boundary. Pure functions; the loss uses the chunks that are one token on both sides.
 
-    teacher: the bytes of each generated token (``dante.teacher.logprobs``), which join to the
+    teacher: the bytes of each generated token (``dante.tokens.TokenLogprobs``), which join to the
              completion's UTF-8 (a multi-byte character may be split across tokens)
     student: the character span (start, end) of each token of the same text, from the student's
              fast tokenizer (``return_offsets_mapping``), relative to the text

@@ -1,5 +1,5 @@
 """Token-level distillation targets (stage 3, ``train.loss.token_kd``): from a record's cached
-teacher payload (``dante.teacher.logprobs``) and the student's tokenization of the same
+teacher payload (``dante.cache.payload``) and the student's tokenization of the same
 completion, the teacher's top-K distribution at every student position that is one token on
 both sides (``dante.train.align``), in student token ids.
 
@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from dante.teacher.logprobs import TokenBytes, decode
+from dante.cache.payload import decode
+from dante.tokens import TokenBytes
 from dante.train.align import align
 
 

@@ -1,7 +1,6 @@
-"""The teacher's per-token logprobs kept in the cache (``teacher.store_logprobs: K``): for every
-generated token of the main completion, its bytes and logprob and the top-K alternatives with
-theirs. Token-level distillation (``train.loss.token_kd``) reads them; only K numbers per token
-cross from teacher to student, never a vocabulary-sized row.
+"""The cache record's token-logprob payload (stage 2, ``CacheRecord.token_logprobs``): its on-disk
+form, encoded, decoded and checked in one place, read by the cache (validate, stats, export) and
+by the trainer (token-level distillation); the teacher only produces the ``TokenLogprobs``.
 
 On disk (``encode``/``decode``) a payload is one JSON object per record, compact and exact:
 
@@ -20,37 +19,18 @@ BENCHMARKS.md.
 from __future__ import annotations
 
 import base64
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import json
 from typing import Any
+
+import numpy as np
+
+from dante.tokens import TokenLogprobs
 
 FORMAT = "dante-logprobs/1"
 
 
-@dataclass
-class TokenLogprobs:
-    """Per generated token: its bytes and logprob, and the top-K (bytes, logprob) alternatives."""
-
-    tokens: list[bytes]
-    logprobs: list[float]
-    top: list[list[tuple[bytes, float]]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    @property
-    def k(self) -> int:
-        return max((len(t) for t in self.top), default=0)
-
-    def text_bytes(self) -> bytes:
-        return b"".join(self.tokens)
-
-
 def encode(payload: TokenLogprobs, k: int | None = None) -> dict[str, Any]:
     """The compact JSON form of a payload (see the module docstring)."""
-    import numpy as np
-
     k = payload.k if k is None else k
     n = len(payload.tokens)
     index: dict[bytes, int] = {}
@@ -86,8 +66,6 @@ def encode(payload: TokenLogprobs, k: int | None = None) -> dict[str, Any]:
 def decode_arrays(data: dict[str, Any]):
     """(vocab bytes list, ids [T, K+1], logprobs [T, K+1] float32, pad id) of an encoded
     payload; ValueError when it is not one."""
-    import numpy as np
-
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"not a {FORMAT} payload")
     try:
@@ -126,8 +104,6 @@ def problems(data: dict[str, Any], teacher_text: str, completion_tokens: int | N
     """(field, message) for everything wrong with a record's payload: as many entries as
     completion tokens, logprobs ≤ 0 and finite, tokens that join to ``teacher_text`` (or decode
     to it with U+FFFD for invalid UTF-8)."""
-    import numpy as np
-
     try:
         vocab, ids, lps, pad = decode_arrays(data)
     except ValueError as exc:
@@ -154,74 +130,4 @@ def payload_bytes(data: dict[str, Any] | None) -> int:
     """Bytes the payload takes in its JSONL line (its on-disk size)."""
     if not data:
         return 0
-    import json
-
     return len(json.dumps(data, separators=(",", ":")))
-
-
-# -- token bytes from a transformers tokenizer ---------------------------------------------
-
-
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet inverted: the printable character standing for each byte."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
-
-
-class TokenBytes:
-    """The exact bytes of each token id of a transformers tokenizer (special tokens: b"").
-
-    Byte-level BPE vocabularies (GPT-2, Qwen, SmolLM, Llama 3) map each byte to a printable
-    character; SentencePiece ones write a space as ▁ and unknown bytes as <0xNN>. Anything else
-    falls back to decoding the id alone."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.special = set(getattr(tokenizer, "all_special_ids", []) or [])
-        vocab = tokenizer.get_vocab()
-        decoder = _byte_decoder()
-        sample = [t for t in list(vocab)[:2000] if t]
-        self.byte_level = bool(sample) and sum(all(ch in decoder for ch in t) for t in sample) > 0.95 * len(sample)
-        self.decoder = decoder
-        self.cache: dict[int, bytes] = {}
-
-    def __call__(self, token_id: int) -> bytes:
-        got = self.cache.get(token_id)
-        if got is None:
-            got = self.cache[token_id] = self._bytes(token_id)
-        return got
-
-    def _bytes(self, token_id: int) -> bytes:
-        if token_id in self.special:
-            return b""
-        piece = self.tokenizer.convert_ids_to_tokens(token_id)
-        if piece is None:
-            return b""
-        if self.byte_level and all(ch in self.decoder for ch in piece):
-            return bytes(self.decoder[ch] for ch in piece)
-        if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
-            return bytes([int(piece[3:5], 16)])
-        if "▁" in piece:
-            return piece.replace("▁", " ").encode("utf-8")
-        return self.tokenizer.decode([token_id]).encode("utf-8")
-
-
-def from_ids(
-    token_bytes: TokenBytes, chosen: Sequence[int], chosen_lps: Sequence[float], top_ids, top_lps
-) -> TokenLogprobs:
-    """A payload from token ids (hf and vLLM engines): ``top_ids``/``top_lps`` are [T][≤K]."""
-    return TokenLogprobs(
-        tokens=[token_bytes(int(t)) for t in chosen],
-        logprobs=[float(x) if math.isfinite(float(x)) else -1e4 for x in chosen_lps],
-        top=[
-            [(token_bytes(int(i)), float(lp)) for i, lp in zip(ids, lps, strict=True) if math.isfinite(float(lp))]
-            for ids, lps in zip(top_ids, top_lps, strict=True)
-        ],
-    )
