@@ -28,6 +28,7 @@ from dante.errors import DanteError, DataError
 from dante.io import atomic_write_bytes, atomic_write_json
 from dante.layout import PROMPT_SET, PROMPTS_MANIFEST
 from dante.progress import stage_progress
+from dante.prompts.dedup import exact_duplicates, near_duplicates, repeats
 from dante.prompts.sources import Prompt, load_prompts, source_label
 
 FORMAT = "dante-prompts/1"
@@ -108,26 +109,24 @@ def build_prompt_set(recipe: Recipe, *, write: bool = True, console: Console | N
     t0 = time.perf_counter()
     pool: list[Prompt] = []
     origin: list[int] = []
-    dedup_on = cfg.dedup.exact or cfg.dedup.near
-    for i, src in enumerate(sources):
-        got = load_prompts(src, _base_dir(recipe), duplicates="keep" if dedup_on else "error")
+    for i, src in enumerate(sources):  # a repeated identical row is read, then removed below
+        got = load_prompts(src, _base_dir(recipe), duplicates="keep")
         pool += got
         origin += [i] * len(got)
     texts = [prompt_text(p) for p in pool]
     seconds["read"] = time.perf_counter() - t0
     removed: dict[int, dict[str, Any]] = {}
 
+    t0 = time.perf_counter()
+    # identical prompts (one id) are exact duplicates with or without dedup.exact, which also
+    # catches those that differ only in case, spaces or Unicode form
+    identical = repeats([(p.id, p.prompt, p.system, json.dumps(p.messages, sort_keys=True)) for p in pool])
+    for d in identical + (exact_duplicates(texts) if cfg.dedup.exact else []):
+        removed.setdefault(d.index, {"step": "exact_dedup", "duplicate_of": pool[d.of].id})
     if cfg.dedup.exact:
-        from dante.prompts.dedup import exact_duplicates
-
-        t0 = time.perf_counter()
-        for d in exact_duplicates(texts):
-            removed[d.index] = {"step": "exact_dedup", "duplicate_of": pool[d.of].id}
         seconds["exact_dedup"] = time.perf_counter() - t0
 
     if cfg.dedup.near:
-        from dante.prompts.dedup import near_duplicates
-
         t0 = time.perf_counter()
         with stage_progress("near duplicates", console=console) as bar:
             task = bar.add_task("", total=len(pool) - len(removed), info="MinHash LSH")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 # Words, plus arithmetic operators as words of their own: "57 + 8" and "57 - 8" are different
@@ -71,15 +71,20 @@ class Duplicate:
     similarity: float = 1.0
 
 
-def exact_duplicates(texts: Sequence[str]) -> list[Duplicate]:
-    """Every text whose ``normalise``d form appeared earlier, with the index of the first one."""
-    first: dict[str, int] = {}
+def repeats(keys: Sequence[Hashable]) -> list[Duplicate]:
+    """Every key that appeared earlier, with the index of the first one."""
+    first: dict[Hashable, int] = {}
     found = []
-    for i, text in enumerate(texts):
-        j = first.setdefault(normalise(text), i)
+    for i, key in enumerate(keys):
+        j = first.setdefault(key, i)
         if j != i:
             found.append(Duplicate(i, j, "exact"))
     return found
+
+
+def exact_duplicates(texts: Sequence[str]) -> list[Duplicate]:
+    """Every text whose ``normalise``d form appeared earlier, with the index of the first one."""
+    return repeats([normalise(text) for text in texts])
 
 
 def near_duplicates(

@@ -372,6 +372,11 @@ def _procedural_rows(cfg: SourceFields) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"{cfg.source}/{cfg.split}#{item.index}", {"prompt": item.question}
 
 
+def same_prompt(a: Prompt, b: Prompt) -> bool:
+    """The same prompt in two rows: text, system prompt and messages alike."""
+    return (a.prompt, a.system, a.messages) == (b.prompt, b.system, b.messages)
+
+
 def source_label(cfg: SourceFields) -> str:
     """The ``source`` part of every record id: the configured source (plus subset/split for datasets)."""
     if is_procedural(cfg):
@@ -385,27 +390,32 @@ def load_prompts(cfg: SourceFields, base_dir: str | Path | None = None, *, dupli
     """Read, map and check prompts; keep the declared ``rows`` range, then the first ``limit``.
 
     Relative sources are looked up in the working folder, then in ``base_dir`` (the recipe's
-    folder). Ids are ``record_id(prompt, source, system)`` unless ``id_field`` is set;
-    duplicate ids are an error naming both rows, or (``duplicates="keep"``, for a set that is
-    de-duplicated next) kept for ``dante.prompts.dedup`` to remove.
+    folder). Ids are ``record_id(prompt, source, system)`` unless ``id_field`` is set. A repeated
+    id is an error naming both rows; with ``duplicates="keep"`` (a curated set, whose exact-dedup
+    step removes and counts them) a repeated *identical* prompt is kept, and only an id repeated
+    with other content stays an error.
     """
     start, stop = _row_range(cfg.rows)
     source = source_label(cfg)
     prompts: list[Prompt] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, Prompt]] = {}
     for index, (location, row) in enumerate(_iter_rows(cfg, base_dir)):
         if index < start:
             continue
         if (stop is not None and index >= stop) or (cfg.limit is not None and len(prompts) >= cfg.limit):
             break
         p = _row_to_prompt(cfg, source, index, location, row)
-        if p.id in seen and duplicates == "error":
+        first = seen.get(p.id)
+        if first is not None and (duplicates == "error" or not same_prompt(first[1], p)):
             raise _error(
                 location,
                 cfg.id_field or "id",
-                f"duplicate prompt id {p.id!r} (first at {seen[p.id]})",
-                hint="remove the repeated row, or set prompts.id_field",
+                f"duplicate prompt id {p.id!r} (first at {first[0]})"
+                + ("" if same_prompt(first[1], p) else " with a different prompt"),
+                hint="remove the repeated row, or turn on prompts.dedup.exact to drop and count repeated prompts"
+                if same_prompt(first[1], p)
+                else "ids must be unique: fix the id column, or unset prompts.id_field to use a hash of the prompt",
             )
-        seen.setdefault(p.id, location)
+        seen.setdefault(p.id, (location, p))
         prompts.append(p)
     return prompts
