@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from dante.train.lora import active_module
+from dante.train.losses import LossParts, sparse_kl_terms
 
 
 def ce_chunk_tokens(vocab_size: int, device: torch.device) -> int:
@@ -30,7 +31,7 @@ def _addmm_fp32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 class _ChunkedWeightedCE(torch.autograd.Function):
-    """Σ u_t·CE_t (+ Σ v_t·KL_t) of ``hidden @ weight.T`` without building the (N × V) logits.
+    """Σ u_t·CE_t (+ κ·Σ v_t·KL_t) of ``hidden @ weight.T`` without building the (N × V) logits.
 
     Forward walks the tokens in chunks: logits tile z = h·Wᵀ, CE = logsumexp(z) − z[y]; the
     gradient of Σ u·CE w.r.t. the tile, u·(softmax(z) − onehot(y)), is formed in place and
@@ -39,7 +40,7 @@ class _ChunkedWeightedCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, weights, chunk_tokens, compute_dtype, want_grad, kd=None):
+    def forward(ctx, hidden, weight, targets, weights, chunk_tokens, compute_dtype, want_grad, kd=None, kd_scale=1.0):
         n_tok, vocab = hidden.shape[0], weight.shape[0]
         kdsum = torch.zeros((), dtype=torch.float64, device=hidden.device)
         grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if want_grad else None
@@ -66,7 +67,7 @@ class _ChunkedWeightedCE(torch.autograd.Function):
             scale, extra = u, None
             if kd is not None:  # the sparse top-K KL of losses.sparse_kd_sum, value and gradient in the same tile
                 value, scale, extra = _kd_tile(
-                    z_kd, z_max, sum_exp, kd[0][start:stop], kd[1][start:stop], kd[2][start:stop], u
+                    z_kd, z_max, sum_exp, kd[0][start:stop], kd[1][start:stop], kd[2][start:stop], u, kd_scale
                 )
                 kdsum += value
             if want_grad:
@@ -82,60 +83,56 @@ class _ChunkedWeightedCE(torch.autograd.Function):
                     _addmm_fp32(grad_weight, g.t(), h)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.dtypes = (hidden.dtype, weight.dtype)
-        total, cesum, kdsum = (wsum + kdsum).float(), cesum.float(), kdsum.float()
-        ctx.mark_non_differentiable(cesum, kdsum)
-        return total, cesum, kdsum
+        total = (wsum + kd_scale * kdsum).float()
+        cesum, kdsum, wsum = cesum.float(), kdsum.float(), wsum.float()
+        ctx.mark_non_differentiable(cesum, kdsum, wsum)
+        return total, cesum, kdsum, wsum
 
     @staticmethod
-    def backward(ctx, grad_wsum, _grad_cesum, _grad_kdsum):
+    def backward(ctx, grad_wsum, _grad_cesum, _grad_kdsum, _grad_weighted):
         grad_hidden, grad_weight = ctx.saved_tensors
         if grad_wsum is None or grad_hidden is None:
-            return None, None, None, None, None, None, None, None
+            return (None,) * 10
         g = grad_wsum.float()  # scaled in place: no second (V × H) allocation
         return (
             grad_hidden.mul_(g).to(ctx.dtypes[0]),
             None if grad_weight is None else grad_weight.mul_(g).to(ctx.dtypes[1]),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
+            *(None,) * 8,
         )
 
 
-def _kd_tile(z_kd, z_max, sum_exp, ids, probs, v, u):
-    """Σ v·KL_t of one tile and the coefficients of its gradient (see ``losses.sparse_kd_sum``):
-    dKL_t/dz_i = (Q − ρ·P)·p_i − Σ_k q_k·1[i = J_k] + ρ·Σ_k p_k·1[i = J_k], ρ = r_T / r_S
-    (ρ = 0 where r_S is clamped at its floor). Returns the value, the per-row factor of p
-    (u + v·(Q − ρ·P)) and the values added at the mapped ids (v·(ρ·p_k − q_k))."""
-    from dante.train.losses import sparse_kl_terms
-
+def _kd_tile(z_kd, z_max, sum_exp, ids, probs, v, u, kd_scale=1.0):
+    """Σ v·KL_t of one tile and the coefficients of the gradient of κ·Σ v·KL_t (see
+    ``losses.sparse_kd_sum``): dKL_t/dz_i = (Q − ρ·P)·p_i − Σ_k q_k·1[i = J_k] + ρ·Σ_k p_k·1[i = J_k],
+    ρ = r_T / r_S (ρ = 0 where r_S is clamped at its floor). Returns the value (unscaled), the
+    per-row factor of p (u + κv·(Q − ρ·P)) and the values added at the mapped ids (κv·(ρ·p_k − q_k))."""
     t = sparse_kl_terms(z_kd - z_max[:, None] - sum_exp.log()[:, None], ids, probs)
     big_q, big_p = t.q.sum(1), t.p.sum(1)
     rho = torch.where(t.clamped, torch.zeros_like(t.r_t), t.r_t / t.r_s)
     value = (v * t.kl).sum()
+    v = v * kd_scale if kd_scale != 1.0 else v
     scale = u + v * (big_q - rho * big_p)
     extra = torch.where(ids >= 0, v[:, None] * (rho[:, None] * t.p - t.q), torch.zeros_like(t.q))
     return value, scale, extra
 
 
-def chunked_weighted_ce_sum(
+def chunked_loss_parts(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
     weights: torch.Tensor,
     chunk_tokens: int | None = None,
     kd: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    kd_scale: float = 1.0,
+) -> LossParts:
     """``weighted_ce_sum(hidden @ weight.T, targets, weights)`` computed chunk by chunk over the
     tokens, never holding the (tokens × V) logits: the memory lever for large vocabularies.
 
     hidden: (..., H) inputs of the lm_head (bias-free), weight: (V, H). Only positions with a
     target are computed. The softmax and CE run in float32; the matmuls in the autocast dtype
     when autocast is on. Value and gradients equal the plain computation up to float rounding.
-    ``kd`` = (ids, probs, v) of shapes (..., K), (..., K), (...) adds ``sparse_kd_sum`` in the
-    same tiles. Returns (Σ u·CE + Σ v·KL, Σ CE, Σ v·KL); only the first carries gradients.
+    ``kd`` = (ids, probs, v) of shapes (..., K), (..., K), (...) adds κ · ``sparse_kd_sum`` in the
+    same tiles (κ = ``kd_scale``). Returns the ``LossParts``; only ``objective`` has gradients.
     """
     d = hidden.shape[-1]
     targets = targets.reshape(-1)
@@ -153,14 +150,28 @@ def chunked_weighted_ce_sum(
     want_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)  # not under no_grad (eval)
     with torch.autocast(h.device.type, enabled=False):
         chunk = chunk_tokens or ce_chunk_tokens(weight.shape[0], h.device)
-        return _ChunkedWeightedCE.apply(h, weight, y, u, chunk, dtype, want_grad, kd)
+        return LossParts(*_ChunkedWeightedCE.apply(h, weight, y, u, chunk, dtype, want_grad, kd, kd_scale))
+
+
+def chunked_weighted_ce_sum(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    chunk_tokens: int | None = None,
+    kd: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Σ u·CE + Σ v·KL, Σ CE, Σ v·KL) of ``chunked_loss_parts`` with κ = 1: the kernel next to
+    the plain ``weighted_ce_sum`` and ``sparse_kd_sum`` it equals."""
+    parts = chunked_loss_parts(hidden, weight, targets, weights, chunk_tokens, kd)
+    return parts.objective, parts.ce, parts.token_kd
 
 
 class ChunkedCEHead:
     """Makes a causal LM's own forward compute the weighted CE sums in its lm_head, chunked.
 
     ``arm(targets, weights)`` before a forward pass: the lm_head then returns its input instead
-    of logits and stores ``chunked_weighted_ce_sum`` of it, taken with ``take()``. Doing this
+    of logits and stores ``chunked_loss_parts`` of it, taken with ``take()``. Doing this
     inside the lm_head's forward keeps it correct where the weight only exists during that
     call (FSDP, ZeRO-3) and for tied embeddings. Unarmed, the head is the plain lm_head.
     """
@@ -183,20 +194,20 @@ class ChunkedCEHead:
         self.head = active_module(model.get_output_embeddings())  # a trained head copy under LoRA (modules_to_save)
         self._plain = self.head.forward
         self.head.forward = self._forward
-        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.value: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.pending: tuple | None = None
+        self.value: LossParts | None = None
 
     def _forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.pending is None:
             return self._plain(hidden)
-        (targets, weights, kd), self.pending = self.pending, None
-        self.value = chunked_weighted_ce_sum(hidden, self.head.weight, targets, weights, kd=kd)
+        (targets, weights, kd, kd_scale), self.pending = self.pending, None
+        self.value = chunked_loss_parts(hidden, self.head.weight, targets, weights, kd=kd, kd_scale=kd_scale)
         return hidden  # stands in for the logits, which are never built
 
-    def arm(self, targets: torch.Tensor, weights: torch.Tensor, kd=None) -> None:
-        self.pending, self.value = (targets, weights, kd), None
+    def arm(self, targets: torch.Tensor, weights: torch.Tensor, kd=None, kd_scale: float = 1.0) -> None:
+        self.pending, self.value = (targets, weights, kd, kd_scale), None
 
-    def take(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def take(self) -> LossParts:
         value, self.value, self.pending = self.value, None, None
         if value is None:
             raise RuntimeError("chunked CE head was armed but the lm_head did not run")

@@ -15,7 +15,7 @@ from dante.train.attention import has_sliding_window, record_bounds, use_packed_
 from dante.train.chunked_ce import ChunkedCEHead
 from dante.train.curriculum import micro_batches, rank_slice
 from dante.train.data import IGNORE, Example, block_diagonal_causal_mask, collate
-from dante.train.losses import sparse_kd_sum, weighted_ce_sum
+from dante.train.losses import LossParts, sparse_kd_sum, weighted_ce_sum
 
 
 class Forward:
@@ -25,7 +25,7 @@ class Forward:
     the record boundaries passed as ``cu_seq_lens_q``); eager gets a block-diagonal causal mask;
     flash-attention and flex use ``position_ids`` (transformers detects the packed records).
     Only positions with a target get logits (``logits_to_keep``), so prompts cost no lm_head.
-    ``loss_sums`` gives the weighted CE sums; with chunked_ce (and a plain linear head) the
+    ``loss_sums`` gives the loss sums by name (``losses.LossParts``); with chunked_ce (and a plain linear head) the
     lm_head computes them chunk by chunk and the (tokens × vocab) logits are never built.
     """
 
@@ -41,29 +41,28 @@ class Forward:
         self.keep_logits = "logits_to_keep" in inspect.signature(base_model.forward).parameters
         self.head = ChunkedCEHead(base_model) if chunked_ce and ChunkedCEHead.supports(base_model) else None
 
-    def loss_sums(
-        self, batch: dict[str, torch.Tensor], kd_scale: float = 0.0
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(Σ u_t·CE_t + Σ v_t·KL_t, Σ CE_t, Σ v_t·KL_t) of one micro-batch, v_t = kd_scale · u_t
-        at the positions with token-level distillation targets (``losses.sparse_kd_sum``); the
-        KL terms are 0 without them or with kd_scale 0. Only the first value has gradients."""
+    def loss_sums(self, batch: dict[str, torch.Tensor], kd_scale: float = 0.0) -> LossParts:
+        """The ``LossParts`` of one micro-batch: Σ u·CE, Σ CE and, at the positions with
+        token-level distillation targets, Σ u·KL (``losses.sparse_kd_sum``; 0 without targets or
+        with kd_scale κ = 0), fused into ``objective`` = Σ u·CE + κ·Σ u·KL, the part with gradients."""
         kwargs, targets, weights, kd = self._inputs(batch, kd_scale)
-        if self.head is None:
-            logits = self.model(**kwargs).logits
-            weighted, plain = weighted_ce_sum(logits, targets, weights)
-            if kd is None:
-                return weighted, plain, torch.zeros((), device=weighted.device)
-            keep = kd[2].reshape(-1) > 0
-            kl = sparse_kd_sum(
-                logits.reshape(-1, logits.shape[-1])[keep],
-                kd[0].reshape(-1, kd[0].shape[-1])[keep],
-                kd[1].reshape(-1, kd[1].shape[-1])[keep],
-                kd[2].reshape(-1)[keep],
-            )
-            return weighted + kl, plain, kl.detach()
-        self.head.arm(targets, weights, kd)
-        self.model(**kwargs)
-        return self.head.take()
+        if self.head is not None:
+            self.head.arm(targets, weights, kd, kd_scale)
+            self.model(**kwargs)
+            return self.head.take()
+        logits = self.model(**kwargs).logits
+        weighted, plain = weighted_ce_sum(logits, targets, weights)
+        if kd is None:
+            zero = torch.zeros((), device=weighted.device)
+            return LossParts(weighted, plain, zero, weighted.detach())
+        keep = kd[2].reshape(-1) > 0
+        kl = sparse_kd_sum(
+            logits.reshape(-1, logits.shape[-1])[keep],
+            kd[0].reshape(-1, kd[0].shape[-1])[keep],
+            kd[1].reshape(-1, kd[1].shape[-1])[keep],
+            kd[2].reshape(-1)[keep],
+        )
+        return LossParts(weighted + kd_scale * kl, plain, kl.detach(), weighted.detach())
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         kwargs, targets, weights, _ = self._inputs(batch)
@@ -91,7 +90,7 @@ class Forward:
         kd = None
         if kd_scale > 0 and "kd_ids" in batch:
             ids, probs = batch["kd_ids"], batch["kd_probs"]
-            kd = (ids, probs, weights * kd_scale * (ids[..., 0] >= 0))
+            kd = (ids, probs, weights * (ids[..., 0] >= 0))
         if self.keep_logits:
             keep = (targets != IGNORE).any(dim=0).nonzero().flatten()
             if keep.numel() == 0:
@@ -122,7 +121,7 @@ def held_out_loss(
     for mb in micro_batches(local, len(order), accelerator.num_processes, micro_batch_size):
         group = [examples[i] for i in mb] or [empty_example(pad_id)]
         with accelerator.autocast():
-            ce_sum += forward.loss_sums(collate(group, [1.0] * len(group), packing=packing, pad_id=pad_id))[1]
+            ce_sum += forward.loss_sums(collate(group, [1.0] * len(group), packing=packing, pad_id=pad_id)).ce
     forward.model.train()
     ce_sum = accelerator.reduce(ce_sum, "sum")
     return float(ce_sum) / sum(ex.n_completion for ex in examples)

@@ -102,6 +102,69 @@ def lambda_kd(step: int, cfg: LossConfig = _DEFAULT) -> float:
     return cfg.token_kd_start + (cfg.token_kd - cfg.token_kd_start) * frac
 
 
+class Lambdas(NamedTuple):
+    """The weights of one optimizer step's loss terms: λ_CE(t), λ_KD(t), λ_TEA(t)."""
+
+    ce: float
+    kd: float
+    tea: float
+
+    @property
+    def kd_scale(self) -> float:
+        """κ = λ_KD / λ_CE: the KL's weight relative to the CE inside the fused forward sum
+        (``LossParts.objective``), which the step then scales by λ_CE."""
+        return self.kd / self.ce if self.kd > 0 else 0.0
+
+
+def step_lambdas(step: int, total_steps: int, cfg: LossConfig = _DEFAULT) -> Lambdas:
+    """λ_CE, λ_KD and λ_TEA of the 1-based optimizer step ``step`` of ``total_steps``."""
+    return Lambdas(lambda_ce(step, cfg), lambda_kd(step, cfg), lambda_tea(step, total_steps, cfg))
+
+
+class LossParts(NamedTuple):
+    """One micro-batch's loss sums over its completion tokens, by name (``Forward.loss_sums``).
+
+    objective    Σ u_t·CE_t + κ·Σ u_t·KL_t (κ = ``Lambdas.kd_scale``): the only part with
+                 gradients; the two terms are fused because the chunked kernel forms their
+                 gradients in the same logits tile
+    ce           Σ CE_t, unweighted (the log's ``ce`` and the held-out loss)
+    token_kd     Σ u_t·KL_t at the positions with token-level targets (0 without them)
+    weighted_ce  Σ u_t·CE_t
+    """
+
+    objective: torch.Tensor
+    ce: torch.Tensor
+    token_kd: torch.Tensor
+    weighted_ce: torch.Tensor
+
+
+def micro_batch_loss(parts: LossParts, lambdas: Lambdas, denom: float, world: int) -> torch.Tensor:
+    """What one micro-batch back-propagates: λ_CE · objective / D, times the number of ranks
+    (DDP / FSDP average the ranks' gradients; the objective sums them). TEA is added once per
+    step by the loop, on the last micro-batch."""
+    return lambdas.ce * (parts.objective / denom) * world
+
+
+def step_terms(sums: dict[str, float], lambdas: Lambdas, denom: float, completion_tokens: int, tea: float) -> dict:
+    """The logged terms of one optimizer step from its ``LossParts`` summed over micro-batches
+    and ranks (``sums`` by part name):
+
+        loss = λ_CE · L_CWCE + λ_KD · L_KD + λ_TEA · L_TEA,  L_CWCE = Σ u·CE / D,  L_KD = Σ u·KL / D
+
+    ``ce`` is the plain mean token CE of the step; the KD entries only when λ_KD > 0."""
+    cwce = sums["weighted_ce"] / denom
+    token_kd = sums["token_kd"] / denom if lambdas.kd > 0 else None
+    return {
+        "loss": lambdas.ce * cwce + lambdas.kd * (token_kd or 0.0) + lambdas.tea * tea,
+        "cwce": cwce,
+        **({"token_kd": token_kd, "lambda_kd": lambdas.kd} if token_kd is not None else {}),
+        "ce": sums["ce"] / max(1, completion_tokens),
+        "tea": tea,
+        "lambda_ce": lambdas.ce,
+        "lambda_tea": lambdas.tea,
+    }
+
+
 R_FLOOR = 1e-6  # the student's tail mass r_S is clamped here: the KL's gradient scales with r_T / r_S
 
 
