@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dante.cache.writer import disk_error
-from dante.config import DecontaminateConfig, DedupConfig, Recipe, recipe_hash, resolved_dict, stable_hash
+from dante.config import BACKEND_KEYS, DecontaminateConfig, DedupConfig, Recipe, recipe_hash, resolved_dict, stable_hash
 from dante.errors import DanteError, DataError
 from dante.layout import CACHE_MANIFEST, expand_folders
 from dante.teacher.base import sampling_settings
@@ -54,6 +54,8 @@ ADDED_LATER = {
 def content_settings(recipe: Recipe) -> dict[str, Any]:
     """The teacher and prompts settings that decide a cache's content (no secrets)."""
     data = resolved_dict(recipe)
+    for section in BACKEND_KEYS:  # keyed flat, as before the backend sections: older caches keep their keys
+        data["teacher"].update(data["teacher"].pop(section))
     content = {sec: {k: v for k, v in data[sec].items() if k not in OPERATIONAL[sec]} for sec in ("teacher", "prompts")}
     for section, added in ADDED_LATER.items():
         for key, default in added.items():

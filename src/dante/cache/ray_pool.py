@@ -48,7 +48,7 @@ def replica_resources(cfg: TeacherConfig, ray_cfg: RayConfig, cluster_gpus: floa
     gpus = ray_cfg.gpus_per_replica
     if gpus is None:
         if cfg.backend == "vllm":
-            gpus = float(cfg.tensor_parallel_size * cfg.pipeline_parallel_size)
+            gpus = float(cfg.vllm.tensor_parallel_size * cfg.vllm.pipeline_parallel_size)
         elif cfg.backend == "hf" and cfg.device != "cpu" and cluster_gpus > 0:
             gpus = 1.0
         else:

@@ -14,6 +14,7 @@ from dante.config.loader import (
     stable_hash,
 )
 from dante.config.schema import (
+    BACKEND_KEYS,
     CacheConfig,
     DecontaminateConfig,
     DedupConfig,
@@ -21,6 +22,7 @@ from dante.config.schema import (
     EvalVLLMConfig,
     FilterConfig,
     LossConfig,
+    OpenAITeacherConfig,
     PeftConfig,
     PromptsConfig,
     RayConfig,
@@ -32,9 +34,11 @@ from dante.config.schema import (
     StudentConfig,
     TeacherConfig,
     TrainConfig,
+    VllmTeacherConfig,
 )
 
 __all__ = [
+    "BACKEND_KEYS",
     "SECRET_FIELDS",
     "CacheConfig",
     "DecontaminateConfig",
@@ -43,6 +47,7 @@ __all__ = [
     "EvalVLLMConfig",
     "FilterConfig",
     "LossConfig",
+    "OpenAITeacherConfig",
     "PromptsConfig",
     "RayConfig",
     "Recipe",
@@ -54,6 +59,7 @@ __all__ = [
     "StudentConfig",
     "TeacherConfig",
     "TrainConfig",
+    "VllmTeacherConfig",
     "apply_overrides",
     "load_recipe",
     "parse_override",

@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from dante import layout
-from dante.config.schema import Recipe
+from dante.config.schema import BACKEND_KEYS, Recipe
 from dante.errors import ConfigError
 
 SECRET_FIELDS = frozenset({"api_key"})
@@ -35,10 +35,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def backend_path(path: list[str]) -> list[str]:
+    """``teacher.base_url`` -> ``teacher.openai.base_url``: a backend key written flat on the
+    command line sets its section's key, so it overrides a recipe that writes the section."""
+    if len(path) == 2 and path[0] == "teacher":
+        for section, keys in BACKEND_KEYS.items():
+            if path[1] in keys:
+                return ["teacher", section, path[1]]
+    return path
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set dotted keys in a nested dict (creating sections); returns the same dict."""
     for text in overrides:
         path, value = parse_override(text)
+        path = backend_path(path)
         node = data
         for part in path[:-1]:
             child = node.get(part)
@@ -81,7 +92,7 @@ def _raise_validation(
     """Turn pydantic's errors into one ConfigError naming file, line and dotted key of each problem."""
     problems = []
     for e in err.errors():
-        loc = tuple(str(p) for p in e["loc"])
+        loc = _as_written(tuple(str(p) for p in e["loc"]), key_lines, overridden)
         dotted = ".".join(loc)
         if dotted in overridden:
             where = "command-line override: "
@@ -92,9 +103,21 @@ def _raise_validation(
             problems.append(f"{where}{dotted}: unknown key")
         elif loc[-1] in SECRET_FIELDS:  # never echo a secret, even a mistyped one
             problems.append(f"{where}{dotted}: {e['msg']} (value not shown: it is a secret)")
+        elif isinstance(e.get("input"), dict):  # a whole section (it may hold a secret): the message says what
+            problems.append(f"{where}{dotted}: {e['msg']}")
         else:
             problems.append(f"{where}{dotted}: {e['msg']} (got {e.get('input')!r})")
     raise ConfigError("; ".join(problems), file=file or "<recipe>") from None
+
+
+def _as_written(loc: tuple[str, ...], key_lines: dict[tuple[str, ...], int], overridden: set[str]) -> tuple[str, ...]:
+    """The key as the recipe wrote it: a backend key written flat (``teacher.base_url``) is
+    validated as ``teacher.openai.base_url``; its error names the flat key, on its line."""
+    if len(loc) >= 3 and loc[0] == "teacher" and loc[2] in BACKEND_KEYS.get(loc[1], ()):
+        flat = ("teacher", *loc[2:])
+        if flat in key_lines or ".".join(flat) in overridden:
+            return flat
+    return loc
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, data: dict | None = None) -> Recipe:
@@ -151,10 +174,10 @@ def redact_url(url: str | None) -> str | None:
 def resolved_dict(recipe: Recipe) -> dict[str, Any]:
     """The recipe as plain data, secrets masked (api_key and URL credentials are never written anywhere)."""
     data = recipe.model_dump(mode="json", exclude={"source_file"})
-    teacher = data.get("teacher", {})
-    if teacher.get("api_key") is not None:
-        teacher["api_key"] = "**********"
-    teacher["base_url"] = redact_url(teacher.get("base_url"))
+    server = data.get("teacher", {}).get("openai", {})
+    if server.get("api_key") is not None:
+        server["api_key"] = "**********"
+    server["base_url"] = redact_url(server.get("base_url"))
     return data
 
 

@@ -19,6 +19,32 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+class VllmTeacherConfig(Section):
+    """``teacher.backend: vllm``: the offline engine's parallelism and memory (``teacher.vllm``)."""
+
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel degree.")
+    pipeline_parallel_size: int = Field(1, ge=1, description="vLLM pipeline parallel degree.")
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="vLLM KV-cache memory share.")
+    max_model_len: int | None = Field(None, ge=1, description="vLLM context length cap.")
+    quantization: str | None = Field(None, description="vLLM quantization method (e.g. 'awq', 'compressed-tensors').")
+
+
+class OpenAITeacherConfig(Section):
+    """``teacher.backend: openai``: the OpenAI-compatible server and how it is called (``teacher.openai``)."""
+
+    api: Literal["chat", "completions"] = Field("chat", description="OpenAI endpoint flavour.")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (env OPENAI_BASE_URL)."
+    )
+    api_key: SecretStr | None = Field(None, description="API key; prefer api_key_env. Never printed or saved.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
+    max_retries: int = Field(6, ge=0, description="Retries per request on 429/5xx/timeouts/broken bodies.")
+    request_timeout_s: float = Field(120.0, gt=0.0, description="Per-request timeout in seconds.")
+    backoff_base_s: float = Field(1.0, ge=0.0, description="First back-off delay; doubles each retry (with jitter).")
+    backoff_max_s: float = Field(60.0, ge=0.0, description="Back-off delay cap; Retry-After is honoured up to this.")
+
+
 class TeacherConfig(Section):
     """Who writes the completions, and how (stage 1 "spin up teacher")."""
 
@@ -59,24 +85,42 @@ class TeacherConfig(Section):
     consistency_max_new_tokens: int | None = Field(
         None, ge=1, description="Length cap of consistency samples (default: max_new_tokens)."
     )
-    # vllm
-    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel degree.")
-    pipeline_parallel_size: int = Field(1, ge=1, description="vLLM pipeline parallel degree.")
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="vLLM KV-cache memory share.")
-    max_model_len: int | None = Field(None, ge=1, description="vLLM context length cap.")
-    quantization: str | None = Field(None, description="vLLM quantization method (e.g. 'awq', 'compressed-tensors').")
-    # openai-compatible HTTP
-    api: Literal["chat", "completions"] = Field("chat", description="OpenAI endpoint flavour.")
-    base_url: str | None = Field(
-        None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (env OPENAI_BASE_URL)."
+    vllm: VllmTeacherConfig = Field(default_factory=VllmTeacherConfig, description="Settings of backend: vllm.")
+    openai: OpenAITeacherConfig = Field(
+        default_factory=OpenAITeacherConfig, description="Settings of backend: openai (any OpenAI-compatible server)."
     )
-    api_key: SecretStr | None = Field(None, description="API key; prefer api_key_env. Never printed or saved.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
-    concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
-    max_retries: int = Field(6, ge=0, description="Retries per request on 429/5xx/timeouts/broken bodies.")
-    request_timeout_s: float = Field(120.0, gt=0.0, description="Per-request timeout in seconds.")
-    backoff_base_s: float = Field(1.0, ge=0.0, description="First back-off delay; doubles each retry (with jitter).")
-    backoff_max_s: float = Field(60.0, ge=0.0, description="Back-off delay cap; Retry-After is honoured up to this.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_backend_keys(cls, data: Any) -> Any:
+        """A backend key written flat (``teacher.base_url``, as recipes did before the sections)
+        goes into its section; the same key in both places is an error naming both."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for section, keys in BACKEND_KEYS.items():
+            flat = {k: data.pop(k) for k in keys if k in data}
+            if not flat:
+                continue
+            nested = data.get(section)
+            nested = nested.model_dump() if isinstance(nested, BaseModel) else dict(nested or {})
+            both = sorted(set(flat) & set(nested))
+            if both:
+                raise ValueError(f"teacher.{both[0]} and teacher.{section}.{both[0]} are both set: keep one")
+            data[section] = {**nested, **flat}
+        return data
+
+
+# The backend keys as they were written before the sections, still read (``_flat_backend_keys``)
+# and readable as attributes: ``recipe.teacher.base_url`` is ``recipe.teacher.openai.base_url``.
+BACKEND_KEYS = {"vllm": tuple(VllmTeacherConfig.model_fields), "openai": tuple(OpenAITeacherConfig.model_fields)}
+for _section, _keys in BACKEND_KEYS.items():
+    for _key in _keys:
+        setattr(
+            TeacherConfig,
+            _key,
+            property(lambda self, s=_section, k=_key: getattr(getattr(self, s), k), doc=f"teacher.{_section}.{_key}"),
+        )
 
 
 class SourceFields(Section):

@@ -181,25 +181,31 @@ class OpenAITeacher(Teacher):
         super().__init__(cfg)
         if not cfg.model:
             raise DanteError("the openai backend needs the served model name", field="teacher.model")
-        base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL")
+        base_url = cfg.openai.base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise DanteError(
                 "no server URL",
-                field="teacher.base_url",
-                hint="set teacher.base_url (e.g. http://127.0.0.1:8000/v1) or OPENAI_BASE_URL",
+                field="teacher.openai.base_url",
+                hint="set teacher.openai.base_url (e.g. http://127.0.0.1:8000/v1) or OPENAI_BASE_URL",
             )
-        key = cfg.api_key.get_secret_value() if cfg.api_key is not None else os.environ.get(cfg.api_key_env)
+        key = (
+            cfg.openai.api_key.get_secret_value()
+            if cfg.openai.api_key is not None
+            else os.environ.get(cfg.openai.api_key_env)
+        )
         self._secret = key or None
         self.name = cfg.model
         self.base_url = base_url.rstrip("/")
-        self.path = "/chat/completions" if cfg.api == "chat" else "/completions"
+        self.path = "/chat/completions" if cfg.openai.api == "chat" else "/completions"
         self.endpoint = (redact_url(self.base_url) or "") + self.path  # what errors show: no URL credentials
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(
             base_url=self.base_url,
             headers=headers,
-            timeout=httpx.Timeout(cfg.request_timeout_s),
-            limits=httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency),
+            timeout=httpx.Timeout(cfg.openai.request_timeout_s),
+            limits=httpx.Limits(
+                max_connections=cfg.openai.concurrency, max_keepalive_connections=cfg.openai.concurrency
+            ),
         )
         self._n_supported = True
         self._stop = threading.Event()
@@ -209,7 +215,7 @@ class OpenAITeacher(Teacher):
 
     def render(self, prompt: Prompt) -> str | list[dict[str, Any]]:
         """Chat: the messages (the server applies its template). Completions: raw text."""
-        return prompt.chat() if self.cfg.api == "chat" else render_prompt(prompt, None, use_chat_template=False)
+        return prompt.chat() if self.cfg.openai.api == "chat" else render_prompt(prompt, None, use_chat_template=False)
 
     def _payload(self, prompt: Prompt, sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -222,7 +228,7 @@ class OpenAITeacher(Teacher):
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         k = sampling.logprobs  # enough for the entropy's top-k and the stored payload's top-K
-        if self.cfg.api == "chat":
+        if self.cfg.openai.api == "chat":
             body["messages"] = self.render(prompt)
             if k > 0:
                 body.update(logprobs=True, top_logprobs=k)
@@ -238,7 +244,7 @@ class OpenAITeacher(Teacher):
     def _post(self, body: dict[str, Any], sampling: Sampling, what: str) -> list[Generation]:
         """POST with retries; returns the parsed Generations or raises DanteError/_Rejected."""
         cfg = self.cfg
-        attempts = cfg.max_retries + 1
+        attempts = cfg.openai.max_retries + 1
         last = "no attempt made"
         for attempt in range(attempts):
             if self._stop.is_set():
@@ -248,7 +254,7 @@ class OpenAITeacher(Teacher):
                 resp = self._client.post(self.path, json=body)
                 if resp.status_code == 200:
                     return parse_response(
-                        resp.json(), cfg.api, sampling.top_logprobs, body["n"], sampling.store_logprobs
+                        resp.json(), cfg.openai.api, sampling.top_logprobs, body["n"], sampling.store_logprobs
                     )
                 excerpt = self._scrub(resp.text)[:300].strip()  # scrub first: a cut could split the key
                 if resp.status_code in RETRY_STATUS or resp.status_code >= 500:
@@ -257,14 +263,16 @@ class OpenAITeacher(Teacher):
                 else:
                     raise _Rejected(resp.status_code, excerpt)
             except httpx.TimeoutException:
-                last = f"timed out after {cfg.request_timeout_s:g}s"
+                last = f"timed out after {cfg.openai.request_timeout_s:g}s"
             except httpx.TransportError as exc:  # refused, reset, dropped mid-body
                 last = f"connection failed ({type(exc).__name__})"
             except ValueError as exc:  # JSON decode errors and malformed bodies
                 last = f"malformed response: {self._scrub(str(exc))[:200]}"
             if attempt + 1 < attempts:
-                delay = backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_max_s, retry_after, self._rng)
-                log.warning("%s: %s; retry %d/%d in %.2fs", what, last, attempt + 1, cfg.max_retries, delay)
+                delay = backoff_delay(
+                    attempt, cfg.openai.backoff_base_s, cfg.openai.backoff_max_s, retry_after, self._rng
+                )
+                log.warning("%s: %s; retry %d/%d in %.2fs", what, last, attempt + 1, cfg.openai.max_retries, delay)
                 if self._stop.wait(delay):
                     raise DanteError("stopped", field="teacher")
         raise DanteError(
@@ -272,7 +280,7 @@ class OpenAITeacher(Teacher):
             file=self.endpoint,
             field="teacher",
             hint=(
-                "check the server, or raise teacher.max_retries / request_timeout_s; finished records are "
+                "check the server, or raise teacher.openai.max_retries / request_timeout_s; finished records are "
                 "kept, re-run to resume"
             ),
         )
@@ -299,9 +307,9 @@ class OpenAITeacher(Teacher):
 
     def _rejected(self, exc: _Rejected, what: str) -> DanteError:
         hint = (
-            "check teacher.api_key_env"
+            "check teacher.openai.api_key_env"
             if exc.status in (401, 403)
-            else "check teacher.model, teacher.api and the sampling settings"
+            else "check teacher.model, teacher.openai.api and the sampling settings"
         )
         return DanteError(
             f"{what}: server refused the request (HTTP {exc.status}): {exc.body}",
@@ -315,7 +323,7 @@ class OpenAITeacher(Teacher):
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Generation]]:
         if len(prompts) == 1:  # iter_completions' path: one prompt per worker thread already
             return [self._generate_one(prompts[0], sampling)]
-        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=self.cfg.openai.concurrency) as pool:
             return list(pool.map(lambda p: self._generate_one(p, sampling), prompts))
 
     def _complete_one(self, prompt: Prompt) -> Completion:
@@ -328,11 +336,11 @@ class OpenAITeacher(Teacher):
         pending = iter(prompts)
         error: BaseException | None = None
         in_flight: set[Future[Completion]] = set()
-        pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency, thread_name_prefix="dante-openai")
+        pool = ThreadPoolExecutor(max_workers=self.cfg.openai.concurrency, thread_name_prefix="dante-openai")
         try:
             for p in pending:
                 in_flight.add(pool.submit(self._complete_one, p))
-                if len(in_flight) >= self.cfg.concurrency:
+                if len(in_flight) >= self.cfg.openai.concurrency:
                     break
             while in_flight:
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)

@@ -105,24 +105,31 @@ class VLLMTeacher(Teacher):
         self.name = resolved.name
         kwargs: dict[str, Any] = {
             "model": resolved.path,
-            "tensor_parallel_size": cfg.tensor_parallel_size,
-            "pipeline_parallel_size": cfg.pipeline_parallel_size,
+            "tensor_parallel_size": cfg.vllm.tensor_parallel_size,
+            "pipeline_parallel_size": cfg.vllm.pipeline_parallel_size,
             "dtype": cfg.dtype,
-            "gpu_memory_utilization": cfg.gpu_memory_utilization,
+            "gpu_memory_utilization": cfg.vllm.gpu_memory_utilization,
             "trust_remote_code": cfg.trust_remote_code,
             "seed": cfg.seed,
             "max_logprobs": max(20, cfg.top_logprobs, cfg.store_logprobs),
         }
         if resolved.gguf_file:
             kwargs["model"] = f"{resolved.path}/{resolved.gguf_file}"
-        optional = {"revision": cfg.revision, "max_model_len": cfg.max_model_len, "quantization": cfg.quantization}
+        optional = {
+            "revision": cfg.revision,
+            "max_model_len": cfg.vllm.max_model_len,
+            "quantization": cfg.vllm.quantization,
+        }
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.token_bytes = TokenBytes(self.tokenizer) if cfg.store_logprobs else None
 
     def device_info(self) -> dict[str, Any]:
-        return {"device_type": "cuda", "device_count": self.cfg.tensor_parallel_size * self.cfg.pipeline_parallel_size}
+        return {
+            "device_type": "cuda",
+            "device_count": self.cfg.vllm.tensor_parallel_size * self.cfg.vllm.pipeline_parallel_size,
+        }
 
     def render(self, prompt: Prompt) -> str:
         return render_prompt(prompt, self.tokenizer, self.cfg.use_chat_template)

@@ -6,7 +6,7 @@ import pytest
 
 from dante.config import load_recipe
 
-CONFIGS = Path(__file__).parents[1] / "configs"
+CONFIGS = Path(__file__).parents[2] / "configs"
 
 
 @pytest.mark.parametrize("name", ["teacher-vllm.yaml", "teacher-openai.yaml"])

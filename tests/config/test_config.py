@@ -55,7 +55,7 @@ def test_resolved_recipe_never_contains_the_api_key(tmp_path):
     path = save_resolved(r, tmp_path)
     text = path.read_text()
     assert "sk-SECRET-123" not in text
-    assert yaml.safe_load(text)["teacher"]["api_key"] == "**********"
+    assert yaml.safe_load(text)["teacher"]["openai"]["api_key"] == "**********"  # saved in its section
     assert "sk-SECRET-123" not in repr(r)
 
 

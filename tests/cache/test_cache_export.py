@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent / "train"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
 
 from dante.cache.payload import decode, encode
 from dante.cache.records import read_cache, validate_cache

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent / "train"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
 
 from train_helpers import make_cache_lines, recipe_data, write_cache  # noqa: E402
 

@@ -8,7 +8,7 @@ import pytest
 from dante.eval.scores import mcnemar_exact
 
 _SPEC = importlib.util.spec_from_file_location(
-    "capability_transfer", Path(__file__).parents[1] / "bench" / "capability_transfer.py"
+    "capability_transfer", Path(__file__).parents[2] / "bench" / "capability_transfer.py"
 )
 capability = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(capability)
