@@ -9,6 +9,7 @@ config errors.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -139,8 +140,6 @@ def tasks_dir() -> Path:
 
 def local_module(relative: str):
     """Import one of the task folders' helper files (they are package data, imported by path as lm-eval does)."""
-    import importlib.util
-
     path = tasks_dir() / relative
     spec = importlib.util.spec_from_file_location(f"dante_tasks_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)

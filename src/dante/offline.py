@@ -9,6 +9,9 @@ safetensors folder under ``$DANTE_CACHE/models/NAME`` and mark it complete; late
 ordinary ``from_pretrained(folder)`` calls with no GGUF involved.
 """
 
+# torch and transformers are imported where a GGUF is converted: resolving a model that is
+# already converted loads none of them.
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +24,11 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
 
 from dante.errors import DanteError
 
@@ -144,8 +150,6 @@ def _record_hex(file_hash: Any) -> str | None:
 
 def _package_file(package: str, pattern: str) -> tuple[Any, Any]:
     """(distribution, the one RECORD entry whose name matches ``pattern``); PackageNotFoundError if absent."""
-    from importlib import metadata
-
     dist = metadata.distribution(package)
     found = [f for f in dist.files or () if fnmatch.fnmatch(f.name, pattern)]
     if len(found) != 1:
@@ -156,8 +160,6 @@ def _package_file(package: str, pattern: str) -> tuple[Any, Any]:
 
 
 def missing_packages(spec: PackagedModel) -> list[str]:
-    from importlib import metadata
-
     missing = []
     for package in spec.chunk_packages + ((spec.hash_package,) if spec.hash_package else ()):
         try:
@@ -508,7 +510,6 @@ def build_folder(
 
 def _progress(*, bytes_done: bool):
     """A rich progress bar on stderr: bytes and speed for joining, steps for converting."""
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         DownloadColumn,

@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.console import Group
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
 
 from dante.config import Recipe, resolved_dict
 from dante.errors import DanteError
@@ -268,8 +272,6 @@ def batch_layout(recipe: Recipe, nodes: int = 1, gpus_per_node: int = 1, mean_to
     """How one optimizer step splits over ``nodes`` × ``gpus_per_node`` processes, as the
     trainer splits it (``dante.train.curriculum``): a contiguous share of the global batch per
     process, in micro-batches of ``train.micro_batch_size``, the same count on every process."""
-    import math
-
     from dante.train.curriculum import micro_batches
 
     tr = recipe.train
@@ -301,11 +303,6 @@ def batch_layout(recipe: Recipe, nodes: int = 1, gpus_per_node: int = 1, mean_to
 def render_plan(recipe: Recipe, nodes: int = 1, gpus_per_node: int = 1):
     """A rich renderable: the resolved recipe, then the plan table (with the per-node and
     per-GPU split of a step when the run spans several processes)."""
-    from rich.console import Group
-    from rich.panel import Panel
-    from rich.syntax import Syntax
-    from rich.table import Table
-
     plan = make_plan(recipe)
     text = yaml.safe_dump(resolved_dict(recipe), sort_keys=False, allow_unicode=True)
     table = Table(title=f"plan: {recipe.name}", show_header=False, title_justify="left")

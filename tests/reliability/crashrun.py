@@ -12,6 +12,10 @@ SIGKILLs itself: a real SIGKILL at an exact moment, with no hook in the product 
     train.weights  N-th checkpoint: accelerate's files written, model.safetensors cut to half, kill
     train.state    N-th checkpoint: every accelerate file written, kill before dante_state.json replaces its temp
     train.rename   N-th checkpoint: .tmp-step-* complete (state file included), kill before the rename to step-*
+    batch.upload   N-th upload of a batch requests file (cache.engine: batch): kill before it is sent
+    batch.created  N-th batch created at the provider: kill before its id is recorded in the manifest
+    batch.poll     N-th status check of a batch: kill while waiting
+    batch.ingest   N-th record ingested from a batch's results: kill after it was handed to the writer
 
 DANTE_CRASH_SLOW=S sleeps S seconds before each teacher ``generate`` call (hf backend), so an
 external SIGKILL at a random time lands during generation; DANTE_CRASH_SLOW_STEP=S sleeps S
@@ -120,6 +124,45 @@ def arm_train() -> None:
     os.replace = replace
 
 
+def arm_batch() -> None:
+    import dante.cache.batch as batch
+
+    real_upload, real_create, real_get, real_ingest = (
+        batch.BatchClient.upload,
+        batch.BatchClient.create,
+        batch.BatchClient.get,
+        batch.ingest,
+    )
+
+    def upload(self, path, *args, **kwargs):
+        if hit("batch.upload"):
+            die(f"batch.upload #{TARGET} (before {path.name} is sent)")
+        return real_upload(self, path, *args, **kwargs)
+
+    def create(self, *args, **kwargs):
+        result = real_create(self, *args, **kwargs)
+        if hit("batch.created"):
+            die(f"batch.created #{TARGET} ({result['id']} created, not recorded)")
+        return result
+
+    def get(self, batch_id):
+        if hit("batch.poll"):
+            die(f"batch.poll #{TARGET} (waiting for {batch_id})")
+        return real_get(self, batch_id)
+
+    def ingest(recipe, prompts, files, sink, all_ids=()):
+        def sink_then_die(c):
+            rec = sink(c)
+            if hit("batch.ingest"):
+                die(f"batch.ingest #{TARGET} (after record {rec.id})")
+            return rec
+
+        return real_ingest(recipe, prompts, files, sink_then_die, all_ids)
+
+    batch.BatchClient.upload, batch.BatchClient.create, batch.BatchClient.get = upload, create, get
+    batch.ingest = ingest
+
+
 def slow_teacher(seconds: float) -> None:
     from dante.teacher.hf import HFTeacher
 
@@ -149,6 +192,8 @@ def main() -> None:
         arm_cache()
     elif POINT.startswith("train."):
         arm_train()
+    elif POINT.startswith("batch."):
+        arm_batch()
     elif POINT:
         raise SystemExit(f"crashrun: unknown crash point {POINT!r}")
     if os.environ.get("DANTE_CRASH_SLOW"):

@@ -6,6 +6,9 @@ cache (``dante.cache.records`` reads Parquet rows as records).
 The columns are ``dante.cache.table``'s.
 """
 
+# pyarrow, datasets and yaml are imported where a cache is exported: the cache stage imports this
+# module's names without them.
+
 from __future__ import annotations
 
 import io

@@ -15,6 +15,7 @@ from dante.cache.writer import disk_error
 from dante.config import BACKEND_KEYS, DecontaminateConfig, DedupConfig, Recipe, recipe_hash, resolved_dict, stable_hash
 from dante.errors import DanteError, DataError
 from dante.layout import CACHE_MANIFEST, expand_folders
+from dante.prompts.build import decontamination_tasks
 from dante.teacher.base import sampling_settings
 
 FORMAT = "dante-cache/1"
@@ -62,8 +63,6 @@ def content_settings(recipe: Recipe) -> dict[str, Any]:
             if content[section].get(key) == default:
                 content[section].pop(key, None)
     if "decontaminate" in content["prompts"]:  # 'eval' means the eval stage's tasks: key on what it resolves to
-        from dante.prompts.build import decontamination_tasks
-
         content["prompts"]["decontaminate"] = {
             **content["prompts"]["decontaminate"],
             "tasks": decontamination_tasks(recipe),
@@ -159,4 +158,5 @@ def new_manifest(recipe: Recipe, prompts_total: int, old: dict[str, Any] | None,
         "settings": content_settings(recipe),
         "prompts_total": prompts_total,
         "complete": False,
+        **({"batches": old["batches"]} if old and old.get("batches") else {}),  # cache.engine: batch's record
     }

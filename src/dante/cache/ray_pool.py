@@ -35,7 +35,7 @@ from typing import Any
 from dante.config import RayConfig, TeacherConfig
 from dante.errors import DanteError
 from dante.prompts import Prompt
-from dante.teacher import Completion, Teacher
+from dante.teacher import Completion, Teacher, make_teacher
 
 TeacherFactory = Callable[[TeacherConfig], Teacher]
 
@@ -60,8 +60,6 @@ class _Replica:
     """The actor: one Teacher built in the worker process (the model loads there)."""
 
     def __init__(self, cfg: TeacherConfig, factory: TeacherFactory | None) -> None:
-        from dante.teacher import make_teacher
-
         self.teacher = factory(cfg) if factory is not None else make_teacher(cfg)
 
     def ready(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dante.cache.payload import decode_arrays
 from dante.cache.payload import problems as payload_problems
+from dante.cache.table import from_row
 from dante.errors import DataError
 from dante.layout import CACHE_MANIFEST, expand_folders, is_pattern
 from dante.prompts import record_id
@@ -209,8 +210,6 @@ def iter_cache(
 def _iter_parquet(path: Path, strict: bool) -> Iterator[tuple[str, int, CacheRecord | None, list[Problem]]]:
     """Rows of an exported (or any record-shaped) Parquet file as records; line = row + 1."""
     import pyarrow.parquet as pq
-
-    from dante.cache.table import from_row
 
     try:
         rows = pq.read_table(path).to_pylist()

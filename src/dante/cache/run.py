@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from dante.cache import batch
 from dante.cache.manifest import check_manifest, new_manifest
 from dante.cache.metadata import difficulty_score, self_consistency
 from dante.cache.payload import encode
@@ -45,7 +46,9 @@ class CacheSummary:
     teacher: str | None = None
     mean_entropy: float | None = None
     finish_reasons: dict[str, int] = field(default_factory=dict)
-    failed: list[str] = field(default_factory=list)  # prompt ids skipped after failing (cache.engine: ray)
+    failed: list[str] = field(default_factory=list)  # prompt ids skipped after failing (ray, batch)
+    open_batches: int = 0  # cache.engine: batch: batches still running at the provider
+    requests: int | None = None  # --write-requests: request lines written
 
     @property
     def records_per_s(self) -> float:
@@ -63,6 +66,8 @@ class CacheSummary:
             f"in {self.shards} shard(s); {self.completion_tokens} generated tokens in {self.seconds:.1f}s "
             f"({self.records_per_s:.2f} records/s, {self.tokens_per_s:.1f} tokens/s){ent}"
             + (f"; {len(self.failed)} prompts failed and were skipped: {self.failed[:5]}" if self.failed else "")
+            + (f"; {self.open_batches} batches still running: re-run to ingest them" if self.open_batches else "")
+            + (f"; {self.requests} requests written" if self.requests is not None else "")
         )
 
     def __rich__(self) -> Table:
@@ -80,6 +85,10 @@ class CacheSummary:
         ]
         if self.failed:
             rows.append(("failed prompts", f"{len(self.failed)} skipped: {', '.join(self.failed[:5])}"))
+        if self.open_batches:
+            rows.append(("open batches", f"{self.open_batches} still running at the provider: re-run to ingest"))
+        if self.requests is not None:
+            rows.append(("requests written", str(self.requests)))
         for k, v in rows:
             t.add_row(k, v)
         return t
@@ -129,13 +138,22 @@ def run_cache(
     teacher: Teacher | None = None,
     console: Console | None = None,
     teacher_factory: Callable[[TeacherConfig], Teacher] | None = None,
+    write_requests: str | Path | None = None,
+    ingest: list[str | Path] | None = None,
+    batch_client: batch.BatchClient | None = None,
 ) -> CacheSummary:
     """Generate (or finish) the cache of ``recipe``; returns what was done.
 
     ``teacher`` replaces the engine made from ``recipe.teacher`` (tests, notebooks). With
     ``cache.engine: ray`` the engine is a pool of replicas (``dante.cache.ray_pool``), each built
-    by ``teacher_factory`` (default ``make_teacher``).
+    by ``teacher_factory`` (default ``make_teacher``); with ``cache.engine: batch`` the prompts go
+    to the provider's Batch API (``dante.cache.batch``, ``batch_client`` replaces its client).
+    File mode, for vLLM's ``run_batch`` or any tool of the OpenAI batch format:
+    ``write_requests`` writes the pending prompts' requests to that file; ``ingest`` reads result
+    files into the cache.
     """
+    if write_requests is not None or ingest is not None or recipe.cache.engine == "batch":
+        batch.check_backend(recipe)
     t0 = time.perf_counter()
     directory = recipe.cache_dir
     old = check_manifest(directory, recipe) or {}
@@ -156,7 +174,15 @@ def run_cache(
     devices: dict[str, Any] = {k: old[k] for k in ("device_type", "device_count") if k in old}
     try:
         writer.write_manifest()
-        if pending:
+        if write_requests is not None:
+            summary.requests = batch.write_requests(recipe, pending, Path(write_requests))
+        elif ingest is not None:
+            sink = RecordSink(recipe, recipe.teacher.model, writer, summary, console or Console(stderr=True))
+            batch.ingest_files(recipe, pending, [Path(f) for f in ingest], writer, sink)
+        elif pending and recipe.cache.engine == "batch" and teacher is None:
+            sink = RecordSink(recipe, recipe.teacher.model, writer, summary, console or Console(stderr=True))
+            batch.run_batches(recipe, pending, writer, sink, console or Console(stderr=True), client=batch_client)
+        elif pending:
             engine = teacher or make_engine(recipe, teacher_factory)
             try:
                 devices = engine.device_info()
@@ -172,6 +198,7 @@ def run_cache(
         # Compute adds up over resumed runs (a killed run's time is not counted: an under-estimate).
         wall = float(old.get("wall_time_s") or 0.0) + time.perf_counter() - t0
         count = devices.get("device_count")
+        complete = complete and write_requests is None and not summary.open_batches
         writer.close(
             seal=complete,
             complete=complete and not summary.failed,  # skipped prompts are retried by the next run
@@ -201,7 +228,6 @@ def pool_stats(engine: Teacher, writer: CacheWriter, summary: CacheSummary) -> N
     stats = getattr(engine, "stats", None)
     if stats is None:
         return
-    from dataclasses import asdict
 
     info = asdict(stats)
     failed = info.pop("failed_prompts")
@@ -251,37 +277,52 @@ class LogprobCheck:
         )
 
 
+class RecordSink:
+    """Each finished completion becomes a record in ``writer`` (after the logprob check) and is
+    counted in ``summary``: the one path from a teacher's answer to the cache, for every engine."""
+
+    def __init__(
+        self, recipe: Recipe, teacher_name: str, writer: CacheWriter, summary: CacheSummary, console: Console
+    ) -> None:
+        self.recipe, self.writer, self.summary, self.teacher_name = recipe, writer, summary, teacher_name
+        self.sampling = sampling_settings(recipe.teacher)
+        self.check = LogprobCheck(recipe.teacher, writer, console)
+        self.entropy_sum, self.entropy_count = 0.0, 0
+        summary.teacher = teacher_name
+
+    def __call__(self, c: Completion) -> CacheRecord:
+        cfg, summary = self.recipe.teacher, self.summary
+        self.check(c.main)
+        rec = make_record(
+            c,
+            self.teacher_name,
+            self.sampling,
+            cfg.consistency_samples,
+            self.recipe.cache.difficulty_entropy_scale,
+            cfg.store_logprobs,
+        )
+        self.writer.add(rec)
+        summary.written += 1
+        summary.completion_tokens += sum(g.completion_tokens or 0 for g in [c.main, *c.samples])
+        reason = rec.finish_reason or "unknown"
+        summary.finish_reasons[reason] = summary.finish_reasons.get(reason, 0) + 1
+        if rec.output_entropy is not None:
+            self.entropy_sum, self.entropy_count = self.entropy_sum + rec.output_entropy, self.entropy_count + 1
+            summary.mean_entropy = self.entropy_sum / self.entropy_count
+        return rec
+
+
 def generate_records(
     recipe: Recipe, engine: Teacher, pending: list[Prompt], writer: CacheWriter, summary: CacheSummary, console: Console
 ) -> None:
     """The generation loop: each finished completion becomes a record in ``writer`` and a tick
     of the progress bar; ``summary`` counts what was written."""
-    cfg = recipe.teacher
-    sampling = sampling_settings(cfg)
-    summary.teacher = engine.name
-    entropy_sum, entropy_count = 0.0, 0
+    sink = RecordSink(recipe, engine.name, writer, summary, console)
     start = time.perf_counter()
     with stage_progress("teacher cache", console=console) as bar:
         task = bar.add_task("cache", total=len(pending), info="")
-        check = LogprobCheck(cfg, writer, console)
         for c in engine.iter_completions(pending):
-            check(c.main)
-            rec = make_record(
-                c,
-                engine.name,
-                sampling,
-                cfg.consistency_samples,
-                recipe.cache.difficulty_entropy_scale,
-                cfg.store_logprobs,
-            )
-            writer.add(rec)
-            summary.written += 1
-            summary.completion_tokens += sum(g.completion_tokens or 0 for g in [c.main, *c.samples])
-            reason = rec.finish_reason or "unknown"
-            summary.finish_reasons[reason] = summary.finish_reasons.get(reason, 0) + 1
-            if rec.output_entropy is not None:
-                entropy_sum, entropy_count = entropy_sum + rec.output_entropy, entropy_count + 1
-                summary.mean_entropy = entropy_sum / entropy_count
+            sink(c)
             dt = max(time.perf_counter() - start, 1e-9)
             bar.update(
                 task, advance=1, info=f"{summary.written / dt:.2f} rec/s {summary.completion_tokens / dt:.0f} tok/s"

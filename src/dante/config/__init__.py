@@ -15,6 +15,7 @@ from dante.config.loader import (
 )
 from dante.config.schema import (
     BACKEND_KEYS,
+    BatchConfig,
     CacheConfig,
     DecontaminateConfig,
     DedupConfig,
@@ -40,6 +41,7 @@ from dante.config.schema import (
 __all__ = [
     "BACKEND_KEYS",
     "SECRET_FIELDS",
+    "BatchConfig",
     "CacheConfig",
     "DecontaminateConfig",
     "DedupConfig",

@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import ValidationError
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from dante import layout
 from dante.config.schema import BACKEND_KEYS, Recipe
 from dante.errors import ConfigError
+from dante.io import atomic_write_text
 
 SECRET_FIELDS = frozenset({"api_key"})
 
@@ -162,7 +164,6 @@ def redact_url(url: str | None) -> str | None:
     """``https://user:key@host/v1`` -> ``https://***@host/v1``: credentials in a URL are never shown."""
     if not url or "@" not in url:
         return url
-    from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url)
     if not parts.username and not parts.password:
@@ -197,8 +198,6 @@ def recipe_hash(recipe: Recipe, sections: tuple[str, ...] | None = None) -> str:
 
 def save_resolved(recipe: Recipe, directory: str | Path, name: str = layout.RESOLVED_RECIPE) -> Path:
     """Write the resolved recipe next to a stage's outputs (atomically)."""
-    from dante.io import atomic_write_text
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(resolved_dict(recipe), sort_keys=False, allow_unicode=True)

@@ -305,6 +305,31 @@ class RayConfig(Section):
         return self
 
 
+class BatchConfig(Section):
+    """``cache.engine: batch``: the teacher through the OpenAI batch file format, for a hosted
+    Batch API (OpenAI and others, about half the price per token) or vLLM's ``run_batch``
+    (docs/batch.md). Needs ``teacher.backend: openai``."""
+
+    completion_window: str = Field("24h", description="The provider's completion window for each batch.")
+    file_purpose: str = Field(
+        "batch", description="`purpose` of the uploaded requests file (OpenAI: batch; Together AI: batch-api)."
+    )
+    max_requests: int = Field(50_000, ge=1, description="Requests per batch file (OpenAI: at most 50,000).")
+    max_bytes: int = Field(
+        200_000_000, ge=1_000, description="Bytes per batch file (OpenAI: at most 200 MB); more start another batch."
+    )
+    poll_interval_s: float = Field(
+        30.0, gt=0.0, description="First wait between status checks; doubles up to poll_max_s."
+    )
+    poll_max_s: float = Field(600.0, gt=0.0, description="Longest wait between status checks.")
+    wait_hours: float = Field(
+        26.0,
+        ge=0.0,
+        description="How long `dante cache` waits for its batches before it stops (they keep running: re-run to "
+        "ingest); 0 submits and stops.",
+    )
+
+
 class CacheConfig(Section):
     """The teacher cache on disk (stage 2 "generate cache")."""
 
@@ -313,10 +338,13 @@ class CacheConfig(Section):
         description="Cache folder (default: <output_dir>/cache). Training, stats, validate and export also take "
         "several folders or a glob (runs/node-*/cache): their union; `dante cache` writes one.",
     )
-    engine: Literal["local", "ray"] = Field(
-        "local", description="'local': the teacher in this process; 'ray': replicas on a Ray cluster (extra [ray])."
+    engine: Literal["local", "ray", "batch"] = Field(
+        "local",
+        description="'local': the teacher in this process; 'ray': replicas on a Ray cluster (extra [ray]); 'batch': "
+        "the OpenAI batch file format through a provider's Batch API (teacher.backend: openai).",
     )
     ray: RayConfig = Field(default_factory=RayConfig, description="Settings of cache.engine: ray.")
+    batch: BatchConfig = Field(default_factory=BatchConfig, description="Settings of cache.engine: batch.")
     shard_size: int = Field(1000, ge=1, description="Records per JSONL shard.")
     flush_every: int = Field(16, ge=1, description="Records buffered before they are made durable.")
     difficulty_entropy_scale: float = Field(

@@ -6,15 +6,21 @@ that cannot run (hub data offline) is recorded and the others still run, and raw
 lm-eval's own. Generated code runs only with ``eval.allow_code_execution``.
 """
 
+# lm-eval (and through it torch and transformers) is imported where a model is evaluated: the
+# CLI and the report read this module's helpers without it.
+
 from __future__ import annotations
 
 import difflib
+import importlib.metadata as md
+import json
 import os
 import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -263,8 +269,6 @@ def vllm_model_args(model: ModelRef, resolved, cfg: EvalConfig, lora_rank: int |
 
 def load_vllm(model: ModelRef, cfg: EvalConfig, lora_rank: int | None = None):
     """lm-eval's VLLM model; vLLM is optional (extra [vllm]) and needs a GPU."""
-    from importlib.util import find_spec
-
     resolved = resolve_model(model.ref, model.gguf_file)
     if find_spec("vllm") is None:
         raise ConfigError(
@@ -344,8 +348,6 @@ def run_task(lm, spec: TaskSpec, cfg: EvalConfig, manager) -> dict[str, Any]:
 
 def save_raw(model_dir: Path, task: str, raw: dict[str, Any]) -> None:
     """results_<task>.json (lm-eval's dict as is, samples apart) and samples_<task>.jsonl."""
-    import json
-
     from lm_eval.utils import handle_non_serializable
 
     samples = raw.pop("samples", None)
@@ -360,8 +362,6 @@ def save_raw(model_dir: Path, task: str, raw: dict[str, Any]) -> None:
 
 
 def _info(model: ModelRef, resolved, device: str, spec: TaskSpec, cfg: EvalConfig, recipe: Recipe) -> dict[str, Any]:
-    import importlib.metadata as md
-
     return {
         "model": model.label,
         "model_ref": model.ref,

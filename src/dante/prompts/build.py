@@ -23,13 +23,16 @@ from typing import Any
 
 from rich.console import Console
 
+from dante.benchmarks import resolve_tasks
 from dante.config import Recipe, resolved_dict, save_resolved, stable_hash
 from dante.errors import DanteError, DataError
 from dante.io import atomic_write_bytes, atomic_write_json
 from dante.layout import PROMPT_SET, PROMPTS_MANIFEST
 from dante.progress import stage_progress
+from dante.prompts.decontaminate import NgramIndex, TaskCounts, file_documents, task_documents
 from dante.prompts.dedup import exact_duplicates, near_duplicates, repeats
-from dante.prompts.sources import Prompt, load_prompts, source_label
+from dante.prompts.mixture import allocate, pick
+from dante.prompts.sources import FILE_FORMATS, Prompt, load_prompts, resolve_source, source_label
 
 FORMAT = "dante-prompts/1"
 
@@ -53,8 +56,6 @@ def decontamination_tasks(recipe: Recipe) -> list[str]:
     names: list[str] = []
     for name in recipe.prompts.decontaminate.tasks:
         if name.strip().lower() == "eval":
-            from dante.benchmarks import resolve_tasks
-
             names += [s.task for s in resolve_tasks(recipe.eval)]
         else:
             names.append(name.strip())
@@ -70,8 +71,6 @@ def settings_key(recipe: Recipe) -> str:
 def input_files(recipe: Recipe) -> dict[str, list[int]]:
     """Size and modification time of every local file the set is built from (sources and
     decontamination files): a set built from files that changed since is rebuilt."""
-    from dante.prompts.sources import FILE_FORMATS, resolve_source
-
     found: dict[str, list[int]] = {}
     names = [s.source for s in recipe.prompts.source_list()] + list(recipe.prompts.decontaminate.files)
     for name in names:
@@ -157,8 +156,6 @@ def build_prompt_set(recipe: Recipe, *, write: bool = True, console: Console | N
         counts = [len(a) for a in available]
         chosen = [i for i in range(len(pool)) if i not in removed]
     else:
-        from dante.prompts.mixture import allocate, pick
-
         counts = allocate([float(w or 0.0) for w in weights], [len(a) for a in available], cfg.size)
         chosen = sorted(
             available[s][j] for s in range(len(sources)) for j in pick(len(available[s]), counts[s], cfg.seed, s)
@@ -184,8 +181,6 @@ def build_prompt_set(recipe: Recipe, *, write: bool = True, console: Console | N
 def _decontaminate(
     recipe: Recipe, pool: list[Prompt], texts: list[str], removed: dict[int, dict[str, Any]], console: Console
 ) -> dict[str, Any]:
-    from dante.prompts.decontaminate import NgramIndex, TaskCounts, file_documents, task_documents
-
     dc = recipe.prompts.decontaminate
     tasks = decontamination_tasks(recipe)
     documents = task_documents(tasks)

@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from dante.benchmarks import KNOWN, spec_for, tasks_dir
 from dante.errors import DataError
 from dante.prompts.dedup import words
+from dante.prompts.sources import FILE_FORMATS, READERS, resolve_source
 
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the rolling hash (mod 2^64)
 _MASK = (1 << 64) - 1
@@ -189,8 +191,6 @@ def _as_text(value: Any) -> str | None:
 def task_documents(names: Sequence[str]) -> list[Document]:
     """The questions and reference answers of lm-eval tasks (groups expand to their tasks),
     from their evaluation split; a task whose data cannot be read offline is a DataError."""
-    from dante.benchmarks import KNOWN, spec_for, tasks_dir
-
     if not names:
         return []
     from lm_eval.tasks import TaskManager
@@ -255,8 +255,6 @@ def _documents_of(name: str, task: Any, answer_field: str | None) -> list[Docume
 
 def file_documents(path: str, base_dir: str | Path | None = None) -> list[Document]:
     """Every string field (and chat message content) of every row of a .jsonl/.json/.parquet/.csv file."""
-    from dante.prompts.sources import FILE_FORMATS, READERS, resolve_source
-
     resolved = resolve_source(path, base_dir)
     if resolved is None or not resolved.is_file():
         raise DataError("decontamination file does not exist", file=path, field="prompts.decontaminate.files")

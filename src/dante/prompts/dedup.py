@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+import zlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 # Words, plus arithmetic operators as words of their own: "57 + 8" and "57 - 8" are different
 # questions (prose punctuation is dropped, as in lm-eval's and GPT-3's n-gram overlap).
@@ -108,9 +111,6 @@ def near_duplicates(
     ``skip`` (e.g. exact duplicates already removed) are neither checked nor indexed.
     ``advance(n)`` is called as texts are processed (a progress bar).
     """
-    import zlib
-
-    import numpy as np
     from datasketch import MinHash, MinHashLSH
 
     lsh = MinHashLSH(num_perm=num_perm, params=lsh_params(threshold, num_perm))

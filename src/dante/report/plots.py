@@ -5,6 +5,8 @@ Each function takes plain data and a path, returns the path, or None (with nothi
 when there is nothing to draw; the caller writes a note for the None case.
 """
 
+# matplotlib (the report extra) is imported where a plot is drawn.
+
 from __future__ import annotations
 
 import math

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from dante.cache.export import export_cache
 from dante.errors import DanteError
 from dante.layout import ADAPTER_CONFIG, CHECKPOINTS, MERGED, STUDENT_MANIFEST
 
@@ -87,7 +88,6 @@ def push_to_hub(
         if dataset_repo_id:
             if cache_dir is None:
                 raise DanteError("no cache to push", field="cache.dir")
-            from dante.cache.export import export_cache
 
             with tempfile.TemporaryDirectory(prefix="dante-export-") as tmp:
                 export_cache(cache_dir, Path(tmp) / "dataset")

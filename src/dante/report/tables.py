@@ -6,8 +6,10 @@ Functions take ``RunData`` (dante.report.data) and return markdown text; nothing
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from dante.eval.scores import correct_by_doc, mcnemar_exact
 from dante.report.consistency import describe, flag_published, flag_rows, settings_of
 from dante.report.data import RunData
 from dante.report.reference import Published, PublishedCompute
@@ -117,8 +119,6 @@ def _before_after(data: RunData, models: list[str], benches: list[str], cell: di
 
 def _paired(data: RunData, before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
     """'+27.0 points; 60 won / 6 lost, p = 2e-12' from the two models' logged samples."""
-    from dante.eval.scores import correct_by_doc, mcnemar_exact
-
     if not before or not after or data.eval_dir is None:
         return "—"
     change = f"{100 * (after['value'] - before['value']):+.1f} points"
@@ -250,8 +250,6 @@ def _teacher_devices(recipe: dict[str, Any]) -> tuple[int | None, str | None]:
 
 
 def _manifest_span_s(m: dict[str, Any]) -> float | None:
-    from datetime import datetime
-
     try:
         return (datetime.fromisoformat(m["updated"]) - datetime.fromisoformat(m["created"])).total_seconds()
     except (KeyError, TypeError, ValueError):

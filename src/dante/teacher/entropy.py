@@ -4,6 +4,9 @@ what the HTTP and vLLM engines hand back) and the batched form (the hf engine's 
 compute the same number; ``output_entropy`` is the record's mean, H in the CWCE weight w(H).
 """
 
+# torch is imported only by the functions that take logits tensors: the HTTP teacher and the
+# cache's metadata use the float functions without it.
+
 from __future__ import annotations
 
 import math

@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from dante.config import TeacherConfig
+from dante.models import default_device, load_causal_lm, load_tokenizer, resolve_dtype, resolve_model
 from dante.prompts import Prompt, render_prompt
 from dante.teacher.base import Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy_from_logits, topk_entropy_from_top
@@ -42,8 +45,6 @@ class StepEntropy:
         self._handle = model.register_forward_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
-        import torch
-
         logits = output.logits if hasattr(output, "logits") else output[0]
         last = logits[:, -1, :]
         if self.store == 0:
@@ -68,14 +69,10 @@ class StepEntropy:
             self._last = None
 
     def per_row(self) -> list[list[float]]:
-        import torch
-
         return torch.stack(self.steps, dim=1).tolist() if self.steps else []
 
     def payload_rows(self) -> tuple[list, list, list]:
         """Per row of the batch: [steps] chosen logprobs, [steps][K] top ids, [steps][K] top logprobs."""
-        import torch
-
         if not self.top_ids:
             return [], [], []
         chosen = torch.stack([c.cpu() for c in self.chosen_lps], dim=1).tolist()
@@ -90,10 +87,6 @@ class HFTeacher(Teacher):
 
     def __init__(self, cfg: TeacherConfig) -> None:
         super().__init__(cfg)
-        import torch
-
-        from dante.models import default_device, load_causal_lm, load_tokenizer, resolve_dtype, resolve_model
-
         resolved = resolve_model(cfg.model)
         self.name = resolved.name
         self.device = default_device() if cfg.device == "auto" else cfg.device

@@ -174,6 +174,36 @@ def parse_response(data: Any, api: str, k: int, n: int, store: int = 0) -> list[
     return gens
 
 
+def render_request(cfg: TeacherConfig, prompt: Prompt) -> str | list[dict[str, Any]]:
+    """What a request carries of the prompt: chat messages (the server applies its template), or
+    for the completions API the raw text."""
+    return prompt.chat() if cfg.openai.api == "chat" else render_prompt(prompt, None, use_chat_template=False)
+
+
+def request_body(cfg: TeacherConfig, prompt: Prompt, sampling: Sampling) -> dict[str, Any]:
+    """The JSON body of one chat or completions request for ``prompt``: the same for a request
+    sent now and for a line of an OpenAI batch file (``dante.cache.batch``)."""
+    body: dict[str, Any] = {
+        "model": cfg.model,
+        "max_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "n": sampling.n,
+    }
+    if sampling.seed is not None:
+        body["seed"] = sampling.seed
+    k = sampling.logprobs  # enough for the entropy's top-k and the stored payload's top-K
+    if cfg.openai.api == "chat":
+        body["messages"] = render_request(cfg, prompt)
+        if k > 0:
+            body.update(logprobs=True, top_logprobs=k)
+    else:
+        body["prompt"] = render_request(cfg, prompt)
+        if k > 0:
+            body["logprobs"] = k
+    return body
+
+
 class OpenAITeacher(Teacher):
     """Chat or completions endpoint of any OpenAI-compatible server."""
 
@@ -215,28 +245,10 @@ class OpenAITeacher(Teacher):
 
     def render(self, prompt: Prompt) -> str | list[dict[str, Any]]:
         """Chat: the messages (the server applies its template). Completions: raw text."""
-        return prompt.chat() if self.cfg.openai.api == "chat" else render_prompt(prompt, None, use_chat_template=False)
+        return render_request(self.cfg, prompt)
 
     def _payload(self, prompt: Prompt, sampling: Sampling) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.cfg.model,
-            "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "n": sampling.n,
-        }
-        if sampling.seed is not None:
-            body["seed"] = sampling.seed
-        k = sampling.logprobs  # enough for the entropy's top-k and the stored payload's top-K
-        if self.cfg.openai.api == "chat":
-            body["messages"] = self.render(prompt)
-            if k > 0:
-                body.update(logprobs=True, top_logprobs=k)
-        else:
-            body["prompt"] = self.render(prompt)
-            if k > 0:
-                body["logprobs"] = k
-        return body
+        return request_body(self.cfg, prompt, sampling)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text

@@ -11,6 +11,7 @@ from typing import Any
 
 from dante.config import TeacherConfig
 from dante.errors import DanteError
+from dante.models import resolve_model
 from dante.prompts import Prompt, render_prompt
 from dante.teacher.base import Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy
@@ -99,7 +100,6 @@ class VLLMTeacher(Teacher):
                 field="teacher.backend",
                 hint="pip install 'dante-distill[vllm]' on a GPU machine",
             ) from None
-        from dante.models import resolve_model
 
         resolved = resolve_model(cfg.model)
         self.name = resolved.name

@@ -9,6 +9,8 @@ student to it and passes the record boundaries as ``cu_seq_lens_q``. Every other
 boundaries: padded rows, evaluation, generation) is plain SDPA with its mask.
 """
 
+# transformers' attention registry is imported where the packed kernel is registered.
+
 from __future__ import annotations
 
 import torch

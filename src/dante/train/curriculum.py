@@ -18,6 +18,7 @@ import math
 import random
 from collections.abc import Sequence
 
+from dante.cache.records import iter_cache
 from dante.errors import DataError
 
 
@@ -38,8 +39,6 @@ def _locate(source: str, rec_id: str) -> str | None:
     if not source:
         return None
     try:
-        from dante.cache.records import iter_cache
-
         for file, line, rec, _ in iter_cache(source):
             if rec is not None and rec.id == rec_id:
                 return f"{file}:{line}"

@@ -21,6 +21,7 @@ import torch
 from dante.answers import extract_answer
 from dante.config import FilterConfig, StudentConfig
 from dante.errors import DanteError, DataError
+from dante.train.kd_data import KDTargets, kd_targets
 
 IGNORE = -100
 
@@ -200,8 +201,6 @@ def build_examples(
 def _kd_positions(rec, completion_text: str, spans, kd, n_prompt: int, n_completion: int):
     """The record's KD targets moved to sequence positions (completion token j is predicted at
     position n_prompt − 1 + j), those cut by truncation left out."""
-    from dante.train.kd_data import KDTargets, kd_targets
-
     vocab, stats = kd
     found = kd_targets(rec, completion_text, spans, vocab, stats)
     if found is None:

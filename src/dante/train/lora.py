@@ -11,6 +11,9 @@ TEA with LoRA. The anchor is ‖E − E₀‖²_F on the input embedding the stu
   the anchor is ‖ΔE‖²_F, computed from peft's own ``get_delta_weight`` inside the forward.
 """
 
+# peft is imported only where a LoRA student is built or read: full fine-tuning never imports it
+# (``is_peft`` and ``active_module`` check ``sys.modules`` for the same reason).
+
 from __future__ import annotations
 
 import sys
@@ -20,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from dante.config import PeftConfig
 from dante.errors import DanteError
 from dante.layout import MERGED
+from dante.models import load_causal_lm
 from dante.train.losses import TeaAnchor
 
 # accelerate's name for the first model's weights in a save_state folder
@@ -203,7 +208,6 @@ def load_checkpoint(accelerator, model: torch.nn.Module, checkpoint: Path) -> No
         ) from None
     if not weights.is_file():  # FSDP / DeepSpeed layouts: loaded strictly by their own code
         return
-    from safetensors import safe_open
 
     with safe_open(str(weights), framework="pt") as f:
         saved = set(f.keys())
@@ -226,8 +230,6 @@ def save_merged(student_dir: Path, base_ref, student, tokenizer) -> Path:
     folder. Built from the files just written (base reloaded on the CPU in fp32, the adapter from
     disk), so it is the same under DDP, FSDP or DeepSpeed and proves the adapter folder loads."""
     from peft import PeftModel
-
-    from dante.models import load_causal_lm
 
     base = load_causal_lm(
         base_ref,
