@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from dante.config import LossConfig
+from dante.train.align import Chunk
 
 _DEFAULT = LossConfig()
 
@@ -211,6 +212,67 @@ def sparse_kl_terms(lp: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor) ->
     head = torch.where(mask & (q > 0), q * (q.clamp_min(1e-30).log() - lp), torch.zeros_like(lp)).sum(1)
     tail = torch.where(r_t > 0, r_t * (r_t.clamp_min(1e-30).log() - r_s.log()), torch.zeros_like(r_t))
     return SparseKL(head + tail, q, pm, r_t, r_s, r_s_raw <= R_FLOOR)
+
+
+# -- on-policy distillation across tokenizers (the student writes, the teacher scores) ---------
+
+
+def chunk_log_ratios(
+    chunks: Sequence[Chunk],
+    teacher_tokens: Sequence[bytes],
+    teacher_logprobs: Sequence[float],
+    student_logprobs: Sequence[float],
+) -> list[float]:
+    """r_c = Σ_{teacher tokens in c} log p_T − Σ_{student tokens in c} log p_S for each aligned
+    chunk c of a student sample (``dante.train.align``: both tokenizations of the same text cut
+    at their common boundaries).
+
+    Every non-empty teacher token and every student token of the text lies in exactly one chunk,
+    so Σ_c r_c = log p_T(y) − log p_S(y) exactly, whatever the two tokenizers: the sample's
+    sequence-level log-ratio is split without approximation. Only where *inside* a chunk the
+    credit goes is a choice (``token_advantages``). Empty teacher tokens (special tokens, end of
+    sequence) are in no chunk; the end of the sequence is a term of its own.
+    """
+    out = []
+    for c in chunks:
+        lp_t = sum(teacher_logprobs[i] for i in range(c.t0, c.t1) if teacher_tokens[i])
+        lp_s = sum(student_logprobs[j] for j in range(c.s0, c.s1))
+        out.append(lp_t - lp_s)
+    return out
+
+
+def token_advantages(
+    chunks: Sequence[Chunk], log_ratios: Sequence[float], n_student: int, coef: float = 1.0, end: float | None = None
+) -> list[float]:
+    """A_j = coef · r_c for every student token j of chunk c; ``end`` (log p_T(eos) − log p_S(eos)
+    of a sample the student ended) goes to its last token, the end-of-sequence one, outside the
+    text's chunks. Tokens in no chunk get 0.
+
+    Why every token of a chunk gets the whole r_c: the chunk is the smallest piece of text both
+    models assign a probability to, so it is the action; the REINFORCE estimate of the gradient of
+    its reverse KL is r_c · ∇ log p_S(chunk) and log p_S(chunk) = Σ_{j ∈ c} log p_S(y_j). With one
+    tokenizer every chunk is one token and A_j = coef · (log p_T(y_j) − log p_S(y_j)), the
+    per-token reverse KL advantage of on-policy distillation (discount 0: a token is not credited
+    with the chunks after it).
+    """
+    adv = [0.0] * n_student
+    for c, r in zip(chunks, log_ratios, strict=True):
+        for j in range(c.s0, c.s1):
+            adv[j] = coef * r
+    if end is not None and n_student:
+        adv[-1] = coef * end
+    return adv
+
+
+def policy_gradient_sum(
+    logprobs: torch.Tensor, sampling_logprobs: torch.Tensor, advantages: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """L_PG = −Σ_j w_j · ρ_j · A_j with ρ_j = exp(log p_S(y_j) − log p_samp(y_j)), the importance
+    weight of the current student against the one that sampled (1 in value when they agree; its
+    gradient is then −Σ w·A·∇ log p_S, the policy gradient). A and the sampling logprobs are
+    constants. ``weights`` w carry the normaliser (and 0 at padding)."""
+    ratio = torch.exp(logprobs.float() - sampling_logprobs.detach().float())
+    return -(weights.float() * ratio * advantages.detach().float()).sum()
 
 
 def tea_penalty(embedding: torch.Tensor, snapshot: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,96 @@
+"""The on-policy distillation loss across tokenizers (dante.train.losses): the chunk log-ratios of
+a student sample add up to log p_T(y) − log p_S(y) for any two tokenizers (a property over random
+texts, with the tiny teacher and student tokenizers), with one tokenizer the advantages are the
+per-token reverse KL ones, and the policy-gradient loss has the gradient of its closed form."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dante.tokens import TokenBytes
+from dante.train.align import Chunk, align
+from dante.train.losses import chunk_log_ratios, policy_gradient_sum, token_advantages
+
+
+def test_hand_computed_chunks():
+    # "1234": teacher 1|2|3|4, student 12|3|4 -> chunks "12", "3", "4"
+    chunks = [Chunk(0, 2, 0, 2, 0, 1), Chunk(2, 3, 2, 3, 1, 2), Chunk(3, 4, 3, 4, 2, 3)]
+    tokens = [b"1", b"2", b"3", b"4"]
+    r = chunk_log_ratios(chunks, tokens, [-0.1, -0.2, -0.3, -0.4], [-1.0, -0.5, -0.25])
+    assert r == pytest.approx([-0.3 + 1.0, -0.3 + 0.5, -0.4 + 0.25])
+    assert token_advantages(chunks, r, 4, coef=2.0, end=-0.5) == pytest.approx([1.4, 0.4, -0.3, -1.0])
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    from tiny import make_tokenizer  # tests/ is on sys.path (tests/conftest.py)
+
+    teacher = make_tokenizer(tmp_path_factory.mktemp("t"), flavour="teacher", vocab_size=384)
+    student = make_tokenizer(tmp_path_factory.mktemp("s"), flavour="student", vocab_size=320)
+    return teacher, student
+
+
+ALPHABET = list("abcdefghij klmnop0123456789+-=.,\n") + ["é", "ü"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.sampled_from(ALPHABET), min_size=1, max_size=60), st.integers(0, 2**31 - 1))
+def test_chunk_log_ratios_sum_to_the_sequence_log_ratio_for_two_tokenizers(tokenizers, text, seed):
+    teacher, student = tokenizers
+    t_ids = teacher(text, add_special_tokens=False)["input_ids"]
+    t_tokens = [TokenBytes(teacher)(i) for i in t_ids]
+    if b"".join(t_tokens) != text.encode("utf-8"):
+        return  # a text the teacher's tokenizer does not round-trip: scoring refuses it (tested there)
+    enc = student(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = [(a, b) for a, b in enc["offset_mapping"] if a < b]
+    chunks = align(t_tokens, text, offsets)
+    assert chunks is not None
+    rng = random.Random(seed)
+    lp_t = [-rng.uniform(0, 5) for _ in t_tokens]
+    lp_s = [-rng.uniform(0, 5) for _ in offsets]
+    r = chunk_log_ratios(chunks, t_tokens, lp_t, lp_s)
+    assert math.isclose(sum(r), sum(lp_t) - sum(lp_s), rel_tol=1e-9, abs_tol=1e-9)
+    adv = token_advantages(chunks, r, len(offsets))
+    # every student token carries its chunk's whole log-ratio, once per token of the chunk
+    assert math.isclose(sum(a / (c.s1 - c.s0) for c in chunks for a in adv[c.s0 : c.s1]), sum(r), abs_tol=1e-9)
+
+
+def test_with_one_tokenizer_the_advantages_are_the_per_token_reverse_kl(tokenizers):
+    _, student = tokenizers
+    text = "the answer is 42, then 7 + 8 = 15."
+    enc = student(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = [(a, b) for a, b in enc["offset_mapping"] if a < b]
+    tokens = [text[a:b].encode() for a, b in offsets]
+    rng = random.Random(1)
+    lp_t = [-rng.uniform(0, 3) for _ in tokens]
+    lp_s = [-rng.uniform(0, 3) for _ in tokens]
+    chunks = align(tokens, text, offsets)
+    assert all(c.one_to_one for c in chunks)
+    adv = token_advantages(chunks, chunk_log_ratios(chunks, tokens, lp_t, lp_s), len(tokens), coef=0.5)
+    assert adv == pytest.approx([0.5 * (t - s) for t, s in zip(lp_t, lp_s, strict=True)])
+
+
+def test_policy_gradient_matches_its_closed_form():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 11, requires_grad=True)
+    targets = torch.randint(0, 11, (6,))
+    adv = torch.randn(6)
+    w = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.5, 0.0])  # the last position is padding
+    lp = torch.log_softmax(logits, -1).gather(1, targets[:, None]).squeeze(1)
+    loss = policy_gradient_sum(lp, lp.detach(), adv, w)
+    assert loss.item() == pytest.approx(-(w * adv).sum().item())  # ρ = 1 in value
+    (grad,) = torch.autograd.grad(loss, logits)
+    p = torch.softmax(logits.detach(), -1)
+    onehot = torch.nn.functional.one_hot(targets, 11).float()
+    expected = -(w * adv)[:, None] * (onehot - p)  # −w·A·∇ log p_S(y)
+    assert torch.allclose(grad, expected, atol=1e-6)
+    # an older sampler: the importance weight scales each term
+    stale = lp.detach() - 0.3
+    loss2 = policy_gradient_sum(lp, stale, adv, w)
+    assert loss2.item() == pytest.approx(-(w * adv).sum().item() * math.exp(0.3), rel=1e-5)
