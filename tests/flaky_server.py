@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import threading
 import time
 from collections import Counter
@@ -142,8 +143,28 @@ class FlakyServer:
         h.wfile.write(data)
 
     @staticmethod
+    def echo(text: str, body: dict) -> dict:
+        """``echo`` on the completions API: logprobs of every token of the prompt (cut before each
+        space) and of one generated token, with their character offsets (None for the first)."""
+        pieces_ = re.findall(r"\s*\S+|\s+$", text) + ["!"]
+        offsets = [sum(len(x) for x in pieces_[:i]) for i in range(len(pieces_))]
+        lps = [-0.1 * (i % 5 + 1) for i in range(len(pieces_))]
+        tops = [{tok: lp, "#": lp - 1.0} for tok, lp in zip(pieces_, lps, strict=True)]
+        logprobs = {"tokens": pieces_, "token_logprobs": [None, *lps[1:]], "top_logprobs": [None, *tops[1:]],
+                    "text_offset": offsets}  # fmt: skip
+        choice = {"index": 0, "text": text + "!", "finish_reason": "length", "logprobs": logprobs}
+        return {
+            "id": "cmpl",
+            "object": "text_completion",
+            "choices": [choice],
+            "usage": {"prompt_tokens": len(pieces_) - 1},
+        }
+
+    @staticmethod
     def completion(text: str, body: dict) -> dict:
         n, chat, want_logprobs = body.get("n", 1), "messages" in body, bool(body.get("logprobs"))
+        if body.get("echo") and not chat and want_logprobs and not getattr(FlakyServer, "ignore_logprobs", False):
+            return FlakyServer.echo(text, body)
         if body.get("temperature", 0) == 0:
             answers = [f"The answer to {text!r} is {len(text)}."] * n
         else:

@@ -8,11 +8,13 @@ main completion's ``Sampling`` and, for self-consistency, the samples'.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dante.config import TeacherConfig
+from dante.errors import DanteError
 from dante.prompts import Prompt
 from dante.teacher.entropy import output_entropy
 from dante.tokens import TokenLogprobs
@@ -155,6 +157,55 @@ class Teacher:
         """Yield a Completion per prompt (any order), ``teacher.batch_size`` prompts at a time."""
         for start in range(0, len(prompts), self.cfg.batch_size):
             yield from self.complete(prompts[start : start + self.cfg.batch_size])
+
+    # -- scoring a given text (on-policy distillation: the student writes, the teacher scores) --
+
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0) -> list[TokenLogprobs | None]:
+        """For each (prompt, completion text), the completion as the teacher tokenizes it after
+        its own rendering of the prompt (chat template included): each token's bytes and
+        log p_T, and with ``k`` > 0 the top-k alternatives. None for a text the teacher's
+        tokenizer does not give back byte for byte (it cannot be scored exactly; the caller
+        counts it). Engines that cannot score raise ``DanteError`` naming ``teacher.backend``."""
+        raise DanteError(
+            f"the {self.name} engine cannot score a given text",
+            field="teacher.backend",
+            hint="use teacher.backend hf or vllm, or an OpenAI-compatible server with echo and prompt logprobs "
+            "(vLLM serve, teacher.openai.api=completions)",
+        )
+
+    def check_scoring(self, k: int = 0) -> None:
+        """One probe before training starts: the engine scores a short text and gives a finite
+        logprob ≤ 0 for each of its tokens, which join to the text; otherwise a clear error, so a
+        score is never silently zero or missing later."""
+        text = " The answer is 42."
+        probe = Prompt(id="dante-probe", prompt="Say the answer.", source="probe")
+        try:
+            got = self.score([probe], [text], k)[0]
+        except DanteError as exc:
+            raise DanteError(
+                f"the teacher cannot score the student's samples: {exc.message}"
+                + (f" ({exc.hint})" if exc.hint else ""),
+                field="teacher.backend",
+                hint="on-policy training needs per-token logprobs of a given text: teacher.backend hf or vllm, or a "
+                "server with echo + logprobs on /v1/completions (vLLM serve; llama.cpp's server and transformers "
+                "serve cannot)",
+            ) from None
+        bad = (
+            "its tokens do not join to the text"
+            if got is None or b"".join(got.tokens) != text.encode("utf-8")
+            else "it returned no logprob, or one that is not a finite number <= 0"
+            if not got.logprobs or not all(math.isfinite(x) and x <= 1e-3 for x in got.logprobs)
+            else f"it returned fewer than the {k} alternatives asked for"
+            if k > 0 and any(len(row) < min(k, 1) for row in got.top)
+            else None
+        )
+        if bad is not None:
+            raise DanteError(
+                f"the teacher cannot score the student's samples: on a probe, {bad}",
+                field="teacher.backend",
+                hint="on-policy training needs per-token logprobs of a given text: teacher.backend hf or vllm, or a "
+                "server with echo + logprobs on /v1/completions (vLLM serve)",
+            )
 
     def device_info(self) -> dict[str, Any]:
         """Where generation runs, for the compute table: device_type and device_count

@@ -20,7 +20,7 @@ from dante.models import default_device, load_causal_lm, load_tokenizer, resolve
 from dante.prompts import Prompt, render_prompt
 from dante.teacher.base import Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy_from_logits, topk_entropy_from_top
-from dante.tokens import TokenBytes, from_ids
+from dante.tokens import TokenBytes, TokenLogprobs, from_ids
 
 
 class StepEntropy:
@@ -180,6 +180,46 @@ class HFTeacher(Teacher):
         if not sample and n > 1:  # greedy samples are all the same completion
             grouped = [g * n for g in grouped]
         return grouped
+
+    SCORE_TILE = 256  # completion positions whose logits exist at once while scoring
+
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0) -> list[TokenLogprobs | None]:
+        """One forward pass per (prompt, completion) for the hidden states, then the lm_head
+        on tiles of ``SCORE_TILE`` completion positions: no (tokens × vocabulary) tensor is kept
+        beyond a tile. The completion is tokenized alone after the rendered prompt's ids, as
+        generation would have produced it."""
+        head = self.model.get_output_embeddings()
+        text_config = self.model.config.get_text_config()
+        softcap = getattr(text_config, "final_logit_softcapping", None)
+        out: list[TokenLogprobs | None] = []
+        for prompt, text in zip(prompts, completions, strict=True):
+            prompt_ids = self.tokenizer(self.render(prompt), add_special_tokens=not self._uses_template())["input_ids"]
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            tokens = [self.token_bytes(i) for i in ids]
+            if b"".join(tokens) != text.encode("utf-8"):
+                out.append(None)
+                continue
+            chosen, top_ids, top_lps = [], [], []
+            if ids:
+                seq = torch.tensor([prompt_ids + ids], device=self.device)
+                with torch.no_grad():
+                    hidden = self.model(input_ids=seq, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+                    hidden = hidden[0, len(prompt_ids) - 1 : -1]  # position i predicts completion token i
+                    target = torch.tensor(ids, device=self.device)
+                    for start in range(0, len(ids), self.SCORE_TILE):
+                        logits = head(hidden[start : start + self.SCORE_TILE]).float()
+                        if softcap:
+                            logits = softcap * torch.tanh(logits / softcap)
+                        logp = torch.log_softmax(logits, dim=-1)
+                        chosen += logp.gather(1, target[start : start + self.SCORE_TILE, None]).squeeze(1).tolist()
+                        if k > 0:
+                            top = logp.topk(min(k, logp.shape[-1]), dim=-1)
+                            top_ids += top.indices.tolist()
+                            top_lps += top.values.tolist()
+            if not k:
+                top_ids, top_lps = [[] for _ in ids], [[] for _ in ids]
+            out.append(from_ids(self.token_bytes, ids, chosen, top_ids, top_lps))
+        return out
 
     def close(self) -> None:
         self.model = None

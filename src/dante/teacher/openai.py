@@ -157,6 +157,37 @@ def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0) -> Ge
     )
 
 
+def parse_echo(data: Any, start: int, text: str, k: int) -> TokenLogprobs | None:
+    """The completion's part of an echoed completions response: the tokens whose ``text_offset``
+    lies in [start, start + len(text)), with their logprobs and top-k. None when a token straddles
+    the prompt and the completion (the teacher's tokenizer merges across them). A response with
+    no logprobs is a ValueError (retried, then reported: a score is never silently missing)."""
+    try:
+        lp = data["choices"][0]["logprobs"]
+        tokens, lps, offsets = lp["tokens"], lp["token_logprobs"], lp["text_offset"]
+        tops = lp.get("top_logprobs") or [None] * len(tokens)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"no echoed logprobs in the response ({type(exc).__name__}: {exc})") from None
+    end = start + len(text)
+    picked = []
+    for tok, off, lp_t, top in zip(tokens, offsets, lps, tops, strict=False):
+        if off < start < off + len(tok):
+            return None
+        if start <= off < end:
+            if lp_t is None:
+                raise ValueError("no logprob for a token of the completion")
+            picked.append((tok, float(lp_t), top))
+    out = TokenLogprobs(
+        tokens=[token_bytes(t) for t, _, _ in picked],
+        logprobs=[x for _, x, _ in picked],
+        top=[
+            sorted(((token_bytes(a), float(v)) for a, v in (top or {}).items()), key=lambda x: -x[1])[:k] if k else []
+            for _, _, top in picked
+        ],  # fmt: skip
+    )
+    return out if b"".join(out.tokens) == text.encode("utf-8") else None
+
+
 def parse_response(data: Any, api: str, k: int, n: int, store: int = 0) -> list[Generation]:
     """A whole response body -> its Generations (ordered by ``index``); ValueError if malformed."""
     try:
@@ -253,8 +284,9 @@ class OpenAITeacher(Teacher):
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
-    def _post(self, body: dict[str, Any], sampling: Sampling, what: str) -> list[Generation]:
-        """POST with retries; returns the parsed Generations or raises DanteError/_Rejected."""
+    def _post(self, body: dict[str, Any], sampling: Sampling | None, what: str, parse=None) -> Any:
+        """POST with retries; returns the parsed Generations (or ``parse`` of the body) or raises
+        DanteError/_Rejected."""
         cfg = self.cfg
         attempts = cfg.openai.max_retries + 1
         last = "no attempt made"
@@ -265,6 +297,8 @@ class OpenAITeacher(Teacher):
             try:
                 resp = self._client.post(self.path, json=body)
                 if resp.status_code == 200:
+                    if parse is not None:
+                        return parse(resp.json())
                     return parse_response(
                         resp.json(), cfg.openai.api, sampling.top_logprobs, body["n"], sampling.store_logprobs
                     )
@@ -337,6 +371,32 @@ class OpenAITeacher(Teacher):
             return [self._generate_one(prompts[0], sampling)]
         with ThreadPoolExecutor(max_workers=self.cfg.openai.concurrency) as pool:
             return list(pool.map(lambda p: self._generate_one(p, sampling), prompts))
+
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0) -> list[TokenLogprobs | None]:
+        """``/v1/completions`` with ``echo``, ``logprobs`` and one generated token: the server
+        returns the logprob (and top-k) of every token of prompt + completion; the completion's
+        are those at or after the prompt's length (``text_offset``). Needs
+        ``teacher.openai.api: completions``: a chat endpoint returns no logprobs for its input."""
+        if self.cfg.openai.api != "completions":
+            raise DanteError(
+                "scoring a given text needs the completions endpoint (echo + logprobs); the chat endpoint returns "
+                "logprobs only for what it generates",
+                field="teacher.openai.api",
+                hint="set teacher.openai.api=completions (the prompt is sent as text: render it as the teacher was "
+                "trained, e.g. with prompts.template), or use teacher.backend hf or vllm",
+            )
+        with ThreadPoolExecutor(max_workers=self.cfg.openai.concurrency) as pool:
+            return list(pool.map(lambda pc: self._score_one(*pc, k), zip(prompts, completions, strict=True)))
+
+    def _score_one(self, prompt: Prompt, text: str, k: int) -> TokenLogprobs | None:
+        head = render_request(self.cfg, prompt)
+        body = {"model": self.cfg.model, "prompt": head + text, "max_tokens": 1, "temperature": 0.0, "echo": True,
+                "logprobs": max(k, 1)}  # fmt: skip
+        what = f"scoring a sample of prompt {prompt.id}"
+        try:
+            return self._post(body, None, what, parse=lambda data: parse_echo(data, len(head), text, k))
+        except _Rejected as exc:
+            raise self._rejected(exc, what) from None
 
     def _complete_one(self, prompt: Prompt) -> Completion:
         return self.complete([prompt])[0]

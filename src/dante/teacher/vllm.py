@@ -158,5 +158,48 @@ class VLLMTeacher(Teacher):
             outputs, sampling.top_logprobs, sampling.store_logprobs, self.token_bytes
         )
 
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0) -> list[TokenLogprobs | None]:
+        """``SamplingParams(prompt_logprobs=k, max_tokens=1)`` on the prompt's ids followed by the
+        completion's: vLLM returns the logprob of every prompt position (and its top-k)."""
+        from vllm import SamplingParams
+
+        token_bytes = self.token_bytes or TokenBytes(self.tokenizer)
+        uses_template = bool(self.cfg.use_chat_template and getattr(self.tokenizer, "chat_template", None))
+        rows, inputs = [], []
+        for prompt, text in zip(prompts, completions, strict=True):
+            prompt_ids = self.tokenizer.encode(self.render(prompt), add_special_tokens=not uses_template)
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
+            ok = b"".join(token_bytes(i) for i in ids) == text.encode("utf-8")
+            rows.append((len(prompt_ids), ids) if ok else None)
+            if ok and ids:
+                inputs.append({"prompt_token_ids": prompt_ids + ids})
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=max(k, 0))
+        outputs = iter(self.llm.generate(inputs, params, use_tqdm=False) if inputs else [])
+        out: list[TokenLogprobs | None] = []
+        for row in rows:
+            if row is None:
+                out.append(None)
+            elif not row[1]:
+                out.append(TokenLogprobs([], [], []))
+            else:
+                out.append(score_from_prompt_logprobs(next(outputs).prompt_logprobs, row[0], row[1], k, token_bytes))
+        return out
+
     def close(self) -> None:
         self.llm = None
+
+
+def score_from_prompt_logprobs(
+    prompt_logprobs: Sequence[Any], n_prompt: int, ids: Sequence[int], k: int, token_bytes: TokenBytes
+) -> TokenLogprobs:
+    """The completion part of a vLLM ``RequestOutput.prompt_logprobs`` (per position a dict token
+    id -> Logprob holding the position's own token and its top-k; None at position 0): each
+    completion token's logprob and the k most likely alternatives."""
+    chosen, top_ids, top_lps = [], [], []
+    for j, token in enumerate(ids):
+        entry = prompt_logprobs[n_prompt + j] or {}
+        chosen.append(entry[token].logprob if token in entry else float("-inf"))
+        best = sorted(entry.items(), key=lambda kv: -kv[1].logprob)[:k] if k > 0 else []
+        top_ids.append([i for i, _ in best])
+        top_lps.append([lp.logprob for _, lp in best])
+    return from_ids(token_bytes, ids, chosen, top_ids, top_lps)
