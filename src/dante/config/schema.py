@@ -497,6 +497,39 @@ class FilterConfig(Section):
     )
 
 
+class OnPolicyConfig(Section):
+    """On-policy distillation across tokenizers (``train.on_policy``, dante.train.on_policy): the
+    student writes completions of the recipe's prompts, the teacher (``teacher.*``, any engine
+    that can score) scores them, and the student learns from the chunk-level reverse KL of its
+    own samples, mixed with the cached off-policy records by ``fraction``. Off when fraction is 0."""
+
+    fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of each step's prompts written by the student (GKD's λ); 0: off."
+    )
+    samples_per_prompt: int = Field(1, ge=1, description="Student completions per on-policy prompt.")
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the student (0: greedy).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling of the student.")
+    max_new_tokens: int = Field(128, ge=1, description="Length cap of a student sample.")
+    kl_coef: float = Field(1.0, gt=0.0, description="β: the advantage of a chunk is β · (log p_T − log p_S).")
+    top_k: int = Field(0, ge=0, le=20, description="Top-k alternatives the teacher returns per scored token.")
+    warm_start: str | None = Field(
+        None, description="A student folder to start from (e.g. an SFT run's output) instead of student.model."
+    )
+
+    @model_validator(mode="after")
+    def _samples(self) -> OnPolicyConfig:
+        if self.temperature == 0 and self.samples_per_prompt > 1:
+            raise ValueError(
+                f"temperature 0 (greedy) writes one completion per prompt, not samples_per_prompt="
+                f"{self.samples_per_prompt}: set a temperature > 0 or one sample"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.fraction > 0
+
+
 class TrainConfig(Section):
     """Optimisation and data (stage 4 "train", stage 5 "save")."""
 
@@ -517,6 +550,9 @@ class TrainConfig(Section):
         "entropy", description="entropy: ascending output_entropy (the card); shuffle: ablation."
     )
     loss: LossConfig = Field(default_factory=LossConfig, description="The DANTE objective (dante.train.losses).")
+    on_policy: OnPolicyConfig = Field(
+        default_factory=OnPolicyConfig, description="On-policy distillation: the student writes, the teacher scores."
+    )
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Which teacher records to train on.")
     allow_mixed_caches: bool = Field(
         False,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,17 @@ from dante.train.data import DataStats, Example, build_examples, collate, filter
 from dante.train.engine import build_optimizer, device_info, make_accelerator, package_versions
 from dante.train.forward import Forward, empty_example, held_out_loss
 from dante.train.kd_data import KDStats, StudentVocab
-from dante.train.losses import LossParts, TeaAnchor, batch_weights, micro_batch_loss, step_lambdas, step_terms
+from dante.train.losses import (
+    LossParts,
+    TeaAnchor,
+    batch_weights,
+    micro_batch_loss,
+    policy_gradient_sum,
+    step_lambdas,
+    step_terms,
+)
 from dante.train.metrics import MetricsLog, finite, format_info, progress_bar
+from dante.train.on_policy import OnPolicy, Sample, check_warm_start
 from dante.train.student import FullStudent, make_student
 
 
@@ -94,6 +103,9 @@ class Run:
     state: dict[str, Any]
     resumed_from: int | None
     parameters: tuple[int, int]  # (trainable, total), counted before FSDP shards them
+    on_policy: OnPolicy | None = None  # train.on_policy: the student writes, the teacher scores
+    on_policy_prompts: int = 0  # on-policy prompts per step (the rest of the batch is cached records)
+    last_row: dict[str, Any] = field(default_factory=dict)  # the last step's metrics
     initial_eval: float | None = None
     setup_time_s: float = 0.0
     segment_start: float = 0.0
@@ -105,6 +117,11 @@ class Run:
     @property
     def examples(self) -> list[Example]:
         return self.data.examples
+
+    @property
+    def off_policy_records(self) -> bool:
+        """Whether a step takes cached records (all of it unless on-policy prompts fill the batch)."""
+        return self.stream.batch_tokens is not None or bool(self.stream.batch_sequences)
 
     def wall_time_s(self) -> float:
         """Training wall time over every segment of the run (resumes add up)."""
@@ -129,9 +146,21 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
     and produces the same later losses as an uninterrupted run.
     """
     run = setup(recipe, resume)
-    cfg, last = recipe.train, {}
+    cfg = recipe.train
     progress, task = progress_bar(run.is_main, cfg.steps, run.state["step"])
     run.model.train()
+    try:
+        steps(run, progress, task)
+    except BaseException:
+        if run.on_policy is not None:  # scores made so far stay durable; the lock is released for a resume
+            run.on_policy.close(seal=False)
+        raise
+    return save(run, run.last_row)
+
+
+def steps(run: Run, progress, task) -> None:
+    """The loop: a step, the held-out loss when due, the metrics row, a checkpoint when due."""
+    recipe, cfg = run.recipe, run.recipe.train
     with progress:
         for step in range(run.state["step"] + 1, cfg.steps + 1):
             row = train_step(run, step)
@@ -140,11 +169,10 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
             if step % cfg.log_every == 0 or step == cfg.steps or "eval_loss" in row:
                 log_row(run, row)
             progress.update(task, completed=step, info=format_info(row))
-            run.state["step"], last = step, row
+            run.state["step"], run.last_row = step, row
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                 state = {**run.state, "wall_time_s": run.wall_time_s()}
                 save_checkpoint(run.accelerator, recipe.student_dir, step, state, cfg.keep_checkpoints)
-    return save(run, last)
 
 
 # -- set-up ------------------------------------------------------------------------------------
@@ -158,10 +186,17 @@ def setup(recipe: Recipe, resume: bool) -> Run:
     accelerator = make_accelerator(cfg, out)
     set_seed(cfg.seed)
     ckpt = checkpoint_to_resume(out, resume)
+    on_policy_prompts = on_policy_share(recipe)
+    if cfg.on_policy.warm_start:  # start from a trained student (e.g. SFT), its weights and tokenizer
+        check_warm_start(cfg.on_policy.warm_start)
+        recipe = recipe.model_copy(
+            update={"student": recipe.student.model_copy(update={"model": cfg.on_policy.warm_start})}
+        )
     student = make_student(recipe)
     data = load_data(recipe, student.tokenizer, accelerator)
+    off_policy = None if cfg.batch_sequences is None else cfg.batch_sequences - on_policy_prompts
     stream = BatchStream(
-        data.examples, cfg.curriculum, cfg.seed, batch_sequences=cfg.batch_sequences, batch_tokens=cfg.batch_tokens
+        data.examples, cfg.curriculum, cfg.seed, batch_sequences=off_policy, batch_tokens=cfg.batch_tokens
     )
     model, anchor = student.load(accelerator)
     parameters = student.parameter_counts(model)
@@ -178,6 +213,8 @@ def setup(recipe: Recipe, resume: bool) -> Run:
     student.prepare_checkpoints(accelerator, model)
 
     state: dict[str, Any] = {"step": 0, "cursor": 0, "tokens": 0, "records": 0, "wall_time_s": 0.0}
+    if on_policy_prompts:
+        state["on_policy_cursor"] = 0
     if resume:
         student.resume(accelerator, model, ckpt)
         state.update(read_state(ckpt))
@@ -206,6 +243,8 @@ def setup(recipe: Recipe, resume: bool) -> Run:
         state=state,
         resumed_from=resumed_from,
         parameters=parameters,
+        on_policy=OnPolicy(recipe, student, accelerator) if on_policy_prompts else None,
+        on_policy_prompts=on_policy_prompts,
     )
     if resume:
         run.initial_eval = next((r.get("eval_loss") for r in metrics.rows() if r.get("step") == 0), None)
@@ -215,6 +254,20 @@ def setup(recipe: Recipe, resume: bool) -> Run:
     run.segment_start = time.perf_counter()
     run.setup_time_s = run.segment_start - t_start
     return run
+
+
+def on_policy_share(recipe: Recipe) -> int:
+    """On-policy prompts per step: round(fraction · batch_sequences), at least 1 when on."""
+    cfg = recipe.train
+    if not cfg.on_policy.enabled:
+        return 0
+    if cfg.batch_sequences is None:
+        raise DanteError(
+            "on-policy training splits a batch of sequences between the student's samples and cached records",
+            field="train.on_policy.fraction",
+            hint="set train.batch_sequences instead of train.batch_tokens",
+        )
+    return max(1, round(cfg.on_policy.fraction * cfg.batch_sequences))
 
 
 def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
@@ -316,38 +369,50 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     cfg, accelerator = run.recipe.train, run.accelerator
     world, device = accelerator.num_processes, accelerator.device
     t0 = time.perf_counter()
-    batch_idx, run.state["cursor"] = run.stream.next_batch(run.state["cursor"])
+    batch_idx: list[int] = []
+    if run.off_policy_records:
+        batch_idx, run.state["cursor"] = run.stream.next_batch(run.state["cursor"])
     batch = [run.examples[i] for i in batch_idx]
     u, denom = batch_weights([ex.entropy for ex in batch], [ex.n_completion for ex in batch], cfg.loss)
     weight_of = dict(zip(batch_idx, u))
     lambdas = step_lambdas(step, cfg.steps, cfg.loss)
-    groups = micro_batches(
-        rank_slice(batch_idx, accelerator.process_index, world), len(batch_idx), world, cfg.micro_batch_size
+    groups = (
+        micro_batches(
+            rank_slice(batch_idx, accelerator.process_index, world), len(batch_idx), world, cfg.micro_batch_size
+        )
+        if batch
+        else []
     )
+    on = OnPolicyStep.collect(run, step) if run.on_policy is not None else None
+    n_on = on.slots if on is not None else 0
     sums = LossParts(*(torch.zeros((), device=device) for _ in LossParts._fields))
     tea_value = torch.zeros((), device=device)
-    for k, group in enumerate(groups):
-        is_last = k == len(groups) - 1
-        micro = collate(
-            [run.examples[i] for i in group] or [empty_example(run.pad_id)],
-            [weight_of[i] for i in group] or [0.0],
-            packing=cfg.packing,
-            pad_id=run.pad_id,
-        )
+    for k in range(n_on + len(groups)):
+        is_last = k == n_on + len(groups) - 1
         accelerator.sync_gradients = is_last  # DeepSpeed steps inside backward only when True
         with accelerator.no_sync(run.model) if not is_last else nullcontext():
             anchored = run.anchor is not None and is_last  # TEA once per step, identical on every rank
             if anchored:
                 run.anchor.arm()
-            with accelerator.autocast():
-                parts = run.forward.loss_sums(micro, kd_scale=lambdas.kd_scale)
-            loss = micro_batch_loss(parts, lambdas, denom, world)
+            if k < n_on:  # the student's own samples first (dante.train.on_policy)
+                loss = on.loss(run, k) * world
+            else:
+                group = groups[k - n_on]
+                micro = collate(
+                    [run.examples[i] for i in group] or [empty_example(run.pad_id)],
+                    [weight_of[i] for i in group] or [0.0],
+                    packing=cfg.packing,
+                    pad_id=run.pad_id,
+                )
+                with accelerator.autocast():
+                    parts = run.forward.loss_sums(micro, kd_scale=lambdas.kd_scale)
+                loss = micro_batch_loss(parts, lambdas, denom, world)
+                sums = LossParts(*(s + p.detach() for s, p in zip(sums, parts, strict=True)))
             if anchored:
                 tea = run.anchor.take()
                 loss = loss + lambdas.tea * tea
                 tea_value = tea.detach()
             accelerator.backward(loss)
-        sums = LossParts(*(s + p.detach() for s, p in zip(sums, parts, strict=True)))
     grad_norm = accelerator.clip_grad_norm_(run.model.parameters(), cfg.grad_clip or math.inf)
     lr = run.scheduler.get_last_lr()[0]
     run.optimizer.step()
@@ -358,11 +423,14 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     terms = step_terms(
         dict(zip(LossParts._fields, reduced, strict=True)),
         lambdas,
-        denom,
+        denom or 1.0,
         sum(ex.n_completion for ex in batch),
         float(tea_value),
     )
-    step_tokens = sum(len(ex) for ex in batch)
+    if on is not None:
+        terms.update(on.terms(accelerator))
+        terms["loss"] += terms["on_policy_loss"]
+    step_tokens = sum(len(ex) for ex in batch) + (on.tokens if on is not None else 0)
     run.state["tokens"] += step_tokens
     run.state["records"] += len(batch)
     dt = time.perf_counter() - t0
@@ -376,6 +444,44 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
         "epoch": run.stream.epoch_of(run.state["cursor"]),
         "tokens_per_s": step_tokens / dt if dt > 0 else 0.0,
     }
+
+
+class OnPolicyStep:
+    """This rank's on-policy samples of one step and their policy-gradient terms, normalised by
+    the student tokens of every rank's samples (so accumulation and DDP keep the objective).
+    Every rank runs the same number of forward passes (``slots``), padding with empty ones."""
+
+    def __init__(self, samples: list[Sample], slots: int, tokens: int, device) -> None:
+        self.samples, self.slots, self.tokens, self.device = samples, slots, tokens, device
+        self.pg = torch.zeros((), device=device)
+
+    @classmethod
+    def collect(cls, run: Run, step: int) -> OnPolicyStep:
+        acc = run.accelerator
+        prompts, run.state["on_policy_cursor"] = run.on_policy.prompts_for(
+            step, run.state.get("on_policy_cursor", 0), run.on_policy_prompts
+        )
+        samples = run.on_policy.samples(run.model, rank_slice(prompts, acc.process_index, acc.num_processes), step)
+        counts = torch.tensor([len(samples), sum(len(s.ids) for s in samples)], device=acc.device)
+        every = acc.gather(counts).reshape(-1, 2)
+        return cls(samples, int(every[:, 0].max()), int(every[:, 1].sum()), acc.device)
+
+    def loss(self, run: Run, k: int) -> torch.Tensor:
+        if k < len(self.samples):
+            s = self.samples[k]
+            prompt_ids, ids, adv, w = s.prompt_ids, s.ids, s.advantages, 1.0 / max(1, self.tokens)
+        else:  # an empty slot: a forward and backward with weight 0, so collectives stay in step
+            prompt_ids, ids, adv, w = [run.pad_id], [run.pad_id], [0.0], 0.0
+        with run.accelerator.autocast():
+            lp = run.student.token_logprobs(run.model, prompt_ids, ids)
+        loss = policy_gradient_sum(lp, lp.detach(), torch.tensor(adv, device=lp.device), torch.full_like(lp, w))
+        self.pg += loss.detach()
+        return loss
+
+    def terms(self, accelerator) -> dict[str, Any]:
+        kl = torch.tensor([-sum(s.log_ratio for s in self.samples), float(len(self.samples))], device=self.device)
+        pg, (kl_sum, n) = float(accelerator.reduce(self.pg, "sum")), accelerator.reduce(kl, "sum").tolist()
+        return {"on_policy_loss": pg, "on_policy_kl": kl_sum / n if n else None, "on_policy_samples": int(n)}
 
 
 def log_row(run: Run, row: dict[str, Any]) -> None:
@@ -396,6 +502,8 @@ def save(run: Run, last: dict[str, Any]) -> TrainResult:
     wall = run.wall_time_s()
     accelerator.wait_for_everyone()
     run.student.save(accelerator, run.model, out)
+    if run.on_policy is not None:
+        run.on_policy.close()
     manifest_path = out / STUDENT_MANIFEST
     if run.is_main:
         atomic_write_json(manifest_path, student_manifest(run, last, wall))
@@ -439,6 +547,7 @@ def student_manifest(run: Run, last: dict[str, Any], wall: float) -> dict[str, A
         "train_records": len(run.data.examples),
         "heldout_records": len(run.data.eval_examples),
         "data": run.data.stats.as_dict(),
+        "teacher_compute": teacher_compute(run),
         "final_loss": last.get("loss"),
         "final_cwce": last.get("cwce"),
         "initial_eval_loss": run.initial_eval,
@@ -452,3 +561,16 @@ def student_manifest(run: Run, last: dict[str, Any], wall: float) -> dict[str, A
         "versions": package_versions(),
         "config": resolved_dict(recipe),
     }
+
+
+def teacher_compute(run: Run) -> dict[str, Any]:
+    """What the student cost the teacher: tokens it generated for the cache (the records trained
+    on), and with on-policy training the tokens it scored and the seconds it took (this process)."""
+    generated = sum(ex.n_completion for ex in run.data.examples)
+    out: dict[str, Any] = {"tokens_generated": generated, "tokens_scored": 0, "seconds_scoring": 0.0}
+    if run.on_policy is not None:
+        stats = run.on_policy.stats
+        out.update(
+            tokens_scored=stats.teacher_tokens_scored, seconds_scoring=stats.teacher_seconds, on_policy=stats.as_dict()
+        )
+    return out
