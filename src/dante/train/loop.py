@@ -467,13 +467,13 @@ class OnPolicyStep:
         return cls(samples, int(every[:, 0].max()), int(every[:, 1].sum()), acc.device)
 
     def loss(self, run: Run, k: int) -> torch.Tensor:
-        if k < len(self.samples):
-            s = self.samples[k]
-            prompt_ids, ids, adv, w = s.prompt_ids, s.ids, s.advantages, 1.0 / max(1, self.tokens)
-        else:  # an empty slot: a forward and backward with weight 0, so collectives stay in step
-            prompt_ids, ids, adv, w = [run.pad_id], [run.pad_id], [0.0], 0.0
+        s = self.samples[k] if k < len(self.samples) else None
+        # an empty slot: a forward and backward with weight 0, so collectives stay in step
+        prompt_ids, ids = (s.prompt_ids, s.ids) if s is not None else ([run.pad_id], [run.pad_id])
         with run.accelerator.autocast():
             lp = run.student.token_logprobs(run.model, prompt_ids, ids)
+        adv = s.advantages(lp.detach().tolist(), run.on_policy.cfg.kl_coef) if s is not None else [0.0]
+        w = 1.0 / max(1, self.tokens) if s is not None else 0.0
         loss = policy_gradient_sum(lp, lp.detach(), torch.tensor(adv, device=lp.device), torch.full_like(lp, w))
         self.pg += loss.detach()
         return loss

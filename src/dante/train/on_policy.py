@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +29,33 @@ from dante.errors import DanteError
 from dante.prompts import Prompt, prompt_set
 from dante.teacher import Teacher, make_teacher
 from dante.tokens import TokenBytes, TokenLogprobs
-from dante.train.align import align
+from dante.train.align import Chunk, align
 from dante.train.data import render_record, use_chat
 from dante.train.losses import chunk_log_ratios, token_advantages
+from dante.train.student import eos_token_ids, unwrapped
 
 SCORES = "on_policy_scores"
 
 
 @dataclass
 class Sample:
-    """One student sample, scored and aligned: what its policy-gradient term needs."""
+    """One student sample, scored and aligned: what its policy-gradient term needs. The student's
+    own logprobs come from the training forward pass itself (``advantages``), not a second one."""
 
     prompt_ids: list[int]
     ids: list[int]  # the student's completion tokens (its end-of-sequence token included when written)
-    advantages: list[float]  # per completion token (kl_coef · r_c of its chunk)
-    log_ratio: float  # log p_T(y) − log p_S(y) over the text: minus the sample's reverse KL estimate
+    chunks: list[Chunk]  # the text cut where both tokenizations have a boundary
+    score: TokenLogprobs  # the teacher's tokens of the text and their logprobs
+    text_tokens: int  # the student tokens of the text (``ids`` less a trailing end of sequence)
+    log_ratio: float = 0.0  # log p_T(y) − log p_S(y) over the text, set by ``advantages``
+
+    def advantages(self, student_logprobs: list[float], coef: float) -> list[float]:
+        """Per completion token, coef · r_c of its chunk, from the student's logprobs of this step."""
+        ratios = chunk_log_ratios(
+            self.chunks, self.score.tokens, self.score.logprobs, student_logprobs[: self.text_tokens]
+        )
+        self.log_ratio = sum(ratios)
+        return token_advantages(self.chunks, ratios, len(self.ids), coef=coef)
 
 
 @dataclass
@@ -59,10 +71,9 @@ class OnPolicyStats:
     student_tokens: int = 0
     teacher_tokens_scored: int = 0
     teacher_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "extra"}
+        return dict(self.__dict__)
 
 
 def score_key(recipe: Recipe) -> str:
@@ -166,13 +177,12 @@ class OnPolicy:
         return render_record(rec, self.student.tokenizer, self.chat)[0]
 
     def score(self, model, p: Prompt, prompt_ids: list[int], ids: list[int]) -> Sample | None:
-        tok = self.student.tokenizer
-        eos = {tok.eos_token_id, *(_eos(model) or [])} - {None}
+        eos = {self.student.tokenizer.eos_token_id, *eos_token_ids(unwrapped(model), self.student.tokenizer)}
         body = ids[:-1] if ids and ids[-1] in eos else ids
         pieces = [self.token_bytes(i) for i in body]
         text = _text(pieces)
-        while text is None and pieces and len(b"".join(pieces[-1:])) and _cut_at_end(pieces):
-            pieces, body, ids = pieces[:-1], body[:-1], ids[: len(body) - 1]  # max_new_tokens cut a character
+        while text is None and pieces and _cut_at_end(pieces):  # max_new_tokens cut the last character
+            pieces, body, ids = pieces[:-1], body[:-1], body[:-1]
             text = _text(pieces)
         if text is None:
             self.stats.skipped_not_text += 1
@@ -198,12 +208,8 @@ class OnPolicy:
         if chunks is None:
             self.stats.skipped_not_round_trip += 1
             return None
-        with torch.no_grad():
-            student_lp = self.student.token_logprobs(model, prompt_ids, ids).tolist()
-        ratios = chunk_log_ratios(chunks, score.tokens, score.logprobs, student_lp[: len(body)])
-        adv = token_advantages(chunks, ratios, len(ids), coef=self.cfg.kl_coef)
         self.stats.student_tokens += len(ids)
-        return Sample(prompt_ids, list(ids), adv, sum(ratios))
+        return Sample(prompt_ids, list(ids), chunks, score, len(body))
 
     def close(self, seal: bool = True) -> None:
         """Release the score cache (sealed after a finished run) and the teacher."""
@@ -258,19 +264,6 @@ def _seed(seed: int, step: int, prompt_id: str) -> int:
 def _cuda_devices(model) -> list[int]:
     device = next(model.parameters()).device
     return [device.index or 0] if device.type == "cuda" else []
-
-
-def _eos(model) -> list[int] | None:
-    net = model.module if hasattr(model, "module") else model
-    eos = getattr(getattr(net, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        return None
-    return list(eos) if isinstance(eos, list | tuple) else [int(eos)]
-
-
-def reverse_kl_estimate(samples: list[Sample]) -> float | None:
-    """Mean over samples of log p_S(y) − log p_T(y): the Monte Carlo reverse KL of the step."""
-    return -sum(s.log_ratio for s in samples) / len(samples) if samples else None
 
 
 def check_warm_start(folder: str) -> None:

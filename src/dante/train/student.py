@@ -129,7 +129,7 @@ class FullStudent:
         accelerate keeps in every checkpoint. The model's train/eval mode is restored after."""
         if temperature <= 0 and num_samples > 1:
             raise ValueError("temperature 0 (greedy) gives one completion per prompt; ask for one sample or T > 0")
-        net = _unwrapped(model)
+        net = unwrapped(model)
         was_training = net.training
         net.eval()
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -155,7 +155,7 @@ class FullStudent:
             )
         finally:
             net.train(was_training)
-        eos = set(_eos_ids(net, self.tokenizer))
+        eos = set(eos_token_ids(net, self.tokenizer))
         completions: list[list[list[int]]] = []
         for i in range(len(prompt_ids)):
             rows = []
@@ -172,7 +172,7 @@ class FullStudent:
         """log p_S(y_j | x, y_<j) of each completion token under the model being trained, in
         float32, with gradients when they are enabled: shape (len(completion_ids),)."""
         ids = torch.tensor([list(prompt_ids) + list(completion_ids)], dtype=torch.long)
-        device = next(_unwrapped(model).parameters()).device
+        device = next(unwrapped(model).parameters()).device
         logits = model(input_ids=ids.to(device), use_cache=False).logits[0, len(prompt_ids) - 1 : -1].float()
         target = torch.tensor(list(completion_ids), dtype=torch.long, device=logits.device)
         return torch.log_softmax(logits, dim=-1).gather(1, target[:, None]).squeeze(1)
@@ -230,12 +230,13 @@ def make_student(recipe: Recipe) -> FullStudent:
     return FullStudent(recipe) if recipe.student.peft is None else LoraStudent(recipe)
 
 
-def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
     """The model under DDP's ``module`` wrapper (generate is not forwarded through it)."""
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def _eos_ids(model: torch.nn.Module, tokenizer) -> list[int]:
+def eos_token_ids(model: torch.nn.Module, tokenizer) -> list[int]:
+    """The ids that end a completion: the generation config's, else the tokenizer's."""
     eos = getattr(model.generation_config, "eos_token_id", None)
     eos = eos if eos is not None else tokenizer.eos_token_id
     if eos is None:
