@@ -169,22 +169,16 @@ def parse_echo(data: Any, start: int, text: str, k: int) -> TokenLogprobs | None
     except (KeyError, TypeError, IndexError) as exc:
         raise ValueError(f"no echoed logprobs in the response ({type(exc).__name__}: {exc})") from None
     end = start + len(text)
-    picked = []
+    picked: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": []}
     for tok, off, lp_t, top in zip(tokens, offsets, lps, tops, strict=False):
         if off < start < off + len(tok):
             return None
         if start <= off < end:
             if lp_t is None:
                 raise ValueError("no logprob for a token of the completion")
-            picked.append((tok, float(lp_t), top))
-    out = TokenLogprobs(
-        tokens=[token_bytes(t) for t, _, _ in picked],
-        logprobs=[x for _, x, _ in picked],
-        top=[
-            sorted(((token_bytes(a), float(v)) for a, v in (top or {}).items()), key=lambda x: -x[1])[:k] if k else []
-            for _, _, top in picked
-        ],  # fmt: skip
-    )
+            for key, value in zip(picked, (tok, lp_t, top), strict=True):
+                picked[key].append(value)
+    out = _payload_completions(picked, k)  # the completions API's logprobs, read as the cache's payload is
     return out if b"".join(out.tokens) == text.encode("utf-8") else None
 
 

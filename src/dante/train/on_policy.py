@@ -139,16 +139,22 @@ class OnPolicy:
         folder = recipe.student_dir / SCORES / score_key(recipe)
         self.cache = ScoreCache(folder, enabled=accelerator.is_main_process)
         self.stats = OnPolicyStats()
+        self._orders: dict[int, list[int]] = {}
 
     def prompts_for(self, step: int, cursor: int, n: int) -> tuple[list[Prompt], int]:
         """The next ``n`` prompts of the epoch-wise seeded order; the new cursor."""
         out = []
         for i in range(cursor, cursor + n):
             epoch, pos = divmod(i, len(self.prompts))
-            g = torch.Generator().manual_seed(self.recipe.train.seed * 1_000_003 + epoch)
-            order = torch.randperm(len(self.prompts), generator=g).tolist()
-            out.append(self.prompts[order[pos]])
+            out.append(self.prompts[self.order(epoch)[pos]])
         return out, cursor + n
+
+    def order(self, epoch: int) -> list[int]:
+        """The seeded permutation of the prompts for ``epoch``, computed once."""
+        if epoch not in self._orders:
+            g = torch.Generator().manual_seed(self.recipe.train.seed * 1_000_003 + epoch)
+            self._orders[epoch] = torch.randperm(len(self.prompts), generator=g).tolist()
+        return self._orders[epoch]
 
     def samples(self, model, prompts: list[Prompt], step: int) -> list[Sample]:
         """The scored, aligned samples of ``prompts`` (this rank's share)."""
