@@ -43,6 +43,36 @@ CANDIDATES = {
             "allow_negation": False,
         },
     ),
+    # issue 24: candidates for a second task where the teacher hesitates (multi-step, short answers)
+    "leg_counting_small": (
+        "leg_counting",
+        {"min_animals": 2, "max_animals": 3, "min_instances": 1, "max_instances": 5},
+    ),
+    "simple_equations_small": (
+        "simple_equations",
+        {"min_terms": 2, "max_terms": 3, "min_value": 1, "max_value": 20, "operators": ["+", "-", "*"]},
+    ),
+    "gcd_small": ("gcd", {"min_numbers": 2, "max_numbers": 2, "min_value": 2, "max_value": 100}),
+    "lcm_small": ("lcm", {"min_numbers": 2, "max_numbers": 2, "min_value": 2, "max_value": 20}),
+    "count_bits_small": ("count_bits", {"min_n": 1, "max_n": 4095}),
+    "base_conversion_small": ("base_conversion", {"min_base": 2, "max_base": 10, "min_value": 0, "max_value": 64}),
+    "letter_counting_small": ("letter_counting", {"min_words": 3, "max_words": 5}),
+    "decimal_chain_sum_small": (
+        "decimal_chain_sum",
+        {
+            "min_terms": 2,
+            "max_terms": 2,
+            "min_digits": 1,
+            "max_digits": 2,
+            "min_decimal_places": 1,
+            "max_decimal_places": 1,
+        },
+    ),
+    "time_intervals_time": ("time_intervals", {"task_types": ["time"]}),
+    "calendar_weekday_offset": ("calendar_arithmetic", {"tasks": ["weekday_offset"]}),
+    "calendar_count_days": ("calendar_arithmetic", {"tasks": ["count_days"]}),
+    "products_2d": ("products", {"min_digits": 2, "max_digits": 2}),
+    "products_3": ("products", {"min_digits": 1, "max_digits": 3}),
 }
 MODELS = {
     "teacher": "pypi:qwen2.5-coder-0.5b-instruct",
@@ -51,19 +81,42 @@ MODELS = {
 }
 
 
-def answer_all(model_ref: str, prompts, max_new_tokens: int, batch: int):
+def answer_all(model_ref: str, prompts, max_new_tokens: int, batch: int, temperature: float = 0.0):
     from dante.config import TeacherConfig
     from dante.teacher import Sampling, make_teacher
 
-    engine = make_teacher(TeacherConfig(backend="hf", model=model_ref, device="cpu", batch_size=batch, top_logprobs=0))
+    engine = make_teacher(TeacherConfig(backend="hf", model=model_ref, device="cpu", batch_size=batch, top_logprobs=20))
     try:
         t0 = time.perf_counter()
         out = []
         for start in range(0, len(prompts), batch):
-            out += [g[0] for g in engine.generate(prompts[start : start + batch], Sampling(max_new_tokens, 0.0))]
+            sampling = Sampling(max_new_tokens, temperature, top_logprobs=20)
+            out += [g[0] for g in engine.generate(prompts[start : start + batch], sampling)]
         return out, time.perf_counter() - t0, engine.dtype
     finally:
         engine.close()
+
+
+def median_tokens(gens) -> int:
+    return sorted(g.completion_tokens or 0 for g in gens)[len(gens) // 2]
+
+
+def entropy_spread(entropies: list[float | None]) -> dict[str, float]:
+    """Per-record output entropies (finished answers) and the CWCE weights they give: how much
+    w(H) can tell records apart on this task (``w_span`` = w(p10) − w(p90), the card's w)."""
+    from dante.train.losses import cwce_weight
+
+    hs = sorted(h for h in entropies if h is not None)
+    if not hs:
+        return {"p10": float("nan"), "p50": float("nan"), "p90": float("nan"), "w_span": 0.0, "w_range": 0.0}
+    pick = lambda q: hs[min(len(hs) - 1, int(q * len(hs)))]  # noqa: E731
+    return {
+        "p10": pick(0.1),
+        "p50": pick(0.5),
+        "p90": pick(0.9),
+        "w_span": cwce_weight(pick(0.1)) - cwce_weight(pick(0.9)),
+        "w_range": cwce_weight(hs[0]) - cwce_weight(hs[-1]),
+    }
 
 
 def main() -> None:
@@ -73,6 +126,7 @@ def main() -> None:
     p.add_argument("--models", default="teacher,student")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--batch", type=int, default=12)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: sampled at that temperature")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -90,16 +144,19 @@ def main() -> None:
         prompts = [Prompt(id=item.id, prompt=item.question) for item in items]
         report["tasks"][name] = {"task": task, "settings": settings, "models": {}}
         for label in args.models.split(","):
-            gens, seconds, dtype = answer_all(MODELS[label], prompts, args.max_new_tokens, args.batch)
+            gens, seconds, dtype = answer_all(MODELS[label], prompts, args.max_new_tokens, args.batch, args.temperature)
             scores = [
                 score(task, g.text, item.answer, item.metadata, settings) for g, item in zip(gens, items, strict=True)
             ]
             correct = sum(s >= 1.0 for s in scores)
             lo, hi = wilson_ci(correct / len(items), len(items))
             capped = sum(g.finish_reason == "length" for g in gens)
+            spread = entropy_spread([g.output_entropy for g in gens if g.finish_reason != "length"])
             print(
                 f"{name:<24} {label:<8} {correct:>3}/{len(items)} = {correct / len(items):6.1%} "
-                f"[{lo:.1%}, {hi:.1%}]  capped {capped:>3}  {seconds / len(items):.2f} s/item ({dtype})",
+                f"[{lo:.1%}, {hi:.1%}]  capped {capped:>3}  {seconds / len(items):.2f} s/item ({dtype})  "
+                f"H p10-p90 {spread['p10']:.2f}-{spread['p90']:.2f} nats, w(H) span {spread['w_span']:.2f} "
+                f"(range {spread['w_range']:.2f}), median {median_tokens(gens)} tokens",
                 flush=True,
             )
             report["tasks"][name]["models"][label] = {
@@ -109,6 +166,7 @@ def main() -> None:
                 "capped": capped,
                 "seconds": seconds,
                 "dtype": dtype,
+                "entropy": spread,
                 "answers": [
                     {"q": it.question, "gold": it.answer, "text": g.text, "score": s}
                     for it, g, s in zip(items, gens, scores, strict=True)

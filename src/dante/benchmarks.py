@@ -122,6 +122,20 @@ RG_CHAIN_SUM_VALIDATION = replace(
     note="reasoning-gym chain_sum validation split, 200 questions: for choosing settings, not for reporting",
 )
 
+RG_PRODUCTS = replace(
+    RG_CHAIN_SUM,
+    task="rg_products_2x2",
+    benchmark="products (2 factors, 1-2 digits)",
+    procedural=("products", "test"),
+    note="reasoning-gym products test split, 300 questions; 0-shot, run with eval.apply_chat_template",
+)
+RG_PRODUCTS_VALIDATION = replace(
+    RG_PRODUCTS,
+    task="rg_products_2x2_validation",
+    procedural=("products", "validation"),
+    note="reasoning-gym products validation split, 200 questions: for choosing settings, not for reporting",
+)
+
 SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "card": CARD,
     "local": (GSM8K_LOCAL, HUMANEVAL_LOCAL),
@@ -129,6 +143,8 @@ SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "demo-chat": (GSM8K_CHAT_HELDOUT,),
     "procedural": (RG_CHAIN_SUM,),
     "procedural-validation": (RG_CHAIN_SUM_VALIDATION,),
+    "procedural-products": (RG_PRODUCTS,),
+    "procedural-products-validation": (RG_PRODUCTS_VALIDATION,),
 }
 KNOWN: dict[str, TaskSpec] = {s.task: s for suite in SUITES.values() for s in suite}
 

@@ -1,8 +1,11 @@
-"""The per-item correctness the paired tests read from lm-eval's logged samples."""
+"""The per-item correctness the paired tests read from lm-eval's logged samples, the gap
+recovered, and the two-level bootstrap over replicates and questions."""
 
 import json
 
-from dante.eval.scores import correct_by_doc
+import pytest
+
+from dante.eval.scores import correct_by_doc, gap_recovered, replicate_bootstrap
 
 
 def test_correct_by_doc_reads_one_filters_copy_by_doc_id(tmp_path):
@@ -14,3 +17,26 @@ def test_correct_by_doc_reads_one_filters_copy_by_doc_id(tmp_path):
     assert correct_by_doc(tmp_path, "t", "exact_match", "strict-match") == {0: False, 1: True, 2: False, 3: True}
     assert correct_by_doc(tmp_path, "t", "exact_match", "flexible-extract") == dict.fromkeys(range(4), True)
     assert correct_by_doc(tmp_path, "other_task", "exact_match", "strict-match") is None  # samples not logged
+
+
+def test_gap_recovered_by_hand():
+    assert gap_recovered(0.397, 0.07, 0.81) == pytest.approx(0.327 / 0.74)  # section 6a's SFT: 44%
+    assert gap_recovered(0.81, 0.07, 0.81) == 1.0 and gap_recovered(0.07, 0.07, 0.81) == 0.0
+    assert gap_recovered(0.5, 0.6, 0.6) is None  # no gap to recover
+
+
+def test_replicate_bootstrap_covers_runs_and_questions():
+    same = {i: i % 2 == 0 for i in range(100)}
+    assert replicate_bootstrap([(same, same)] * 3) == {"mean": 0.0, "ci95": (0.0, 0.0), "draws": 4000, "replicates": 3}
+    wrong, right = {i: False for i in range(50)}, {i: True for i in range(50)}
+    assert replicate_bootstrap([(wrong, right)] * 2)["ci95"] == (1.0, 1.0)
+    # one replicate, b right on half the questions a missed: the paired bootstrap over questions
+    half = {i: i < 150 for i in range(300)}
+    got = replicate_bootstrap([({i: False for i in range(300)}, half)], draws=4000)
+    assert got["mean"] == 0.5 and got["ci95"][0] == pytest.approx(0.5 - 1.96 * (0.25 / 300) ** 0.5, abs=0.01)
+    # runs that disagree widen the interval: +0.2 in one replicate, −0.2 in another, 0 within each
+    up = ({i: False for i in range(100)}, {i: i < 20 for i in range(100)})
+    down = ({i: i < 20 for i in range(100)}, {i: False for i in range(100)})
+    mixed = replicate_bootstrap([up, down])
+    assert mixed["mean"] == 0.0 and mixed["ci95"][0] < -0.15 and mixed["ci95"][1] > 0.15
+    assert replicate_bootstrap([up, up])["ci95"][0] > 0.1  # the same gain twice holds

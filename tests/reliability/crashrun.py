@@ -16,6 +16,7 @@ SIGKILLs itself: a real SIGKILL at an exact moment, with no hook in the product 
     batch.created  N-th batch created at the provider: kill before its id is recorded in the manifest
     batch.poll     N-th status check of a batch: kill while waiting
     batch.ingest   N-th record ingested from a batch's results: kill after it was handed to the writer
+    on_policy.score  N-th teacher score of a student sample written to the score cache: kill mid-step
 
 DANTE_CRASH_SLOW=S sleeps S seconds before each teacher ``generate`` call (hf backend), so an
 external SIGKILL at a random time lands during generation; DANTE_CRASH_SLOW_STEP=S sleeps S
@@ -163,6 +164,22 @@ def arm_batch() -> None:
     batch.ingest = ingest
 
 
+def arm_on_policy() -> None:
+    """``on_policy.score``: SIGKILL right after the Nth teacher score is written to the score
+    cache, mid-step (its samples scored, the step not yet trained or checkpointed)."""
+    from dante.train.on_policy import ScoreCache
+
+    real_put = ScoreCache.put
+
+    def put(self, *args, **kwargs):
+        stored = real_put(self, *args, **kwargs)
+        if hit("on_policy.score"):
+            die(f"on_policy.score #{TARGET}")
+        return stored
+
+    ScoreCache.put = put
+
+
 def slow_teacher(seconds: float) -> None:
     from dante.teacher.hf import HFTeacher
 
@@ -194,6 +211,8 @@ def main() -> None:
         arm_train()
     elif POINT.startswith("batch."):
         arm_batch()
+    elif POINT.startswith("on_policy."):
+        arm_on_policy()
     elif POINT:
         raise SystemExit(f"crashrun: unknown crash point {POINT!r}")
     if os.environ.get("DANTE_CRASH_SLOW"):

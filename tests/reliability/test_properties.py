@@ -194,10 +194,16 @@ def records(draw, with_entropy: bool = True):
 
 
 @PROPS
-@given(records(), st.sampled_from(["entropy", "shuffle", "none"]), st.integers(0, 2**31), st.integers(0, 50))
-def test_curriculum_order_is_a_permutation(recs, mode, seed, epoch):
+@given(
+    records(),
+    st.sampled_from(["entropy", "shuffle", "none", "entropy_reversed", "entropy_batches"]),
+    st.integers(0, 2**31),
+    st.integers(0, 50),
+    st.integers(1, 8),
+)
+def test_curriculum_order_is_a_permutation(recs, mode, seed, epoch, block):
     tick("curriculum permutation")
-    order = epoch_order(recs, mode, seed, epoch)
+    order = epoch_order(recs, mode, seed, epoch, block)
     assert sorted(order) == list(range(len(recs)))
     if mode == "entropy":
         keys = [(recs[i].entropy, recs[i].id) for i in order]
@@ -207,7 +213,7 @@ def test_curriculum_order_is_a_permutation(recs, mode, seed, epoch):
 @PROPS
 @given(
     records(),
-    st.sampled_from(["entropy", "shuffle", "none"]),
+    st.sampled_from(["entropy", "shuffle", "none", "entropy_reversed", "entropy_batches"]),
     st.integers(0, 1000),
     st.integers(1, 4),
     st.integers(1, 4),

@@ -202,3 +202,25 @@ def test_report_states_what_the_prompts_were_checked_against_and_flags_the_rest(
     assert "| humaneval_local | **not checked** | — |" in section
     flagged = [line for line in text.splitlines() if "not checked against this task for contamination" in line]
     assert len(flagged) == 1 and "student / HumanEval" in flagged[0]  # base and teacher rows are never flagged
+
+
+def test_report_gives_the_gap_recovered_and_what_it_cost_the_teacher(tmp_path):
+    """GR = (after − before) / (teacher − before) per benchmark, and per million teacher tokens
+    (generated for the cache + scored on the student's own samples, from the training manifest)."""
+    import json
+
+    from fake_run import write_eval
+
+    run = make_run(tmp_path / "run")
+    write_eval(run / "eval", "teacher", "gsm8k_local_heldout", 0.74)
+    manifest = run / "student" / "dante_manifest.json"
+    data = json.loads(manifest.read_text())
+    data["teacher_compute"] = {"tokens_generated": 150_000, "tokens_scored": 50_000, "seconds_scoring": 12.0}
+    manifest.write_text(json.dumps(data))
+    text = build_report(run).read_text()
+    table = text[text.index("### Before and after distillation") :].split("\n\n")[2]
+    row = next(x for x in table.splitlines() if x.startswith("| gap recovered (GR)"))
+    assert row.split("|")[2].strip() == "25"  # (32 − 18) / (74 − 18) = 25%
+    per_m = next(x for x in table.splitlines() if x.startswith("| GR per million teacher tokens"))
+    assert per_m.split("|")[2].strip() == "1.25"  # 0.25 / 0.2 M tokens
+    assert "150,000 generated for the cache, 50,000 scored on the student's own samples (12 s); 200,000 in all" in text

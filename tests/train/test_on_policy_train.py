@@ -1,43 +1,67 @@
 """`train.on_policy` end to end on the tiny student and the tiny hf teacher (different tokenizers):
 the student's samples are scored and trained on next to the cached records, the scores land in
 their exactly-once cache (a second run pays no teacher compute), the manifest counts the
-teacher's tokens, and a run interrupted and resumed reaches the same losses and samples."""
+teacher's tokens, a run interrupted and resumed reaches the same losses and samples, two DDP
+ranks equal one process, and the dense top-K term trains at the one-to-one positions."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from train_helpers import interrupt_at_step, recipe_data
+import yaml
+from train_helpers import interrupt_at_step, make_cache_lines, recipe_data, write_cache
 
 from dante.config import load_recipe
 from dante.errors import DanteError
 from dante.train.loop import train
 from dante.train.on_policy import SCORES
 
+ROOT = Path(__file__).resolve().parents[2]
 
-def recipe(tmp_path, student_dir, cache, teacher_dir, folder="run", **on_policy):
-    data = recipe_data(tmp_path / folder, student_dir, cache, steps=3, checkpoint_every=1)
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text(
-        "".join(json.dumps({"prompt": f"Question {i}: tell me about the fox."}) + "\n" for i in range(6))
-    )
-    data["prompts"] = {"source": str(prompts)}
-    data["teacher"] = {"backend": "hf", "model": str(teacher_dir), "device": "cpu", "dtype": "float32"}
-    data["train"]["on_policy"] = {"fraction": 0.5, "max_new_tokens": 6, "samples_per_prompt": 2, **on_policy}
-    return load_recipe(data=data)
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory, student_dir) -> Path:
+    """A short SFT run on the tiny cache, as a user would warm-start (a random student writes no text)."""
+    tmp = tmp_path_factory.mktemp("warm")
+    cache = write_cache(tmp / "cache", make_cache_lines())
+    return train(load_recipe(data=recipe_data(tmp / "sft", student_dir, cache, steps=30, lr=1e-2))).output_dir
 
 
 def rows(path):
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
+def recipe_dict(tmp_path, student_dir, cache, teacher_dir, folder="run", steps=3, **on_policy):
+    data = recipe_data(tmp_path / folder, student_dir, cache, steps=steps, checkpoint_every=1)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"id": f"q{i}", "prompt": f"Question {i}: tell me about the fox."}) + "\n" for i in range(6))
+    )
+    data["prompts"] = {"source": str(prompts), "id_field": "id"}  # ids (and so the samples' seeds) fixed
+    data["teacher"] = {"backend": "hf", "model": str(teacher_dir), "device": "cpu", "dtype": "float32"}
+    data["train"]["on_policy"] = {
+        "fraction": 0.5,
+        "max_new_tokens": 6,
+        "samples_per_prompt": 2,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        **on_policy,
+    }
+    return data
+
+
+def recipe(*args, **kwargs):
+    return load_recipe(data=recipe_dict(*args, **kwargs))
+
+
 def test_on_policy_trains_caches_scores_and_resumes_to_the_same_losses(
-    tmp_path, student_dir, teacher_dir, tiny_cache, monkeypatch
+    tmp_path, student_dir, teacher_dir, tiny_cache, monkeypatch, warm
 ):
-    # warm start from a short SFT run on the cache, as a user would (a random student writes no text)
-    sft = load_recipe(data=recipe_data(tmp_path / "sft", student_dir, tiny_cache, steps=12, lr=1e-2))
-    warm = train(sft).output_dir
     r = recipe(tmp_path, student_dir, tiny_cache, teacher_dir, warm_start=str(warm))
     result = train(r)
     metrics = [x for x in rows(result.metrics_path) if "loss" in x]
@@ -46,7 +70,10 @@ def test_on_policy_trains_caches_scores_and_resumes_to_the_same_losses(
     manifest = json.loads(result.manifest_path.read_text())
     compute = manifest["teacher_compute"]
     assert compute["tokens_scored"] > 0 and compute["on_policy"]["scored"] + compute["on_policy"]["cache_hits"] > 0
-    scores = [*(r.student_dir / SCORES).glob("*/shard-*.jsonl"), *(r.student_dir / SCORES).glob("*/.partial-*")]
+    scores = [
+        *(r.student_dir / SCORES).glob("*/rank-*/shard-*.jsonl"),
+        *(r.student_dir / SCORES).glob("*/rank-*/.partial-*"),
+    ]
     assert scores and sum(len(f.read_text().splitlines()) for f in scores) == compute["on_policy"]["scored"]
 
     # interrupted after step 2 (checkpoint at 2), resumed: the same samples and losses
@@ -59,7 +86,9 @@ def test_on_policy_trains_caches_scores_and_resumes_to_the_same_losses(
     got = {x["step"]: x for x in rows(resumed.metrics_path) if "loss" in x}
     for x in metrics:
         assert got[x["step"]]["loss"] == pytest.approx(x["loss"], rel=1e-5)
-        assert got[x["step"]]["on_policy_kl"] == pytest.approx(x["on_policy_kl"], rel=1e-5)
+        assert got[x["step"]]["on_policy_samples"] == x["on_policy_samples"]
+        if x["on_policy_kl"] is not None:
+            assert got[x["step"]]["on_policy_kl"] == pytest.approx(x["on_policy_kl"], rel=1e-5)
 
 
 def test_a_warm_start_that_is_not_a_model_is_refused(tmp_path, student_dir, teacher_dir, tiny_cache):
@@ -67,3 +96,115 @@ def test_a_warm_start_that_is_not_a_model_is_refused(tmp_path, student_dir, teac
     with pytest.raises(DanteError, match="not a model folder") as exc:
         train(r)
     assert exc.value.field == "train.on_policy.warm_start"
+
+
+def test_two_ranks_equal_one_process(tmp_path, student_dir, teacher_dir, tiny_cache, warm):
+    """DDP on CPU (gloo, 2 ranks through torchrun): each rank writes and scores its share of the
+    prompts (per-sample seeds: the same samples), the normaliser counts every rank's tokens, and
+    the loss, the on-policy KL and the samples equal one process's step for step."""
+    kw = {"warm_start": str(warm), "dense_kl": 0.5, "top_k": 5}
+    single = train(recipe(tmp_path, student_dir, tiny_cache, teacher_dir, folder="one", **kw))
+    recipe_file = tmp_path / "two.yaml"
+    recipe_file.write_text(yaml.safe_dump(recipe_dict(tmp_path, student_dir, tiny_cache, teacher_dir, "two", **kw)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
+    done = subprocess.run(
+        [*cmd, "-m", "dante.cli", "train", str(recipe_file)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = [x for x in rows(single.metrics_path) if "loss" in x]
+    two_dir = tmp_path / "two" / "run" / "student"
+    two = [x for x in rows(two_dir / "metrics.jsonl") if "loss" in x]
+    assert sum(x["on_policy_samples"] for x in one) > 0
+    compute = [
+        json.loads(p.read_text())["teacher_compute"] for p in (single.manifest_path, two_dir / "dante_manifest.json")
+    ]
+    assert compute[0]["tokens_scored"] == compute[1]["tokens_scored"] > 0  # both ranks' scoring counted
+    for a, b in zip(one, two, strict=True):
+        assert (a["on_policy_samples"], a["on_policy_tokens"]) == (b["on_policy_samples"], b["on_policy_tokens"])
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+        assert (b["on_policy_kl"] is None) == (a["on_policy_kl"] is None)
+        if a["on_policy_kl"] is not None:
+            assert b["on_policy_kl"] == pytest.approx(a["on_policy_kl"], rel=1e-4, abs=1e-5)
+            assert b["on_policy_dense_kl"] == pytest.approx(a["on_policy_dense_kl"], rel=1e-4, abs=1e-6)
+
+
+class _Written:
+    """Stands in for the student seam: ``generate`` returns the given token ids."""
+
+    def __init__(self, student, rows):
+        self.student, self.rows = student, rows
+        self.tokenizer = student.tokenizer
+
+    def generate(self, model, prompt_ids, **kw):
+        from dante.train.student import Written
+
+        return [Written(ids, [-0.5] * len(ids)) for ids in self.rows[: len(prompt_ids)]]
+
+
+class _Teacher:
+    """Scores with a real teacher, or answers None (a text its tokenizer does not give back)."""
+
+    def __init__(self, real=None):
+        self.real, self.calls = real, 0
+
+    def check_scoring(self, k=0):
+        pass
+
+    def score(self, prompts, texts, k=0):
+        self.calls += len(texts)
+        return self.real.score(prompts, texts, k) if self.real else [None] * len(texts)
+
+    def close(self):
+        pass
+
+
+def test_bad_samples_are_counted_never_trained_on_or_scored_as_zero(tmp_path, student_dir, teacher_dir, tiny_cache):
+    """An empty sample (the end of sequence first), one that is not UTF-8, one the teacher's
+    tokenizer does not give back (None from the engine), and one whose last character
+    max_new_tokens cut: counted by kind in the stats; only the text before the cut is scored."""
+    from accelerate import Accelerator
+
+    from dante.config import TeacherConfig
+    from dante.teacher.hf import HFTeacher
+    from dante.train.on_policy import OnPolicy
+    from dante.train.student import make_student
+
+    r = recipe(tmp_path, student_dir, tiny_cache, teacher_dir, samples_per_prompt=1)
+    student = make_student(r)
+    model, _ = student.load(Accelerator(cpu=True))
+    tok = student.tokenizer
+    ok = tok("The fox is 3.", add_special_tokens=False)["input_ids"]
+    euro = tok("€", add_special_tokens=False)["input_ids"]  # three bytes, byte-level tokens
+    assert len(euro) > 1, "the tiny tokenizer should split a multi-byte character"
+    rows = [[tok.eos_token_id], [euro[-1]] + ok, ok + euro[:-1], ok]
+    real = HFTeacher(TeacherConfig(backend="hf", model=str(teacher_dir), device="cpu", dtype="float32"))
+    op = OnPolicy(r, _Written(student, rows), Accelerator(cpu=True), teacher=_Teacher(real))
+    got = op.samples(model, [op.prompts[0]] * 4, step=1)
+    stats = op.stats
+    assert (stats.samples, stats.skipped_empty, stats.skipped_not_text) == (4, 1, 1)
+    assert [s.ids for s in got] == [ok, ok]  # the cut character dropped; the text before it kept
+    assert stats.scored == 1 and op.teacher.calls == 1  # one text of one prompt: scored once
+    op.student.rows = [ok]
+    again = op.samples(model, [op.prompts[0]], step=2)
+    assert again[0].score == got[0].score and stats.cache_hits == 1 and op.teacher.calls == 1
+    assert all(s.log_ratio == pytest.approx(sum(s.score.logprobs) + 0.5 * len(ok)) for s in got)
+    op.close()
+
+    none = OnPolicy(r, _Written(student, [ok]), Accelerator(cpu=True), teacher=_Teacher())
+    none.cache.scores.clear()
+    assert none.samples(model, none.prompts[4:5], step=1) == []
+    assert none.stats.skipped_not_round_trip == 1 and none.stats.scored == 0  # never a made-up score
+    none.close()
+
+
+def test_greedy_with_several_samples_per_prompt_is_refused(tmp_path, student_dir, teacher_dir, tiny_cache):
+    with pytest.raises(Exception, match="temperature 0 \\(greedy\\) writes one completion per prompt"):
+        recipe(tmp_path, student_dir, tiny_cache, teacher_dir, temperature=0.0, samples_per_prompt=2)
+    with pytest.raises(Exception, match="dense_kl needs the teacher's top-k"):
+        recipe(tmp_path, student_dir, tiny_cache, teacher_dir, dense_kl=1.0)

@@ -99,6 +99,8 @@ def test_fifty_steps_lower_held_out_loss_and_write_outputs(tmp_path, student_dir
         {"loss": {"tea": False}},
         {"loss": {"ce_schedule": False}},
         {"curriculum": "shuffle"},
+        {"curriculum": "entropy_reversed"},
+        {"curriculum": "entropy_batches", "batch_tokens": 150},
         {"curriculum": "none", "packing": False},
         {"batch_tokens": 150, "loss": {"normalise": "sequence"}},
         {"loss": {"normalise": "card"}, "gradient_checkpointing": True},
@@ -132,8 +134,11 @@ def test_max_length_smaller_than_every_prompt(tmp_path, student_dir, tiny_cache)
         train(load_recipe(data=recipe_data(tmp_path, student_dir, tiny_cache, steps=1, max_length=8)))
 
 
-def test_resume_in_process_gives_the_same_losses(tmp_path, student_dir, tiny_cache, monkeypatch):
-    kw = {"steps": 8, "checkpoint_every": 3, "keep_checkpoints": 1}
+@pytest.mark.parametrize("curriculum", ["entropy", "competence", "buckets"])
+def test_resume_in_process_gives_the_same_losses(tmp_path, student_dir, tiny_cache, monkeypatch, curriculum):
+    """Killed mid-epoch (step 5, checkpoint at 3) and resumed: the same losses, records and tokens,
+    with the card's curriculum and the paced ones (a pure function of the stream position)."""
+    kw = {"steps": 8, "checkpoint_every": 3, "keep_checkpoints": 1, "curriculum": curriculum}
     full = train(load_recipe(data=recipe_data(tmp_path / "a", student_dir, tiny_cache, **kw)))
     recipe = load_recipe(data=recipe_data(tmp_path / "b", student_dir, tiny_cache, **kw))
     undo = interrupt_at_step(monkeypatch, 5)
@@ -146,7 +151,7 @@ def test_resume_in_process_gives_the_same_losses(tmp_path, student_dir, tiny_cac
     resumed = train(recipe, resume=True)
     assert resumed.resumed_from_step == 3
     assert _losses(resumed.metrics_path) == pytest.approx(_losses(full.metrics_path), rel=1e-6)
-    assert resumed.tokens_seen == full.tokens_seen
+    assert resumed.tokens_seen == full.tokens_seen and resumed.records_seen == full.records_seen == 8 * 4
 
 
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, student_dir, tiny_cache):

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from dante.config import LossConfig
-from dante.train.chunked_ce import chunked_weighted_ce_sum
+from dante.train.chunked_ce import chunked_loss_parts, chunked_weighted_ce_sum
 from dante.train.data import IGNORE
-from dante.train.losses import lambda_kd, sparse_kd_sum, weighted_ce_sum
+from dante.train.losses import lambda_kd, sparse_kd_sum, sparse_kl_terms, weighted_ce_sum
 
 
 def test_sparse_kd_by_hand():
@@ -71,9 +71,16 @@ def _problem(seed=0, n=41, hidden=16, vocab=97, k=5):
     return h, w, targets, weights, (ids, probs, v)
 
 
-@pytest.mark.parametrize("chunk", [1, 6, 1000])
-def test_chunked_kernel_equals_the_plain_form_in_value_and_gradient(chunk):
-    h, w, targets, weights, kd = _problem()
+@pytest.mark.parametrize(
+    ("chunk", "reverse", "kappa"),
+    [(1, False, 1.0), (6, False, 1.0), (1000, False, 1.0), (1, True, 0.7), (1000, True, 0.7)],
+)
+def test_chunked_kernel_equals_the_plain_form_in_value_and_gradient(chunk, reverse, kappa):
+    """Forward KL (token-level KD) and reverse KL with signed CE weights (on-policy's dense term
+    next to its advantages): the kernel's value and gradients equal the plain form's."""
+    h, w, targets, weights, kd = _problem(seed=4 if reverse else 0)
+    if reverse:
+        weights = weights - 0.5 * (targets != IGNORE)  # signed weights, as on-policy advantages are
     logits = h @ w.t()
     keep = (targets != IGNORE).reshape(-1)
     ce, _ = weighted_ce_sum(logits, targets, weights)
@@ -82,11 +89,13 @@ def test_chunked_kernel_equals_the_plain_form_in_value_and_gradient(chunk):
         kd[0].reshape(-1, 5)[keep],
         kd[1].reshape(-1, 5)[keep],
         kd[2].reshape(-1)[keep],
+        reverse=reverse,
     )
-    total, _, kl_chunked = chunked_weighted_ce_sum(h, w, targets, weights, chunk_tokens=chunk, kd=kd)
-    assert total.item() == pytest.approx((ce + kl).item(), rel=1e-5)
-    assert kl_chunked.item() == pytest.approx(kl.item(), rel=1e-5)
-    g_plain = torch.autograd.grad(0.3 * (ce + kl), [h, w])
+    parts = chunked_loss_parts(h, w, targets, weights, chunk_tokens=chunk, kd=kd, kd_scale=kappa, reverse=reverse)
+    total = parts.objective
+    assert total.item() == pytest.approx((ce + kappa * kl).item(), rel=1e-5)
+    assert parts.token_kd.item() == pytest.approx(kl.item(), rel=1e-5)
+    g_plain = torch.autograd.grad(0.3 * (ce + kappa * kl), [h, w])
     g_chunked = torch.autograd.grad(0.3 * total, [h, w])
     for a, b in zip(g_chunked, g_plain, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -236,3 +245,46 @@ def test_token_kd_accumulation_and_two_processes_match_one_process(tmp_path, tea
     assert done.returncode == 0, done.stderr[-3000:]
     two = tmp_path / "two" / "run" / "student" / "metrics.jsonl"
     assert _losses(two) == pytest.approx(_losses(whole.metrics_path), rel=1e-4)
+
+
+# -- the reverse direction (on-policy's dense term: KL(p ‖ q) on the student's own samples) ------
+
+
+def test_reverse_sparse_kl_by_hand():
+    # p = [.5, .3, .2]; the teacher names tokens 0 and 2 with q = .6, .1 (tail .3): KL(p ‖ q) on {0, 2, other}
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    ids, probs = torch.tensor([[0, 2]]), torch.tensor([[0.6, 0.1]])
+    got = sparse_kd_sum(logits, ids, probs, torch.tensor([2.0]), reverse=True)
+    kl = 0.5 * math.log(0.5 / 0.6) + 0.2 * math.log(0.2 / 0.1) + 0.3 * math.log(0.3 / 0.3)
+    assert got.item() == pytest.approx(2.0 * kl, rel=1e-6)
+    same = sparse_kd_sum(logits, ids, torch.tensor([[0.5, 0.2]]), torch.tensor([1.0]), reverse=True)
+    assert same.item() == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_the_closed_form_gradient_equals_autograd(reverse):
+    """``sparse_kl_terms``' row / at_ids (what the chunked kernel uses) against autograd of KL_t."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 11, generator=g, requires_grad=True)
+    ids = torch.tensor([[0, 3, 5], [2, -1, -1], [1, 4, 9], [7, 8, -1], [10, 0, 1], [6, -1, -1]])
+    probs = torch.rand(6, 3, generator=g) * (ids >= 0) * 0.3
+    lp = torch.log_softmax(logits, -1)
+    terms = sparse_kl_terms(lp.gather(1, ids.clamp_min(0)), ids, probs, reverse)
+    (auto,) = torch.autograd.grad(terms.kl.sum(), logits)
+    p = lp.exp().detach()
+    closed = p * terms.row.detach()[:, None]
+    closed = closed.scatter_add(1, ids.clamp_min(0), torch.where(ids >= 0, terms.at_ids.detach(), 0.0))
+    assert torch.allclose(closed, auto, atol=1e-6)
+    if reverse:
+        assert torch.allclose(terms.kl, _direct_kl_reverse(logits, ids, probs), atol=1e-6)
+
+
+def _direct_kl_reverse(logits, ids, probs):
+    p = torch.softmax(logits, -1)
+    out = []
+    for t in range(logits.shape[0]):
+        m = [int(i) for i in ids[t] if i >= 0]
+        pt = torch.cat([p[t, m], (1 - p[t, m].sum()).reshape(1)])
+        qt = torch.cat([probs[t][: len(m)], (1 - probs[t][: len(m)].sum()).reshape(1)])
+        out.append((pt * (pt.log() - qt.log())).sum())
+    return torch.stack(out)

@@ -511,7 +511,19 @@ class OnPolicyConfig(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling of the student.")
     max_new_tokens: int = Field(128, ge=1, description="Length cap of a student sample.")
     kl_coef: float = Field(1.0, gt=0.0, description="β: the advantage of a chunk is β · (log p_T − log p_S).")
-    top_k: int = Field(0, ge=0, le=20, description="Top-k alternatives the teacher returns per scored token.")
+    top_k: int = Field(
+        0, ge=0, le=20, description="Top-k alternatives the teacher returns per scored token (the dense term's)."
+    )
+    dense_kl: float = Field(
+        0.0,
+        ge=0.0,
+        description="Weight of the dense term: the sparse top-k KL at the positions one token on both sides "
+        "(needs top_k > 0); 0: off.",
+    )
+    dense_direction: Literal["reverse", "forward"] = Field(
+        "reverse", description="The dense term's KL: reverse KL(student ‖ teacher) or forward KL(teacher ‖ student)."
+    )
+    generate_batch: int = Field(32, ge=1, description="Student samples written per batched generate call.")
     warm_start: str | None = Field(
         None, description="A student folder to start from (e.g. an SFT run's output) instead of student.model."
     )
@@ -523,11 +535,26 @@ class OnPolicyConfig(Section):
                 f"temperature 0 (greedy) writes one completion per prompt, not samples_per_prompt="
                 f"{self.samples_per_prompt}: set a temperature > 0 or one sample"
             )
+        if self.dense_kl > 0 and self.top_k == 0:
+            raise ValueError("dense_kl needs the teacher's top-k alternatives: set train.on_policy.top_k (e.g. 20)")
         return self
 
     @property
     def enabled(self) -> bool:
         return self.fraction > 0
+
+
+class PacingConfig(Section):
+    """The paced curricula (``train.curriculum: competence | buckets``, dante.train.curriculum):
+    how fast they open up from the easiest records to all of them."""
+
+    c0: float = Field(
+        0.1, gt=0.0, le=1.0, description="competence: the share of the records (easiest first) open at the start."
+    )
+    buckets: int = Field(3, ge=1, description="buckets: entropy buckets visited easy to hard, one stage each.")
+    full_mix: float = Field(
+        0.25, ge=0.0, lt=1.0, description="Share of the run, at its end, over every record in shuffled epochs."
+    )
 
 
 class TrainConfig(Section):
@@ -546,8 +573,16 @@ class TrainConfig(Section):
     )
     max_length: int = Field(4096, ge=8, description="Max tokens per record (prompt + completion).")
     packing: bool = Field(True, description="Padding-free packing of several records per row.")
-    curriculum: Literal["entropy", "shuffle", "none"] = Field(
-        "entropy", description="entropy: ascending output_entropy (the card); shuffle: ablation."
+    curriculum: Literal[
+        "entropy", "shuffle", "none", "competence", "buckets", "entropy_reversed", "entropy_batches"
+    ] = Field(
+        "entropy",
+        description="entropy: ascending output_entropy every epoch (the card); shuffle: seeded epochs; competence / "
+        "buckets: easy to hard paced over the run, ending on the full mix (train.pacing); entropy_reversed, "
+        "entropy_batches, none: diagnostics (docs/training.md).",
+    )
+    pacing: PacingConfig = Field(
+        default_factory=PacingConfig, description="How the competence and buckets curricula open up."
     )
     loss: LossConfig = Field(default_factory=LossConfig, description="The DANTE objective (dante.train.losses).")
     on_policy: OnPolicyConfig = Field(

@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dante.errors import DataError
 from dante.io import atomic_write_json
 from dante.layout import SCORES
@@ -49,6 +51,46 @@ def mcnemar_exact(a: dict[Any, bool], b: dict[Any, bool]) -> dict[str, float]:
     n = a_only + b_only
     tail = sum(math.comb(n, k) for k in range(0, min(a_only, b_only) + 1)) / 2**n if n else 1.0
     return {"rows": len(rows), "b_only": b_only, "a_only": a_only, "p_value": min(1.0, 2 * tail)}
+
+
+def gap_recovered(after: float, before: float, teacher: float) -> float | None:
+    """GR = (after − before) / (teacher − before): the share of the teacher-student gap the
+    student closed (None when the teacher is not ahead)."""
+    if teacher <= before:
+        return None
+    return (after - before) / (teacher - before)
+
+
+def replicate_bootstrap(
+    pairs: list[tuple[dict[Any, bool], dict[Any, bool]]], draws: int = 4000, seed: int = 0
+) -> dict[str, Any]:
+    """The mean over replicates of accuracy(b) − accuracy(a), with a 95% percentile interval from
+    a two-level bootstrap: each draw resamples the replicates with replacement, then, inside each
+    drawn replicate, its questions with replacement (a and b paired on the same question). The
+    interval covers both what varies between training runs and the choice of questions; with one
+    replicate it is the paired bootstrap over questions alone.
+
+    ``pairs``: per replicate, (a, b) correct-by-question maps over the same questions."""
+    if not pairs:
+        raise ValueError("no replicate to compare")
+    diffs = []
+    for a, b in pairs:
+        rows = sorted(set(a) & set(b))
+        diffs.append(np.array([float(b[r]) - float(a[r]) for r in rows]))
+    observed = float(np.mean([d.mean() for d in diffs]))
+    rng = np.random.default_rng(seed)
+    k = len(diffs)
+    picks = rng.integers(0, k, size=(draws, k))
+    means = np.zeros((draws, k))
+    for j, d in enumerate(diffs):
+        slots = picks == j
+        if not slots.any():
+            continue
+        sampled = d[rng.integers(0, len(d), size=(int(slots.sum()), len(d)))].mean(axis=1)
+        means[slots] = sampled
+    stat = means.mean(axis=1)
+    lo, hi = np.quantile(stat, [0.025, 0.975])
+    return {"mean": observed, "ci95": (float(lo), float(hi)), "draws": draws, "replicates": k}
 
 
 def correct_by_doc(model_dir: Path, task: str, metric: str, filt: str) -> dict[int, bool] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from dante.eval.scores import correct_by_doc, mcnemar_exact
+from dante.eval.scores import correct_by_doc, gap_recovered, mcnemar_exact
 from dante.report.consistency import describe, flag_published, flag_rows, settings_of
 from dante.report.data import RunData
 from dante.report.reference import Published, PublishedCompute
@@ -100,6 +100,15 @@ def _before_after(data: RunData, models: list[str], benches: list[str], cell: di
         return text
 
     body = [[label] + [with_ci(b, m) for b in benches] for m, label in BEFORE_AFTER if m in models]
+    gaps = {b: _gap(by_key, b) for b in benches}
+    tokens = teacher_tokens(data.student_manifest)
+    if any(g is not None for g in gaps.values()):
+        body.append(["gap recovered (GR)"] + [pct(gaps[b], 0) if gaps[b] is not None else "—" for b in benches])
+        if tokens:
+            body.append(
+                ["GR per million teacher tokens"]
+                + [f"{gaps[b] / (tokens['total'] / 1e6):.2f}" if gaps[b] is not None else "—" for b in benches]
+            )
     body.append(
         ["after vs before"] + [_paired(data, by_key.get((b, "base")), by_key.get((b, "student"))) for b in benches]
     )
@@ -108,13 +117,44 @@ def _before_after(data: RunData, models: list[str], benches: list[str], cell: di
         "",
         "Headline metric in percent with its 95% interval; a bracketed number refers to the notes below the next "
         "table. *After vs before*: the change in points, then on the items both were scored on, how many the "
-        "student gets right only after (won) and only before (lost), and the exact McNemar p-value of that split.",
+        "student gets right only after (won) and only before (lost), and the exact McNemar p-value of that split. "
+        "*GR*: the share of the teacher-student gap the student closed, (after − before) / (teacher − before).",
         "",
         md_table(["model"] + benches, body, "l" + "r" * len(benches)),
         "",
+        *([_teacher_tokens_line(tokens), ""] if tokens else []),
         "### All models",
         "",
     ]
+
+
+def _gap(by_key: dict[tuple[str, str], dict[str, Any]], bench: str) -> float | None:
+    rows = [by_key.get((bench, m)) for m in ("teacher", "base", "student")]
+    if not all(rows):
+        return None
+    return gap_recovered(rows[2]["value"], rows[1]["value"], rows[0]["value"])
+
+
+def teacher_tokens(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the student cost the teacher, from the training manifest: tokens it generated for the
+    cache, tokens it scored on-policy, their total and the scoring seconds."""
+    compute = (manifest or {}).get("teacher_compute")
+    if not compute:
+        return None
+    generated, scored = compute.get("tokens_generated") or 0, compute.get("tokens_scored") or 0
+    return {
+        "generated": generated,
+        "scored": scored,
+        "total": generated + scored,
+        "seconds_scoring": compute.get("seconds_scoring") or 0.0,
+    }
+
+
+def _teacher_tokens_line(tokens: dict[str, Any]) -> str:
+    line = f"Teacher tokens behind this student: {tokens['generated']:,} generated for the cache"
+    if tokens["scored"]:
+        line += f", {tokens['scored']:,} scored on the student's own samples ({tokens['seconds_scoring']:.0f} s)"
+    return line + f"; {tokens['total']:,} in all."
 
 
 def _paired(data: RunData, before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:

@@ -184,38 +184,56 @@ class HFTeacher(Teacher):
     SCORE_TILE = 256  # completion positions whose logits exist at once while scoring
 
     def score(self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0) -> list[TokenLogprobs | None]:
-        """One forward pass per (prompt, completion) for the hidden states, then the lm_head
-        on tiles of ``SCORE_TILE`` completion positions: no (tokens × vocabulary) tensor is kept
-        beyond a tile. The completion is tokenized alone after the rendered prompt's ids, as
-        generation would have produced it."""
-        head = self.model.get_output_embeddings()
-        text_config = self.model.config.get_text_config()
-        softcap = getattr(text_config, "final_logit_softcapping", None)
-        out: list[TokenLogprobs | None] = []
+        """Batches of ``teacher.batch_size`` (prompt, completion) pairs, right-padded, one forward
+        pass each for the hidden states, then the lm_head on tiles of ``SCORE_TILE`` completion
+        positions: no (tokens × vocabulary) tensor is kept beyond a tile. The completion is
+        tokenized alone after the rendered prompt's ids, as generation would have produced it."""
+        rows: list[tuple[list[int], list[int]] | None] = []
         for prompt, text in zip(prompts, completions, strict=True):
             prompt_ids = self.tokenizer(self.render(prompt), add_special_tokens=not self._uses_template())["input_ids"]
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            tokens = [self.token_bytes(i) for i in ids]
-            if b"".join(tokens) != text.encode("utf-8"):
-                out.append(None)
-                continue
+            joins = b"".join(self.token_bytes(i) for i in ids) == text.encode("utf-8")
+            rows.append((prompt_ids, ids) if joins else None)
+        out: list[TokenLogprobs | None] = [None] * len(rows)
+        todo = [i for i, r in enumerate(rows) if r is not None]
+        for start in range(0, len(todo), max(1, self.cfg.batch_size)):
+            batch = todo[start : start + max(1, self.cfg.batch_size)]
+            for i, scored in zip(batch, self._score_batch([rows[i] for i in batch], k), strict=True):
+                out[i] = scored
+        return out
+
+    @torch.no_grad()
+    def _score_batch(self, rows: list[tuple[list[int], list[int]]], k: int) -> list[TokenLogprobs]:
+        head = self.model.get_output_embeddings()
+        softcap = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
+        width = max(len(p) + len(c) for p, c in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        seq = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(seq)
+        for r, (p, c) in enumerate(rows):  # right padding: positions are 0.. as in an unpadded pass
+            seq[r, : len(p) + len(c)] = torch.tensor(p + c)
+            mask[r, : len(p) + len(c)] = 1
+        hidden = self.model(
+            input_ids=seq.to(self.device),
+            attention_mask=mask.to(self.device),
+            output_hidden_states=True,
+            logits_to_keep=1,
+        ).hidden_states[-1]
+        out = []
+        for r, (prompt_ids, ids) in enumerate(rows):
             chosen, top_ids, top_lps = [], [], []
-            if ids:
-                seq = torch.tensor([prompt_ids + ids], device=self.device)
-                with torch.no_grad():
-                    hidden = self.model(input_ids=seq, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
-                    hidden = hidden[0, len(prompt_ids) - 1 : -1]  # position i predicts completion token i
-                    target = torch.tensor(ids, device=self.device)
-                    for start in range(0, len(ids), self.SCORE_TILE):
-                        logits = head(hidden[start : start + self.SCORE_TILE]).float()
-                        if softcap:
-                            logits = softcap * torch.tanh(logits / softcap)
-                        logp = torch.log_softmax(logits, dim=-1)
-                        chosen += logp.gather(1, target[start : start + self.SCORE_TILE, None]).squeeze(1).tolist()
-                        if k > 0:
-                            top = logp.topk(min(k, logp.shape[-1]), dim=-1)
-                            top_ids += top.indices.tolist()
-                            top_lps += top.values.tolist()
+            states = hidden[r, len(prompt_ids) - 1 : len(prompt_ids) + len(ids) - 1]  # position i predicts token i
+            target = torch.tensor(ids, device=self.device, dtype=torch.long)
+            for start in range(0, len(ids), self.SCORE_TILE):
+                logits = head(states[start : start + self.SCORE_TILE]).float()
+                if softcap:
+                    logits = softcap * torch.tanh(logits / softcap)
+                logp = torch.log_softmax(logits, dim=-1)
+                chosen += logp.gather(1, target[start : start + self.SCORE_TILE, None]).squeeze(1).tolist()
+                if k > 0:
+                    top = logp.topk(min(k, logp.shape[-1]), dim=-1)
+                    top_ids += top.indices.tolist()
+                    top_lps += top.values.tolist()
             if not k:
                 top_ids, top_lps = [[] for _ in ids], [[] for _ in ids]
             out.append(from_ids(self.token_bytes, ids, chosen, top_ids, top_lps))

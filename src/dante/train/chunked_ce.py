@@ -40,7 +40,19 @@ class _ChunkedWeightedCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, weights, chunk_tokens, compute_dtype, want_grad, kd=None, kd_scale=1.0):
+    def forward(
+        ctx,
+        hidden,
+        weight,
+        targets,
+        weights,
+        chunk_tokens,
+        compute_dtype,
+        want_grad,
+        kd=None,
+        kd_scale=1.0,
+        reverse=False,
+    ):
         n_tok, vocab = hidden.shape[0], weight.shape[0]
         kdsum = torch.zeros((), dtype=torch.float64, device=hidden.device)
         grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if want_grad else None
@@ -67,7 +79,7 @@ class _ChunkedWeightedCE(torch.autograd.Function):
             scale, extra = u, None
             if kd is not None:  # the sparse top-K KL of losses.sparse_kd_sum, value and gradient in the same tile
                 value, scale, extra = _kd_tile(
-                    z_kd, z_max, sum_exp, kd[0][start:stop], kd[1][start:stop], kd[2][start:stop], u, kd_scale
+                    z_kd, z_max, sum_exp, kd[0][start:stop], kd[1][start:stop], kd[2][start:stop], u, kd_scale, reverse
                 )
                 kdsum += value
             if want_grad:
@@ -92,28 +104,24 @@ class _ChunkedWeightedCE(torch.autograd.Function):
     def backward(ctx, grad_wsum, _grad_cesum, _grad_kdsum, _grad_weighted):
         grad_hidden, grad_weight = ctx.saved_tensors
         if grad_wsum is None or grad_hidden is None:
-            return (None,) * 10
+            return (None,) * 11
         g = grad_wsum.float()  # scaled in place: no second (V × H) allocation
         return (
             grad_hidden.mul_(g).to(ctx.dtypes[0]),
             None if grad_weight is None else grad_weight.mul_(g).to(ctx.dtypes[1]),
-            *(None,) * 8,
+            *(None,) * 9,
         )
 
 
-def _kd_tile(z_kd, z_max, sum_exp, ids, probs, v, u, kd_scale=1.0):
-    """Σ v·KL_t of one tile and the coefficients of the gradient of κ·Σ v·KL_t (see
-    ``losses.sparse_kd_sum``): dKL_t/dz_i = (Q − ρ·P)·p_i − Σ_k q_k·1[i = J_k] + ρ·Σ_k p_k·1[i = J_k],
-    ρ = r_T / r_S (ρ = 0 where r_S is clamped at its floor). Returns the value (unscaled), the
-    per-row factor of p (u + κv·(Q − ρ·P)) and the values added at the mapped ids (κv·(ρ·p_k − q_k))."""
-    t = sparse_kl_terms(z_kd - z_max[:, None] - sum_exp.log()[:, None], ids, probs)
-    big_q, big_p = t.q.sum(1), t.p.sum(1)
-    rho = torch.where(t.clamped, torch.zeros_like(t.r_t), t.r_t / t.r_s)
+def _kd_tile(z_kd, z_max, sum_exp, ids, probs, v, u, kd_scale=1.0, reverse=False):
+    """Σ v·KL_t of one tile and the coefficients of the gradient of κ·Σ v·KL_t
+    (``losses.sparse_kl_terms``: dKL_t/dz_i = row_t·p_i + Σ_k at_ids_tk·1[i = J_k]). Returns the
+    value (unscaled), the per-row factor of p (u + κv·row) and the values added at the mapped
+    ids (κv·at_ids)."""
+    t = sparse_kl_terms(z_kd - z_max[:, None] - sum_exp.log()[:, None], ids, probs, reverse)
     value = (v * t.kl).sum()
     v = v * kd_scale if kd_scale != 1.0 else v
-    scale = u + v * (big_q - rho * big_p)
-    extra = torch.where(ids >= 0, v[:, None] * (rho[:, None] * t.p - t.q), torch.zeros_like(t.q))
-    return value, scale, extra
+    return value, u + v * t.row, v[:, None] * t.at_ids
 
 
 def chunked_loss_parts(
@@ -124,6 +132,7 @@ def chunked_loss_parts(
     chunk_tokens: int | None = None,
     kd: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     kd_scale: float = 1.0,
+    reverse: bool = False,
 ) -> LossParts:
     """``weighted_ce_sum(hidden @ weight.T, targets, weights)`` computed chunk by chunk over the
     tokens, never holding the (tokens × V) logits: the memory lever for large vocabularies.
@@ -132,7 +141,8 @@ def chunked_loss_parts(
     target are computed. The softmax and CE run in float32; the matmuls in the autocast dtype
     when autocast is on. Value and gradients equal the plain computation up to float rounding.
     ``kd`` = (ids, probs, v) of shapes (..., K), (..., K), (...) adds κ · ``sparse_kd_sum`` in the
-    same tiles (κ = ``kd_scale``). Returns the ``LossParts``; only ``objective`` has gradients.
+    same tiles (κ = ``kd_scale``; ``reverse``: KL(p ‖ q)). Returns the ``LossParts``; only
+    ``objective`` has gradients.
     """
     d = hidden.shape[-1]
     targets = targets.reshape(-1)
@@ -150,7 +160,7 @@ def chunked_loss_parts(
     want_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)  # not under no_grad (eval)
     with torch.autocast(h.device.type, enabled=False):
         chunk = chunk_tokens or ce_chunk_tokens(weight.shape[0], h.device)
-        return LossParts(*_ChunkedWeightedCE.apply(h, weight, y, u, chunk, dtype, want_grad, kd, kd_scale))
+        return LossParts(*_ChunkedWeightedCE.apply(h, weight, y, u, chunk, dtype, want_grad, kd, kd_scale, reverse))
 
 
 def chunked_weighted_ce_sum(
@@ -200,12 +210,16 @@ class ChunkedCEHead:
     def _forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.pending is None:
             return self._plain(hidden)
-        (targets, weights, kd, kd_scale), self.pending = self.pending, None
-        self.value = chunked_loss_parts(hidden, self.head.weight, targets, weights, kd=kd, kd_scale=kd_scale)
+        (targets, weights, kd, kd_scale, reverse), self.pending = self.pending, None
+        self.value = chunked_loss_parts(
+            hidden, self.head.weight, targets, weights, kd=kd, kd_scale=kd_scale, reverse=reverse
+        )
         return hidden  # stands in for the logits, which are never built
 
-    def arm(self, targets: torch.Tensor, weights: torch.Tensor, kd=None, kd_scale: float = 1.0) -> None:
-        self.pending, self.value = (targets, weights, kd, kd_scale), None
+    def arm(
+        self, targets: torch.Tensor, weights: torch.Tensor, kd=None, kd_scale: float = 1.0, reverse: bool = False
+    ) -> None:
+        self.pending, self.value = (targets, weights, kd, kd_scale, reverse), None
 
     def take(self) -> LossParts:
         value, self.value, self.pending = self.value, None, None

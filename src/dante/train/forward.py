@@ -41,13 +41,14 @@ class Forward:
         self.keep_logits = "logits_to_keep" in inspect.signature(base_model.forward).parameters
         self.head = ChunkedCEHead(base_model) if chunked_ce and ChunkedCEHead.supports(base_model) else None
 
-    def loss_sums(self, batch: dict[str, torch.Tensor], kd_scale: float = 0.0) -> LossParts:
+    def loss_sums(self, batch: dict[str, torch.Tensor], kd_scale: float = 0.0, reverse_kd: bool = False) -> LossParts:
         """The ``LossParts`` of one micro-batch: Σ u·CE, Σ CE and, at the positions with
-        token-level distillation targets, Σ u·KL (``losses.sparse_kd_sum``; 0 without targets or
-        with kd_scale κ = 0), fused into ``objective`` = Σ u·CE + κ·Σ u·KL, the part with gradients."""
+        token-level distillation targets, Σ v·KL (``losses.sparse_kd_sum``, v = u unless the batch
+        has ``kd_weights``; KL(p ‖ q) with ``reverse_kd``; 0 without targets or with kd_scale κ = 0),
+        fused into ``objective`` = Σ u·CE + κ·Σ v·KL, the part with gradients."""
         kwargs, targets, weights, kd = self._inputs(batch, kd_scale)
         if self.head is not None:
-            self.head.arm(targets, weights, kd, kd_scale)
+            self.head.arm(targets, weights, kd, kd_scale, reverse_kd)
             self.model(**kwargs)
             return self.head.take()
         logits = self.model(**kwargs).logits
@@ -61,6 +62,7 @@ class Forward:
             kd[0].reshape(-1, kd[0].shape[-1])[keep],
             kd[1].reshape(-1, kd[1].shape[-1])[keep],
             kd[2].reshape(-1)[keep],
+            reverse=reverse_kd,
         )
         return LossParts(weighted + kd_scale * kl, plain, kl.detach(), weighted.detach())
 
@@ -90,7 +92,7 @@ class Forward:
         kd = None
         if kd_scale > 0 and "kd_ids" in batch:
             ids, probs = batch["kd_ids"], batch["kd_probs"]
-            kd = (ids, probs, weights * (ids[..., 0] >= 0))
+            kd = (ids, probs, batch.get("kd_weights", weights) * (ids[..., 0] >= 0))
         if self.keep_logits:
             keep = (targets != IGNORE).any(dim=0).nonzero().flatten()
             if keep.numel() == 0:

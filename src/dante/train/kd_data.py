@@ -85,12 +85,22 @@ def kd_targets(
         return None
     stats.aligned += 1
     stats.completion_tokens += len(offsets)
+    found = one_to_one_targets(payload.top, chunks, vocab)
+    stats.positions += len(found.positions)
+    stats.mapped_mass += sum(min(1.0, sum(p)) for p in found.probs)
+    return KDTargets([inside[j] for j in found.positions], found.ids, found.probs)
+
+
+def one_to_one_targets(top: list[list[tuple[bytes, float]]], chunks, vocab: StudentVocab) -> KDTargets:
+    """The teacher's top-K at every chunk that is one token on both sides, as student ids and
+    probabilities (alternatives the student's vocabulary does not have as one token are left to
+    the tail); positions are the student token indices of those chunks."""
     out = KDTargets([], [], [])
     for c in chunks:
-        if not c.one_to_one:
+        if not c.one_to_one or c.t0 >= len(top):
             continue
         ids, probs = [], []
-        for alt, lp in payload.top[c.t0]:
+        for alt, lp in top[c.t0]:
             sid = vocab.get(alt)
             if sid is not None and sid not in ids:
                 ids.append(sid)
@@ -100,9 +110,7 @@ def kd_targets(
             probs = [p / total for p in probs]
         if not ids:
             continue
-        out.positions.append(inside[c.s0])
+        out.positions.append(c.s0)
         out.ids.append(ids)
         out.probs.append(probs)
-        stats.positions += 1
-        stats.mapped_mass += min(1.0, total)
     return out

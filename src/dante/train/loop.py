@@ -27,7 +27,7 @@ from dante.errors import DanteError
 from dante.io import atomic_write_json
 from dante.layout import CHECKPOINTS, METRICS, STUDENT_MANIFEST
 from dante.train.checkpoint import latest_checkpoint, read_state, save_checkpoint
-from dante.train.curriculum import BatchStream, check_entropies, micro_batches, rank_slice
+from dante.train.curriculum import NEEDS_ENTROPY, BatchStream, check_entropies, micro_batches, rank_slice, run_positions
 from dante.train.data import DataStats, Example, build_examples, collate, filter_records, split_heldout
 from dante.train.engine import build_optimizer, device_info, make_accelerator, package_versions
 from dante.train.forward import Forward, empty_example, held_out_loss
@@ -37,12 +37,11 @@ from dante.train.losses import (
     TeaAnchor,
     batch_weights,
     micro_batch_loss,
-    policy_gradient_sum,
     step_lambdas,
     step_terms,
 )
 from dante.train.metrics import MetricsLog, finite, format_info, progress_bar
-from dante.train.on_policy import OnPolicy, Sample, check_warm_start
+from dante.train.on_policy import OnPolicy, OnPolicyStats, Sample, check_warm_start
 from dante.train.student import FullStudent, make_student
 
 
@@ -196,7 +195,13 @@ def setup(recipe: Recipe, resume: bool) -> Run:
     data = load_data(recipe, student.tokenizer, accelerator)
     off_policy = None if cfg.batch_sequences is None else cfg.batch_sequences - on_policy_prompts
     stream = BatchStream(
-        data.examples, cfg.curriculum, cfg.seed, batch_sequences=off_policy, batch_tokens=cfg.batch_tokens
+        data.examples,
+        cfg.curriculum,
+        cfg.seed,
+        batch_sequences=off_policy,
+        batch_tokens=cfg.batch_tokens,
+        run_positions=run_positions(cfg.steps, data.examples, off_policy, cfg.batch_tokens),
+        pacing=cfg.pacing,
     )
     model, anchor = student.load(accelerator)
     parameters = student.parameter_counts(model)
@@ -246,6 +251,8 @@ def setup(recipe: Recipe, resume: bool) -> Run:
         on_policy=OnPolicy(recipe, student, accelerator) if on_policy_prompts else None,
         on_policy_prompts=on_policy_prompts,
     )
+    if run.on_policy is not None and "on_policy_stats" in state:
+        run.on_policy.stats = OnPolicyStats(**state["on_policy_stats"])
     if resume:
         run.initial_eval = next((r.get("eval_loss") for r in metrics.rows() if r.get("step") == 0), None)
     elif data.eval_examples:
@@ -308,6 +315,7 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
     examples, stats = build_examples(
         train_records, tokenizer, student, cfg.max_length, source=source, model_ref=student.model, kd=kd
     )
+    stats.teacher_tokens = sum(r.completion_tokens or 0 for r in train_records)
     if kd is not None:
         stats.token_kd = kd[1].as_dict()
         if accelerator.is_main_process:
@@ -321,8 +329,8 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
     eval_examples = (
         build_examples(eval_records, tokenizer, student, cfg.max_length, source=source)[0] if eval_records else []
     )
-    if cfg.curriculum == "entropy":
-        check_entropies(examples, source)
+    if cfg.curriculum in NEEDS_ENTROPY:
+        check_entropies(examples, source, cfg.curriculum)
     stats.filter = filtered.as_dict()
     if accelerator.is_main_process and filtered.kept < filtered.read:
         accelerator.print(
@@ -384,10 +392,12 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
         else []
     )
     on = OnPolicyStep.collect(run, step) if run.on_policy is not None else None
-    n_on = on.slots if on is not None else 0
+    n_on = len(on.groups) if on is not None else 0
+    off_share = 1.0 - cfg.on_policy.fraction if on is not None else 1.0  # GKD's mixture: (1 − λ)·off + λ·on
     sums = LossParts(*(torch.zeros((), device=device) for _ in LossParts._fields))
     tea_value = torch.zeros((), device=device)
     for k in range(n_on + len(groups)):
+        t_micro = time.perf_counter()
         is_last = k == n_on + len(groups) - 1
         accelerator.sync_gradients = is_last  # DeepSpeed steps inside backward only when True
         with accelerator.no_sync(run.model) if not is_last else nullcontext():
@@ -406,13 +416,15 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
                 )
                 with accelerator.autocast():
                     parts = run.forward.loss_sums(micro, kd_scale=lambdas.kd_scale)
-                loss = micro_batch_loss(parts, lambdas, denom, world)
+                loss = off_share * micro_batch_loss(parts, lambdas, denom, world)
                 sums = LossParts(*(s + p.detach() for s, p in zip(sums, parts, strict=True)))
             if anchored:
                 tea = run.anchor.take()
                 loss = loss + lambdas.tea * tea
                 tea_value = tea.detach()
             accelerator.backward(loss)
+            if k < n_on:
+                on.seconds += time.perf_counter() - t_micro
     grad_norm = accelerator.clip_grad_norm_(run.model.parameters(), cfg.grad_clip or math.inf)
     lr = run.scheduler.get_last_lr()[0]
     run.optimizer.step()
@@ -428,8 +440,10 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
         float(tea_value),
     )
     if on is not None:
-        terms.update(on.terms(accelerator))
-        terms["loss"] += terms["on_policy_loss"]
+        terms.update(on.terms(accelerator, cfg.on_policy))
+        run.on_policy.stats.update_seconds += on.seconds
+        run.state["on_policy_stats"] = run.on_policy.stats.as_dict()  # checkpointed: totals survive a resume
+        terms["loss"] = off_share * terms["loss"] + cfg.on_policy.fraction * terms["on_policy_loss"]
     step_tokens = sum(len(ex) for ex in batch) + (on.tokens if on is not None else 0)
     run.state["tokens"] += step_tokens
     run.state["records"] += len(batch)
@@ -447,41 +461,81 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
 
 
 class OnPolicyStep:
-    """This rank's on-policy samples of one step and their policy-gradient terms, normalised by
-    the student tokens of every rank's samples (so accumulation and DDP keep the objective).
-    Every rank runs the same number of forward passes (``slots``), padding with empty ones."""
+    """This rank's on-policy samples of one step as packed micro-batches of ``Example``s whose
+    per-token weights are the advantages over N, the student tokens of every rank's samples (so
+    accumulation and DDP keep the objective: −Σ_j A_j·log p_S(y_j) / N, plus κ·Σ v·KL / N for
+    the dense term). Every rank runs the same number of micro-batches, padding with empty ones."""
 
-    def __init__(self, samples: list[Sample], slots: int, tokens: int, device) -> None:
-        self.samples, self.slots, self.tokens, self.device = samples, slots, tokens, device
-        self.pg = torch.zeros((), device=device)
+    def __init__(self, samples: list[Sample], groups: list[list[int]], tokens: int, device) -> None:
+        self.samples, self.groups, self.tokens, self.device = samples, groups, tokens, device
+        self.parts = LossParts(*(torch.zeros((), device=device) for _ in LossParts._fields))
+        self.seconds = 0.0  # forward and backward of the samples (set by the loop)
+        self.batches: list[dict[str, torch.Tensor]] = []
 
     @classmethod
     def collect(cls, run: Run, step: int) -> OnPolicyStep:
-        acc = run.accelerator
-        prompts, run.state["on_policy_cursor"] = run.on_policy.prompts_for(
+        acc, op, cfg = run.accelerator, run.on_policy, run.recipe.train
+        prompts, run.state["on_policy_cursor"] = op.prompts_for(
             step, run.state.get("on_policy_cursor", 0), run.on_policy_prompts
         )
-        samples = run.on_policy.samples(run.model, rank_slice(prompts, acc.process_index, acc.num_processes), step)
+        samples = op.samples(run.model, rank_slice(prompts, acc.process_index, acc.num_processes), step)
         counts = torch.tensor([len(samples), sum(len(s.ids) for s in samples)], device=acc.device)
         every = acc.gather(counts).reshape(-1, 2)
-        return cls(samples, int(every[:, 0].max()), int(every[:, 1].sum()), acc.device)
+        slots = math.ceil(int(every[:, 0].max()) / cfg.micro_batch_size)
+        groups = [
+            list(range(len(samples)))[j * cfg.micro_batch_size : (j + 1) * cfg.micro_batch_size] for j in range(slots)
+        ]
+        on = cls(samples, groups, int(every[:, 1].sum()), acc.device)
+        on.batches = [on.micro_batch(run, g) for g in groups]
+        return on
+
+    def micro_batch(self, run: Run, group: list[int]) -> dict[str, torch.Tensor]:
+        """The samples of ``group`` as one packed micro-batch (an empty one for a rank with none)."""
+        cfg = run.recipe.train.on_policy
+        if not group:
+            return collate([empty_example(run.pad_id)], [0.0], packing=run.recipe.train.packing, pad_id=run.pad_id)
+        per_token = 1.0 / max(1, self.tokens)
+        examples, weights = [], []
+        for i in group:
+            ex, w = self.samples[i].example(per_token, cfg.kl_coef, run.on_policy.dense_targets(self.samples[i]))
+            examples.append(ex)
+            weights.append(w)
+        kd_weights = [per_token] * len(examples) if cfg.dense_kl > 0 else None
+        return collate(examples, weights, packing=run.recipe.train.packing, pad_id=run.pad_id, kd_weights=kd_weights)
 
     def loss(self, run: Run, k: int) -> torch.Tensor:
-        s = self.samples[k] if k < len(self.samples) else None
-        # an empty slot: a forward and backward with weight 0, so collectives stay in step
-        prompt_ids, ids = (s.prompt_ids, s.ids) if s is not None else ([run.pad_id], [run.pad_id])
+        """Micro-batch k's share of λ·(policy gradient + κ·dense KL), λ = train.on_policy.fraction."""
+        cfg = run.recipe.train.on_policy
         with run.accelerator.autocast():
-            lp = run.student.token_logprobs(run.model, prompt_ids, ids)
-        adv = s.advantages(lp.detach().tolist(), run.on_policy.cfg.kl_coef) if s is not None else [0.0]
-        w = 1.0 / max(1, self.tokens) if s is not None else 0.0
-        loss = policy_gradient_sum(lp, lp.detach(), torch.tensor(adv, device=lp.device), torch.full_like(lp, w))
-        self.pg += loss.detach()
-        return loss
+            parts = run.forward.loss_sums(
+                self.batches[k], kd_scale=cfg.dense_kl, reverse_kd=cfg.dense_direction == "reverse"
+            )
+        self.parts = LossParts(*(s + p.detach() for s, p in zip(self.parts, parts, strict=True)))
+        return cfg.fraction * parts.objective
 
-    def terms(self, accelerator) -> dict[str, Any]:
-        kl = torch.tensor([-sum(s.log_ratio for s in self.samples), float(len(self.samples))], device=self.device)
-        pg, (kl_sum, n) = float(accelerator.reduce(self.pg, "sum")), accelerator.reduce(kl, "sum").tolist()
-        return {"on_policy_loss": pg, "on_policy_kl": kl_sum / n if n else None, "on_policy_samples": int(n)}
+    def terms(self, accelerator, cfg) -> dict[str, Any]:
+        """The logged on-policy terms, summed over ranks: the reverse-KL estimate per sample and
+        per student token (−Σ_c r_c), the dense KL per token, and ``on_policy_loss``, the value of
+        the objective the gradient follows (β·KL per token + κ·dense KL)."""
+        local = [-sum(s.log_ratio for s in self.samples), float(len(self.samples)), float(self.parts.token_kd)]
+        kl_sum, n, dense = accelerator.reduce(torch.tensor(local, device=self.device), "sum").tolist()
+        per_token = kl_sum / max(1, self.tokens)
+        return {
+            "on_policy_kl": kl_sum / n if n else None,
+            "on_policy_kl_per_token": per_token if n else None,
+            "on_policy_dense_kl": dense if cfg.dense_kl > 0 else None,
+            "on_policy_samples": int(n),
+            "on_policy_tokens": self.tokens,
+            "on_policy_loss": cfg.kl_coef * per_token + cfg.dense_kl * dense,
+        }
+
+
+def every_rank(stats: OnPolicyStats, accelerator) -> OnPolicyStats:
+    """The on-policy counts and seconds summed over the ranks (each wrote and scored its share)."""
+    names = list(stats.as_dict())
+    total = accelerator.reduce(torch.tensor([float(getattr(stats, k)) for k in names], dtype=torch.float64), "sum")
+    values = dict(zip(names, total.tolist(), strict=True))
+    return OnPolicyStats(**{k: v if k.endswith("seconds") else int(round(v)) for k, v in values.items()})
 
 
 def log_row(run: Run, row: dict[str, Any]) -> None:
@@ -504,6 +558,7 @@ def save(run: Run, last: dict[str, Any]) -> TrainResult:
     run.student.save(accelerator, run.model, out)
     if run.on_policy is not None:
         run.on_policy.close()
+        run.on_policy.stats = every_rank(run.on_policy.stats, accelerator)
     manifest_path = out / STUDENT_MANIFEST
     if run.is_main:
         atomic_write_json(manifest_path, student_manifest(run, last, wall))
@@ -565,8 +620,10 @@ def student_manifest(run: Run, last: dict[str, Any], wall: float) -> dict[str, A
 
 def teacher_compute(run: Run) -> dict[str, Any]:
     """What the student cost the teacher: tokens it generated for the cache (the records trained
-    on), and with on-policy training the tokens it scored and the seconds it took (this process)."""
-    generated = sum(ex.n_completion for ex in run.data.examples)
+    on, counted in the teacher's tokens), and with on-policy training the tokens it scored and the
+    seconds it took (this process)."""
+    stats = run.data.stats
+    generated = stats.teacher_tokens or sum(ex.n_completion for ex in run.data.examples)  # older caches: none kept
     out: dict[str, Any] = {"tokens_generated": generated, "tokens_scored": 0, "seconds_scoring": 0.0}
     if run.on_policy is not None:
         stats = run.on_policy.stats

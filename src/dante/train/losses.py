@@ -169,7 +169,9 @@ def step_terms(sums: dict[str, float], lambdas: Lambdas, denom: float, completio
 R_FLOOR = 1e-6  # the student's tail mass r_S is clamped here: the KL's gradient scales with r_T / r_S
 
 
-def sparse_kd_sum(logits: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def sparse_kd_sum(
+    logits: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor, weights: torch.Tensor, reverse: bool = False
+) -> torch.Tensor:
     """Σ_t v_t · KL(q_t ‖ p_t) over the teacher's top-K tokens that the student's vocabulary has,
     with the rest of both distributions lumped into one tail outcome:
 
@@ -182,36 +184,59 @@ def sparse_kd_sum(logits: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor, 
     whole top-K and this is the exact sparse top-K KL with its tail; across vocabularies a
     teacher token the student cannot write as one token goes to the tail, so the student is
     never pushed away from tokens the teacher's top-K does not name (the X-Token pitfall).
+    ``reverse``: KL(p_t ‖ q_t) on the same outcomes (``sparse_kl_terms``), mode-seeking, for the
+    student's own samples (on-policy).
     logits: (N, V); ids, probs: (N, K); weights v: (N,) (0 where no teacher payload).
     """
     lp = torch.log_softmax(logits.float(), dim=-1).gather(1, ids.clamp_min(0))
-    return (weights.float() * sparse_kl_terms(lp, ids, probs).kl).sum()
+    return (weights.float() * sparse_kl_terms(lp, ids, probs, reverse).kl).sum()
 
 
 class SparseKL(NamedTuple):
-    """KL_t per row and the masses it is made of (``sparse_kd_sum``); the chunked kernel forms
-    its gradient from them."""
+    """KL_t per row of ``sparse_kd_sum`` and its gradient with respect to the student's logits z:
+    dKL_t/dz_i = p_i · row_t + Σ_k at_ids_tk · 1[i = J_k] (J_k the mapped ids): the chunked kernel
+    forms it in the logits tile it already holds."""
 
     kl: torch.Tensor  # (N,)
-    q: torch.Tensor  # (N, K) teacher probabilities, 0 at pads
-    p: torch.Tensor  # (N, K) student probabilities at the mapped ids, 0 at pads
-    r_t: torch.Tensor  # (N,) teacher tail mass
-    r_s: torch.Tensor  # (N,) student tail mass, clamped at R_FLOOR
-    clamped: torch.Tensor  # (N,) bool: r_S sat at its floor (the tail term has no gradient there)
+    row: torch.Tensor  # (N,) the factor of p_i
+    at_ids: torch.Tensor  # (N, K) the terms at the mapped ids, 0 at pads
 
 
-def sparse_kl_terms(lp: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor) -> SparseKL:
-    """KL_t of ``sparse_kd_sum`` from the student's log-probabilities ``lp`` (N, K) at the
-    mapped ids (any value at pads, ids −1)."""
+def sparse_kl_terms(lp: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor, reverse: bool = False) -> SparseKL:
+    """KL_t of ``sparse_kd_sum`` and its gradient from the student's log-probabilities ``lp``
+    (N, K) at the mapped ids (any value at pads, ids −1). With p_k, q_k, P, Q, r_S, r_T as there:
+
+    forward  KL = Σ_k q_k (log q_k − log p_k) + r_T (log r_T − log r_S)
+             dKL/dz_i = (Q − ρP) p_i + Σ_k (ρ p_k − q_k) 1[i = J_k],  ρ = r_T / r_S
+    reverse  KL = Σ_k p_k (log p_k − log q_k) + r_S (log r_S − log r_T),  r_T ≥ R_FLOOR
+             dKL/dz_i = (cP − A) p_i + Σ_k (a_k − c p_k) 1[i = J_k],
+             a_k = p_k (log p_k − log q_k + 1),  A = Σ_k a_k,  c = log r_S + 1 − log r_T
+
+    (from dp_k/dz_i = p_k (1[i = J_k] − p_i) and dr_S/dz_i = −dP/dz_i). Where r_S sits at its
+    floor the tail has no gradient (ρ = 0, c = 0)."""
     mask = ids >= 0
-    q = torch.where(mask, probs.float(), torch.zeros_like(lp))
-    pm = torch.where(mask, lp.exp(), torch.zeros_like(lp))
-    r_t = (1.0 - q.sum(1)).clamp_min(0.0)
-    r_s_raw = 1.0 - pm.sum(1)
+    zero = torch.zeros_like(lp)
+    q = torch.where(mask, probs.float(), zero)
+    p = torch.where(mask, lp.exp(), zero)
+    big_q, big_p = q.sum(1), p.sum(1)
+    r_s_raw = 1.0 - big_p
     r_s = r_s_raw.clamp_min(R_FLOOR)
-    head = torch.where(mask & (q > 0), q * (q.clamp_min(1e-30).log() - lp), torch.zeros_like(lp)).sum(1)
-    tail = torch.where(r_t > 0, r_t * (r_t.clamp_min(1e-30).log() - r_s.log()), torch.zeros_like(r_t))
-    return SparseKL(head + tail, q, pm, r_t, r_s, r_s_raw <= R_FLOOR)
+    clamped = r_s_raw <= R_FLOOR
+    if not reverse:
+        r_t = (1.0 - big_q).clamp_min(0.0)
+        head = torch.where(mask & (q > 0), q * (q.clamp_min(1e-30).log() - lp), zero).sum(1)
+        tail = torch.where(r_t > 0, r_t * (r_t.clamp_min(1e-30).log() - r_s.log()), torch.zeros_like(r_t))
+        rho = torch.where(clamped, torch.zeros_like(r_t), r_t / r_s)
+        at_ids = torch.where(mask, rho[:, None] * p - q, zero)
+        return SparseKL(head + tail, big_q - rho * big_p, at_ids)
+    r_t = (1.0 - big_q).clamp_min(R_FLOOR)
+    log_ratio = torch.where(mask, lp - q.clamp_min(1e-30).log(), zero)
+    head = (p * log_ratio).sum(1)
+    tail = r_s * (r_s.log() - r_t.log())
+    a = torch.where(mask, p * (log_ratio + 1.0), zero)
+    c = torch.where(clamped, torch.zeros_like(r_s), r_s.log() + 1.0 - r_t.log())
+    at_ids = torch.where(mask, a - c[:, None] * p, zero)
+    return SparseKL(head + tail, c * big_p - a.sum(1), at_ids)
 
 
 # -- on-policy distillation across tokenizers (the student writes, the teacher scores) ---------

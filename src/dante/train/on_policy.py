@@ -1,28 +1,35 @@
 """On-policy distillation across tokenizers (stage 4, ``train.on_policy``): each step the student
 writes completions of prompts from the recipe's prompt set, the teacher scores them in its own
 tokenization (``Teacher.score``, any engine), and the student is trained on the chunk-level
-reverse KL of its own samples (``losses.chunk_log_ratios`` / ``token_advantages`` /
-``policy_gradient_sum``), mixed with the cached off-policy records by ``fraction``.
+reverse KL of its own samples (``losses.chunk_log_ratios`` / ``token_advantages``), optionally
+with a dense top-K KL at the positions that are one token on both sides, mixed with the cached
+off-policy records by ``fraction``.
+
+The policy gradient goes through the same packed forward and chunked lm_head as the cached
+records: its loss −Σ_j ρ_j·A_j / N (``losses.policy_gradient_sum``) has, at ρ = 1, the gradient
+of Σ_j (A_j / N)·CE_j, so a sample is an ``Example`` whose per-token weights are its advantages.
+ρ is 1 because each sample is written by the weights it trains and the step's update comes
+after every micro-batch; the advantages use the logprobs the student wrote the sample with.
 
 Scores go through a ``CacheWriter`` of their own (``<student_dir>/on_policy_scores/<key>``,
 the key a hash of the teacher settings; a record per (prompt id, sha256 of the student text)),
-so a repeated sample costs no teacher compute and a crash loses no score. Each prompt's samples
-are drawn under a seed of (train.seed, step, prompt id), in a forked RNG: the same samples on
-one process or several, after a resume or not, and the rest of training's randomness untouched.
+so a repeated sample costs no teacher compute and a crash loses no score. Each sample is drawn
+from its own generator seeded by (train.seed, step, prompt id, sample index)
+(``student.RowSampler``): the same samples on one process or several, after a resume or not.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dante.cache.payload import decode, encode
-from dante.cache.records import CacheRecord, read_cache
+from dante.cache.records import CacheRecord, iter_cache
 from dante.cache.writer import CacheWriter
 from dante.config import Recipe, resolved_dict, stable_hash
 from dante.errors import DanteError
@@ -30,37 +37,58 @@ from dante.prompts import Prompt, prompt_set
 from dante.teacher import Teacher, make_teacher
 from dante.tokens import TokenBytes, TokenLogprobs
 from dante.train.align import Chunk, align
-from dante.train.data import render_record, use_chat
+from dante.train.data import IGNORE, Example, render_record, use_chat
+from dante.train.kd_data import KDTargets, StudentVocab, one_to_one_targets
 from dante.train.losses import chunk_log_ratios, token_advantages
-from dante.train.student import eos_token_ids, unwrapped
+from dante.train.student import Written, eos_token_ids, unwrapped
 
 SCORES = "on_policy_scores"
 
 
 @dataclass
 class Sample:
-    """One student sample, scored and aligned: what its policy-gradient term needs. The student's
-    own logprobs come from the training forward pass itself (``advantages``), not a second one."""
+    """One student sample, scored and aligned: what its policy-gradient term needs."""
 
+    prompt_id: str
     prompt_ids: list[int]
     ids: list[int]  # the student's completion tokens (its end-of-sequence token included when written)
+    logprobs: list[float]  # log p_S of each, under the weights that wrote it
     chunks: list[Chunk]  # the text cut where both tokenizations have a boundary
-    score: TokenLogprobs  # the teacher's tokens of the text and their logprobs
+    score: TokenLogprobs  # the teacher's tokens of the text and their logprobs (and top-K)
     text_tokens: int  # the student tokens of the text (``ids`` less a trailing end of sequence)
-    log_ratio: float = 0.0  # log p_T(y) − log p_S(y) over the text, set by ``advantages``
+    log_ratios: list[float] = field(default_factory=list)  # r_c per chunk
 
-    def advantages(self, student_logprobs: list[float], coef: float) -> list[float]:
-        """Per completion token, coef · r_c of its chunk, from the student's logprobs of this step."""
-        ratios = chunk_log_ratios(
-            self.chunks, self.score.tokens, self.score.logprobs, student_logprobs[: self.text_tokens]
+    def __post_init__(self) -> None:
+        self.log_ratios = chunk_log_ratios(
+            self.chunks, self.score.tokens, self.score.logprobs, self.logprobs[: self.text_tokens]
         )
-        self.log_ratio = sum(ratios)
-        return token_advantages(self.chunks, ratios, len(self.ids), coef=coef)
+
+    @property
+    def log_ratio(self) -> float:
+        """log p_T(y) − log p_S(y) over the text (Σ_c r_c): minus the sample's reverse-KL estimate."""
+        return sum(self.log_ratios)
+
+    def advantages(self, coef: float) -> list[float]:
+        """Per completion token, coef · r_c of its chunk (0 for the end-of-sequence token)."""
+        return token_advantages(self.chunks, self.log_ratios, len(self.ids), coef=coef)
+
+    def example(self, token_weight: float, coef: float, dense: KDTargets | None = None) -> tuple[Example, list[float]]:
+        """The sample as a training ``Example`` and its per-position weights A_j · token_weight;
+        ``dense``: top-K targets at completion token indices, moved to sequence positions."""
+        n_prompt = len(self.prompt_ids)
+        ids = self.prompt_ids + self.ids
+        targets = [IGNORE] * (n_prompt - 1) + self.ids + [IGNORE]
+        weights = [0.0] * (n_prompt - 1) + [a * token_weight for a in self.advantages(coef)] + [0.0]
+        kd = None
+        if dense is not None and dense.positions:
+            kd = KDTargets([n_prompt - 1 + j for j in dense.positions], dense.ids, dense.probs)
+        return Example(f"on-policy:{self.prompt_id}", ids, targets, len(self.ids), None, kd=kd), weights
 
 
 @dataclass
 class OnPolicyStats:
-    """Counted for the training manifest and the report (teacher compute next to the gain)."""
+    """Counted for the training manifest and the report (teacher compute next to the gain), and
+    the wall time of each part of the on-policy work on this process."""
 
     samples: int = 0
     scored: int = 0  # samples the teacher scored now
@@ -70,7 +98,10 @@ class OnPolicyStats:
     skipped_not_round_trip: int = 0  # the teacher's tokenizer does not give the text back
     student_tokens: int = 0
     teacher_tokens_scored: int = 0
+    dense_positions: int = 0  # student tokens one to one with a teacher token that has top-K targets
     teacher_seconds: float = 0.0
+    sampling_seconds: float = 0.0
+    update_seconds: float = 0.0  # the forward and backward passes of the samples
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -85,19 +116,23 @@ def score_key(recipe: Recipe) -> str:
 
 
 class ScoreCache:
-    """Teacher scores of student texts, exactly once on disk (a ``CacheWriter`` folder)."""
+    """Teacher scores of student texts, exactly once on disk: each rank writes its own
+    ``CacheWriter`` folder (``rank-<r>``) and reads every rank's at start, so a resumed run, on
+    as many processes or another number, finds every score written before the crash."""
 
-    def __init__(self, folder: Path, enabled: bool) -> None:
-        self.folder, self.enabled = folder, enabled
+    def __init__(self, root: Path, rank: int) -> None:
+        self.root = root
         self.scores: dict[str, TokenLogprobs] = {}
-        self.writer: CacheWriter | None = None
-        if not enabled:
-            return
-        self.writer = CacheWriter(folder, shard_size=1000, flush_every=1, manifest={"format": "dante-scores/1"})
-        self.writer.open()
-        for f in sorted(folder.glob("shard-*.jsonl")) + sorted(folder.glob(".partial-*.jsonl")):
-            for rec in read_cache(f):
-                self.scores[rec.id] = decode(rec.token_logprobs)
+        folder = root / f"rank-{rank:05d}"
+        self.writer: CacheWriter | None = CacheWriter(
+            folder, shard_size=1000, flush_every=1, manifest={"format": "dante-scores/1"}
+        )
+        self.writer.open()  # recovers this rank's partial file first
+        for f in sorted(root.glob("rank-*/shard-*.jsonl")) + sorted(root.glob("rank-*/.partial-*.jsonl")):
+            # another rank may be appending to its file: a torn last line is skipped, not an error
+            for _, _, rec, problems in iter_cache(f):
+                if rec is not None and not problems:
+                    self.scores[rec.id] = decode(rec.token_logprobs)
 
     @staticmethod
     def key(prompt: Prompt, text: str) -> str:
@@ -121,9 +156,21 @@ class ScoreCache:
             self.writer = None
 
 
+@dataclass
+class _Draft:
+    """A written sample on its way to the teacher: its text, or why it has none."""
+
+    prompt: Prompt
+    prompt_ids: list[int]
+    written: Written
+    body: int  # student tokens of the text
+    pieces: list[bytes]
+    text: str
+
+
 class OnPolicy:
     """The on-policy half of each step: prompts in a seeded order, the student's samples, their
-    scores (cached), alignment and advantages. One per rank; the prompts are split like records."""
+    scores (cached), alignment and dense targets. One per rank; the prompts are split like records."""
 
     def __init__(self, recipe: Recipe, student, accelerator, teacher: Teacher | None = None) -> None:
         cfg = recipe.train.on_policy
@@ -136,10 +183,11 @@ class OnPolicy:
             self.teacher.check_scoring(cfg.top_k)  # before training: an engine that cannot score says so now
         self.chat = use_chat(student.tokenizer, recipe.student, recipe.student.model)
         self.token_bytes = TokenBytes(student.tokenizer)
-        folder = recipe.student_dir / SCORES / score_key(recipe)
-        self.cache = ScoreCache(folder, enabled=accelerator.is_main_process)
+        self.vocab = StudentVocab(student.tokenizer) if cfg.dense_kl > 0 else None
+        self.cache = ScoreCache(recipe.student_dir / SCORES / score_key(recipe), accelerator.process_index)
         self.stats = OnPolicyStats()
         self._orders: dict[int, list[int]] = {}
+        self._prompt_ids: dict[str, list[int]] = {}
 
     def prompts_for(self, step: int, cursor: int, n: int) -> tuple[list[Prompt], int]:
         """The next ``n`` prompts of the epoch-wise seeded order; the new cursor."""
@@ -157,38 +205,53 @@ class OnPolicy:
         return self._orders[epoch]
 
     def samples(self, model, prompts: list[Prompt], step: int) -> list[Sample]:
-        """The scored, aligned samples of ``prompts`` (this rank's share)."""
-        out = []
-        for p in prompts:
-            prompt_ids = self.prompt_ids(p)
-            with torch.random.fork_rng(devices=_cuda_devices(model)):
-                torch.manual_seed(_seed(self.recipe.train.seed, step, p.id))
-                (completions,) = self.student.generate(
-                    model,
-                    [prompt_ids],
-                    max_new_tokens=self.cfg.max_new_tokens,
-                    temperature=self.cfg.temperature,
-                    top_p=self.cfg.top_p,
-                    num_samples=self.cfg.samples_per_prompt,
-                )
-            for ids in completions:
+        """The scored, aligned samples of ``prompts`` (this rank's share): written in batches,
+        scored by the teacher in one call for the texts the score cache does not hold."""
+        cfg = self.cfg
+        rows = [(p, j) for p in prompts for j in range(cfg.samples_per_prompt)]
+        t0 = time.perf_counter()
+        drafts: list[_Draft] = []
+        for start in range(0, len(rows), cfg.generate_batch):
+            part = rows[start : start + cfg.generate_batch]
+            written = self.student.generate(
+                model,
+                [self.prompt_ids(p) for p, _ in part],
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                seeds=[_seed(self.recipe.train.seed, step, p.id, j) for p, j in part],
+            )
+            for (p, _), w in zip(part, written, strict=True):
                 self.stats.samples += 1
-                s = self.score(model, p, prompt_ids, ids)
-                if s is not None:
-                    out.append(s)
+                draft = self.draft(model, p, w)
+                if draft is not None:
+                    drafts.append(draft)
+        self.stats.sampling_seconds += time.perf_counter() - t0
+        scores = self.scores(drafts)
+        out = []
+        for d, score in zip(drafts, scores, strict=True):
+            sample = self.aligned(d, score)
+            if sample is not None:
+                out.append(sample)
         return out
 
     def prompt_ids(self, p: Prompt) -> list[int]:
-        rec = _PromptOnly(p.prompt, p.system, p.messages)
-        return render_record(rec, self.student.tokenizer, self.chat)[0]
+        if p.id not in self._prompt_ids:
+            rec = _PromptOnly(p.prompt, p.system, p.messages)
+            self._prompt_ids[p.id] = render_record(rec, self.student.tokenizer, self.chat)[0]
+        return self._prompt_ids[p.id]
 
-    def score(self, model, p: Prompt, prompt_ids: list[int], ids: list[int]) -> Sample | None:
+    def draft(self, model, p: Prompt, written: Written) -> _Draft | None:
+        """The sample's text (its end of sequence off, a character cut by max_new_tokens dropped),
+        or None for a sample that has no text (counted)."""
         eos = {self.student.tokenizer.eos_token_id, *eos_token_ids(unwrapped(model), self.student.tokenizer)}
-        body = ids[:-1] if ids and ids[-1] in eos else ids
+        ids = written.ids
+        ended = bool(ids) and ids[-1] in eos
+        body = ids[:-1] if ended else list(ids)
         pieces = [self.token_bytes(i) for i in body]
         text = _text(pieces)
         while text is None and pieces and _cut_at_end(pieces):  # max_new_tokens cut the last character
-            pieces, body, ids = pieces[:-1], body[:-1], body[:-1]
+            pieces, body, ended = pieces[:-1], body[:-1], False
             text = _text(pieces)
         if text is None:
             self.stats.skipped_not_text += 1
@@ -196,26 +259,43 @@ class OnPolicy:
         if not text:
             self.stats.skipped_empty += 1
             return None
-        score = self.cache.get(p, text)
-        if score is None:
+        kept = ids if ended else body  # the end of sequence trains with the text it ends
+        return _Draft(p, self.prompt_ids(p), Written(kept, written.logprobs[: len(kept)]), len(body), pieces, text)
+
+    def scores(self, drafts: list[_Draft]) -> list[TokenLogprobs | None]:
+        """The teacher's score of each draft: from the score cache, else in one teacher call for
+        the distinct texts it does not hold."""
+        keys = [ScoreCache.key(d.prompt, d.text) for d in drafts]
+        out: dict[str, TokenLogprobs | None] = {k: self.cache.get(d.prompt, d.text) for k, d in zip(keys, drafts)}
+        todo = [k for k, s in out.items() if s is None]
+        self.stats.cache_hits += sum(out[k] is not None for k in keys)
+        first = dict(zip(reversed(keys), reversed(drafts), strict=True))  # one draft per key
+        if todo:
             t0 = time.perf_counter()
-            score = self.teacher.score([p], [text], self.cfg.top_k)[0]
+            fresh = self.teacher.score([first[k].prompt for k in todo], [first[k].text for k in todo], self.cfg.top_k)
             self.stats.teacher_seconds += time.perf_counter() - t0
-            if score is None:
-                self.stats.skipped_not_round_trip += 1
-                return None
-            self.stats.scored += 1
-            self.stats.teacher_tokens_scored += len(score)
-            score = self.cache.put(p, text, score, self.cfg.top_k)
-        else:
-            self.stats.cache_hits += 1
-        offsets = _char_offsets(pieces)
-        chunks = align(score.tokens, text, offsets)
+            for k, score in zip(todo, fresh, strict=True):
+                if score is not None:
+                    self.stats.scored += 1
+                    self.stats.teacher_tokens_scored += len(score)
+                    out[k] = self.cache.put(first[k].prompt, first[k].text, score, self.cfg.top_k)
+        return [out[k] for k in keys]
+
+    def aligned(self, d: _Draft, score: TokenLogprobs | None) -> Sample | None:
+        chunks = align(score.tokens, d.text, _char_offsets(d.pieces)) if score is not None else None
         if chunks is None:
             self.stats.skipped_not_round_trip += 1
             return None
-        self.stats.student_tokens += len(ids)
-        return Sample(prompt_ids, list(ids), chunks, score, len(body))
+        self.stats.student_tokens += len(d.written.ids)
+        return Sample(d.prompt.id, d.prompt_ids, d.written.ids, d.written.logprobs, chunks, score, d.body)
+
+    def dense_targets(self, sample: Sample) -> KDTargets | None:
+        """The teacher's top-K at the sample's one-to-one positions (the dense term), or None."""
+        if self.vocab is None or not sample.score.top:
+            return None
+        found = one_to_one_targets(sample.score.top, sample.chunks, self.vocab)
+        self.stats.dense_positions += len(found.positions)
+        return found
 
     def close(self, seal: bool = True) -> None:
         """Release the score cache (sealed after a finished run) and the teacher."""
@@ -262,14 +342,9 @@ def _cut_at_end(pieces: list[bytes]) -> bool:
     return False
 
 
-def _seed(seed: int, step: int, prompt_id: str) -> int:
-    digest = hashlib.sha256(f"{seed}:{step}:{prompt_id}".encode()).digest()
+def _seed(seed: int, step: int, prompt_id: str, sample: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{step}:{prompt_id}:{sample}".encode()).digest()
     return int.from_bytes(digest[:8], "little") % (2**63 - 1)
-
-
-def _cuda_devices(model) -> list[int]:
-    device = next(model.parameters()).device
-    return [device.index or 0] if device.type == "cuda" else []
 
 
 def check_warm_start(folder: str) -> None:

@@ -13,10 +13,12 @@ completions from the model being trained, ``token_logprobs`` scores given comple
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from dante.config import Recipe, save_resolved
 from dante.layout import MERGED
@@ -121,14 +123,19 @@ class FullStudent:
         max_new_tokens: int,
         temperature: float = 1.0,
         top_p: float = 1.0,
-        num_samples: int = 1,
-    ) -> list[list[list[int]]]:
-        """``num_samples`` completions (token ids, end of sequence included when written) of each
-        prompt from the model being trained, with HF ``generate`` and its KV cache, without
-        gradients; temperature 0 is greedy. Sampling draws from torch's global RNG, which
-        accelerate keeps in every checkpoint. The model's train/eval mode is restored after."""
-        if temperature <= 0 and num_samples > 1:
-            raise ValueError("temperature 0 (greedy) gives one completion per prompt; ask for one sample or T > 0")
+        seeds: Sequence[int] | None = None,
+    ) -> list[Written]:
+        """One completion of each prompt (``Written``: token ids, end of sequence included when
+        written, and their logprobs under the model that wrote them) from the model being
+        trained, in one batched HF ``generate`` with its KV cache, without gradients.
+
+        Sampling is per row: ``RowSampler`` draws each row from its own generator seeded by
+        ``seeds[i]`` (the Gumbel-max form of sampling at ``temperature`` within ``top_p``), so a
+        row's sample depends on its seed alone, not on the rows batched with it: the same samples
+        on one process or several. ``temperature`` 0 is greedy (seeds unused). Several samples of
+        a prompt are the prompt repeated with other seeds. The model's mode is restored after."""
+        if temperature > 0 and seeds is None:
+            raise ValueError("sampling needs one seed per prompt (seeds=...); temperature 0 is greedy")
         net = unwrapped(model)
         was_training = net.training
         net.eval()
@@ -140,31 +147,27 @@ class FullStudent:
         for i, p in enumerate(prompt_ids):  # left padding: every completion starts at column `width`
             ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
             mask[i, width - len(p) :] = 1
-        sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        eos = eos_token_ids(net, self.tokenizer)
+        sampler = RowSampler(temperature, top_p, seeds, device)
+        config = GenerationConfig(  # a clean config: no processor from the model's defaults
+            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos or None, pad_token_id=pad, use_cache=True
         )
         try:
             out = net.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=num_samples,
-                pad_token_id=pad,
-                use_cache=True,
-                **sampling,
+                generation_config=config,
+                logits_processor=LogitsProcessorList([sampler]),
             )
         finally:
             net.train(was_training)
-        eos = set(eos_token_ids(net, self.tokenizer))
-        completions: list[list[list[int]]] = []
+        logprobs = sampler.finish(out)
+        written = []
         for i in range(len(prompt_ids)):
-            rows = []
-            for j in range(num_samples):
-                row = out[i * num_samples + j, width:].tolist()
-                end = next((k + 1 for k, t in enumerate(row) if t in eos), len(row))
-                rows.append(row[:end])
-            completions.append(rows)
-        return completions
+            row = out[i, width:].tolist()
+            end = next((k + 1 for k, t in enumerate(row) if t in eos), len(row))
+            written.append(Written(row[:end], logprobs[i, :end].tolist()))
+        return written
 
     def token_logprobs(
         self, model: torch.nn.Module, prompt_ids: Sequence[int], completion_ids: Sequence[int]
@@ -223,6 +226,61 @@ class LoraStudent(FullStudent):
     def manifest(self) -> dict[str, Any]:
         peft = self.cfg.peft
         return {"method": peft.method, "adapter": ".", "merged": MERGED if peft.save_merged else None}
+
+
+@dataclass
+class Written:
+    """A completion the student wrote: its token ids and log p_S(y_j | x, y_<j) of each under the
+    weights that wrote it (the model's own distribution, temperature 1, in float32)."""
+
+    ids: list[int]
+    logprobs: list[float]
+
+
+class RowSampler(LogitsProcessor):
+    """Sampling with one RNG per row, run as HF generate's last logits processor under greedy
+    decoding: it returns z/T (top-p filtered) plus Gumbel noise −log E, E ~ Exp(1) drawn from the
+    row's own generator, whose argmax is an exact draw from softmax(z/T) restricted to the
+    nucleus (the Gumbel-max trick). It also keeps log softmax(z) of each chosen token: the
+    logprobs of the sample under the model that wrote it. Temperature 0: greedy, no noise."""
+
+    def __init__(self, temperature: float, top_p: float, seeds: Sequence[int] | None, device) -> None:
+        self.temperature, self.top_p = temperature, top_p
+        self.generators = None
+        if temperature > 0:
+            self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.pending: torch.Tensor | None = None  # log softmax of the last step, until its token is known
+        self.chosen: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.pending is not None:
+            self.chosen.append(self.pending.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.pending = torch.log_softmax(scores.float(), dim=-1)
+        if self.generators is None:
+            return scores
+        z = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            z = _top_p_filter(z, self.top_p)
+        noise = torch.stack([-torch.empty_like(z[0]).exponential_(generator=g).log() for g in self.generators])
+        return z + noise
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """(rows, generated tokens) logprobs of the chosen tokens, given generate's output."""
+        if self.pending is not None:
+            self.chosen.append(self.pending.gather(1, sequences[:, -1:]).squeeze(1))
+            self.pending = None
+        return torch.stack(self.chosen, dim=1).cpu() if self.chosen else torch.zeros((sequences.shape[0], 0))
+
+
+def _top_p_filter(z: torch.Tensor, top_p: float) -> torch.Tensor:
+    """z with −inf outside the smallest set of tokens whose probability reaches top_p (the most
+    probable token always kept)."""
+    sorted_z, order = z.sort(dim=-1, descending=True)
+    probs = sorted_z.softmax(dim=-1)
+    before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
+    drop_sorted = before >= top_p
+    drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+    return z.masked_fill(drop, float("-inf"))
 
 
 def make_student(recipe: Recipe) -> FullStudent:
