@@ -1,31 +1,37 @@
-"""The capability-transfer benchmark: does the student gain a skill from its teacher, and what
-does each DANTE addition add over plain SFT on the same teacher text?
+"""The capability-transfer benchmark: does the student gain a skill from its teacher, what does
+each DANTE addition and on-policy distillation add over plain SFT, and does it hold across runs?
 
-The demo's task and settings (configs/demo.yaml: reasoning-gym chain_sum with two terms of one
-or two digits; settings chosen on the validation split, see BENCHMARKS.md): one teacher cache
-from the train split, then students trained on it for the same steps and batch --
+Two tasks (``--task``), each a recipe and its held-out lm-eval tasks:
 
-    sft             plain SFT: no CWCE weights, no TEA, no λ_CE schedule, shuffled order
-    dante           the full DANTE loss (CWCE + TEA + λ_CE schedule + entropy curriculum)
-    no-cwce         DANTE with one addition switched off, one at a time
-    no-tea
-    no-ce-schedule
-    no-curriculum   (shuffled order instead of ascending entropy)
-    sft-kd          plain SFT + token-level distillation from the cached teacher logprobs
-                    (train.loss.token_kd, λ_KD = 1; sft-kd-0.3: λ_KD = 0.3)
-    dante-kd        the full DANTE loss + token-level distillation (λ_KD = 1)
+    chain_sum  configs/demo.yaml      Qwen2.5-Coder-0.5B -> SmolLM2-135M, rg_chain_sum_2x2 (the demo's task)
+    products   configs/products.yaml  Qwen2.5-Coder-1.5B -> SmolLM2-135M, rg_products_2x2 (a teacher that hesitates)
 
--- and the teacher, the student before and every student after are scored on the test split
-(rg_chain_sum_2x2, 300 questions no train question equals). Reports accuracy with a 95% Wilson
-interval, an exact McNemar test of each student against the student before and against SFT on
-the paired questions, and one plot.
+Every setting is trained once per **replicate** (``--replicates``). A replicate is what a user
+re-running the recipe would change: replicate r draws its own 300 train prompts
+(``prompts.seed = r − 1``, r = 1 being the recipe's own), has its own teacher cache, with the
+teacher in bf16 for odd r and fp32 for even r (``teacher.dtype``; where the CPU has no native
+bf16, ``auto`` is fp32 too), and its own ``train.seed = r`` (shuffled orders, on-policy
+samples). Within a replicate every setting shares the cache and seed, so settings are compared
+question by question; across replicates, by the spread of the runs.
 
-    .venv/bin/python bench/capability_transfer.py                          # ~35 min on 2 CPU cores
-    .venv/bin/python bench/capability_transfer.py --split validation       # the same on the validation split
-    .venv/bin/python bench/capability_transfer.py --prompts 24 --epochs 1 --settings sft,dante   # smoke run
+Settings (``--settings``): sft (plain SFT), dante (the card), dante with each addition off, the
+paced curricula, the curriculum diagnostics, token-level KD, and on-policy distillation (from the
+SFT student of the same replicate, from the base student, and the two SFT baselines that spend
+the same student steps or the same teacher tokens). ``--split validation`` is for choosing; the
+test split is read once, at the end.
 
-Every stage resumes (cache records, finished students, finished evaluations are kept), so a
-killed run continues where it stopped. Results: <out>/capability.md, .json and .png.
+    .venv/bin/python bench/capability_transfer.py --task chain_sum --split validation --settings sft,dante
+    .venv/bin/python bench/capability_transfer.py --task chain_sum --split test --replicates 1,2,3
+    .venv/bin/python bench/capability_transfer.py --task chain_sum --curve sft-long,sft-op,op --replicates 1
+
+Reported per setting: accuracy per replicate, mean and range across replicates, GR (gap
+recovered, (after − before) / (teacher − before), of the mean), and against SFT: discordant
+questions and the exact McNemar p per replicate, the sign across replicates, and a 95% interval
+of the mean difference from a two-level bootstrap (replicates, then questions); a difference
+counts when every replicate has the same sign and the interval excludes 0. With on-policy
+settings, the teacher tokens each setting cost (generated for the cache + scored) and GR per
+million of them. Every stage resumes (caches, finished students, finished evaluations are
+kept). Results: <out>/capability-<split>.md, .json and .png (and curve.png).
 """
 
 from __future__ import annotations
@@ -33,75 +39,128 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = {"test": "rg_chain_sum_2x2", "validation": "rg_chain_sum_2x2_validation"}
-TASK = TASKS["test"]
-SFT_FLAGS = [
-    "train.loss.cwce=false",
-    "train.loss.tea=false",
-    "train.loss.ce_schedule=false",
-    "train.curriculum=shuffle",
-]
-SETTINGS: dict[str, list[str]] = {
-    "sft": SFT_FLAGS,
-    "dante": [],
-    "no-cwce": ["train.loss.cwce=false"],
-    "no-tea": ["train.loss.tea=false"],
-    "no-ce-schedule": ["train.loss.ce_schedule=false"],
-    "no-curriculum": ["train.curriculum=shuffle"],
-    "sft-kd": [*SFT_FLAGS, "train.loss.token_kd=1.0"],
-    "sft-kd-0.3": [*SFT_FLAGS, "train.loss.token_kd=0.3"],
-    "dante-kd": ["train.loss.token_kd=1.0"],
+
+
+@dataclass(frozen=True)
+class Task:
+    recipe: str
+    test: str
+    validation: str
+    teacher: str
+
+
+TASKS = {
+    "chain_sum": Task("configs/demo.yaml", "rg_chain_sum_2x2", "rg_chain_sum_2x2_validation", "Qwen2.5-Coder-0.5B"),
+    "products": Task("configs/products.yaml", "rg_products_2x2", "rg_products_2x2_validation", "Qwen2.5-Coder-1.5B"),
 }
-DEFAULT_SETTINGS = ["sft", "dante", "no-cwce", "no-tea", "no-ce-schedule", "no-curriculum", "sft-kd", "dante-kd"]
-LABELS = {
-    "teacher": "teacher (Qwen2.5-Coder-0.5B-Instruct)",
-    "base": "student before (SmolLM2-135M-Instruct)",
-    "sft": "after plain SFT",
-    "dante": "after DANTE (full)",
-    "no-cwce": "DANTE without CWCE weights",
-    "no-tea": "DANTE without TEA",
-    "no-ce-schedule": "DANTE without the λ_CE schedule",
-    "no-curriculum": "DANTE without the entropy curriculum",
-    "sft-kd": "SFT + token-level KD (λ_KD 1)",
-    "sft-kd-0.3": "SFT + token-level KD (λ_KD 0.3)",
-    "dante-kd": "DANTE + token-level KD (λ_KD 1)",
+
+PLAIN = ["train.loss.cwce=false", "train.loss.tea=false", "train.loss.ce_schedule=false"]
+SFT_FLAGS = [*PLAIN, "train.curriculum=shuffle"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A student: recipe overrides, the steps as a multiple of the base run's, and what it starts
+    from (``warm``: the student of another setting of the same replicate)."""
+
+    label: str
+    flags: list[str] = field(default_factory=list)
+    steps: float = 1.0  # × the base run's steps
+    warm: str | None = None
+    extra_prompts: bool = False  # a larger cache: the same teacher tokens as sft-op (sft-tokens)
+
+
+def on_policy(fraction: float, lr: float, coef: float = 1.0, samples: int = 1) -> list[str]:
+    return [
+        f"train.on_policy.fraction={fraction}",
+        f"train.on_policy.samples_per_prompt={samples}",
+        "train.on_policy.temperature=1.0",
+        "train.on_policy.max_new_tokens=48",
+        f"train.on_policy.kl_coef={coef}",
+        f"train.lr={lr}",
+    ]
+
+
+SETTINGS: dict[str, Setting] = {
+    "sft": Setting("plain SFT", SFT_FLAGS),
+    "dante": Setting("DANTE (the card)"),
+    "no-cwce": Setting("DANTE without CWCE", ["train.loss.cwce=false"]),
+    "no-tea": Setting("DANTE without TEA", ["train.loss.tea=false"]),
+    "no-ce-schedule": Setting("DANTE without the λ_CE schedule", ["train.loss.ce_schedule=false"]),
+    "no-curriculum": Setting("DANTE, shuffled (no curriculum)", ["train.curriculum=shuffle"]),
+    "dante-competence": Setting("DANTE, competence curriculum", ["train.curriculum=competence"]),
+    "dante-buckets": Setting("DANTE, bucketed curriculum", ["train.curriculum=buckets"]),
+    # diagnostics of the card's curriculum (section 6d)
+    "dante-constant-lr": Setting("DANTE, entropy order, constant LR", ["train.lr_scheduler=constant_with_warmup"]),
+    "dante-reversed": Setting("DANTE, entropy order reversed", ["train.curriculum=entropy_reversed"]),
+    "dante-batches": Setting("DANTE, entropy batches in random order", ["train.curriculum=entropy_batches"]),
+    "sft-entropy": Setting("plain SFT in the card's entropy order", [*PLAIN, "train.curriculum=entropy"]),
+    # token-level KD (λ_KD chosen on validation in section 6b)
+    "sft-kd": Setting("SFT + token-level KD (λ_KD 0.3)", [*SFT_FLAGS, "train.loss.token_kd=0.3"]),
+    # on-policy distillation (issue 23): settings chosen on validation, section 6e
+    "sft-op": Setting("SFT, then on-policy", [*SFT_FLAGS, *on_policy(1.0, 5e-5)], warm="sft"),
+    "sft-op-mix": Setting("SFT, then on-policy mixed 1:1", [*SFT_FLAGS, *on_policy(0.5, 5e-5)], warm="sft"),
+    "sft-op-hi": Setting("SFT, then on-policy (lr 2e-4)", [*SFT_FLAGS, *on_policy(1.0, 2e-4)], warm="sft"),
+    "sft-op-4": Setting("SFT, then on-policy (4 samples)", [*SFT_FLAGS, *on_policy(1.0, 5e-5, samples=4)], "sft"),
+    "op": Setting("on-policy mixed 1:1 from the base", [*SFT_FLAGS, *on_policy(0.5, 2e-4)], steps=2.0),
+    "sft-long": Setting("SFT, same student steps as SFT + on-policy", SFT_FLAGS, steps=2.0),
+    "sft-tokens": Setting("SFT, same teacher tokens as SFT + on-policy", SFT_FLAGS, steps=2.0, extra_prompts=True),
 }
+DEFAULT = ["sft", "dante", "no-cwce", "no-tea", "no-ce-schedule", "no-curriculum", "sft-kd"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--recipe", default=str(ROOT / "configs" / "demo.yaml"))
-    ap.add_argument("--out", default=str(ROOT / "runs" / "capability"))
-    ap.add_argument("--prompts", type=int, default=300, help="distillation prompts (the task's train split)")
-    ap.add_argument("--epochs", type=float, default=2.0, help="passes over the cache")
+    ap.add_argument("--task", choices=sorted(TASKS), default="chain_sum")
+    ap.add_argument("--out", default=None, help="default: runs/capability-<task>")
+    ap.add_argument("--prompts", type=int, default=300, help="distillation prompts per replicate (train split)")
+    ap.add_argument("--epochs", type=float, default=2.0, help="passes over the cache of the base run")
     ap.add_argument("--batch", type=int, default=16, help="sequences per optimizer step")
     ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--split", choices=sorted(TASKS), default="test", help="validation: for choosing settings")
-    ap.add_argument("--settings", default=",".join(DEFAULT_SETTINGS), help=f"comma list from {', '.join(SETTINGS)}")
+    ap.add_argument("--split", choices=["test", "validation"], default="validation")
+    ap.add_argument("--replicates", default="1,2,3", help="comma list of replicate numbers")
+    ap.add_argument("--settings", default=",".join(DEFAULT), help=f"comma list from {', '.join(SETTINGS)}")
+    ap.add_argument("--curve", default="", help="settings whose checkpoints are scored on validation (a curve)")
+    ap.add_argument("--curve-every", type=int, default=10, help="steps between the curve's checkpoints")
     ap.add_argument("--skip-teacher-eval", action="store_true", help="leave out the (slowest) teacher evaluation")
-    ap.add_argument("overrides", nargs="*", help="extra dotted recipe overrides, e.g. teacher.max_new_tokens=64")
-    return ap.parse_args(argv)
+    ap.add_argument("--train-only", action="store_true", help="train the students, evaluate nothing")
+    ap.add_argument("overrides", nargs="*", help="extra dotted recipe overrides for every run")
+    args = ap.parse_args(argv)
+    args.out = Path(args.out or ROOT / "runs" / f"capability-{args.task}")
+    return args
 
 
-def task_of(args: argparse.Namespace) -> str:
-    return TASKS[args.split]
+def base_steps(args: argparse.Namespace) -> int:
+    return max(1, math.ceil(args.epochs * args.prompts / args.batch))
 
 
-def recipe_for(args: argparse.Namespace, *extra: str):
+def eval_task(args: argparse.Namespace, split: str | None = None) -> str:
+    task = TASKS[args.task]
+    return task.test if (split or args.split) == "test" else task.validation
+
+
+def recipe_for(args: argparse.Namespace, replicate: int | None, *extra: str, steps: int | None = None, prompts=None):
+    """The task's recipe for one replicate (None: the recipe itself, for the teacher and base)."""
     from dante.config import load_recipe
 
-    steps = max(1, math.ceil(args.epochs * args.prompts / args.batch))
+    steps = steps or base_steps(args)
+    prompts = prompts or args.prompts
+    out = args.out if replicate is None else args.out / f"r{replicate}"
     overrides = [
-        f"output_dir={args.out}",
-        f"prompts.limit={args.prompts}",
-        "teacher.store_logprobs=20",  # the teacher's per-token top-20 for the token-level KD settings
+        f"output_dir={out}",
+        f"prompts.limit={prompts}",
+        f"cache.dir={out / ('cache' if prompts == args.prompts else f'cache-{prompts}')}",
+        "teacher.store_logprobs=20",  # the teacher's per-token top-20 for token-level KD
         f"train.steps={steps}",
         f"train.batch_sequences={args.batch}",
         f"train.micro_batch_size={args.batch}",
@@ -111,130 +170,312 @@ def recipe_for(args: argparse.Namespace, *extra: str):
         f"train.loss.ce_warmup_steps={max(1, steps // 10)}",
         f"train.loss.ce_ramp_end={steps}",
         "eval.suite=null",
-        f"eval.tasks=[{task_of(args)}]",
-        *args.overrides,
-        *extra,
+        f"eval.tasks=[{eval_task(args)}]",
     ]
-    return load_recipe(args.recipe, overrides)
+    if replicate is not None:
+        overrides += [
+            f"prompts.seed={replicate - 1}",
+            f"train.seed={replicate}",
+            f"teacher.dtype={'auto' if replicate % 2 else 'float32'}",
+        ]
+    return load_recipe(ROOT / TASKS[args.task].recipe, [*overrides, *args.overrides, *extra])
 
 
-def train_student(args: argparse.Namespace, name: str, flags: list[str]) -> Path:
+def student_dir(args: argparse.Namespace, replicate: int, name: str) -> Path:
+    return args.out / f"r{replicate}" / f"student-{name}"
+
+
+def train_student(args: argparse.Namespace, replicate: int, name: str) -> Path:
+    """Train one setting of one replicate (its warm start first), unless it is already done."""
+    from dante.cache.run import run_cache
     from dante.train.checkpoint import latest_checkpoint
     from dante.train.loop import train
 
-    recipe = recipe_for(args, f"train.output_dir={Path(args.out) / ('student-' + name)}", *flags)
-    if not (recipe.student_dir / "dante_manifest.json").is_file():
-        print(train(recipe, resume=latest_checkpoint(recipe.student_dir) is not None), flush=True)
-    return recipe.student_dir
+    setting = SETTINGS[name]
+    folder = student_dir(args, replicate, name)
+    if (folder / "dante_manifest.json").is_file():
+        return folder
+    extra = [f"train.output_dir={folder}", *setting.flags]
+    if setting.warm:
+        extra.append(f"train.on_policy.warm_start={train_student(args, replicate, setting.warm)}")
+    steps = round(base_steps(args) * setting.steps) if not setting.warm else base_steps(args)
+    prompts = extra_prompts(args, replicate) if setting.extra_prompts else None
+    if name in curve_settings(args):
+        extra += [f"train.checkpoint_every={args.curve_every}", "train.keep_checkpoints=100"]
+    recipe = recipe_for(args, replicate, *extra, steps=steps, prompts=prompts)
+    print(run_cache(recipe), flush=True)
+    print(f"[r{replicate} {name}]", train(recipe, resume=latest_checkpoint(folder) is not None), flush=True)
+    if name in curve_settings(args):
+        keep_curve_models(args, replicate, name, folder)
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # 1.6 GB each (weights + AdamW state) for SmolLM2
+    return folder
 
 
-def eval_dir(args: argparse.Namespace) -> Path:
-    return Path(args.out) / ("eval" if args.split == "test" else f"eval-{args.split}")
+def keep_curve_models(args: argparse.Namespace, replicate: int, name: str, folder: Path) -> None:
+    """Each checkpoint's weights as a ``from_pretrained`` folder under ``r<k>/curve/`` (the
+    checkpoints themselves, with the optimizer state, are deleted after training)."""
+    from dante.train.checkpoint import complete_checkpoints
+
+    for ckpt in complete_checkpoints(folder):
+        model = curve_dir(args, replicate) / f"{name}-step-{int(ckpt.name.split('-')[-1]):06d}"
+        if (model / "model.safetensors").exists():
+            continue
+        model.mkdir(parents=True, exist_ok=True)
+        for f in folder.iterdir():
+            if f.is_file() and f.name != "model.safetensors" and not f.name.startswith(("dante_", "metrics")):
+                shutil.copy2(f, model / f.name)
+        shutil.copy2(ckpt / "model.safetensors", model / "model.safetensors")
 
 
-def evaluate(args: argparse.Namespace, models: list[str]) -> None:
+def curve_dir(args: argparse.Namespace, replicate: int) -> Path:
+    return args.out / f"r{replicate}" / "curve"
+
+
+def extra_prompts(args: argparse.Namespace, replicate: int) -> int:
+    """Prompts whose cache costs the teacher as many tokens as SFT's cache plus what sft-op had
+    scored (sft-op of the same replicate trained first), to a whole batch."""
+    manifest = json.loads((train_student(args, replicate, "sft-op") / "dante_manifest.json").read_text())
+    compute = manifest["teacher_compute"]
+    per_record = compute["tokens_generated"] / max(1, manifest["train_records"])
+    more = compute["tokens_scored"] / max(1e-9, per_record)
+    return args.prompts + args.batch * math.ceil(more / args.batch)
+
+
+def curve_settings(args: argparse.Namespace) -> list[str]:
+    return [n for n in args.curve.split(",") if n]
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+
+
+def eval_dir(args: argparse.Namespace, replicate: int | None, split: str | None = None) -> Path:
+    base = args.out if replicate is None else args.out / f"r{replicate}"
+    return base / f"eval-{split or args.split}"
+
+
+def evaluate(args: argparse.Namespace, replicate: int | None, models: list[str], split: str | None = None) -> None:
     from dante.eval.run import evaluate as run_eval
 
-    todo = [m for m in models if not (eval_dir(args) / Path(m).name / "scores.json").is_file()]
-    if todo:
-        print(run_eval(recipe_for(args, f"eval.models=[{','.join(todo)}]", f"eval.output_dir={eval_dir(args)}")))
-
-
-def folder_of(name: str) -> str:
-    return name if name in ("teacher", "base") else f"student-{name}"
-
-
-def summarise(args: argparse.Namespace, names: list[str], seconds: float) -> str:
-    from dante.eval.scores import correct_by_doc, mcnemar_exact, read_scores
-
-    task, edir = task_of(args), eval_dir(args)
-    table, samples = {}, {}
-    for name in names:
-        path = edir / folder_of(name) / "scores.json"
-        if not path.is_file():
-            continue
-        row = next(r for r in read_scores(path)["scores"] if r["task"] == task and r["metric"] == "exact_match")
-        table[name] = {"accuracy": row["value"], "ci95": row["ci95"], "n": row["n_samples"]}
-        samples[name] = correct_by_doc(edir / folder_of(name), task, "exact_match", "none")
-    tests = {}
-    refs = ("base", "sft", "dante")
-    for name in names:
-        for ref in refs:
-            if name not in (ref, "teacher", "base") and name in samples and ref in samples:
-                tests[f"{name} vs {ref}"] = mcnemar_exact(samples[ref], samples[name])
-    lines = [
-        f"| model | accuracy on {task} | 95% CI | n | vs before: won / lost, McNemar p | vs SFT: won / lost, p "
-        "| vs DANTE: won / lost, p |",
-        "|---|---:|---|---:|---|---|---|",
-    ]
-    for name, t in table.items():
-        cells = []
-        for ref in refs:
-            m = tests.get(f"{name} vs {ref}")
-            cells.append(f"{m['b_only']} / {m['a_only']}, p = {m['p_value']:.2g}" if m else "")
-        lo, hi = t["ci95"]
-        lines.append(
-            f"| {LABELS[name]} | {t['accuracy']:.1%} | {lo:.1%}–{hi:.1%} | {t['n']} | {cells[0]} | {cells[1]} "
-            f"| {cells[2]} |"
-        )
-    steps = max(1, math.ceil(args.epochs * args.prompts / args.batch))
-    lines += [
-        "",
-        f"{args.prompts} distillation prompts (train split), {args.epochs:g} epochs = {steps} steps at {args.batch} "
-        f"sequences/step, lr {args.lr:g}; scored on the {args.split} split; wall time {seconds / 60:.0f} min.",
-    ]
-    out = Path(args.out)
-    suffix = "" if args.split == "test" else f"-{args.split}"
-    (out / f"capability{suffix}.json").write_text(
-        json.dumps({"args": vars(args), "scores": table, "mcnemar": tests, "wall_time_s": seconds}, indent=2)
+    edir = eval_dir(args, replicate, split)
+    todo = [m for m in models if not (edir / Path(m).name / "scores.json").is_file()]
+    if not todo:
+        return
+    task = eval_task(args, split)
+    recipe = recipe_for(
+        args, replicate, f"eval.models=[{','.join(todo)}]", f"eval.output_dir={edir}", f"eval.tasks=[{task}]"
     )
-    plot(table, out / f"capability{suffix}.png", task)
-    text = "\n".join(lines) + "\n"
-    (out / f"capability{suffix}.md").write_text(text)
-    return text
+    print(run_eval(recipe), flush=True)
 
 
-def plot(table: dict[str, dict], path: Path, task: str) -> None:
-    """One bar per model with its 95% interval."""
+def correct(args: argparse.Namespace, replicate: int | None, model: str, split: str | None = None):
+    """(accuracy, n, correct-by-question) of an evaluated model, or None."""
+    from dante.eval.scores import correct_by_doc
+
+    folder = eval_dir(args, replicate, split) / model
+    got = correct_by_doc(folder, eval_task(args, split), "exact_match", "none") if folder.is_dir() else None
+    if not got:
+        return None
+    return sum(got.values()) / len(got), len(got), got
+
+
+# -- the curve ------------------------------------------------------------------------------------
+
+
+def curve(args: argparse.Namespace, replicate: int) -> dict[str, list[tuple[int, float]]]:
+    """Validation accuracy at each kept checkpoint of the curve settings, at their start (the
+    base, or the warm start's student) and at their end."""
+    points: dict[str, list[tuple[int, float]]] = {}
+    base = correct(args, None, "base", "validation")
+    for name in curve_settings(args):
+        folder = train_student(args, replicate, name)
+        setting = SETTINGS[name]
+        offset = base_steps(args) if setting.warm else 0
+        models = sorted(curve_dir(args, replicate).glob(f"{name}-step-*"))
+        warm = [str(student_dir(args, replicate, setting.warm))] if setting.warm else []
+        evaluate(args, replicate, [str(m) for m in models] + [str(folder), *warm], "validation")
+        steps = base_steps(args) if setting.warm else round(base_steps(args) * setting.steps)
+        start = correct(args, replicate, f"student-{setting.warm}", "validation") if setting.warm else base
+        series = [(offset, start[0] if start else None)]
+        series += [
+            (offset + int(m.name.split("-")[-1]), correct(args, replicate, m.name, "validation")[0]) for m in models
+        ]
+        series.append((offset + steps, correct(args, replicate, folder.name, "validation")[0]))
+        points[name] = sorted({s: a for s, a in series if a is not None}.items())
+    return points
+
+
+def plot_curve(points: dict[str, list[tuple[int, float]]], path: Path, task: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(table)
-    values = [100 * table[n]["accuracy"] for n in names]
-    errors = [
-        [v - 100 * table[n]["ci95"][0] for n, v in zip(names, values, strict=True)],
-        [100 * table[n]["ci95"][1] - v for n, v in zip(names, values, strict=True)],
-    ]
-    colors = ["#888888" if n in ("teacher", "base") else ("#1f77b4" if n == "dante" else "#9ecae1") for n in names]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.barh([LABELS[n] for n in names], values, xerr=errors, color=colors, capsize=3)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"accuracy on {task} (%), 95% Wilson interval")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, series in points.items():
+        ax.plot([s for s, _ in series], [100 * a for _, a in series], marker="o", label=SETTINGS[name].label)
+    ax.set_xlabel("student optimizer steps")
+    ax.set_ylabel(f"accuracy on {task} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+# -- the table ------------------------------------------------------------------------------------
+
+
+def summarise(args: argparse.Namespace, names: list[str], replicates: list[int], seconds: float) -> str:
+    from dante.eval.scores import gap_recovered, mcnemar_exact, replicate_bootstrap, wilson_ci
+
+    task = eval_task(args)
+    teacher, base = correct(args, None, "teacher"), correct(args, None, "base")
+    lines = [
+        f"{args.task}: {task}, {len(replicates)} replicate(s) {replicates}; teacher {TASKS[args.task].teacher}",
+        "",
+    ]
+    for label, ref in (("teacher", teacher), ("student before", base)):
+        if ref:
+            lo, hi = wilson_ci(ref[0], ref[1])
+            lines.append(f"- {label}: {ref[0]:.1%} ({lo:.1%}–{hi:.1%}, n = {ref[1]})")
+    lines += [
+        "",
+        "| setting | per replicate | mean | range | GR | vs SFT per replicate: won / lost (p) | sign | "
+        "mean diff. (95% CI, 2-level bootstrap) | teacher tokens | GR per M teacher tokens |",
+        "|---|---|---:|---|---:|---|---|---|---:|---:|",
+    ]
+    results: dict[str, dict] = {}
+    for name in names:
+        per = {r: correct(args, r, f"student-{name}") for r in replicates}
+        per = {r: v for r, v in per.items() if v}
+        if not per:
+            continue
+        accs = [v[0] for v in per.values()]
+        mean = sum(accs) / len(accs)
+        gr = gap_recovered(mean, base[0], teacher[0]) if teacher and base else None
+        tokens = teacher_tokens(args, name, list(per))
+        row = {"per_replicate": {r: v[0] for r, v in per.items()}, "mean": mean, "gr": gr, "teacher_tokens": tokens}
+        cells = ["", "", ""]
+        if name != "sft":
+            sft = {r: correct(args, r, "student-sft") for r in per}
+            pairs = {r: (sft[r][2], per[r][2]) for r in per if sft.get(r)}
+            if pairs:
+                tests = {r: mcnemar_exact(a, b) for r, (a, b) in pairs.items()}
+                diffs = {r: per[r][0] - sft[r][0] for r in pairs}
+                boot = replicate_bootstrap(list(pairs.values()))
+                row.update(vs_sft={str(r): t for r, t in tests.items()}, bootstrap=boot)
+                cells[0] = ", ".join(f"{t['b_only']}/{t['a_only']} ({t['p_value']:.2g})" for t in tests.values())
+                cells[1] = f"{sum(d > 0 for d in diffs.values())}+ {sum(d < 0 for d in diffs.values())}−"
+                holds = boot["ci95"][0] > 0 or boot["ci95"][1] < 0
+                same_sign = all(d > 0 for d in diffs.values()) or all(d < 0 for d in diffs.values())
+                mark = " **holds**" if holds and same_sign and len(pairs) > 1 else ""
+                cells[2] = (
+                    f"{100 * boot['mean']:+.1f} ({100 * boot['ci95'][0]:+.1f}, {100 * boot['ci95'][1]:+.1f}){mark}"
+                )
+        results[name] = row
+        lo, hi = min(accs), max(accs)
+        per_text = " / ".join(f"{a:.1%}" for a in accs)
+        gr_text = f"{gr:.0%}" if gr is not None else ""
+        tok_text = f"{tokens / 1e3:.1f}k" if tokens else ""
+        per_m = f"{gr / (tokens / 1e6):.1f}" if gr is not None and tokens else ""
+        lines.append(
+            f"| {SETTINGS[name].label} | {per_text} | {mean:.1%} | {lo:.1%}–{hi:.1%} | {gr_text} | {cells[0]} | "
+            f"{cells[1]} | {cells[2]} | {tok_text} | {per_m} |"
+        )
+    lines += [
+        "",
+        f"{args.prompts} prompts per replicate, {args.epochs:g} epochs = {base_steps(args)} steps at {args.batch} "
+        f"sequences/step, lr {args.lr:g} unless a setting says otherwise; {args.split} split; "
+        f"wall time {seconds / 60:.0f} min; machine {machine()}.",
+    ]
+    out = args.out / f"capability-{args.split}"
+    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "teacher": teacher and teacher[:2]}
+    summary.update(base=base and base[:2], settings=results, wall_time_s=seconds, machine=machine())
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str))
+    plot(results, out.with_suffix(".png"), task, teacher, base)
+    text = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(text)
+    return text
+
+
+def teacher_tokens(args: argparse.Namespace, name: str, replicates: list[int]) -> float | None:
+    """Mean over replicates of the teacher tokens a setting cost: generated for its cache (and
+    its warm start's) plus scored on-policy."""
+    totals = []
+    for r in replicates:
+        folder, total = student_dir(args, r, name), 0
+        while folder is not None:
+            manifest = folder / "dante_manifest.json"
+            if not manifest.is_file():
+                return None
+            compute = json.loads(manifest.read_text())["teacher_compute"]
+            total += compute["tokens_scored"]
+            warm = SETTINGS[folder.name.removeprefix("student-")].warm
+            if warm is None:
+                total += compute["tokens_generated"]
+            folder = student_dir(args, r, warm) if warm else None
+        totals.append(total)
+    return sum(totals) / len(totals)
+
+
+def plot(results: dict[str, dict], path: Path, task: str, teacher, base) -> None:
+    """Each setting's mean with its replicates as dots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
+    for i, name in enumerate(names):
+        values = [100 * a for a in results[name]["per_replicate"].values()]
+        ax.barh(i, 100 * results[name]["mean"], color="#1f77b4" if name.startswith("dante") else "#9ecae1")
+        ax.scatter(values, [i] * len(values), color="black", s=12, zorder=3)
+    for ref, style in ((teacher, "--"), (base, ":")):
+        if ref:
+            ax.axvline(100 * ref[0], color="#888888", linestyle=style)
+    ax.set_yticks(range(len(names)), [SETTINGS[n].label for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"accuracy on {task} (%): mean bar, replicates as dots; teacher dashed, before dotted")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def machine() -> str:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from common import machine as info
+
+    m = info()
+    return f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch thread(s), torch {m['torch']}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = [n for n in args.settings.split(",") if n]
-    unknown = set(names) - set(SETTINGS)
+    unknown = set(names + curve_settings(args)) - set(SETTINGS)
     if unknown:
         raise SystemExit(f"unknown settings {sorted(unknown)}; from {', '.join(SETTINGS)}")
+    replicates = [int(r) for r in args.replicates.split(",") if r]
     t0 = time.perf_counter()
-    from dante.cache.run import run_cache
-
-    print(run_cache(recipe_for(args)), flush=True)
-    students = {name: train_student(args, name, SETTINGS[name]) for name in names}
-    models = ([] if args.skip_teacher_eval else ["teacher"]) + ["base"] + [str(p) for p in students.values()]
-    evaluate(args, models)
-    order = ([] if args.skip_teacher_eval else ["teacher"]) + ["base"] + names
-    print(summarise(args, order, time.perf_counter() - t0))
+    for r in replicates:
+        for name in names:
+            train_student(args, r, name)
+    if args.train_only:
+        return 0
+    evaluate(args, None, ([] if args.skip_teacher_eval else ["teacher"]) + ["base"])
+    for r in replicates:
+        evaluate(args, r, [str(student_dir(args, r, n)) for n in names])
+    if curve_settings(args):
+        evaluate(args, None, ["base"], "validation")
+        points = {f"r{r}": curve(args, r) for r in replicates}
+        (args.out / "curve.json").write_text(json.dumps(points, indent=2))
+        plot_curve(points[f"r{replicates[0]}"], args.out / "curve.png", eval_task(args, "validation"))
+    print(summarise(args, names, replicates, time.perf_counter() - t0))
     return 0
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT / "src"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.exit(main())

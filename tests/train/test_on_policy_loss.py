@@ -94,3 +94,40 @@ def test_policy_gradient_matches_its_closed_form():
     stale = lp.detach() - 0.3
     loss2 = policy_gradient_sum(lp, stale, adv, w)
     assert loss2.item() == pytest.approx(-(w * adv).sum().item() * math.exp(0.3), rel=1e-5)
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_a_sample_trained_as_weighted_ce_has_the_policy_gradient(student_dir, chunked):
+    """What the loop back-propagates for on-policy samples (``Sample.example``: CE weighted by
+    A_j / N, packed with another sample, through ``Forward`` with and without the chunked head)
+    has the gradient of ``policy_gradient_sum`` over the student's own logprobs (autograd)."""
+    from accelerate import Accelerator
+
+    from dante.models import load_causal_lm
+    from dante.tokens import TokenLogprobs
+    from dante.train.data import collate
+    from dante.train.forward import Forward
+    from dante.train.on_policy import Sample
+
+    model = load_causal_lm(str(student_dir), dtype="float32")
+    samples = []
+    for prompt, ids in (([5, 6, 7], [30, 31, 32, 33]), ([8, 9], [40, 41, 42])):
+        chunks = [Chunk(j, j + 1, j, j + 1, j, j + 1) for j in range(len(ids))]  # one token a chunk
+        score = TokenLogprobs([b"x"] * len(ids), [-0.2 * (j + 1) for j in range(len(ids))])
+        samples.append(Sample("p", prompt, ids, [-1.0] * len(ids), chunks, score, len(ids)))
+    n = sum(len(s.ids) for s in samples)
+    made = [s.example(1.0 / n, coef=0.7) for s in samples]
+    batch = collate([e for e, _ in made], [w for _, w in made], packing=True, pad_id=0)
+    forward = Forward(model, model, Accelerator(cpu=True), chunked_ce=chunked, packed_attention=True)
+    (got,) = torch.autograd.grad(forward.loss_sums(batch).objective, [model.get_input_embeddings().weight])
+
+    total = 0
+    for s in samples:
+        seq = torch.tensor([s.prompt_ids + s.ids])
+        logits = model(input_ids=seq).logits[0, len(s.prompt_ids) - 1 : -1]
+        lp = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(s.ids)[:, None]).squeeze(1)
+        adv = torch.tensor(s.advantages(0.7))
+        total = total + policy_gradient_sum(lp, lp.detach(), adv, torch.full_like(lp, 1.0 / n))
+    (want,) = torch.autograd.grad(total, [model.get_input_embeddings().weight])
+    assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
+    assert samples[0].advantages(0.7) == pytest.approx([0.7 * (-0.2 * (j + 1) + 1.0) for j in range(4)])

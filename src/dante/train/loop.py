@@ -470,6 +470,7 @@ class OnPolicyStep:
         self.samples, self.groups, self.tokens, self.device = samples, groups, tokens, device
         self.parts = LossParts(*(torch.zeros((), device=device) for _ in LossParts._fields))
         self.seconds = 0.0  # forward and backward of the samples (set by the loop)
+        self.sampling_s = self.scoring_s = 0.0
         self.batches: list[dict[str, torch.Tensor]] = []
 
     @classmethod
@@ -478,6 +479,7 @@ class OnPolicyStep:
         prompts, run.state["on_policy_cursor"] = op.prompts_for(
             step, run.state.get("on_policy_cursor", 0), run.on_policy_prompts
         )
+        before = (op.stats.sampling_seconds, op.stats.teacher_seconds)
         samples = op.samples(run.model, rank_slice(prompts, acc.process_index, acc.num_processes), step)
         counts = torch.tensor([len(samples), sum(len(s.ids) for s in samples)], device=acc.device)
         every = acc.gather(counts).reshape(-1, 2)
@@ -487,6 +489,7 @@ class OnPolicyStep:
         ]
         on = cls(samples, groups, int(every[:, 1].sum()), acc.device)
         on.batches = [on.micro_batch(run, g) for g in groups]
+        on.sampling_s, on.scoring_s = op.stats.sampling_seconds - before[0], op.stats.teacher_seconds - before[1]
         return on
 
     def micro_batch(self, run: Run, group: list[int]) -> dict[str, torch.Tensor]:
@@ -527,6 +530,10 @@ class OnPolicyStep:
             "on_policy_samples": int(n),
             "on_policy_tokens": self.tokens,
             "on_policy_loss": cfg.kl_coef * per_token + cfg.dense_kl * dense,
+            # this process's seconds: writing the samples, the teacher scoring them, their forward and backward
+            "on_policy_sampling_s": self.sampling_s,
+            "on_policy_scoring_s": self.scoring_s,
+            "on_policy_update_s": self.seconds,
         }
 
 
