@@ -28,15 +28,15 @@ def test_gap_recovered_by_hand():
 def test_replicate_bootstrap_covers_runs_and_questions():
     same = {i: i % 2 == 0 for i in range(100)}
     assert replicate_bootstrap([(same, same)] * 3) == {"mean": 0.0, "ci95": (0.0, 0.0), "draws": 4000, "replicates": 3}
-    wrong, right = {i: False for i in range(50)}, {i: True for i in range(50)}
+    wrong, right = dict.fromkeys(range(50), False), dict.fromkeys(range(50), True)
     assert replicate_bootstrap([(wrong, right)] * 2)["ci95"] == (1.0, 1.0)
     # one replicate, b right on half the questions a missed: the paired bootstrap over questions
     half = {i: i < 150 for i in range(300)}
-    got = replicate_bootstrap([({i: False for i in range(300)}, half)], draws=4000)
+    got = replicate_bootstrap([(dict.fromkeys(range(300), False), half)], draws=4000)
     assert got["mean"] == 0.5 and got["ci95"][0] == pytest.approx(0.5 - 1.96 * (0.25 / 300) ** 0.5, abs=0.01)
     # runs that disagree widen the interval: +0.2 in one replicate, −0.2 in another, 0 within each
-    up = ({i: False for i in range(100)}, {i: i < 20 for i in range(100)})
-    down = ({i: i < 20 for i in range(100)}, {i: False for i in range(100)})
+    up = (dict.fromkeys(range(100), False), {i: i < 20 for i in range(100)})
+    down = ({i: i < 20 for i in range(100)}, dict.fromkeys(range(100), False))
     mixed = replicate_bootstrap([up, down])
     assert mixed["mean"] == 0.0 and mixed["ci95"][0] < -0.15 and mixed["ci95"][1] > 0.15
     assert replicate_bootstrap([up, up])["ci95"][0] > 0.1  # the same gain twice holds
