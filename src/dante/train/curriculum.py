@@ -174,12 +174,12 @@ class BatchStream:
         run_positions: int | None = None,
         pacing=None,
     ) -> None:
-        if not examples:
+        if not examples and (batch_sequences or batch_tokens):
             raise DataError("no training records left (empty cache?)", field="train")
         self.examples = examples
         self.mode, self.seed = mode, seed
         self.batch_sequences, self.batch_tokens = batch_sequences, batch_tokens
-        self.block = batch_sequences or max(1, round((batch_tokens or 1) / _mean_length(examples)))
+        self.block = batch_sequences or max(1, round((batch_tokens or 1) / _mean_length(examples or [[0]])))
         self.paced = None
         if mode in PACED_ORDERS:
             if run_positions is None or pacing is None:
@@ -213,7 +213,7 @@ class BatchStream:
         return batch, cursor
 
     def epoch_of(self, cursor: int) -> float:
-        return cursor / len(self.examples)
+        return cursor / len(self.examples) if self.examples else 0.0
 
 
 def _mean_length(examples) -> float:

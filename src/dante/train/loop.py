@@ -192,8 +192,11 @@ def setup(recipe: Recipe, resume: bool) -> Run:
             update={"student": recipe.student.model_copy(update={"model": cfg.on_policy.warm_start})}
         )
     student = make_student(recipe)
-    data = load_data(recipe, student.tokenizer, accelerator)
     off_policy = None if cfg.batch_sequences is None else cfg.batch_sequences - on_policy_prompts
+    if off_policy == 0 and not any(p.exists() for p in recipe.cache_dirs):  # on-policy alone needs no cache
+        data = TrainData([], [], DataStats())
+    else:
+        data = load_data(recipe, student.tokenizer, accelerator)
     stream = BatchStream(
         data.examples,
         cfg.curriculum,
