@@ -325,6 +325,16 @@ def render_plan(recipe: Recipe, nodes: int = 1, gpus_per_node: int = 1):
     table.add_row("tokens per record", f"{plan.mean_record_tokens} ({plan.record_tokens_source})")
     table.add_row("student tokens", _fmt(plan.student_tokens))
     table.add_row("epochs over cache", _fmt(plan.epochs))
+    op = recipe.train.on_policy
+    if op.enabled and recipe.train.batch_sequences:
+        prompts = max(1, round(op.fraction * recipe.train.batch_sequences))
+        written = recipe.train.steps * prompts * op.samples_per_prompt
+        table.add_row(
+            "on-policy",
+            f"λ = {op.fraction:g}: {prompts} prompts × {op.samples_per_prompt} samples a step written by the student "
+            f"({_fmt(written)} in all, ≤ {op.max_new_tokens} tokens each), scored by the teacher "
+            f"(≤ {_fmt(written * op.max_new_tokens)} teacher tokens; repeated texts come from the score cache)",
+        )
     if nodes * gpus_per_node > 1:
         lay = batch_layout(recipe, nodes, gpus_per_node, plan.mean_record_tokens)
         table.add_row("processes", f"{lay['world_size']} ({nodes} nodes × {gpus_per_node} GPUs)")

@@ -208,3 +208,16 @@ def test_greedy_with_several_samples_per_prompt_is_refused(tmp_path, student_dir
         recipe(tmp_path, student_dir, tiny_cache, teacher_dir, temperature=0.0, samples_per_prompt=2)
     with pytest.raises(Exception, match="dense_kl needs the teacher's top-k"):
         recipe(tmp_path, student_dir, tiny_cache, teacher_dir, dense_kl=1.0)
+
+
+def test_plan_says_what_the_student_will_write_and_the_teacher_score(tmp_path, student_dir, teacher_dir, tiny_cache):
+    from rich.console import Console
+
+    from dante.plan import render_plan
+
+    r = recipe(tmp_path, student_dir, tiny_cache, teacher_dir, steps=5)  # batch 4, λ 0.5: 2 prompts × 2 samples
+    console = Console(width=200, record=True)
+    console.print(render_plan(r))
+    text = console.export_text()
+    assert "λ = 0.5: 2 prompts × 2 samples a step written by the student (20 in all, ≤ 6 tokens each)" in text
+    assert "≤ 120 teacher tokens" in text
