@@ -221,3 +221,24 @@ def test_plan_says_what_the_student_will_write_and_the_teacher_score(tmp_path, s
     text = console.export_text()
     assert "λ = 0.5: 2 prompts × 2 samples a step written by the student (20 in all, ≤ 6 tokens each)" in text
     assert "≤ 120 teacher tokens" in text
+
+
+def test_sharded_weights_are_refused_by_name():
+    from types import SimpleNamespace
+
+    from dante.train.on_policy import check_unsharded
+
+    plain = SimpleNamespace(distributed_type="MULTI_CPU", state=SimpleNamespace(deepspeed_plugin=None))
+    check_unsharded(plain)
+    for acc in (
+        SimpleNamespace(distributed_type="DistributedType.FSDP", state=SimpleNamespace(deepspeed_plugin=None)),
+        SimpleNamespace(
+            distributed_type="DEEPSPEED",
+            state=SimpleNamespace(
+                deepspeed_plugin=SimpleNamespace(deepspeed_config={"zero_optimization": {"stage": 3}})
+            ),
+        ),
+    ):
+        with pytest.raises(DanteError, match="FSDP and ZeRO-3 shard") as exc:
+            check_unsharded(acc)
+        assert exc.value.field == "train.on_policy.fraction"

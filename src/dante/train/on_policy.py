@@ -175,6 +175,7 @@ class OnPolicy:
     def __init__(self, recipe: Recipe, student, accelerator, teacher: Teacher | None = None) -> None:
         cfg = recipe.train.on_policy
         self.recipe, self.cfg, self.student, self.accelerator = recipe, cfg, student, accelerator
+        check_unsharded(accelerator)
         self.prompts = prompt_set(recipe)
         if not self.prompts:
             raise DanteError("train.on_policy needs prompts", field="prompts.source")
@@ -345,6 +346,21 @@ def _cut_at_end(pieces: list[bytes]) -> bool:
 def _seed(seed: int, step: int, prompt_id: str, sample: int) -> int:
     digest = hashlib.sha256(f"{seed}:{step}:{prompt_id}:{sample}".encode()).digest()
     return int.from_bytes(digest[:8], "little") % (2**63 - 1)
+
+
+def check_unsharded(accelerator) -> None:
+    """The student writes with HF ``generate`` on its own weights: under FSDP or DeepSpeed ZeRO-3
+    each rank holds a shard, and gathering them for generation is not done yet (not testable
+    without GPUs): a clear error instead of a hang or wrong samples."""
+    kind = str(getattr(accelerator, "distributed_type", "")).upper()
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    zero3 = plugin is not None and plugin.deepspeed_config.get("zero_optimization", {}).get("stage") == 3
+    if "FSDP" in kind or zero3:
+        raise DanteError(
+            "on-policy training samples with generate on the student's weights, which FSDP and ZeRO-3 shard",
+            field="train.on_policy.fraction",
+            hint="run on-policy training under DDP (accelerate's multi-GPU config), or a LoRA student on one GPU",
+        )
 
 
 def check_warm_start(folder: str) -> None:
