@@ -78,13 +78,18 @@ class Setting:
     extra_prompts: bool = False  # a larger cache: the same teacher tokens as sft-op (sft-tokens)
 
 
-def on_policy(fraction: float, lr: float, coef: float = 1.0, samples: int = 1) -> list[str]:
+def on_policy(
+    fraction: float, lr: float, coef: float = 1.0, samples: int = 1, dense: float = 0.0, direction: str = "reverse"
+) -> list[str]:
     return [
         f"train.on_policy.fraction={fraction}",
         f"train.on_policy.samples_per_prompt={samples}",
         "train.on_policy.temperature=1.0",
         "train.on_policy.max_new_tokens=48",
         f"train.on_policy.kl_coef={coef}",
+        f"train.on_policy.dense_kl={dense}",
+        f"train.on_policy.top_k={20 if dense else 0}",
+        f"train.on_policy.dense_direction={direction}",
         f"train.lr={lr}",
     ]
 
@@ -110,6 +115,18 @@ SETTINGS: dict[str, Setting] = {
     "sft-op-mix": Setting("SFT, then on-policy mixed 1:1", [*SFT_FLAGS, *on_policy(0.5, 5e-5)], warm="sft"),
     "sft-op-hi": Setting("SFT, then on-policy (lr 2e-4)", [*SFT_FLAGS, *on_policy(1.0, 2e-4)], warm="sft"),
     "sft-op-4": Setting("SFT, then on-policy (4 samples)", [*SFT_FLAGS, *on_policy(1.0, 5e-5, samples=4)], "sft"),
+    "sft-op-dense": Setting(
+        "SFT, then on-policy, dense reverse KL only", [*SFT_FLAGS, *on_policy(1.0, 5e-5, coef=0.0, dense=1.0)], "sft"
+    ),
+    "sft-op-dense-pg": Setting(
+        "SFT, then on-policy, dense + chunk PG", [*SFT_FLAGS, *on_policy(1.0, 5e-5, dense=1.0)], warm="sft"
+    ),
+    "sft-op-dense-fwd": Setting(
+        "SFT, then on-policy, dense forward KL only",
+        [*SFT_FLAGS, *on_policy(1.0, 5e-5, coef=0.0, dense=1.0, direction="forward")],
+        warm="sft",
+    ),
+    "sft-op-lo": Setting("SFT, then on-policy (lr 1e-5)", [*SFT_FLAGS, *on_policy(1.0, 1e-5)], warm="sft"),
     "op": Setting("on-policy mixed 1:1 from the base", [*SFT_FLAGS, *on_policy(0.5, 2e-4)], steps=2.0),
     "sft-long": Setting("SFT, same student steps as SFT + on-policy", SFT_FLAGS, steps=2.0),
     "sft-tokens": Setting("SFT, same teacher tokens as SFT + on-policy", SFT_FLAGS, steps=2.0, extra_prompts=True),

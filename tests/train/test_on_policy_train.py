@@ -242,3 +242,15 @@ def test_sharded_weights_are_refused_by_name():
         with pytest.raises(DanteError, match="FSDP and ZeRO-3 shard") as exc:
             check_unsharded(acc)
         assert exc.value.field == "train.on_policy.fraction"
+
+
+def test_the_dense_term_alone_trains_and_nothing_to_train_is_refused(
+    tmp_path, student_dir, teacher_dir, tiny_cache, warm
+):
+    """kl_coef 0 with dense_kl > 0: GKD's reverse KL on the student's samples alone (the policy
+    gradient's weights are 0, the dense KL is what moves the student); both 0 is an error."""
+    r = recipe(tmp_path, student_dir, tiny_cache, teacher_dir, warm_start=str(warm), kl_coef=0.0, dense_kl=1.0, top_k=5)
+    rows_ = [x for x in rows(train(r).metrics_path) if "loss" in x]
+    assert any(x["on_policy_dense_kl"] for x in rows_) and all(x["grad_norm"] > 0 for x in rows_)
+    with pytest.raises(Exception, match="kl_coef 0 leaves nothing to train"):
+        recipe(tmp_path, student_dir, tiny_cache, teacher_dir, kl_coef=0.0)

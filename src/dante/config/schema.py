@@ -510,7 +510,11 @@ class OnPolicyConfig(Section):
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the student (0: greedy).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling of the student.")
     max_new_tokens: int = Field(128, ge=1, description="Length cap of a student sample.")
-    kl_coef: float = Field(1.0, gt=0.0, description="β: the advantage of a chunk is β · (log p_T − log p_S).")
+    kl_coef: float = Field(
+        1.0,
+        ge=0.0,
+        description="β: a chunk's advantage is β · (log p_T − log p_S); 0 with dense_kl > 0: the dense term alone.",
+    )
     top_k: int = Field(
         0, ge=0, le=20, description="Top-k alternatives the teacher returns per scored token (the dense term's)."
     )
@@ -535,6 +539,8 @@ class OnPolicyConfig(Section):
                 f"temperature 0 (greedy) writes one completion per prompt, not samples_per_prompt="
                 f"{self.samples_per_prompt}: set a temperature > 0 or one sample"
             )
+        if self.kl_coef == 0 and self.dense_kl == 0:
+            raise ValueError("kl_coef 0 leaves nothing to train on the samples: set kl_coef > 0 or dense_kl > 0")
         if self.dense_kl > 0 and self.top_k == 0:
             raise ValueError("dense_kl needs the teacher's top-k alternatives: set train.on_policy.top_k (e.g. 20)")
         return self
