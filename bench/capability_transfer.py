@@ -114,9 +114,11 @@ SETTINGS: dict[str, Setting] = {
     "sft-op": Setting("SFT, then on-policy", [*SFT_FLAGS, *on_policy(1.0, 5e-5)], warm="sft"),
     "sft-op-mix": Setting("SFT, then on-policy mixed 1:1", [*SFT_FLAGS, *on_policy(0.5, 5e-5)], warm="sft"),
     "sft-op-hi": Setting("SFT, then on-policy (lr 2e-4)", [*SFT_FLAGS, *on_policy(1.0, 2e-4)], warm="sft"),
-    "sft-op-4": Setting("SFT, then on-policy (4 samples)", [*SFT_FLAGS, *on_policy(1.0, 5e-5, samples=4)], "sft"),
+    "sft-op-4": Setting("SFT, then on-policy (4 samples)", [*SFT_FLAGS, *on_policy(1.0, 5e-5, samples=4)], warm="sft"),
     "sft-op-dense": Setting(
-        "SFT, then on-policy, dense reverse KL only", [*SFT_FLAGS, *on_policy(1.0, 5e-5, coef=0.0, dense=1.0)], "sft"
+        "SFT, then on-policy, dense reverse KL only",
+        [*SFT_FLAGS, *on_policy(1.0, 5e-5, coef=0.0, dense=1.0)],
+        warm="sft",
     ),
     "sft-op-dense-pg": Setting(
         "SFT, then on-policy, dense + chunk PG", [*SFT_FLAGS, *on_policy(1.0, 5e-5, dense=1.0)], warm="sft"
