@@ -107,6 +107,9 @@ SETTINGS: dict[str, Setting] = {
     "dante-constant-lr": Setting("DANTE, entropy order, constant LR", ["train.lr_scheduler=constant_with_warmup"]),
     "dante-reversed": Setting("DANTE, entropy order reversed", ["train.curriculum=entropy_reversed"]),
     "dante-batches": Setting("DANTE, entropy batches in random order", ["train.curriculum=entropy_batches"]),
+    "sft-constant-lr": Setting(
+        "plain SFT, constant LR (the control)", [*SFT_FLAGS, "train.lr_scheduler=constant_with_warmup"]
+    ),
     "sft-entropy": Setting("plain SFT in the card's entropy order", [*PLAIN, "train.curriculum=entropy"]),
     # token-level KD (λ_KD chosen on validation in section 6b)
     "sft-kd": Setting("SFT + token-level KD (λ_KD 0.3)", [*SFT_FLAGS, "train.loss.token_kd=0.3"]),
@@ -153,6 +156,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--curve-every", type=int, default=10, help="steps between the curve's checkpoints")
     ap.add_argument("--skip-teacher-eval", action="store_true", help="leave out the (slowest) teacher evaluation")
     ap.add_argument("--train-only", action="store_true", help="train the students, evaluate nothing")
+    ap.add_argument("--eval-only", action="store_true", help="evaluate and summarise the students trained so far")
     ap.add_argument("overrides", nargs="*", help="extra dotted recipe overrides for every run")
     args = ap.parse_args(argv)
     args.out = Path(args.out or ROOT / "runs" / f"capability-{args.task}")
@@ -478,14 +482,15 @@ def main(argv: list[str] | None = None) -> int:
     replicates = [int(r) for r in args.replicates.split(",") if r]
     t0 = time.perf_counter()
     for r in replicates:
-        for name in names:
+        for name in [] if args.eval_only else names:
             train_student(args, r, name)
     if args.train_only:
         return 0
     evaluate(args, None, ([] if args.skip_teacher_eval else ["teacher"]) + ["base"])
     for r in replicates:
-        evaluate(args, r, [str(student_dir(args, r, n)) for n in names])
-    if curve_settings(args):
+        trained = [student_dir(args, r, n) for n in names]
+        evaluate(args, r, [str(p) for p in trained if (p / "dante_manifest.json").is_file()])
+    if curve_settings(args) and not args.eval_only:
         evaluate(args, None, ["base"], "validation")
         points = {f"r{r}": curve(args, r) for r in replicates}
         (args.out / "curve.json").write_text(json.dumps(points, indent=2))
