@@ -131,6 +131,16 @@ SETTINGS: dict[str, Setting] = {
         [*SFT_FLAGS, *on_policy(1.0, 5e-5, coef=0.0, dense=1.0, direction="forward")],
         warm="sft",
     ),
+    "sft-op-dense-hi": Setting(
+        "SFT, then on-policy, dense reverse KL only (lr 2e-4)",
+        [*SFT_FLAGS, *on_policy(1.0, 2e-4, coef=0.0, dense=1.0)],
+        warm="sft",
+    ),
+    "sft-op-dense-mix": Setting(
+        "SFT, then on-policy dense reverse KL mixed 1:1",
+        [*SFT_FLAGS, *on_policy(0.5, 5e-5, coef=0.0, dense=1.0)],
+        warm="sft",
+    ),
     "sft-op-lo": Setting("SFT, then on-policy (lr 1e-5)", [*SFT_FLAGS, *on_policy(1.0, 1e-5)], warm="sft"),
     "op": Setting("on-policy mixed 1:1 from the base", [*SFT_FLAGS, *on_policy(0.5, 2e-4)], steps=2.0),
     "sft-long": Setting("SFT, same student steps as SFT + on-policy", SFT_FLAGS, steps=2.0),
