@@ -142,7 +142,12 @@ SETTINGS: dict[str, Setting] = {
         warm="sft",
     ),
     "sft-op-lo": Setting("SFT, then on-policy (lr 1e-5)", [*SFT_FLAGS, *on_policy(1.0, 1e-5)], warm="sft"),
-    "op": Setting("on-policy mixed 1:1 from the base", [*SFT_FLAGS, *on_policy(0.5, 2e-4)], steps=2.0),
+    "op": Setting("on-policy (chunk PG) mixed 1:1 from the base", [*SFT_FLAGS, *on_policy(0.5, 2e-4)], steps=2.0),
+    "op-dense": Setting(
+        "on-policy (dense reverse KL) mixed 1:1 from the base",
+        [*SFT_FLAGS, *on_policy(0.5, 2e-4, coef=0.0, dense=1.0)],
+        steps=2.0,
+    ),
     "sft-long": Setting("SFT, same student steps as SFT + on-policy", SFT_FLAGS, steps=2.0),
     "sft-tokens": Setting("SFT, same teacher tokens as SFT + on-policy", SFT_FLAGS, steps=2.0, extra_prompts=True),
 }
@@ -162,6 +167,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--split", choices=["test", "validation"], default="validation")
     ap.add_argument("--replicates", default="1,2,3", help="comma list of replicate numbers")
     ap.add_argument("--settings", default=",".join(DEFAULT), help=f"comma list from {', '.join(SETTINGS)}")
+    ap.add_argument(
+        "--on-policy", default="sft-op-dense", help="the on-policy setting whose teacher tokens sft-tokens matches"
+    )
     ap.add_argument("--curve", default="", help="settings whose checkpoints are scored on validation (a curve)")
     ap.add_argument("--curve-every", type=int, default=10, help="steps between the curve's checkpoints")
     ap.add_argument("--skip-teacher-eval", action="store_true", help="leave out the (slowest) teacher evaluation")
@@ -265,9 +273,9 @@ def curve_dir(args: argparse.Namespace, replicate: int) -> Path:
 
 
 def extra_prompts(args: argparse.Namespace, replicate: int) -> int:
-    """Prompts whose cache costs the teacher as many tokens as SFT's cache plus what sft-op had
-    scored (sft-op of the same replicate trained first), to a whole batch."""
-    manifest = json.loads((train_student(args, replicate, "sft-op") / "dante_manifest.json").read_text())
+    """Prompts whose cache costs the teacher as many tokens as SFT's cache plus what the on-policy
+    setting (``--on-policy``, of the same replicate, trained first) had scored, to a whole batch."""
+    manifest = json.loads((train_student(args, replicate, args.on_policy) / "dante_manifest.json").read_text())
     compute = manifest["teacher_compute"]
     per_record = compute["tokens_generated"] / max(1, manifest["train_records"])
     more = compute["tokens_scored"] / max(1e-9, per_record)
