@@ -1,6 +1,8 @@
 """The capability-transfer bench's statistics (bench/capability_transfer.py) against hand values."""
 
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ _SPEC = importlib.util.spec_from_file_location(
     "capability_transfer", Path(__file__).parents[2] / "bench" / "capability_transfer.py"
 )
 capability = importlib.util.module_from_spec(_SPEC)
+sys.modules["capability_transfer"] = capability  # dataclasses look their module up while the file runs
 _SPEC.loader.exec_module(capability)
 
 
@@ -23,25 +26,44 @@ def test_mcnemar_exact_by_hand():
     assert mcnemar_exact(a, a)["p_value"] == 1.0  # no discordant rows
 
 
-def test_recipe_scales_the_demo_and_sft_switches_every_dante_addition_off():
+def test_recipe_scales_the_demo_and_a_replicate_varies_prompts_teacher_dtype_and_seed():
     args = capability.parse_args(["--prompts", "40", "--epochs", "2", "--batch", "8", "--out", "/tmp/x"])
-    recipe = capability.recipe_for(args, *capability.SFT_FLAGS)
+    recipe = capability.recipe_for(args, 1, *capability.SETTINGS["sft"].flags)
     t = recipe.train
     assert t.steps == 10 and t.loss.ce_ramp_end == 10 and recipe.prompts.limit == 40
     assert not (t.loss.cwce or t.loss.tea or t.loss.ce_schedule) and t.curriculum == "shuffle"
-    assert recipe.eval.tasks == [capability.TASK] and recipe.eval.suite is None
+    assert recipe.eval.tasks == ["rg_chain_sum_2x2_validation"] and recipe.eval.suite is None
+    assert (recipe.prompts.seed, t.seed, recipe.teacher.dtype) == (0, 1, "auto")  # replicate 1: the recipe's prompts
+    two = capability.recipe_for(args, 2)
+    assert (two.prompts.seed, two.train.seed, two.teacher.dtype) == (1, 2, "float32")
+    assert str(two.cache_dirs[0]).endswith("/tmp/x/r2/cache")
+    test = capability.recipe_for(capability.parse_args(["--task", "products", "--split", "test"]), None)
+    assert test.eval.tasks == ["rg_products_2x2"] and test.teacher.model == "pypi:qwen2.5-coder-1.5b-instruct"
 
 
 def test_each_ablation_switches_exactly_one_addition_off():
     args = capability.parse_args(["--prompts", "32", "--batch", "16", "--out", "/tmp/x"])
-    full = capability.recipe_for(args).train
+    full = capability.recipe_for(args, 1).train
     assert full.loss.cwce and full.loss.tea and full.loss.ce_schedule and full.curriculum == "entropy"
     for name, off in (("no-cwce", "cwce"), ("no-tea", "tea"), ("no-ce-schedule", "ce_schedule")):
-        t = capability.recipe_for(args, *capability.SETTINGS[name]).train
+        t = capability.recipe_for(args, 1, *capability.SETTINGS[name].flags).train
         assert [k for k in ("cwce", "tea", "ce_schedule") if not getattr(t.loss, k)] == [off]
         assert t.curriculum == "entropy"
-    t = capability.recipe_for(args, *capability.SETTINGS["no-curriculum"]).train
+    t = capability.recipe_for(args, 1, *capability.SETTINGS["no-curriculum"].flags).train
     assert t.curriculum == "shuffle" and t.loss.cwce and t.loss.tea and t.loss.ce_schedule
-    assert capability.recipe_for(capability.parse_args(["--split", "validation"])).eval.tasks == [
-        capability.TASKS["validation"]
-    ]
+
+
+def test_on_policy_settings_start_from_sft_and_the_baselines_match_their_budget(tmp_path):
+    args = capability.parse_args(["--out", str(tmp_path)])
+    dense = capability.SETTINGS["sft-op-dense"]
+    t = capability.recipe_for(args, 1, *dense.flags).train
+    assert dense.warm == "sft" and t.on_policy.fraction == 1.0 and t.on_policy.kl_coef == 0.0
+    assert t.on_policy.dense_kl == 1.0 and t.on_policy.top_k == 20 and t.on_policy.dense_direction == "reverse"
+    assert capability.SETTINGS["sft-long"].steps == 2.0 and capability.SETTINGS["op-dense"].warm is None
+    # sft-tokens: as many teacher tokens as SFT's cache plus what the on-policy run scored, in whole batches
+    folder = capability.student_dir(args, 1, "sft-op-dense")
+    folder.mkdir(parents=True)
+    compute = {"tokens_generated": 6000, "tokens_scored": 12000}
+    (folder / "dante_manifest.json").write_text(json.dumps({"train_records": 300, "teacher_compute": compute}))
+    assert capability.extra_prompts(args, 1) == 300 + 16 * 38  # 12000 / 20 per record = 600 -> 608
+    assert all(s.warm is None or s.warm in capability.SETTINGS for s in capability.SETTINGS.values())
