@@ -64,6 +64,7 @@ TASKS = {
 
 PLAIN = ["train.loss.cwce=false", "train.loss.tea=false", "train.loss.ce_schedule=false"]
 SFT_FLAGS = [*PLAIN, "train.curriculum=shuffle"]
+CARD = ["train.curriculum=entropy"]  # the card's curriculum, whatever the recipe's default
 
 
 @dataclass(frozen=True)
@@ -96,21 +97,27 @@ def on_policy(
 
 SETTINGS: dict[str, Setting] = {
     "sft": Setting("plain SFT", SFT_FLAGS),
-    "dante": Setting("DANTE (the card)"),
-    "no-cwce": Setting("DANTE without CWCE", ["train.loss.cwce=false"]),
-    "no-tea": Setting("DANTE without TEA", ["train.loss.tea=false"]),
-    "no-ce-schedule": Setting("DANTE without the λ_CE schedule", ["train.loss.ce_schedule=false"]),
-    "no-curriculum": Setting("DANTE, shuffled (no curriculum)", ["train.curriculum=shuffle"]),
+    "dante": Setting("DANTE (the card)", CARD),
+    "no-cwce": Setting("DANTE (the card) without CWCE", [*CARD, "train.loss.cwce=false"]),
+    "no-tea": Setting("DANTE (the card) without TEA", [*CARD, "train.loss.tea=false"]),
+    "no-ce-schedule": Setting("DANTE (the card) without the λ_CE schedule", [*CARD, "train.loss.ce_schedule=false"]),
+    "no-curriculum": Setting("DANTE, shuffled (the curriculum chosen)", ["train.curriculum=shuffle"]),
     "dante-competence": Setting("DANTE, competence curriculum", ["train.curriculum=competence"]),
     "dante-buckets": Setting("DANTE, bucketed curriculum", ["train.curriculum=buckets"]),
     # diagnostics of the card's curriculum (section 6d)
-    "dante-constant-lr": Setting("DANTE, entropy order, constant LR", ["train.lr_scheduler=constant_with_warmup"]),
+    "dante-constant-lr": Setting(
+        "DANTE, entropy order, constant LR", [*CARD, "train.lr_scheduler=constant_with_warmup"]
+    ),
     "dante-reversed": Setting("DANTE, entropy order reversed", ["train.curriculum=entropy_reversed"]),
     "dante-batches": Setting("DANTE, entropy batches in random order", ["train.curriculum=entropy_batches"]),
     "sft-constant-lr": Setting(
         "plain SFT, constant LR (the control)", [*SFT_FLAGS, "train.lr_scheduler=constant_with_warmup"]
     ),
     "sft-entropy": Setting("plain SFT in the card's entropy order", [*PLAIN, "train.curriculum=entropy"]),
+    "sft-cwce": Setting(
+        "SFT + CWCE weights (DANTE's w(H) alone)",
+        ["train.loss.tea=false", "train.loss.ce_schedule=false", "train.curriculum=shuffle"],
+    ),
     # token-level KD (λ_KD chosen on validation in section 6b)
     "sft-kd": Setting("SFT + token-level KD (λ_KD 0.3)", [*SFT_FLAGS, "train.loss.token_kd=0.3"]),
     # on-policy distillation (issue 23): settings chosen on validation, section 6e

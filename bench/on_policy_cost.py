@@ -5,13 +5,15 @@ seed writes the same samples, so every score is read back instead of asked).
 
 The demo's pair and task: teacher Qwen2.5-Coder-0.5B-Instruct, student SmolLM2-135M-Instruct
 warm-started from the SFT student of the capability benchmark (bench/capability_transfer.py,
-replicate 1, which also provides the teacher cache), 16 sequences a step.
+replicate 1, which also provides the teacher cache), 16 sequences a step, with the on-policy
+setting chosen on validation there (sft-op-dense: the dense reverse KL on the teacher's top-20).
 
     .venv/bin/python bench/on_policy_cost.py                 # ~10 min, 1 thread
     .venv/bin/python bench/on_policy_cost.py --steps 8 --threads 2
 
 Each setting is a fresh `dante train` run of ``--steps`` steps; the first step is not timed, the
-rest are reported as medians. Settings alternate as in the other benches (sft, cold, warm).
+rest are reported as medians. The runs go one after another (sft, cold, warm), so run it on an
+otherwise idle machine: the ratios assume the load did not change between them.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ def main() -> None:
         "train.on_policy.fraction=1.0",
         "train.on_policy.temperature=1.0",
         "train.on_policy.max_new_tokens=48",
+        "train.on_policy.kl_coef=0.0",  # the setting chosen on validation (sft-op-dense): the dense
+        "train.on_policy.dense_kl=1.0",  # reverse KL on the teacher's top-20 at one-to-one positions
+        "train.on_policy.top_k=20",
         "train.lr=5e-5",
     ]
     results = {

@@ -43,8 +43,9 @@ def test_recipe_scales_the_demo_and_a_replicate_varies_prompts_teacher_dtype_and
 
 def test_each_ablation_switches_exactly_one_addition_off():
     args = capability.parse_args(["--prompts", "32", "--batch", "16", "--out", "/tmp/x"])
-    full = capability.recipe_for(args, 1).train
+    full = capability.recipe_for(args, 1, *capability.SETTINGS["dante"].flags).train
     assert full.loss.cwce and full.loss.tea and full.loss.ce_schedule and full.curriculum == "entropy"
+    assert capability.recipe_for(args, 1).train.curriculum == "shuffle"  # the demo's, chosen on validation
     for name, off in (("no-cwce", "cwce"), ("no-tea", "tea"), ("no-ce-schedule", "ce_schedule")):
         t = capability.recipe_for(args, 1, *capability.SETTINGS[name].flags).train
         assert [k for k in ("cwce", "tea", "ce_schedule") if not getattr(t.loss, k)] == [off]

@@ -74,3 +74,12 @@ def test_credentials_in_the_base_url_are_never_saved(tmp_path):
     text = save_resolved(recipe, tmp_path).read_text()
     assert "sk-SECRET42" not in text and "https://***@api.example.com/v1" in text
     assert recipe.teacher.base_url == "https://me:sk-SECRET42@api.example.com/v1"  # the engine still gets it
+
+
+def test_the_curriculum_default_is_the_one_chosen_on_validation_and_the_card_recipe_keeps_its_own():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert load_recipe(data={"name": "x"}).train.curriculum == "shuffle"  # BENCHMARKS 6d
+    assert load_recipe(root / "configs" / "demo.yaml").train.curriculum == "shuffle"
+    assert load_recipe(root / "configs" / "dante-mosaic-3.5b.yaml").train.curriculum == "entropy"
