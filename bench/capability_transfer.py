@@ -177,6 +177,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--on-policy", default="sft-op-dense", help="the on-policy setting whose teacher tokens sft-tokens matches"
     )
+    ap.add_argument("--reference", default="sft", help="the setting every other one is compared with")
     ap.add_argument("--curve", default="", help="settings whose checkpoints are scored on validation (a curve)")
     ap.add_argument("--curve-every", type=int, default=10, help="steps between the curve's checkpoints")
     ap.add_argument("--skip-teacher-eval", action="store_true", help="leave out the (slowest) teacher evaluation")
@@ -388,7 +389,7 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
             lines.append(f"- {label}: {ref[0]:.1%} ({lo:.1%}–{hi:.1%}, n = {ref[1]})")
     lines += [
         "",
-        "| setting | per replicate | mean | range | GR | vs SFT per replicate: won / lost (p) | sign | "
+        f"| setting | per replicate | mean | range | GR | vs {args.reference} per replicate: won / lost (p) | sign | "
         "mean diff. (95% CI, 2-level bootstrap) | teacher tokens | GR per M teacher tokens |",
         "|---|---|---:|---|---:|---|---|---|---:|---:|",
     ]
@@ -404,8 +405,8 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
         tokens = teacher_tokens(args, name, list(per))
         row = {"per_replicate": {r: v[0] for r, v in per.items()}, "mean": mean, "gr": gr, "teacher_tokens": tokens}
         cells = ["", "", ""]
-        if name != "sft":
-            sft = {r: correct(args, r, "student-sft") for r in per}
+        if name != args.reference:
+            sft = {r: correct(args, r, f"student-{args.reference}") for r in per}
             pairs = {r: (sft[r][2], per[r][2]) for r in per if sft.get(r)}
             if pairs:
                 tests = {r: mcnemar_exact(a, b) for r, (a, b) in pairs.items()}
@@ -501,7 +502,7 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = [n for n in args.settings.split(",") if n]
-    unknown = set(names + curve_settings(args)) - set(SETTINGS)
+    unknown = set(names + curve_settings(args) + [args.reference]) - set(SETTINGS)
     if unknown:
         raise SystemExit(f"unknown settings {sorted(unknown)}; from {', '.join(SETTINGS)}")
     replicates = [int(r) for r in args.replicates.split(",") if r]

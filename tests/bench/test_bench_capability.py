@@ -68,3 +68,9 @@ def test_on_policy_settings_start_from_sft_and_the_baselines_match_their_budget(
     (folder / "dante_manifest.json").write_text(json.dumps({"train_records": 300, "teacher_compute": compute}))
     assert capability.extra_prompts(args, 1) == 300 + 16 * 38  # 12000 / 20 per record = 600 -> 608
     assert all(s.warm is None or s.warm in capability.SETTINGS for s in capability.SETTINGS.values())
+
+
+def test_the_reference_setting_is_checked_like_the_others():
+    assert capability.parse_args(["--reference", "sft-long"]).reference == "sft-long"
+    with pytest.raises(SystemExit, match="unknown settings"):
+        capability.main(["--settings", "sft", "--reference", "sft-longer", "--eval-only"])
