@@ -406,11 +406,11 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
         row = {"per_replicate": {r: v[0] for r, v in per.items()}, "mean": mean, "gr": gr, "teacher_tokens": tokens}
         cells = ["", "", ""]
         if name != args.reference:
-            sft = {r: correct(args, r, f"student-{args.reference}") for r in per}
-            pairs = {r: (sft[r][2], per[r][2]) for r in per if sft.get(r)}
+            ref = {r: correct(args, r, f"student-{args.reference}") for r in per}
+            pairs = {r: (ref[r][2], per[r][2]) for r in per if ref.get(r)}
             if pairs:
                 tests = {r: mcnemar_exact(a, b) for r, (a, b) in pairs.items()}
-                diffs = {r: per[r][0] - sft[r][0] for r in pairs}
+                diffs = {r: per[r][0] - ref[r][0] for r in pairs}
                 boot = replicate_bootstrap(list(pairs.values()))
                 row.update(vs_sft={str(r): t for r, t in tests.items()}, bootstrap=boot)
                 cells[0] = ", ".join(f"{t['b_only']}/{t['a_only']} ({t['p_value']:.2g})" for t in tests.values())

@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
+KINDS = ("addition", "subtraction, ≥ 0", "subtraction, negative")
 
 
 def kind(question: str, answer: str) -> str:
@@ -45,10 +46,10 @@ def quintiles(out: Path, replicate: int) -> list[str]:
         golds = [items[r.prompt].answer for r in part]
         right = sum(score("chain_sum", r.teacher_text, g, settings=SETTINGS) >= 1 for r, g in zip(part, golds))
         kinds = [kind(r.prompt, g) for r, g in zip(part, golds)]
-        share = {k_: kinds.count(k_) / len(kinds) for k_ in ("addition", "subtraction, ≥ 0", "subtraction, negative")}
+        shares = " | ".join(f"{kinds.count(k_) / len(kinds):.0%}" for k_ in KINDS)
         lines.append(
             f"| {k + 1} | {part[0].output_entropy:.2f}–{part[-1].output_entropy:.2f} | {right / len(part):.0%} "
-            f"| {share['addition']:.0%} | {share['subtraction, ≥ 0']:.0%} | {share['subtraction, negative']:.0%} |"
+            f"| {shares} |"
         )
     return lines
 
@@ -77,9 +78,6 @@ def by_type(out: Path, replicates: list[int], students: list[str]) -> list[str]:
         cells = [f"{hits[k][0] / hits[k][1]:.0%} ({hits[k][1]})" if hits[k][1] else "—" for k in KINDS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
-
-
-KINDS = ("addition", "subtraction, ≥ 0", "subtraction, negative")
 
 
 def main() -> None:
