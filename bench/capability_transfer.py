@@ -390,8 +390,9 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
     lines += [
         "",
         f"| setting | per replicate | mean | range | GR | vs {args.reference} per replicate: won / lost (p) | sign | "
-        "mean diff. (95% CI, 2-level bootstrap) | teacher tokens | GR per M teacher tokens |",
-        "|---|---|---:|---|---:|---|---|---|---:|---:|",
+        "mean diff. (95% CI, 2-level bootstrap) | teacher tokens | GR per M teacher tokens | "
+        "on-policy: sampled reverse KL per token, first → last 5 steps; tokens per sample |",
+        "|---|---|---:|---|---:|---|---|---|---:|---:|---|",
     ]
     results: dict[str, dict] = {}
     for name in names:
@@ -403,7 +404,9 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
         mean = sum(accs) / len(accs)
         gr = gap_recovered(mean, base[0], teacher[0]) if teacher and base else None
         tokens = teacher_tokens(args, name, list(per))
+        trace = on_policy_trace(args, name, list(per))
         row = {"per_replicate": {r: v[0] for r, v in per.items()}, "mean": mean, "gr": gr, "teacher_tokens": tokens}
+        row["on_policy"] = trace
         cells = ["", "", ""]
         if name != args.reference:
             ref = {r: correct(args, r, f"student-{args.reference}") for r in per}
@@ -427,9 +430,15 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
         gr_text = f"{gr:.0%}" if gr is not None else ""
         tok_text = f"{tokens / 1e3:.1f}k" if tokens else ""
         per_m = f"{gr / (tokens / 1e6):.1f}" if gr is not None and tokens else ""
+        op_text = (
+            f"{trace['kl_first']:.3f} → {trace['kl_last']:.3f}; "
+            f"{trace['tokens_first']:.1f} → {trace['tokens_last']:.1f}"
+            if trace
+            else ""
+        )
         lines.append(
             f"| {SETTINGS[name].label} | {per_text} | {mean:.1%} | {lo:.1%}–{hi:.1%} | {gr_text} | {cells[0]} | "
-            f"{cells[1]} | {cells[2]} | {tok_text} | {per_m} |"
+            f"{cells[1]} | {cells[2]} | {tok_text} | {per_m} | {op_text} |"
         )
     lines += [
         "",
@@ -465,6 +474,38 @@ def teacher_tokens(args: argparse.Namespace, name: str, replicates: list[int]) -
             folder = student_dir(args, r, warm) if warm else None
         totals.append(total)
     return sum(totals) / len(totals)
+
+
+def on_policy_trace(args: argparse.Namespace, name: str, replicates: list[int], last: int = 5) -> dict | None:
+    """How far the student's own samples sit from the teacher over an on-policy run, from each
+    student's metrics.jsonl: the sampled reverse KL per token (log p_S − log p_T summed over a
+    sample's tokens, over its tokens) and the tokens per sample, means of the first and of the last
+    ``last`` steps that sampled, then over replicates. None for a setting that never sampled."""
+    per: list[dict[str, float]] = []
+    for r in replicates:
+        path = student_dir(args, r, name) / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        steps: dict[int, dict] = {}
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("on_policy_samples"):
+                steps[row["step"]] = row  # a resumed run logs a step again: the last one counts
+        rows = [steps[k] for k in sorted(steps)]
+        if not rows:
+            continue
+        first, end = rows[:last], rows[-last:]
+        per.append(
+            {
+                "kl_first": sum(x["on_policy_kl_per_token"] for x in first) / len(first),
+                "kl_last": sum(x["on_policy_kl_per_token"] for x in end) / len(end),
+                "tokens_first": sum(x["on_policy_tokens"] / x["on_policy_samples"] for x in first) / len(first),
+                "tokens_last": sum(x["on_policy_tokens"] / x["on_policy_samples"] for x in end) / len(end),
+            }
+        )
+    if not per:
+        return None
+    return {k: sum(p[k] for p in per) / len(per) for k in per[0]} | {"replicates": len(per)}
 
 
 def plot(results: dict[str, dict], path: Path, task: str, teacher, base) -> None:

@@ -74,3 +74,43 @@ def test_the_reference_setting_is_checked_like_the_others():
     assert capability.parse_args(["--reference", "sft-long"]).reference == "sft-long"
     with pytest.raises(SystemExit, match="unknown settings"):
         capability.main(["--settings", "sft", "--reference", "sft-longer", "--eval-only"])
+
+
+def test_on_policy_trace_averages_the_first_and_last_sampled_steps_by_hand(tmp_path):
+    args = capability.parse_args(["--out", str(tmp_path)])
+    folder = capability.student_dir(args, 1, "op-dense")
+    folder.mkdir(parents=True)
+    rows = [{"step": 1, "loss": 1.0}]  # an off-policy step (no samples) is not a sampled step
+    rows += [
+        {"step": s, "on_policy_samples": 2, "on_policy_tokens": 2 * s, "on_policy_kl_per_token": 0.1 * s}
+        for s in range(2, 6)
+    ]
+    rows.append({"step": 5, "on_policy_samples": 2, "on_policy_tokens": 20, "on_policy_kl_per_token": 0.9})  # resumed
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    trace = capability.on_policy_trace(args, "op-dense", [1, 2], last=2)  # replicate 2 has no run: left out
+    # sampled steps 2, 3, 4, 5 (the re-logged 5 counts): first two 0.2, 0.3; last two 0.4, 0.9
+    assert trace == {
+        "kl_first": pytest.approx(0.25),
+        "kl_last": pytest.approx(0.65),
+        "tokens_first": pytest.approx(2.5),  # 4/2 and 6/2 tokens per sample
+        "tokens_last": pytest.approx(7.0),  # 8/2 and 20/2
+        "replicates": 1,
+    }
+    assert capability.on_policy_trace(args, "sft", [1]) is None
+
+
+def test_curriculum_diagnosis_sorts_questions_into_their_problem_types():
+    spec = importlib.util.spec_from_file_location(
+        "curriculum_diagnosis", Path(__file__).parents[2] / "bench" / "curriculum_diagnosis.py"
+    )
+    diag = importlib.util.module_from_spec(spec)
+    sys.modules["curriculum_diagnosis"] = diag
+    spec.loader.exec_module(diag)
+    chain, products = diag.TASKS["chain_sum"], diag.TASKS["products"]
+    assert chain.kind("State the final answer to the following arithmetic problem: 12 + 7 =", "19") == "addition"
+    assert chain.kind("... problem: 7 - 12 =", "-5") == "subtraction, negative"
+    assert chain.kind("... problem: 12 - 7 =", "5") == "subtraction, ≥ 0"
+    assert products.kind("Solve the following multiplication: 8 * 2. Give only the result.", "16") == products.kinds[0]
+    assert products.kind("Solve the following multiplication: 47 * 83.", "3901") == products.kinds[1]
+    with pytest.raises(ValueError, match="same length"):
+        products.kind("Solve the following multiplication: 47 * 8.", "376")
