@@ -47,6 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from common import set_threads, thread_arg  # noqa: E402
+
+if __name__ == "__main__":
+    set_threads(thread_arg())  # 1 by default: several runs share the machine's cores
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,18 @@ class Setting:
 
 
 def on_policy(
-    fraction: float, lr: float, coef: float = 1.0, samples: int = 1, dense: float = 0.0, direction: str = "reverse"
+    fraction: float,
+    lr: float,
+    coef: float = 1.0,
+    samples: int = 1,
+    dense: float = 0.0,
+    direction: str = "reverse",
+    end: bool = False,
 ) -> list[str]:
+    """The on-policy overrides; ``end``: the teacher's end of turn scored and a mean baseline."""
     return [
+        f"train.on_policy.score_end={str(end).lower()}",
+        f"train.on_policy.baseline={'mean' if end else 'none'}",
         f"train.on_policy.fraction={fraction}",
         f"train.on_policy.samples_per_prompt={samples}",
         "train.on_policy.temperature=1.0",
@@ -148,6 +162,16 @@ SETTINGS: dict[str, Setting] = {
         [*SFT_FLAGS, *on_policy(0.5, 5e-5, coef=0.0, dense=1.0)],
         warm="sft",
     ),
+    "sft-op-end": Setting(
+        "SFT, then chunk PG with the end of turn scored and a mean baseline",
+        [*SFT_FLAGS, *on_policy(1.0, 5e-5, end=True)],
+        warm="sft",
+    ),
+    "sft-op-dense-end": Setting(
+        "SFT, then dense + chunk PG with the end scored and a mean baseline",
+        [*SFT_FLAGS, *on_policy(1.0, 5e-5, dense=1.0, end=True)],
+        warm="sft",
+    ),
     "sft-op-lo": Setting("SFT, then on-policy (lr 1e-5)", [*SFT_FLAGS, *on_policy(1.0, 1e-5)], warm="sft"),
     "op": Setting("on-policy (chunk PG) mixed 1:1 from the base", [*SFT_FLAGS, *on_policy(0.5, 2e-4)], steps=2.0),
     "op-dense": Setting(
@@ -183,6 +207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-teacher-eval", action="store_true", help="leave out the (slowest) teacher evaluation")
     ap.add_argument("--train-only", action="store_true", help="train the students, evaluate nothing")
     ap.add_argument("--eval-only", action="store_true", help="evaluate and summarise the students trained so far")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of this process (set before torch loads)")
     ap.add_argument("overrides", nargs="*", help="extra dotted recipe overrides for every run")
     args = ap.parse_args(argv)
     args.out = Path(args.out or ROOT / "runs" / f"capability-{args.task}")
@@ -533,7 +558,6 @@ def plot(results: dict[str, dict], path: Path, task: str, teacher, base) -> None
 
 
 def machine() -> str:
-    sys.path.insert(0, str(ROOT / "bench"))
     from common import machine as info
 
     m = info()

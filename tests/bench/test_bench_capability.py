@@ -114,3 +114,11 @@ def test_curriculum_diagnosis_sorts_questions_into_their_problem_types():
     assert products.kind("Solve the following multiplication: 47 * 83.", "3901") == products.kinds[1]
     with pytest.raises(ValueError, match="same length"):
         products.kind("Solve the following multiplication: 47 * 8.", "376")
+
+
+def test_the_end_of_turn_settings_score_the_end_and_subtract_a_baseline(tmp_path):
+    args = capability.parse_args(["--out", str(tmp_path)])
+    t = capability.recipe_for(args, 1, *capability.SETTINGS["sft-op-end"].flags).train
+    assert t.on_policy.score_end and t.on_policy.baseline == "mean" and t.on_policy.kl_coef == 1.0
+    plain = capability.recipe_for(args, 1, *capability.SETTINGS["sft-op"].flags).train
+    assert not plain.on_policy.score_end and plain.on_policy.baseline == "none"

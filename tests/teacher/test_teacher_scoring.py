@@ -125,3 +125,84 @@ def test_engines_without_scoring_say_so():
     with pytest.raises(DanteError, match="cannot score") as exc:
         Teacher(TeacherConfig()).check_scoring()
     assert exc.value.field == "teacher.backend" and math.isfinite(1.0)
+
+
+# -- the end of turn (train.on_policy.score_end) ------------------------------------------------
+
+
+def test_hf_scores_the_end_of_turn_after_an_ended_text_as_a_direct_forward(hf_teacher, teacher_dir):
+    scored = hf_teacher.score(PROMPTS, TEXTS, k=2, ended=[True, False])
+    plain = hf_teacher.score(PROMPTS, TEXTS, k=2)
+    tok = hf_teacher.tokenizer
+    end = hf_teacher.end_of_turn_id()
+    assert end == tok.eos_token_id
+    # the ended one: the same tokens and logprobs, then one more token with no bytes
+    assert scored[0].tokens == [*plain[0].tokens, b""] and scored[0].logprobs[:-1] == plain[0].logprobs
+    assert scored[1] == plain[1]  # not ended: nothing added
+    model = load_causal_lm(str(teacher_dir), dtype="float32")
+    prompt_ids = tok(hf_teacher.render(PROMPTS[0]), add_special_tokens=False)["input_ids"]
+    ids = tok(TEXTS[0], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt_ids + ids])).logits[0, -1].float()
+    assert scored[0].logprobs[-1] == pytest.approx(torch.log_softmax(logits, -1)[end].item(), abs=1e-4)
+    assert len(scored[0].top[-1]) == 2
+    hf_teacher.check_scoring(k=2, end=True)  # the probe with the end passes
+
+
+class _FakeVLLM:
+    """vLLM's offline engine as far as ``VLLMTeacher.score`` uses it, over a transformers model:
+    ``generate`` returns each prompt position's logprob dict (its own token and the top-k)."""
+
+    def __init__(self, model_dir):
+        from transformers import AutoTokenizer
+
+        self.model = load_causal_lm(str(model_dir), dtype="float32")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+
+    def generate(self, inputs, params, use_tqdm=False):
+        from types import SimpleNamespace
+
+        out = []
+        for row in inputs:
+            ids = row["prompt_token_ids"]
+            with torch.no_grad():
+                logp = torch.log_softmax(self.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+            entries = [None]
+            for pos in range(1, len(ids)):
+                top = logp[pos - 1].topk(params.prompt_logprobs)
+                entry = {int(i): Logprob(float(v), r + 1, "") for r, (i, v) in enumerate(zip(top.indices, top.values))}
+                entry[ids[pos]] = Logprob(float(logp[pos - 1, ids[pos]]), 0, "")
+                entries.append(entry)
+            out.append(SimpleNamespace(prompt_logprobs=entries))
+        return out
+
+
+def test_vllm_scores_equal_hf_scores_with_and_without_the_end(hf_teacher, teacher_dir, monkeypatch):
+    import sys
+    import types
+
+    from dante.teacher.vllm import VLLMTeacher
+
+    fake = types.ModuleType("vllm")
+    fake.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    teacher = object.__new__(VLLMTeacher)  # the engine without a GPU: its score method over _FakeVLLM
+    teacher.cfg = hf_teacher.cfg
+    teacher.llm = _FakeVLLM(teacher_dir)
+    teacher.tokenizer, teacher.token_bytes, teacher.name = teacher.llm.tokenizer, None, "tiny"
+    ended = [True, False]
+    got = teacher.score(PROMPTS, TEXTS, k=2, ended=ended)
+    want = hf_teacher.score(PROMPTS, TEXTS, k=2, ended=ended)
+    for g, w in zip(got, want, strict=True):
+        assert g.tokens == w.tokens and g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+        assert [lp for _, lp in g.top[-1]] == pytest.approx([lp for _, lp in w.top[-1]], abs=1e-4)
+    assert got[0].tokens[-1] == b""
+
+
+def test_an_engine_that_cannot_score_the_end_names_the_setting(teacher_server):
+    srv = teacher_server(lambda text, attempt, body: "ok")
+    teacher = openai_teacher(srv.url)
+    teacher.check_scoring(k=1)  # it scores texts
+    with pytest.raises(DanteError, match="cannot score the teacher's end of turn") as exc:
+        teacher.check_scoring(k=1, end=True)
+    assert exc.value.field == "train.on_policy.score_end"

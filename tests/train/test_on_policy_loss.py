@@ -131,3 +131,27 @@ def test_a_sample_trained_as_weighted_ce_has_the_policy_gradient(student_dir, ch
     (want,) = torch.autograd.grad(total, [model.get_input_embeddings().weight])
     assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
     assert samples[0].advantages(0.7) == pytest.approx([0.7 * (-0.2 * (j + 1) + 1.0) for j in range(4)])
+
+
+def test_the_end_of_turn_and_the_baseline_in_a_samples_advantages_by_hand():
+    """A sample the student ended: its end-of-sequence token (outside the text's chunks) carries
+    log p_T(end) − log p_S(end) when the teacher scored the end, nothing when it did not; the
+    baseline b is taken off every token that has a term, and the weights are (A − b) / N."""
+    from dante.tokens import TokenLogprobs
+    from dante.train.on_policy import Sample
+
+    chunks = [Chunk(0, 2, 0, 2, 0, 1), Chunk(2, 3, 2, 3, 1, 2)]  # "12" as one student token, "3" as one
+    score = TokenLogprobs([b"1", b"2", b"3"], [-0.1, -0.2, -0.3])
+    ids, lps = [11, 12, 2], [-1.0, -0.5, -0.7]  # 2: the student's end of sequence
+    ended = Sample("p", [5, 6], ids, lps, chunks, score, text_tokens=2, end_logprob=-0.2)
+    assert ended.log_ratios == pytest.approx([-0.3 + 1.0, -0.3 + 0.5])
+    assert ended.end_log_ratio == pytest.approx(-0.2 + 0.7)
+    assert ended.advantages(2.0) == pytest.approx([1.4, 0.4, 1.0])
+    assert ended.advantages(2.0, baseline=0.5) == pytest.approx([0.9, -0.1, 0.5])
+    _, weights = ended.example(0.25, coef=2.0, baseline=0.5)
+    assert weights == pytest.approx([0.0, 0.9 / 4, -0.1 / 4, 0.5 / 4, 0.0])  # prompt 5 -> 0, then A − b, pad
+    unscored = Sample("p", [5, 6], ids, lps, chunks, score, text_tokens=2)  # the end not scored: no term
+    assert unscored.end_log_ratio is None and unscored.advantages(2.0, baseline=0.5)[-1] is None
+    assert unscored.example(0.25, coef=2.0, baseline=0.5)[1][-2] == 0.0
+    cut = Sample("p", [5, 6], ids[:2], lps[:2], chunks, score, text_tokens=2, end_logprob=-0.2)  # not ended
+    assert cut.end_log_ratio is None

@@ -102,7 +102,7 @@ def test_two_ranks_equal_one_process(tmp_path, student_dir, teacher_dir, tiny_ca
     """DDP on CPU (gloo, 2 ranks through torchrun): each rank writes and scores its share of the
     prompts (per-sample seeds: the same samples), the normaliser counts every rank's tokens, and
     the loss, the on-policy KL and the samples equal one process's step for step."""
-    kw = {"warm_start": str(warm), "dense_kl": 0.5, "top_k": 5}
+    kw = {"warm_start": str(warm), "dense_kl": 0.5, "top_k": 5, "score_end": True, "baseline": "mean"}
     single = train(recipe(tmp_path, student_dir, tiny_cache, teacher_dir, folder="one", **kw))
     recipe_file = tmp_path / "two.yaml"
     recipe_file.write_text(yaml.safe_dump(recipe_dict(tmp_path, student_dir, tiny_cache, teacher_dir, "two", **kw)))
@@ -131,6 +131,7 @@ def test_two_ranks_equal_one_process(tmp_path, student_dir, teacher_dir, tiny_ca
         assert (b["on_policy_kl"] is None) == (a["on_policy_kl"] is None)
         if a["on_policy_kl"] is not None:
             assert b["on_policy_kl"] == pytest.approx(a["on_policy_kl"], rel=1e-4, abs=1e-5)
+            assert b["on_policy_baseline"] == pytest.approx(a["on_policy_baseline"], rel=1e-4, abs=1e-6)  # global
             assert b["on_policy_dense_kl"] == pytest.approx(a["on_policy_dense_kl"], rel=1e-4, abs=1e-6)
 
 
@@ -153,12 +154,12 @@ class _Teacher:
     def __init__(self, real=None):
         self.real, self.calls = real, 0
 
-    def check_scoring(self, k=0):
+    def check_scoring(self, k=0, end=False):
         pass
 
-    def score(self, prompts, texts, k=0):
+    def score(self, prompts, texts, k=0, ended=None):
         self.calls += len(texts)
-        return self.real.score(prompts, texts, k) if self.real else [None] * len(texts)
+        return self.real.score(prompts, texts, k, ended) if self.real else [None] * len(texts)
 
     def close(self):
         pass
@@ -254,3 +255,37 @@ def test_the_dense_term_alone_trains_and_nothing_to_train_is_refused(
     assert any(x["on_policy_dense_kl"] for x in rows_) and all(x["grad_norm"] > 0 for x in rows_)
     with pytest.raises(Exception, match="kl_coef 0 leaves nothing to train"):
         recipe(tmp_path, student_dir, tiny_cache, teacher_dir, kl_coef=0.0)
+
+
+def test_the_end_of_turn_is_scored_only_after_a_sample_the_student_ended(
+    tmp_path, student_dir, teacher_dir, tiny_cache
+):
+    """score_end: a sample ending in the student's end of sequence gets the teacher's end-of-turn
+    logprob (its own score-cache entry: the same text cut by max_new_tokens is another key);
+    one cut by the length cap gets none. The probe asks the engine for the end first."""
+    import math
+
+    from accelerate import Accelerator
+
+    from dante.config import TeacherConfig
+    from dante.teacher.hf import HFTeacher
+    from dante.train.on_policy import OnPolicy, ScoreCache
+    from dante.train.student import make_student
+
+    r = recipe(tmp_path, student_dir, tiny_cache, teacher_dir, samples_per_prompt=1, score_end=True)
+    student = make_student(r)
+    model, _ = student.load(Accelerator(cpu=True))
+    tok = student.tokenizer
+    ok = tok("The fox is 3.", add_special_tokens=False)["input_ids"]
+    real = HFTeacher(TeacherConfig(backend="hf", model=str(teacher_dir), device="cpu", dtype="float32"))
+    op = OnPolicy(r, _Written(student, [ok + [tok.eos_token_id], ok]), Accelerator(cpu=True), teacher=_Teacher(real))
+    ended, cut = op.samples(model, [op.prompts[0]] * 2, step=1)
+    assert ended.ids == ok + [tok.eos_token_id] and cut.ids == ok
+    assert ended.end_logprob is not None and math.isfinite(ended.end_logprob) and ended.end_logprob <= 0
+    assert cut.end_logprob is None and cut.end_log_ratio is None
+    assert ended.score == cut.score  # the text's own tokens score the same; the end is kept apart
+    assert ended.advantages(1.0)[-1] == pytest.approx(ended.end_logprob + 0.5)  # the fake writer's log p_S = -0.5
+    assert op.stats.scored == 2 and op.teacher.calls == 2  # two keys: the text with its end, the text alone
+    text = "The fox is 3."
+    assert ScoreCache.key(op.prompts[0], text, end=True) != ScoreCache.key(op.prompts[0], text)
+    op.close()

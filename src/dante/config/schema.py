@@ -527,6 +527,18 @@ class OnPolicyConfig(Section):
     dense_direction: Literal["reverse", "forward"] = Field(
         "reverse", description="The dense term's KL: reverse KL(student ‖ teacher) or forward KL(teacher ‖ student)."
     )
+    score_end: bool = Field(
+        False,
+        description="Score the teacher's end of turn after a sample the student ended: its term "
+        "log p_T(end) − log p_S(end) goes to the student's end-of-sequence token in the policy gradient, so "
+        "stopping where the teacher would not is penalised (hf and vllm engines).",
+    )
+    baseline: Literal["none", "mean"] = Field(
+        "none",
+        description="Subtracted from every token's advantage in the policy gradient: none, or mean: the mean "
+        "advantage over the step's sampled tokens (all ranks), which leaves the gradient unbiased and lowers "
+        "its variance.",
+    )
     generate_batch: int = Field(32, ge=1, description="Student samples written per batched generate call.")
     warm_start: str | None = Field(
         None, description="A student folder to start from (e.g. an SFT run's output) instead of student.model."

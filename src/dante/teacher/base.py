@@ -160,12 +160,18 @@ class Teacher:
 
     # -- scoring a given text (on-policy distillation: the student writes, the teacher scores) --
 
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0) -> list[TokenLogprobs | None]:
+    def score(
+        self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0, ended: Sequence[bool] | None = None
+    ) -> list[TokenLogprobs | None]:
         """For each (prompt, completion text), the completion as the teacher tokenizes it after
         its own rendering of the prompt (chat template included): each token's bytes and
         log p_T, and with ``k`` > 0 the top-k alternatives. None for a text the teacher's
         tokenizer does not give back byte for byte (it cannot be scored exactly; the caller
-        counts it). Engines that cannot score raise ``DanteError`` naming ``teacher.backend``."""
+        counts it). Engines that cannot score raise ``DanteError`` naming ``teacher.backend``.
+
+        ``ended[i]``: the writer ended completion i (it did not hit a length cap), so the
+        teacher's end of turn after it is scored too, as one more token with no bytes: log p_T of
+        ``end_of_turn_id`` right after the text (and its top-k)."""
         raise DanteError(
             f"the {self.name} engine cannot score a given text",
             field="teacher.backend",
@@ -173,15 +179,31 @@ class Teacher:
             "(vLLM serve, teacher.openai.api=completions)",
         )
 
-    def check_scoring(self, k: int = 0) -> None:
+    def end_of_turn_id(self) -> int:
+        """The token the teacher ends an answer with: its tokenizer's end of sequence, which chat
+        models set to their end of turn (Qwen's ``<|im_end|>``, Llama 3's ``<|eot_id|>``)."""
+        tokenizer = getattr(self, "tokenizer", None)
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if eos is None:
+            raise DanteError(
+                f"the {self.name} teacher has no end-of-sequence token to score the end of a sample with",
+                field="train.on_policy.score_end",
+                hint="set train.on_policy.score_end=false, or a teacher whose tokenizer defines eos_token",
+            )
+        return int(eos)
+
+    def check_scoring(self, k: int = 0, end: bool = False) -> None:
         """One probe before training starts: the engine scores a short text and gives a finite
-        logprob ≤ 0 for each of its tokens, which join to the text; otherwise a clear error, so a
-        score is never silently zero or missing later."""
+        logprob ≤ 0 for each of its tokens, which join to the text (with ``end``, and for the
+        end of turn after it); otherwise a clear error, so a score is never silently zero or
+        missing later."""
         text = " The answer is 42."
         probe = Prompt(id="dante-probe", prompt="Say the answer.", source="probe")
         try:
-            got = self.score([probe], [text], k)[0]
+            got = self.score([probe], [text], k, ended=[end] if end else None)[0]
         except DanteError as exc:
+            if exc.field == "train.on_policy.score_end":  # it scores texts, not their end: that setting is the fix
+                raise
             raise DanteError(
                 f"the teacher cannot score the student's samples: {exc.message}"
                 + (f" ({exc.hint})" if exc.hint else ""),
@@ -197,6 +219,8 @@ class Teacher:
             if not got.logprobs or not all(math.isfinite(x) and x <= 1e-3 for x in got.logprobs)
             else f"it returned fewer than the {k} alternatives asked for"
             if k > 0 and any(len(row) < min(k, 1) for row in got.top)
+            else "it returned no score for the end of turn"
+            if end and (len(got) < 2 or got.tokens[-1] != b"")
             else None
         )
         if bad is not None:

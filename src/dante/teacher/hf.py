@@ -183,17 +183,22 @@ class HFTeacher(Teacher):
 
     SCORE_TILE = 256  # completion positions whose logits exist at once while scoring
 
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0) -> list[TokenLogprobs | None]:
+    def score(
+        self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0, ended: Sequence[bool] | None = None
+    ) -> list[TokenLogprobs | None]:
         """Batches of ``teacher.batch_size`` (prompt, completion) pairs, right-padded, one forward
         pass each for the hidden states, then the lm_head on tiles of ``SCORE_TILE`` completion
         positions: no (tokens × vocabulary) tensor is kept beyond a tile. The completion is
-        tokenized alone after the rendered prompt's ids, as generation would have produced it."""
+        tokenized alone after the rendered prompt's ids, as generation would have produced it.
+        An ended completion's end of turn is one more target at the position after its text."""
+        ended = list(ended) if ended is not None else [False] * len(completions)
+        end_id = self.end_of_turn_id() if any(ended) else None
         rows: list[tuple[list[int], list[int]] | None] = []
-        for prompt, text in zip(prompts, completions, strict=True):
+        for prompt, text, end in zip(prompts, completions, ended, strict=True):
             prompt_ids = self.tokenizer(self.render(prompt), add_special_tokens=not self._uses_template())["input_ids"]
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             joins = b"".join(self.token_bytes(i) for i in ids) == text.encode("utf-8")
-            rows.append((prompt_ids, ids) if joins else None)
+            rows.append((prompt_ids, ids + [end_id] if end else ids) if joins else None)
         out: list[TokenLogprobs | None] = [None] * len(rows)
         todo = [i for i, r in enumerate(rows) if r is not None]
         for start in range(0, len(todo), max(1, self.cfg.batch_size)):
@@ -206,7 +211,7 @@ class HFTeacher(Teacher):
     def _score_batch(self, rows: list[tuple[list[int], list[int]]], k: int) -> list[TokenLogprobs]:
         head = self.model.get_output_embeddings()
         softcap = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
-        width = max(len(p) + len(c) for p, c in rows)
+        width = max(len(p) + len(c) for p, c in rows)  # an end-of-turn target is the last token of c
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         seq = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros_like(seq)

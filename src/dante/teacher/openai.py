@@ -366,11 +366,22 @@ class OpenAITeacher(Teacher):
         with ThreadPoolExecutor(max_workers=self.cfg.openai.concurrency) as pool:
             return list(pool.map(lambda p: self._generate_one(p, sampling), prompts))
 
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0) -> list[TokenLogprobs | None]:
+    def score(
+        self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0, ended: Sequence[bool] | None = None
+    ) -> list[TokenLogprobs | None]:
         """``/v1/completions`` with ``echo``, ``logprobs`` and one generated token: the server
         returns the logprob (and top-k) of every token of prompt + completion; the completion's
         are those at or after the prompt's length (``text_offset``). Needs
-        ``teacher.openai.api: completions``: a chat endpoint returns no logprobs for its input."""
+        ``teacher.openai.api: completions``: a chat endpoint returns no logprobs for its input.
+        The end of turn (``ended``) is not scored: this engine sends text and holds no tokenizer
+        to name the end-of-turn token with."""
+        if ended is not None and any(ended):
+            raise DanteError(
+                "the openai engine cannot score the teacher's end of turn after a sample (it sends text, and has "
+                "no tokenizer to name the end-of-turn token)",
+                field="train.on_policy.score_end",
+                hint="set train.on_policy.score_end=false, or teacher.backend hf or vllm",
+            )
         if self.cfg.openai.api != "completions":
             raise DanteError(
                 "scoring a given text needs the completions endpoint (echo + logprobs); the chat endpoint returns "

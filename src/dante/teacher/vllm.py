@@ -158,18 +158,24 @@ class VLLMTeacher(Teacher):
             outputs, sampling.top_logprobs, sampling.store_logprobs, self.token_bytes
         )
 
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0) -> list[TokenLogprobs | None]:
+    def score(
+        self, prompts: Sequence[Prompt], completions: Sequence[str], k: int = 0, ended: Sequence[bool] | None = None
+    ) -> list[TokenLogprobs | None]:
         """``SamplingParams(prompt_logprobs=k, max_tokens=1)`` on the prompt's ids followed by the
-        completion's: vLLM returns the logprob of every prompt position (and its top-k)."""
+        completion's (and the end of turn for an ended one): vLLM returns the logprob of every
+        prompt position (and its top-k)."""
         from vllm import SamplingParams
 
         token_bytes = self.token_bytes or TokenBytes(self.tokenizer)
         uses_template = bool(self.cfg.use_chat_template and getattr(self.tokenizer, "chat_template", None))
+        ended = list(ended) if ended is not None else [False] * len(completions)
+        end_id = self.end_of_turn_id() if any(ended) else None
         rows, inputs = [], []
-        for prompt, text in zip(prompts, completions, strict=True):
+        for prompt, text, end in zip(prompts, completions, ended, strict=True):
             prompt_ids = self.tokenizer.encode(self.render(prompt), add_special_tokens=not uses_template)
             ids = self.tokenizer.encode(text, add_special_tokens=False)
             ok = b"".join(token_bytes(i) for i in ids) == text.encode("utf-8")
+            ids = ids + [end_id] if end else ids
             rows.append((len(prompt_ids), ids) if ok else None)
             if ok and ids:
                 inputs.append({"prompt_token_ids": prompt_ids + ids})

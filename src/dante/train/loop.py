@@ -471,6 +471,7 @@ class OnPolicyStep:
 
     def __init__(self, samples: list[Sample], groups: list[list[int]], tokens: int, device) -> None:
         self.samples, self.groups, self.tokens, self.device = samples, groups, tokens, device
+        self.baseline = 0.0  # train.on_policy.baseline: subtracted from every token's advantage
         self.parts = LossParts(*(torch.zeros((), device=device) for _ in LossParts._fields))
         self.seconds = 0.0  # forward and backward of the samples (set by the loop)
         self.sampling_s = self.scoring_s = 0.0
@@ -491,6 +492,11 @@ class OnPolicyStep:
             list(range(len(samples)))[j * cfg.micro_batch_size : (j + 1) * cfg.micro_batch_size] for j in range(slots)
         ]
         on = cls(samples, groups, int(every[:, 1].sum()), acc.device)
+        if cfg.on_policy.baseline == "mean":  # the mean advantage over every rank's sampled tokens
+            advs = [a for smp in samples for a in smp.advantages(cfg.on_policy.kl_coef) if a is not None]
+            local = torch.tensor([sum(advs), len(advs)], dtype=torch.float32, device=acc.device)  # one dtype on all
+            total, count = acc.reduce(local, "sum").tolist()
+            on.baseline = total / count if count else 0.0
         on.batches = [on.micro_batch(run, g) for g in groups]
         on.sampling_s, on.scoring_s = op.stats.sampling_seconds - before[0], op.stats.teacher_seconds - before[1]
         return on
@@ -503,7 +509,8 @@ class OnPolicyStep:
         per_token = 1.0 / max(1, self.tokens)
         examples, weights = [], []
         for i in group:
-            ex, w = self.samples[i].example(per_token, cfg.kl_coef, run.on_policy.dense_targets(self.samples[i]))
+            smp = self.samples[i]
+            ex, w = smp.example(per_token, cfg.kl_coef, run.on_policy.dense_targets(smp), baseline=self.baseline)
             examples.append(ex)
             weights.append(w)
         kd_weights = [per_token] * len(examples) if cfg.dense_kl > 0 else None
@@ -523,10 +530,16 @@ class OnPolicyStep:
         """The logged on-policy terms, summed over ranks: the reverse-KL estimate per sample and
         per student token (−Σ_c r_c), the dense KL per token, and ``on_policy_loss``, the value of
         the objective the gradient follows (β·KL per token + κ·dense KL)."""
+        ends = [s.end_log_ratio for s in self.samples if s.end_log_ratio is not None]
         local = [-sum(s.log_ratio for s in self.samples), float(len(self.samples)), float(self.parts.token_kd)]
-        kl_sum, n, dense = accelerator.reduce(torch.tensor(local, device=self.device), "sum").tolist()
+        local += [sum(ends), float(len(ends))]
+        local_t = torch.tensor(local, dtype=torch.float32, device=self.device)
+        kl_sum, n, dense, end_sum, n_end = accelerator.reduce(local_t, "sum").tolist()
         per_token = kl_sum / max(1, self.tokens)
         return {
+            # log p_T(end) − log p_S(end) over the samples whose end was scored (train.on_policy.score_end)
+            "on_policy_end_log_ratio": end_sum / n_end if cfg.score_end and n_end else None,
+            "on_policy_baseline": self.baseline if cfg.baseline != "none" else None,
             "on_policy_kl": kl_sum / n if n else None,
             "on_policy_kl_per_token": per_token if n else None,
             "on_policy_dense_kl": dense if cfg.dense_kl > 0 else None,

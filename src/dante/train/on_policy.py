@@ -56,6 +56,7 @@ class Sample:
     chunks: list[Chunk]  # the text cut where both tokenizations have a boundary
     score: TokenLogprobs  # the teacher's tokens of the text and their logprobs (and top-K)
     text_tokens: int  # the student tokens of the text (``ids`` less a trailing end of sequence)
+    end_logprob: float | None = None  # the teacher's log p_T(end of turn) after the text, when scored
     log_ratios: list[float] = field(default_factory=list)  # r_c per chunk
 
     def __post_init__(self) -> None:
@@ -68,17 +69,34 @@ class Sample:
         """log p_T(y) − log p_S(y) over the text (Σ_c r_c): minus the sample's reverse-KL estimate."""
         return sum(self.log_ratios)
 
-    def advantages(self, coef: float) -> list[float]:
-        """Per completion token, coef · r_c of its chunk (0 for the end-of-sequence token)."""
-        return token_advantages(self.chunks, self.log_ratios, len(self.ids), coef=coef)
+    @property
+    def end_log_ratio(self) -> float | None:
+        """log p_T(end) − log p_S(end) of a sample the student ended and the teacher scored the end of."""
+        if self.end_logprob is None or len(self.ids) == self.text_tokens:
+            return None
+        return self.end_logprob - self.logprobs[len(self.ids) - 1]
 
-    def example(self, token_weight: float, coef: float, dense: KDTargets | None = None) -> tuple[Example, list[float]]:
-        """The sample as a training ``Example`` and its per-position weights A_j · token_weight;
+    def advantages(self, coef: float, baseline: float = 0.0) -> list[float | None]:
+        """Per completion token, coef · r_c of its chunk, and for the end-of-sequence token the
+        end's log-ratio when it was scored, less ``baseline``; None for a token with no term."""
+        raw = token_advantages(self.chunks, self.log_ratios, len(self.ids), coef=coef, end=self.end_log_ratio)
+        has = [False] * len(self.ids)
+        for c in self.chunks:
+            has[c.s0 : c.s1] = [True] * (c.s1 - c.s0)
+        if self.end_log_ratio is not None:
+            has[-1] = True
+        return [a - baseline if h else None for a, h in zip(raw, has, strict=True)]
+
+    def example(
+        self, token_weight: float, coef: float, dense: KDTargets | None = None, baseline: float = 0.0
+    ) -> tuple[Example, list[float]]:
+        """The sample as a training ``Example`` and its per-position weights (A_j − b) · token_weight;
         ``dense``: top-K targets at completion token indices, moved to sequence positions."""
         n_prompt = len(self.prompt_ids)
         ids = self.prompt_ids + self.ids
         targets = [IGNORE] * (n_prompt - 1) + self.ids + [IGNORE]
-        weights = [0.0] * (n_prompt - 1) + [a * token_weight for a in self.advantages(coef)] + [0.0]
+        adv = [0.0 if a is None else a * token_weight for a in self.advantages(coef, baseline)]
+        weights = [0.0] * (n_prompt - 1) + adv + [0.0]
         kd = None
         if dense is not None and dense.positions:
             kd = KDTargets([n_prompt - 1 + j for j in dense.positions], dense.ids, dense.probs)
@@ -135,16 +153,18 @@ class ScoreCache:
                     self.scores[rec.id] = decode(rec.token_logprobs)
 
     @staticmethod
-    def key(prompt: Prompt, text: str) -> str:
-        return f"{prompt.id}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:24]}"
+    def key(prompt: Prompt, text: str, end: bool = False) -> str:
+        """(prompt id, sha256 of the text); a score that includes the end of turn has its own key."""
+        data = text.encode("utf-8") + (b"\x00<end of turn>" if end else b"")
+        return f"{prompt.id}-{hashlib.sha256(data).hexdigest()[:24]}"
 
-    def get(self, prompt: Prompt, text: str) -> TokenLogprobs | None:
-        return self.scores.get(self.key(prompt, text))
+    def get(self, prompt: Prompt, text: str, end: bool = False) -> TokenLogprobs | None:
+        return self.scores.get(self.key(prompt, text, end))
 
-    def put(self, prompt: Prompt, text: str, score: TokenLogprobs, k: int) -> TokenLogprobs:
+    def put(self, prompt: Prompt, text: str, score: TokenLogprobs, k: int, end: bool = False) -> TokenLogprobs:
         """Keep a fresh score; returns it as the cache stores it (logprobs in float16, the payload's
         format), so a sample scores the same whether it is scored now or read back after a resume."""
-        key, payload = self.key(prompt, text), encode(score, k)
+        key, payload = self.key(prompt, text, end), encode(score, k)
         self.scores[key] = stored = decode(payload)
         if self.writer is not None:
             self.writer.add(CacheRecord(id=key, prompt=prompt.prompt, teacher_text=text, token_logprobs=payload))
@@ -167,6 +187,11 @@ class _Draft:
     pieces: list[bytes]
     text: str
 
+    @property
+    def ended(self) -> bool:
+        """The student wrote its end of sequence (the sample was not cut by max_new_tokens)."""
+        return len(self.written.ids) > self.body
+
 
 class OnPolicy:
     """The on-policy half of each step: prompts in a seeded order, the student's samples, their
@@ -180,8 +205,8 @@ class OnPolicy:
         if not self.prompts:
             raise DanteError("train.on_policy needs prompts", field="prompts.source")
         self.teacher = teacher or make_teacher(recipe.teacher)
-        if accelerator.is_main_process:
-            self.teacher.check_scoring(cfg.top_k)  # before training: an engine that cannot score says so now
+        if accelerator.is_main_process:  # before training: an engine that cannot score says so now
+            self.teacher.check_scoring(cfg.top_k, end=cfg.score_end)
         self.chat = use_chat(student.tokenizer, recipe.student, recipe.student.model)
         self.token_bytes = TokenBytes(student.tokenizer)
         self.vocab = StudentVocab(student.tokenizer) if cfg.dense_kl > 0 else None
@@ -266,29 +291,47 @@ class OnPolicy:
     def scores(self, drafts: list[_Draft]) -> list[TokenLogprobs | None]:
         """The teacher's score of each draft: from the score cache, else in one teacher call for
         the distinct texts it does not hold."""
-        keys = [ScoreCache.key(d.prompt, d.text) for d in drafts]
-        out: dict[str, TokenLogprobs | None] = {k: self.cache.get(d.prompt, d.text) for k, d in zip(keys, drafts)}
+        end = [self.cfg.score_end and d.ended for d in drafts]
+        keys = [ScoreCache.key(d.prompt, d.text, e) for d, e in zip(drafts, end, strict=True)]
+        out: dict[str, TokenLogprobs | None] = {
+            k: self.cache.get(d.prompt, d.text, e) for k, d, e in zip(keys, drafts, end, strict=True)
+        }
         todo = [k for k, s in out.items() if s is None]
         self.stats.cache_hits += sum(out[k] is not None for k in keys)
-        first = dict(zip(reversed(keys), reversed(drafts), strict=True))  # one draft per key
+        first = dict(zip(reversed(keys), reversed(list(zip(drafts, end, strict=True))), strict=True))  # one per key
         if todo:
             t0 = time.perf_counter()
-            fresh = self.teacher.score([first[k].prompt for k in todo], [first[k].text for k in todo], self.cfg.top_k)
+            fresh = self.teacher.score(
+                [first[k][0].prompt for k in todo],
+                [first[k][0].text for k in todo],
+                self.cfg.top_k,
+                ended=[first[k][1] for k in todo] if self.cfg.score_end else None,
+            )
             self.stats.teacher_seconds += time.perf_counter() - t0
             for k, score in zip(todo, fresh, strict=True):
                 if score is not None:
                     self.stats.scored += 1
                     self.stats.teacher_tokens_scored += len(score)
-                    out[k] = self.cache.put(first[k].prompt, first[k].text, score, self.cfg.top_k)
+                    d, e = first[k]
+                    out[k] = self.cache.put(d.prompt, d.text, score, self.cfg.top_k, e)
         return [out[k] for k in keys]
 
     def aligned(self, d: _Draft, score: TokenLogprobs | None) -> Sample | None:
+        end = None
+        if score is not None and self.cfg.score_end and d.ended:  # the last token is the end of turn
+            if not len(score) or score.tokens[-1] != b"":
+                raise DanteError(
+                    f"the teacher's score of a sample of prompt {d.prompt.id} has no end-of-turn token",
+                    field="train.on_policy.score_end",
+                )
+            end = score.logprobs[-1]
+            score = TokenLogprobs(score.tokens[:-1], score.logprobs[:-1], score.top[:-1])
         chunks = align(score.tokens, d.text, _char_offsets(d.pieces)) if score is not None else None
         if chunks is None:
             self.stats.skipped_not_round_trip += 1
             return None
         self.stats.student_tokens += len(d.written.ids)
-        return Sample(d.prompt.id, d.prompt_ids, d.written.ids, d.written.logprobs, chunks, score, d.body)
+        return Sample(d.prompt.id, d.prompt_ids, d.written.ids, d.written.logprobs, chunks, score, d.body, end)
 
     def dense_targets(self, sample: Sample) -> KDTargets | None:
         """The teacher's top-K at the sample's one-to-one positions (the dense term), or None."""
