@@ -333,7 +333,9 @@ def render_plan(recipe: Recipe, nodes: int = 1, gpus_per_node: int = 1):
             "on-policy",
             f"λ = {op.fraction:g}: {prompts} prompts × {op.samples_per_prompt} samples a step written by the student "
             f"({_fmt(written)} in all, ≤ {op.max_new_tokens} tokens each), scored by the teacher "
-            f"(≤ {_fmt(written * op.max_new_tokens)} teacher tokens; repeated texts come from the score cache)",
+            f"(≤ {_fmt(written * (op.max_new_tokens + op.score_end))} teacher tokens"
+            + (", each ended sample's end of turn included" if op.score_end else "")
+            + "; repeated texts come from the score cache)",
         )
     if nodes * gpus_per_node > 1:
         lay = batch_layout(recipe, nodes, gpus_per_node, plan.mean_record_tokens)
