@@ -551,7 +551,7 @@ def plot(results: dict[str, dict], path: Path, task: str, teacher, base) -> None
             ax.axvline(100 * ref[0], color="#888888", linestyle=style)
     ax.set_yticks(range(len(names)), [SETTINGS[n].label for n in names])
     ax.invert_yaxis()
-    ax.set_xlabel(f"accuracy on {task} (%): mean bar, replicates as dots; teacher dashed, before dotted")
+    ax.set_xlabel(f"accuracy on {task} (%)\nmean bar, replicates as dots; teacher dashed, before dotted")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
