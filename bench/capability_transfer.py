@@ -116,6 +116,12 @@ SETTINGS: dict[str, Setting] = {
     "no-tea": Setting("DANTE (the card) without TEA", [*CARD, "train.loss.tea=false"]),
     "no-ce-schedule": Setting("DANTE (the card) without the λ_CE schedule", [*CARD, "train.loss.ce_schedule=false"]),
     "no-curriculum": Setting("DANTE, shuffled (the curriculum chosen)", ["train.curriculum=shuffle"]),
+    # each addition off from the chosen (shuffled) loss: under the card's order the curriculum decides
+    "shuffled-no-cwce": Setting("DANTE, shuffled, without CWCE", ["train.curriculum=shuffle", "train.loss.cwce=false"]),
+    "shuffled-no-tea": Setting("DANTE, shuffled, without TEA", ["train.curriculum=shuffle", "train.loss.tea=false"]),
+    "shuffled-no-ce-schedule": Setting(
+        "DANTE, shuffled, without the λ_CE schedule", ["train.curriculum=shuffle", "train.loss.ce_schedule=false"]
+    ),
     "dante-competence": Setting("DANTE, competence curriculum", ["train.curriculum=competence"]),
     "dante-buckets": Setting("DANTE, bucketed curriculum", ["train.curriculum=buckets"]),
     # diagnostics of the card's curriculum (section 6d)

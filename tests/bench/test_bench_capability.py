@@ -50,6 +50,9 @@ def test_each_ablation_switches_exactly_one_addition_off():
         t = capability.recipe_for(args, 1, *capability.SETTINGS[name].flags).train
         assert [k for k in ("cwce", "tea", "ce_schedule") if not getattr(t.loss, k)] == [off]
         assert t.curriculum == "entropy"
+        t = capability.recipe_for(args, 1, *capability.SETTINGS[f"shuffled-{name}"].flags).train
+        assert [k for k in ("cwce", "tea", "ce_schedule") if not getattr(t.loss, k)] == [off]
+        assert t.curriculum == "shuffle"
     t = capability.recipe_for(args, 1, *capability.SETTINGS["no-curriculum"].flags).train
     assert t.curriculum == "shuffle" and t.loss.cwce and t.loss.tea and t.loss.ce_schedule
 
