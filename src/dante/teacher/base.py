@@ -192,6 +192,13 @@ class Teacher:
             )
         return int(eos)
 
+    def end_targets(self, ended: Sequence[bool] | None, n: int) -> list[int | None]:
+        """Per completion, the token to score after it (``end_of_turn_id`` where ``ended``), else None."""
+        if ended is None or not any(ended):
+            return [None] * n
+        end_id = self.end_of_turn_id()
+        return [end_id if e else None for e in ended]
+
     def check_scoring(self, k: int = 0, end: bool = False) -> None:
         """One probe before training starts: the engine scores a short text and gives a finite
         logprob ≤ 0 for each of its tokens, which join to the text (with ``end``, and for the

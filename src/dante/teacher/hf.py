@@ -191,14 +191,12 @@ class HFTeacher(Teacher):
         positions: no (tokens × vocabulary) tensor is kept beyond a tile. The completion is
         tokenized alone after the rendered prompt's ids, as generation would have produced it.
         An ended completion's end of turn is one more target at the position after its text."""
-        ended = list(ended) if ended is not None else [False] * len(completions)
-        end_id = self.end_of_turn_id() if any(ended) else None
         rows: list[tuple[list[int], list[int]] | None] = []
-        for prompt, text, end in zip(prompts, completions, ended, strict=True):
+        for prompt, text, end in zip(prompts, completions, self.end_targets(ended, len(completions)), strict=True):
             prompt_ids = self.tokenizer(self.render(prompt), add_special_tokens=not self._uses_template())["input_ids"]
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             joins = b"".join(self.token_bytes(i) for i in ids) == text.encode("utf-8")
-            rows.append((prompt_ids, ids + [end_id] if end else ids) if joins else None)
+            rows.append((prompt_ids, ids if end is None else [*ids, end]) if joins else None)
         out: list[TokenLogprobs | None] = [None] * len(rows)
         todo = [i for i, r in enumerate(rows) if r is not None]
         for start in range(0, len(todo), max(1, self.cfg.batch_size)):

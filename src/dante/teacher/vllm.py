@@ -168,14 +168,12 @@ class VLLMTeacher(Teacher):
 
         token_bytes = self.token_bytes or TokenBytes(self.tokenizer)
         uses_template = bool(self.cfg.use_chat_template and getattr(self.tokenizer, "chat_template", None))
-        ended = list(ended) if ended is not None else [False] * len(completions)
-        end_id = self.end_of_turn_id() if any(ended) else None
         rows, inputs = [], []
-        for prompt, text, end in zip(prompts, completions, ended, strict=True):
+        for prompt, text, end in zip(prompts, completions, self.end_targets(ended, len(completions)), strict=True):
             prompt_ids = self.tokenizer.encode(self.render(prompt), add_special_tokens=not uses_template)
             ids = self.tokenizer.encode(text, add_special_tokens=False)
             ok = b"".join(token_bytes(i) for i in ids) == text.encode("utf-8")
-            ids = ids + [end_id] if end else ids
+            ids = ids if end is None else [*ids, end]
             rows.append((len(prompt_ids), ids) if ok else None)
             if ok and ids:
                 inputs.append({"prompt_token_ids": prompt_ids + ids})

@@ -291,34 +291,37 @@ class OnPolicy:
     def scores(self, drafts: list[_Draft]) -> list[TokenLogprobs | None]:
         """The teacher's score of each draft: from the score cache, else in one teacher call for
         the distinct texts it does not hold."""
-        end = [self.cfg.score_end and d.ended for d in drafts]
-        keys = [ScoreCache.key(d.prompt, d.text, e) for d, e in zip(drafts, end, strict=True)]
+        keys = [ScoreCache.key(d.prompt, d.text, self.end_scored(d)) for d in drafts]
         out: dict[str, TokenLogprobs | None] = {
-            k: self.cache.get(d.prompt, d.text, e) for k, d, e in zip(keys, drafts, end, strict=True)
+            k: self.cache.get(d.prompt, d.text, self.end_scored(d)) for k, d in zip(keys, drafts, strict=True)
         }
         todo = [k for k, s in out.items() if s is None]
         self.stats.cache_hits += sum(out[k] is not None for k in keys)
-        first = dict(zip(reversed(keys), reversed(list(zip(drafts, end, strict=True))), strict=True))  # one per key
+        first = dict(zip(reversed(keys), reversed(drafts), strict=True))  # one draft per key
         if todo:
             t0 = time.perf_counter()
             fresh = self.teacher.score(
-                [first[k][0].prompt for k in todo],
-                [first[k][0].text for k in todo],
+                [first[k].prompt for k in todo],
+                [first[k].text for k in todo],
                 self.cfg.top_k,
-                ended=[first[k][1] for k in todo] if self.cfg.score_end else None,
+                ended=[self.end_scored(first[k]) for k in todo] if self.cfg.score_end else None,
             )
             self.stats.teacher_seconds += time.perf_counter() - t0
             for k, score in zip(todo, fresh, strict=True):
                 if score is not None:
                     self.stats.scored += 1
                     self.stats.teacher_tokens_scored += len(score)
-                    d, e = first[k]
-                    out[k] = self.cache.put(d.prompt, d.text, score, self.cfg.top_k, e)
+                    d = first[k]
+                    out[k] = self.cache.put(d.prompt, d.text, score, self.cfg.top_k, self.end_scored(d))
         return [out[k] for k in keys]
+
+    def end_scored(self, d: _Draft) -> bool:
+        """The teacher scores the end of turn after this draft (``score_end`` and the student ended it)."""
+        return self.cfg.score_end and d.ended
 
     def aligned(self, d: _Draft, score: TokenLogprobs | None) -> Sample | None:
         end = None
-        if score is not None and self.cfg.score_end and d.ended:  # the last token is the end of turn
+        if score is not None and self.end_scored(d):  # the last token is the end of turn
             if not len(score) or score.tokens[-1] != b"":
                 raise DanteError(
                     f"the teacher's score of a sample of prompt {d.prompt.id} has no end-of-turn token",
