@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import capability_transfer as capability  # noqa: E402  (the tasks: recipes and lm-eval names)
 
 
 def chain_sum_kind(question: str, answer: str) -> str:
@@ -42,26 +44,23 @@ def products_kind(question: str, answer: str) -> str:
 
 @dataclass(frozen=True)
 class Task:
-    settings: dict  # the generator's settings (the recipe's prompts.task_settings)
+    """A task's problem types; its recipe and lm-eval tasks are the capability bench's."""
+
     kinds: tuple[str, ...]
     kind: Callable[[str, str], str]  # (question, gold answer) -> one of kinds
-    lm_eval: str  # the lm-eval task name without its split suffix
 
 
 TASKS = {
-    "chain_sum": Task(
-        {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
-        ("addition", "subtraction, ≥ 0", "subtraction, negative"),
-        chain_sum_kind,
-        "rg_chain_sum_2x2",
-    ),
-    "products": Task(
-        {"min_digits": 1, "max_digits": 2},
-        ("1-digit factors", "2-digit factors"),
-        products_kind,
-        "rg_products_2x2",
-    ),
+    "chain_sum": Task(("addition", "subtraction, ≥ 0", "subtraction, negative"), chain_sum_kind),
+    "products": Task(("1-digit factors", "2-digit factors"), products_kind),
 }
+
+
+def generator_settings(name: str) -> dict:
+    """The reasoning-gym settings the task's recipe draws its prompts with (prompts.task_settings)."""
+    from dante.config import load_recipe
+
+    return dict(load_recipe(ROOT / capability.TASKS[name].recipe).prompts.task_settings or {})
 
 
 def quintiles(name: str, out: Path, replicate: int) -> list[str]:
@@ -69,11 +68,9 @@ def quintiles(name: str, out: Path, replicate: int) -> list[str]:
     from dante.procedural import generate, score
     from dante.train.losses import cwce_weight
 
-    task = TASKS[name]
+    task, settings = TASKS[name], generator_settings(name)
     records = sorted(read_cache(out / f"r{replicate}" / "cache"), key=lambda r: (r.output_entropy, r.id))
-    items = {
-        it.question: it for it in generate(name, "train", len(records), seed=replicate - 1, settings=task.settings)
-    }
+    items = {it.question: it for it in generate(name, "train", len(records), seed=replicate - 1, settings=settings)}
     size = len(records) // 5
     lines = [
         f"replicate {replicate}: {len(records)} cache records in the card's order, by fifths",
@@ -83,7 +80,7 @@ def quintiles(name: str, out: Path, replicate: int) -> list[str]:
     for k in range(5):
         part = records[k * size : (k + 1) * size if k < 4 else len(records)]
         golds = [items[r.prompt].answer for r in part]
-        right = sum(score(name, r.teacher_text, g, settings=task.settings) >= 1 for r, g in zip(part, golds))
+        right = sum(score(name, r.teacher_text, g, settings=settings) >= 1 for r, g in zip(part, golds))
         kinds = [task.kind(r.prompt, g) for r, g in zip(part, golds)]
         shares = " | ".join(f"{kinds.count(k_) / len(kinds):.0%}" for k_ in task.kinds)
         low, high = part[0].output_entropy, part[-1].output_entropy
@@ -97,7 +94,7 @@ def quintiles(name: str, out: Path, replicate: int) -> list[str]:
 def by_type(name: str, out: Path, split: str, replicates: list[int], students: list[str]) -> list[str]:
     """Accuracy on ``split`` per problem type, summed over replicates."""
     task = TASKS[name]
-    lm_eval = task.lm_eval if split == "test" else f"{task.lm_eval}_validation"
+    lm_eval = capability.TASKS[name].test if split == "test" else capability.TASKS[name].validation
     lines = [
         f"{split} accuracy by problem type, {len(replicates)} replicate(s) pooled",
         "| student | " + " | ".join(task.kinds) + " |",

@@ -109,6 +109,8 @@ def test_curriculum_diagnosis_sorts_questions_into_their_problem_types():
     diag = importlib.util.module_from_spec(spec)
     sys.modules["curriculum_diagnosis"] = diag
     spec.loader.exec_module(diag)
+    assert set(diag.TASKS) == set(capability.TASKS)  # every task of the capability bench has its problem types
+    assert diag.generator_settings("products") == {"min_digits": 1, "max_digits": 2}  # from configs/products.yaml
     chain, products = diag.TASKS["chain_sum"], diag.TASKS["products"]
     assert chain.kind("State the final answer to the following arithmetic problem: 12 + 7 =", "19") == "addition"
     assert chain.kind("... problem: 7 - 12 =", "-5") == "subtraction, negative"
