@@ -1,4 +1,4 @@
-"""`cache.engine: batch` (BENCHMARKS.md section 12): how fast a batch's results become records,
+"""`teacher.dispatch: batch` (BENCHMARKS.md section 12): how fast a batch's results become records,
 against the local engine writing the same records from an instant teacher, in one run; and the
 price of the card's cache both ways at a provider's published per-token prices.
 

@@ -1,4 +1,4 @@
-"""`cache.engine: ray` against the local engine (BENCHMARKS.md section 11).
+"""`teacher.dispatch: ray` against the local engine (BENCHMARKS.md section 11).
 
     .venv/bin/pip install -e '.[ray]' && .venv/bin/python bench/cache_ray.py
 
@@ -76,10 +76,10 @@ def _run(recipe, factory=None) -> dict:
 
     t0 = time.perf_counter()
     engine = None
-    if recipe.cache.engine == "ray":
-        from dante.cache.ray_pool import RayTeacherPool
+    if recipe.teacher.dispatch == "ray":
+        from dante.teacher.ray_pool import RayTeacherPool
 
-        engine = RayTeacherPool(recipe.teacher, recipe.cache.ray, factory)
+        engine = RayTeacherPool(recipe.teacher, recipe.teacher.ray, factory)
     else:
         from dante.cache.run import make_engine
 

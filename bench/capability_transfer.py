@@ -81,6 +81,7 @@ class Setting:
     flags: list[str] = field(default_factory=list)
     steps: float = 1.0  # × the base run's steps
     warm: str | None = None
+    order: str | None = None  # a diagnostic epoch order of bench/orders.py, through the trainer's hook
     extra_prompts: bool = False  # a larger cache: the same teacher tokens as sft-op (sft-tokens)
 
 
@@ -128,8 +129,8 @@ SETTINGS: dict[str, Setting] = {
     "dante-constant-lr": Setting(
         "DANTE, entropy order, constant LR", [*CARD, "train.lr_scheduler=constant_with_warmup"]
     ),
-    "dante-reversed": Setting("DANTE, entropy order reversed", ["train.curriculum=entropy_reversed"]),
-    "dante-batches": Setting("DANTE, entropy batches in random order", ["train.curriculum=entropy_batches"]),
+    "dante-reversed": Setting("DANTE, entropy order reversed", CARD, order="entropy_reversed"),
+    "dante-batches": Setting("DANTE, entropy batches in random order", CARD, order="entropy_batches"),
     "sft-constant-lr": Setting(
         "plain SFT, constant LR (the control)", [*SFT_FLAGS, "train.lr_scheduler=constant_with_warmup"]
     ),
@@ -269,7 +270,8 @@ def train_student(args: argparse.Namespace, replicate: int, name: str) -> Path:
     """Train one setting of one replicate (its warm start first), unless it is already done."""
     from dante.cache.run import run_cache
     from dante.train.checkpoint import latest_checkpoint
-    from dante.train.loop import train
+    from dante.train.loop import Hooks, train
+    from orders import ORDERS
 
     setting = SETTINGS[name]
     folder = student_dir(args, replicate, name)
@@ -284,7 +286,9 @@ def train_student(args: argparse.Namespace, replicate: int, name: str) -> Path:
         extra += [f"train.checkpoint_every={args.curve_every}", "train.keep_checkpoints=100"]
     recipe = recipe_for(args, replicate, *extra, steps=steps, prompts=prompts)
     print(run_cache(recipe), flush=True)
-    print(f"[r{replicate} {name}]", train(recipe, resume=latest_checkpoint(folder) is not None), flush=True)
+    hooks = Hooks(epoch_order=ORDERS[setting.order] if setting.order else None)
+    result = train(recipe, resume=latest_checkpoint(folder) is not None, hooks=hooks)
+    print(f"[r{replicate} {name}]", result, flush=True)
     if name in curve_settings(args):
         keep_curve_models(args, replicate, name, folder)
     shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # 1.6 GB each (weights + AdamW state) for SmolLM2

@@ -239,31 +239,22 @@ def quiet() -> None:
 
 def timed_dante_train(recipe, warmup: int, name: str = "dante") -> RunResult:
     """Run ``dante.train.loop.train(recipe)`` as a user does, timing steps warmup+1..N between
-    the ends of steps (the metrics row written after each optimizer step, after the loss was
-    read back, so GPU work is finished), and counting the token positions it computed."""
-    import dante.train.loop as loop
-    from dante.train.metrics import MetricsLog
+    the ends of steps (the trainer's ``step_end`` hook, after the loss was read back, so GPU work
+    is finished), and counting the token positions it computed (its ``micro_batch`` hook; a rank's
+    empty padding micro-batch, which has no target, is not counted)."""
+    from dante.train.loop import Hooks, train
 
     marks: list[tuple[float, int, int]] = []
     positions = [0]
-    orig_write, orig_collate = MetricsLog.write, loop.collate
 
-    def write(self, row):
-        if "loss" in row:
-            marks.append((time.perf_counter(), row["tokens"], positions[0]))
-        return orig_write(self, row)
-
-    def collate(examples, weights, **kw):
-        batch = orig_collate(examples, weights, **kw)
-        if examples[0].id != "<empty>":
+    def micro_batch(batch) -> None:
+        if bool((batch["targets"] != -100).any()):
             positions[0] += batch["input_ids"].numel()
-        return batch
 
-    MetricsLog.write, loop.collate = write, collate
-    try:
-        loop.train(recipe)
-    finally:
-        MetricsLog.write, loop.collate = orig_write, orig_collate
+    def step_end(row) -> None:
+        marks.append((time.perf_counter(), row["tokens"], positions[0]))
+
+    train(recipe, hooks=Hooks(micro_batch=micro_batch, step_end=step_end))
     return window(name, marks, warmup)
 
 

@@ -66,7 +66,7 @@ def generator_settings(name: str) -> dict:
 def quintiles(name: str, out: Path, replicate: int) -> list[str]:
     from dante.cache.records import read_cache
     from dante.procedural import generate, score
-    from dante.train.losses import cwce_weight
+    from dante.train.objective.losses import cwce_weight
 
     task, settings = TASKS[name], generator_settings(name)
     records = sorted(read_cache(out / f"r{replicate}" / "cache"), key=lambda r: (r.output_entropy, r.id))

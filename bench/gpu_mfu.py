@@ -10,7 +10,7 @@ this projects for the card's 2 000-step run (128 sequences per step) next to its
 Each variant is one `dante train` run (dante.train.loop.train, full DANTE loss, chunked CE,
 fused AdamW) in a fresh process, timed from the end of warm-up step W to the end of step N.
 
-    MFU = tokens/s · (6·N + 12·L·d·T) / peak          (dante.train.flops, docs/training.md)
+    MFU = tokens/s · (6·N + 12·L·d·T) / peak          (dante.train.model.flops, docs/training.md)
 N: parameters (the tied embedding counted once, as the lm_head); L layers; d hidden size; T the
 mean record length (records attend only within themselves). Peak: bf16 dense, 989 TFLOP/s for
 H100/H200 SXM, 312 for A100, or --peak-tflops.

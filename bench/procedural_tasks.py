@@ -104,7 +104,7 @@ def median_tokens(gens) -> int:
 def entropy_spread(entropies: list[float | None]) -> dict[str, float]:
     """Per-record output entropies (finished answers) and the CWCE weights they give: how much
     w(H) can tell records apart on this task (``w_span`` = w(p10) − w(p90), the card's w)."""
-    from dante.train.losses import cwce_weight
+    from dante.train.objective.losses import cwce_weight
 
     hs = sorted(h for h in entropies if h is not None)
     if not hs:

@@ -132,7 +132,7 @@ def run_dante(
     """
     import torch
 
-    import dante.train.forward as forward
+    import dante.train.objective.forward as forward
     from dante.config import load_recipe
 
     out = Path(tempfile.mkdtemp(prefix="dante-bench-"))
@@ -205,9 +205,9 @@ def run_trl(meta: dict[str, Any], args, mode: str) -> RunResult:
     model = AutoModelForCausalLM.from_pretrained(meta["student"], dtype=torch.float32, attn_implementation="sdpa")
     accum = args.batch // args.micro
     peft_config = None
-    if mode.endswith("-lora"):  # the LoraConfig dante builds from student.peft (dante.train.lora.lora_config)
+    if mode.endswith("-lora"):  # the LoraConfig dante builds from student.peft (dante.train.model.lora.lora_config)
         from dante.config import PeftConfig
-        from dante.train.lora import lora_config
+        from dante.train.model.lora import lora_config
 
         peft_config, mode = lora_config(PeftConfig(**LORA)), mode.removesuffix("-lora")
     kw: dict[str, Any] = {
@@ -300,7 +300,7 @@ def padding_free_check(meta: dict[str, Any]) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from dante.train.data import block_diagonal_causal_mask
+    from dante.train.model.attention import block_diagonal_causal_mask
 
     model = AutoModelForCausalLM.from_pretrained(
         meta["student"], dtype=torch.float32, attn_implementation="sdpa"

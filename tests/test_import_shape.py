@@ -1,7 +1,9 @@
-"""The package keeps its shape: no import cycle anywhere in src/dante, and no stage importing a
+"""The package keeps its shape: no import cycle anywhere in src/dante, no stage importing a
 later stage (prompts and the shared modules -> teacher -> cache -> train -> eval -> report; the
-CLI, the pipeline and the planner sit above them all). Imports inside functions count too:
-a lazy import still ties the two modules together."""
+CLI, the pipeline and the planner sit above them all), and inside ``train`` no floor importing a
+higher one (the student as a model and the alignment -> the objective's terms -> the batch
+sources -> the loop, its state and checkpoints). Imports inside functions count too: a lazy
+import still ties the two modules together."""
 
 from __future__ import annotations
 
@@ -26,11 +28,23 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+# Floors inside dante.train: a module may import only modules of its own floor or lower.
+TRAIN_FLOORS = {"model": 0, "align": 0, "state": 0, "objective": 1, "sources": 2}
+TRAIN_TOP = 3  # loop, checkpoint, metrics, the package itself
+
+
 def rank(module: str) -> int:
     if module in TOP:
         return 99
     parts = module.split(".")
     return STAGES.get(parts[1], BASE) if len(parts) > 1 else BASE
+
+
+def train_floor(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[:2] != ["dante", "train"]:
+        return None
+    return TRAIN_FLOORS.get(parts[2], TRAIN_TOP) if len(parts) > 2 else TRAIN_TOP
 
 
 def imports_of(path: Path, modules: set[str]) -> set[str]:
@@ -47,7 +61,7 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
                 base = ".".join(
                     package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
                 )
-            # `from dante.train import losses` imports the submodule; `from dante.x import f`, module x
+            # `from dante.train.objective import losses` imports the submodule; `from dante.x import f`, module x
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
         else:
             continue
@@ -92,7 +106,9 @@ def test_the_graph_sees_the_imports_it_must():
     graph = import_graph()
     assert "dante.teacher.base" in graph["dante.teacher.hf"]
     assert "dante.teacher.hf" in graph["dante.teacher"]  # lazy, inside make_teacher
-    assert "dante.train.losses" in graph["dante.train.loop"]
+    assert "dante.train.objective.terms" in graph["dante.train.loop"]
+    assert "dante.train.objective.losses" in graph["dante.train.sources.on_policy"]
+    assert "dante.train.sources.base" in graph["dante.train.sources.records"]
     assert "dante.config.schema" in graph["dante.config.loader"]
 
 
@@ -109,6 +125,28 @@ def test_no_stage_imports_a_later_stage():
         if rank(t) > rank(m)
     ]
     assert not backwards, "\n".join(backwards)
+
+
+def test_no_train_floor_imports_a_higher_one():
+    """model/align/state (0) -> objective (1) -> sources (2) -> loop, checkpoint, metrics (3)."""
+    upward = [
+        f"{m} (floor {train_floor(m)}) imports {t} (floor {train_floor(t)})"
+        for m, targets in sorted(import_graph().items())
+        if train_floor(m) is not None
+        for t in sorted(targets)
+        if train_floor(t) is not None and train_floor(t) > train_floor(m)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_each_train_module_sits_on_a_known_floor():
+    """A new file under train/ lands in a sub-package (or is named here), not in a flat room again."""
+    loose = sorted(
+        m
+        for m in import_graph()
+        if m.startswith("dante.train.") and m.count(".") == 2 and m.split(".")[2] not in TRAIN_FLOORS
+    )
+    assert loose == ["dante.train.checkpoint", "dante.train.loop", "dante.train.metrics"]
 
 
 @pytest.mark.parametrize(

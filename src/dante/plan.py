@@ -205,7 +205,7 @@ def _training_estimate(recipe: Recipe, student_tokens: float, mean_tokens: float
     if not shape["num_parameters"]:
         return {"note": "set student.num_parameters (or use a local student) for FLOPs and device-hours"}
     try:
-        from dante.train.flops import estimate_training
+        from dante.train.model.flops import estimate_training
     except ImportError:
         flops = 6.0 * shape["num_parameters"] * student_tokens
         return {"num_parameters": shape["num_parameters"], "flops": flops, "note": "6*N*tokens only"}
@@ -230,8 +230,8 @@ def _frozen_bytes(recipe: Recipe) -> int:
     peft = recipe.student.peft
     if peft is None:
         return 4
-    from dante.train.engine import resolve_mixed_precision
-    from dante.train.lora import base_dtype
+    from dante.train.model.accelerator import resolve_mixed_precision
+    from dante.train.model.lora import base_dtype
 
     mixed = resolve_mixed_precision(recipe.train.mixed_precision)
     dtype = peft.base_dtype if peft.base_dtype != "auto" else base_dtype(peft, mixed)  # the trainer's rule for auto
@@ -248,7 +248,7 @@ def _trainable_parameters(recipe: Recipe, total: int) -> tuple[int | None, int, 
     folder = _local_folder(recipe.student.model)
     if not (folder / "config.json").is_file():
         return None, total, "LoRA: trainable parameters are counted from a local student's config.json (not here yet)"
-    from dante.train.lora import count_parameters
+    from dante.train.model.lora import count_parameters
 
     try:
         counts = count_parameters(folder, peft, trust_remote_code=recipe.student.trust_remote_code)
@@ -270,9 +270,9 @@ def _fmt(x: float | int | None, unit: str = "") -> str:
 
 def batch_layout(recipe: Recipe, nodes: int = 1, gpus_per_node: int = 1, mean_tokens: float | None = None) -> dict:
     """How one optimizer step splits over ``nodes`` × ``gpus_per_node`` processes, as the
-    trainer splits it (``dante.train.curriculum``): a contiguous share of the global batch per
+    trainer splits it (``dante.train.sources.base``): a contiguous share of the global batch per
     process, in micro-batches of ``train.micro_batch_size``, the same count on every process."""
-    from dante.train.curriculum import micro_batches
+    from dante.train.sources.base import micro_batches
 
     tr = recipe.train
     world = nodes * gpus_per_node

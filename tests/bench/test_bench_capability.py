@@ -127,3 +127,16 @@ def test_the_end_of_turn_settings_score_the_end_and_subtract_a_baseline(tmp_path
     assert t.on_policy.score_end and t.on_policy.baseline == "mean" and t.on_policy.kl_coef == 1.0
     plain = capability.recipe_for(args, 1, *capability.SETTINGS["sft-op"].flags).train
     assert not plain.on_policy.score_end and plain.on_policy.baseline == "none"
+
+
+def test_every_setting_loads_as_a_recipe_and_names_a_known_diagnostic_order():
+    """The curriculum diagnostics are not recipe values any more (bench/orders.py, through the
+    trainer's hook): every setting's flags must still load, and an order must exist."""
+    sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+    from orders import ORDERS
+
+    args = capability.parse_args(["--prompts", "40", "--out", "/tmp/x"])
+    for name, setting in capability.SETTINGS.items():
+        capability.recipe_for(args, 1, *setting.flags)
+        assert setting.order is None or setting.order in ORDERS, name
+    assert capability.SETTINGS["dante-reversed"].order == "entropy_reversed"

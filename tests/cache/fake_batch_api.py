@@ -1,5 +1,5 @@
 """A stand-in for a provider's Batch API on 127.0.0.1 (``/v1/files``, ``/v1/batches``), for the
-``cache.engine: batch`` tests and the reliability suite. It answers each request line with the
+``teacher.dispatch: batch`` tests and the reliability suite. It answers each request line with the
 completion ``tests/flaky_server.py`` gives the same body synchronously, so a cache made through
 batches can be compared record by record with one made request by request. It listens on the
 loopback address only, stops by itself after ``lifetime_s`` and counts what it was asked.

@@ -1,4 +1,4 @@
-"""``cache.engine: batch`` and the batch file mode against a stand-in Batch API on 127.0.0.1
+"""``teacher.dispatch: batch`` and the batch file mode against a stand-in Batch API on 127.0.0.1
 (fake_batch_api.py): the cache it writes equals the one the synchronous teacher writes, request
 by request; limits split the work; provider failures are listed and retried by the next run in
 a smaller batch; bad result lines are located; the requests file is the format vLLM's
@@ -16,13 +16,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_batch_api import FakeBatchAPI  # noqa: E402
 
-from dante.cache.batch import SAMPLES, URLS, request_lines  # noqa: E402
 from dante.cache.manifest import read_manifest  # noqa: E402
 from dante.cache.records import read_cache  # noqa: E402
 from dante.cache.run import run_cache  # noqa: E402
 from dante.config import load_recipe  # noqa: E402
 from dante.errors import DanteError, DataError  # noqa: E402
 from dante.prompts import prompt_set  # noqa: E402
+from dante.teacher.batch import SAMPLES, URLS, request_lines  # noqa: E402
 
 KEY = "sk-dante-BATCH-51c0"
 
@@ -94,7 +94,7 @@ def test_a_batched_cache_equals_the_synchronous_one(tmp_path, api, teacher_serve
 
 def test_limits_split_the_work_and_a_prompt_stays_in_one_file(tmp_path, api):
     r = recipe(tmp_path, api.url, n=7, consistency_samples=2)
-    r.cache.batch.max_requests = 4  # two prompts (four requests) per file
+    r.teacher.batch_api.max_requests = 4  # two prompts (four requests) per file
     run_cache(r)
     batches = read_manifest(r.cache_dir)["batches"]
     assert [b["requests"] for b in batches] == [4, 4, 4, 2]
@@ -132,12 +132,12 @@ def test_a_cancelled_or_failed_batch_writes_nothing_empty(tmp_path, api):
 
 def test_waiting_can_be_left_to_a_later_run(tmp_path, api):
     r = recipe(tmp_path, api.url, n=3)
-    r.cache.batch.wait_hours = 0  # submit and stop
+    r.teacher.batch_api.wait_hours = 0  # submit and stop
     summary = run_cache(r)
     assert summary.written == 0 and summary.open_batches == 1
     (b,) = read_manifest(r.cache_dir)["batches"]
     assert b["status"] == "validating" and read_manifest(r.cache_dir)["complete"] is False
-    r.cache.batch.wait_hours = 1
+    r.teacher.batch_api.wait_hours = 1
     assert run_cache(r).written == 3
     assert api.count("POST", "/batches") == 1  # the same batch, polled and ingested
 
@@ -164,7 +164,7 @@ def test_the_backend_must_be_openai(tmp_path):
     r = load_recipe(data={"output_dir": str(tmp_path), "cache": {"engine": "batch"}})
     with pytest.raises(DanteError, match="teacher.backend: openai") as exc:
         run_cache(r)
-    assert exc.value.field == "cache.engine"
+    assert exc.value.field == "teacher.dispatch"
 
 
 # -- file mode: vLLM's run_batch and any tool of the format ---------------------------------

@@ -1,5 +1,5 @@
 """Teacher backend settings live in sections (``teacher.vllm``, ``teacher.openai``) like
-``cache.ray`` and ``eval.vllm``; recipes written before, with the keys flat, load unchanged (the
+``teacher.ray`` and ``eval.vllm``; recipes written before, with the keys flat, load unchanged (the
 copies in old_recipes/ are the shipped configs as they were), keep their cache keys, and a flat
 override on the command line still sets the key."""
 
@@ -31,9 +31,9 @@ def test_the_sections_hold_the_flat_keys():
         32,
         "chat",
     )
-    assert r.teacher.concurrency == 32  # the flat name still reads
+    assert not hasattr(r.teacher, "concurrency")  # read from the section only: one place for each setting
     v = load_recipe(HERE / "old_recipes" / "teacher-vllm.yaml").teacher
-    assert (v.vllm.tensor_parallel_size, v.vllm.max_model_len, v.tensor_parallel_size) == (4, 8192, 4)
+    assert (v.vllm.tensor_parallel_size, v.vllm.max_model_len) == (4, 8192)
     assert "base_url" not in resolved_dict(r)["teacher"] and "openai" in resolved_dict(r)["teacher"]
 
 
@@ -64,3 +64,37 @@ def test_the_same_key_flat_and_in_its_section_is_an_error_that_shows_no_secret(t
         load_recipe(recipe)
     assert "teacher.base_url and teacher.openai.base_url are both set" in str(exc.value)
     assert "SECRET" not in str(exc.value)
+
+
+def test_renamed_keys_load_under_their_old_names_with_a_one_line_notice(capsys):
+    """cache.engine / cache.ray / cache.batch, as recipes wrote them before the Ray pool and the
+    Batch API client became teacher engines, are teacher.dispatch / teacher.ray / teacher.batch_api."""
+    old = load_recipe(HERE / "old_recipes" / "cache-ray.yaml")
+    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dante: recipe key")]
+    assert notices == [
+        "dante: recipe key cache.engine is now teacher.dispatch; read as such",
+        "dante: recipe key cache.ray is now teacher.ray; read as such",
+        "dante: recipe key cache.batch is now teacher.batch_api; read as such",
+    ]
+    new = load_recipe(
+        None,
+        [
+            "teacher.model=tiny",
+            "teacher.dispatch=ray",
+            "teacher.ray.replicas=4",
+            "teacher.ray.cpus_per_replica=2",
+            "teacher.batch_api.max_requests=1000",
+            "cache.shard_size=500",
+        ],
+    )
+    assert capsys.readouterr().err == ""  # the new names: no notice
+    assert old.teacher == new.teacher and old.cache == new.cache
+    assert (old.teacher.dispatch, old.teacher.ray.replicas, old.teacher.batch_api.max_requests) == ("ray", 4, 1000)
+    assert cache_key(old) == cache_key(load_recipe(None, ["teacher.model=tiny", "cache.shard_size=500"]))
+    override = load_recipe(None, ["cache.engine=batch"])  # an old name on the command line too
+    assert override.teacher.dispatch == "batch"
+
+
+def test_an_old_and_a_new_name_together_is_an_error():
+    with pytest.raises(ConfigError, match="cache.engine and teacher.dispatch are both set"):
+        load_recipe(None, ["cache.engine=ray", "teacher.dispatch=local"])

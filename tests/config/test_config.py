@@ -51,7 +51,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_resolved_recipe_never_contains_the_api_key(tmp_path):
     r = load_recipe(None, ["teacher.api_key=sk-SECRET-123"])
-    assert r.teacher.api_key.get_secret_value() == "sk-SECRET-123"
+    assert r.teacher.openai.api_key.get_secret_value() == "sk-SECRET-123"
     path = save_resolved(r, tmp_path)
     text = path.read_text()
     assert "sk-SECRET-123" not in text
@@ -73,7 +73,7 @@ def test_credentials_in_the_base_url_are_never_saved(tmp_path):
     )
     text = save_resolved(recipe, tmp_path).read_text()
     assert "sk-SECRET42" not in text and "https://***@api.example.com/v1" in text
-    assert recipe.teacher.base_url == "https://me:sk-SECRET42@api.example.com/v1"  # the engine still gets it
+    assert recipe.teacher.openai.base_url == "https://me:sk-SECRET42@api.example.com/v1"  # the engine still gets it
 
 
 def test_the_curriculum_default_is_the_one_chosen_on_validation_and_the_card_recipe_keeps_its_own():

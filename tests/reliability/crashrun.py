@@ -12,7 +12,7 @@ SIGKILLs itself: a real SIGKILL at an exact moment, with no hook in the product 
     train.weights  N-th checkpoint: accelerate's files written, model.safetensors cut to half, kill
     train.state    N-th checkpoint: every accelerate file written, kill before dante_state.json replaces its temp
     train.rename   N-th checkpoint: .tmp-step-* complete (state file included), kill before the rename to step-*
-    batch.upload   N-th upload of a batch requests file (cache.engine: batch): kill before it is sent
+    batch.upload   N-th upload of a batch requests file (teacher.dispatch: batch): kill before it is sent
     batch.created  N-th batch created at the provider: kill before its id is recorded in the manifest
     batch.poll     N-th status check of a batch: kill while waiting
     batch.ingest   N-th record ingested from a batch's results: kill after it was handed to the writer
@@ -126,7 +126,7 @@ def arm_train() -> None:
 
 
 def arm_batch() -> None:
-    import dante.cache.batch as batch
+    import dante.teacher.batch as batch
 
     real_upload, real_create, real_get, real_ingest = (
         batch.BatchClient.upload,
@@ -167,7 +167,7 @@ def arm_batch() -> None:
 def arm_on_policy() -> None:
     """``on_policy.score``: SIGKILL right after the Nth teacher score is written to the score
     cache, mid-step (its samples scored, the step not yet trained or checkpointed)."""
-    from dante.train.on_policy import ScoreCache
+    from dante.train.sources.on_policy import ScoreCache
 
     real_put = ScoreCache.put
 

@@ -1,4 +1,4 @@
-"""Exactly once across the wait: `dante cache` with ``cache.engine: batch`` SIGKILLed before a
+"""Exactly once across the wait: `dante cache` with ``teacher.dispatch: batch`` SIGKILLed before a
 batch's upload, right after the provider created it (its id not yet recorded), while polling,
 and in the middle of ingesting its results, each time resumed against the same stand-in Batch
 API on 127.0.0.1. No batch is ever submitted twice, no record is written twice or lost, and the

@@ -1,4 +1,4 @@
-"""`cache.engine: ray` on a local Ray cluster (num_cpus=2) with the tiny hf teacher: every prompt
+"""`teacher.dispatch: ray` on a local Ray cluster (num_cpus=2) with the tiny hf teacher: every prompt
 exactly once across replicas, ids already written never dispatched again, a replica SIGKILLed
 mid-batch (its prompts redone by another, none lost, none doubled), the driver's whole process
 group SIGKILLed (the re-run resumes exactly once), and a prompt that keeps failing (reported by
@@ -65,9 +65,9 @@ def recipe_data(tmp: Path, teacher_dir: Path, n: int = N, **ray_cfg) -> dict:
 def _pool(recipe, **kw):
     from ray_teachers import LoggedHF
 
-    from dante.cache.ray_pool import RayTeacherPool
+    from dante.teacher.ray_pool import RayTeacherPool
 
-    return RayTeacherPool(recipe.teacher, recipe.cache.ray, partial(LoggedHF, **kw))
+    return RayTeacherPool(recipe.teacher, recipe.teacher.ray, partial(LoggedHF, **kw))
 
 
 def test_every_prompt_once_across_replicas_and_written_ids_are_never_dispatched(tmp_path, teacher_dir, ray_cluster):
@@ -163,7 +163,7 @@ def test_a_prompt_that_keeps_failing_is_reported_by_id(tmp_path, teacher_dir, ra
         else:
             with pytest.raises(DanteError, match=f"'{bad}' failed 2 times") as err:
                 run_cache(recipe, teacher=pool)
-            assert "cache.ray.on_prompt_failure" in str(err.value)
+            assert "teacher.ray.on_prompt_failure" in str(err.value)
     finally:
         pool.close()
     count("faults: ray poisoned prompt")
@@ -176,7 +176,7 @@ def test_a_prompt_that_keeps_failing_is_reported_by_id(tmp_path, teacher_dir, ra
 
 
 def test_the_driver_killed_with_its_cluster_then_rerun_gives_every_prompt_once(tmp_path, teacher_dir):
-    """`dante cache` with cache.engine ray as a user runs it; its whole process group (driver,
+    """`dante cache` with teacher.dispatch ray as a user runs it; its whole process group (driver,
     the local cluster it started, the replicas) SIGKILLed mid-run, twice; the re-run resumes."""
     data = recipe_data(tmp_path, teacher_dir, num_cpus=2)
     data["teacher"].update(batch_size=1, max_new_tokens=24, consistency_samples=2)

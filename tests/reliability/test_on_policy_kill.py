@@ -19,7 +19,7 @@ from dante.cache.records import iter_cache
 from dante.config import load_recipe
 from dante.train.checkpoint import latest_checkpoint
 from dante.train.loop import train
-from dante.train.on_policy import SCORES
+from dante.train.sources.on_policy import SCORES
 
 STEPS, EVERY = 6, 2
 

@@ -32,3 +32,27 @@ def test_stored_sampling_settings_follow_the_request_the_engines_get():
     assert (
         none["consistency_max_new_tokens"] is None and TeacherRequest.from_config(TeacherConfig()).consistency is None
     )
+
+
+def test_devices_per_engine_are_worked_out_in_one_place():
+    """engine_devices: vLLM's tensor × pipeline GPUs, one device for hf, none for a server; a Ray
+    replica and the report's compute table both read it (the report used to read the vLLM degrees
+    flat, and so missed them in every recipe written with the teacher.vllm section)."""
+    from dante.config import RayConfig, TeacherConfig, load_recipe, resolved_dict
+    from dante.report.tables import _teacher_devices
+    from dante.teacher import engine_devices
+    from dante.teacher.ray_pool import replica_resources
+
+    vllm = TeacherConfig(backend="vllm", vllm={"tensor_parallel_size": 4, "pipeline_parallel_size": 2})
+    assert engine_devices(vllm) == (8, "GPU (vLLM)")
+    assert engine_devices(TeacherConfig(backend="hf", device="cpu")) == (1, "cpu")
+    assert engine_devices(TeacherConfig(backend="openai")) == (None, "remote server")
+    assert replica_resources(vllm, RayConfig())["num_gpus"] == 8.0
+    assert replica_resources(TeacherConfig(backend="hf"), RayConfig(), cluster_gpus=2)["num_gpus"] == 1.0
+    assert replica_resources(TeacherConfig(backend="hf", device="cpu"), RayConfig(), cluster_gpus=2)["num_gpus"] == 0.0
+    recipe = load_recipe(None, ["teacher.backend=vllm", "teacher.vllm.tensor_parallel_size=4"])
+    assert _teacher_devices(resolved_dict(recipe)) == (4, "GPU (vLLM)")
+    assert _teacher_devices({"teacher": {"backend": "vllm", "tensor_parallel_size": 2}}) == (
+        2,
+        "GPU (vLLM)",
+    )  # flat, older runs

@@ -1,5 +1,5 @@
 """LoRA students (student.peft): only adapters (and modules_to_save) train, losses fall, resume
-is exact, the merged model is the adapter model, TEA means what dante.train.lora says, DDP
+is exact, the merged model is the adapter model, TEA means what dante.train.model.lora says, DDP
 matches one process, `dante plan` counts what trains, and `dante eval` scores either folder."""
 
 from __future__ import annotations

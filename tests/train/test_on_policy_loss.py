@@ -1,4 +1,4 @@
-"""The on-policy distillation loss across tokenizers (dante.train.losses): the chunk log-ratios of
+"""The on-policy distillation loss across tokenizers (dante.train.objective.losses): the chunk log-ratios of
 a student sample add up to log p_T(y) − log p_S(y) for any two tokenizers (a property over random
 texts, with the tiny teacher and student tokenizers), with one tokenizer the advantages are the
 per-token reverse KL ones, and the policy-gradient loss has the gradient of its closed form."""
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from dante.tokens import TokenBytes
 from dante.train.align import Chunk, align
-from dante.train.losses import chunk_log_ratios, policy_gradient_sum, token_advantages
+from dante.train.objective.losses import chunk_log_ratios, policy_gradient_sum, token_advantages
 
 
 def test_hand_computed_chunks():
@@ -105,9 +105,9 @@ def test_a_sample_trained_as_weighted_ce_has_the_policy_gradient(student_dir, ch
 
     from dante.models import load_causal_lm
     from dante.tokens import TokenLogprobs
-    from dante.train.data import collate
-    from dante.train.forward import Forward
-    from dante.train.on_policy import Sample
+    from dante.train.objective.forward import Forward
+    from dante.train.sources.data import collate
+    from dante.train.sources.on_policy import Sample
 
     model = load_causal_lm(str(student_dir), dtype="float32")
     samples = []
@@ -119,7 +119,7 @@ def test_a_sample_trained_as_weighted_ce_has_the_policy_gradient(student_dir, ch
     made = [s.example(1.0 / n, coef=0.7) for s in samples]
     batch = collate([e for e, _ in made], [w for _, w in made], packing=True, pad_id=0)
     forward = Forward(model, model, Accelerator(cpu=True), chunked_ce=chunked, packed_attention=True)
-    (got,) = torch.autograd.grad(forward.loss_sums(batch).objective, [model.get_input_embeddings().weight])
+    (got,) = torch.autograd.grad(forward.loss_sums(batch)["objective"], [model.get_input_embeddings().weight])
 
     total = 0
     for s in samples:
@@ -138,7 +138,7 @@ def test_the_end_of_turn_and_the_baseline_in_a_samples_advantages_by_hand():
     log p_T(end) − log p_S(end) when the teacher scored the end, nothing when it did not; the
     baseline b is taken off every token that has a term, and the weights are (A − b) / N."""
     from dante.tokens import TokenLogprobs
-    from dante.train.on_policy import Sample
+    from dante.train.sources.on_policy import Sample
 
     chunks = [Chunk(0, 2, 0, 2, 0, 1), Chunk(2, 3, 2, 3, 1, 2)]  # "12" as one student token, "3" as one
     score = TokenLogprobs([b"1", b"2", b"3"], [-0.1, -0.2, -0.3])

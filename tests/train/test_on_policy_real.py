@@ -15,8 +15,8 @@ from test_token_kd_real import SETTINGS, STUDENT, TEACHER, _require
 
 from dante.config import load_recipe
 from dante.train.loop import train
-from dante.train.on_policy import OnPolicy
-from dante.train.student import make_student
+from dante.train.model.student import make_student
+from dante.train.sources.on_policy import OnPolicy
 
 
 def _recipe(tmp_path, **train):

@@ -19,7 +19,7 @@ from train_helpers import interrupt_at_step, make_cache_lines, recipe_data, writ
 from dante.config import load_recipe
 from dante.errors import DanteError
 from dante.train.loop import train
-from dante.train.on_policy import SCORES
+from dante.train.sources.on_policy import SCORES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,7 +143,7 @@ class _Written:
         self.tokenizer = student.tokenizer
 
     def generate(self, model, prompt_ids, **kw):
-        from dante.train.student import Written
+        from dante.train.model.student import Written
 
         return [Written(ids, [-0.5] * len(ids)) for ids in self.rows[: len(prompt_ids)]]
 
@@ -173,8 +173,8 @@ def test_bad_samples_are_counted_never_trained_on_or_scored_as_zero(tmp_path, st
 
     from dante.config import TeacherConfig
     from dante.teacher.hf import HFTeacher
-    from dante.train.on_policy import OnPolicy
-    from dante.train.student import make_student
+    from dante.train.model.student import make_student
+    from dante.train.sources.on_policy import OnPolicy
 
     r = recipe(tmp_path, student_dir, tiny_cache, teacher_dir, samples_per_prompt=1)
     student = make_student(r)
@@ -227,7 +227,7 @@ def test_plan_says_what_the_student_will_write_and_the_teacher_score(tmp_path, s
 def test_sharded_weights_are_refused_by_name():
     from types import SimpleNamespace
 
-    from dante.train.on_policy import check_unsharded
+    from dante.train.sources.on_policy import check_unsharded
 
     plain = SimpleNamespace(distributed_type="MULTI_CPU", state=SimpleNamespace(deepspeed_plugin=None))
     check_unsharded(plain)
@@ -269,8 +269,8 @@ def test_the_end_of_turn_is_scored_only_after_a_sample_the_student_ended(
 
     from dante.config import TeacherConfig
     from dante.teacher.hf import HFTeacher
-    from dante.train.on_policy import OnPolicy, ScoreCache
-    from dante.train.student import make_student
+    from dante.train.model.student import make_student
+    from dante.train.sources.on_policy import OnPolicy, ScoreCache
 
     r = recipe(tmp_path, student_dir, tiny_cache, teacher_dir, samples_per_prompt=1, score_end=True)
     student = make_student(r)

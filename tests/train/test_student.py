@@ -1,4 +1,4 @@
-"""The student seam (dante.train.student): one object per kind of student, chosen by the recipe,
+"""The student seam (dante.train.model.student): one object per kind of student, chosen by the recipe,
 and what an on-policy trainer needs of it: completions sampled from the model being trained and
 the logprobs of a given completion under it, equal to what HF generate itself computed."""
 
@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from train_helpers import recipe_data
 
 from dante.config import load_recipe
-from dante.train.student import FullStudent, LoraStudent, make_student
+from dante.train.model.student import FullStudent, LoraStudent, make_student
 
 
 def _student(tmp_path, student_dir, tiny_cache, peft=None) -> FullStudent:

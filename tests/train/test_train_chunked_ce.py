@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from dante.models import load_causal_lm
-from dante.train.chunked_ce import ChunkedCEHead, ce_chunk_tokens, chunked_weighted_ce_sum
-from dante.train.data import IGNORE, collate, make_example
-from dante.train.forward import Forward
-from dante.train.losses import weighted_ce_sum
+from dante.train.objective.chunked_ce import ChunkedCEHead, ce_chunk_tokens, chunked_weighted_ce_sum
+from dante.train.objective.forward import Forward
+from dante.train.objective.losses import weighted_ce_sum
+from dante.train.sources.data import IGNORE, collate, make_example
 
 CPU = SimpleNamespace(device=torch.device("cpu"))
 
@@ -84,13 +84,14 @@ def test_forward_with_chunked_head_matches_full_logits(tmp_path, packing, tie):
     params = list(model.parameters())
 
     plain = Forward(model, model, CPU).loss_sums(batch)
-    g_plain = torch.autograd.grad(plain[0], params)
+    g_plain = torch.autograd.grad(plain["objective"], params)
     fused = Forward(model, model, CPU, chunked_ce=True)
     assert fused.head is not None
     chunked = fused.loss_sums(batch)
-    g_chunked = torch.autograd.grad(chunked[0], params)
-    assert chunked[0].item() == pytest.approx(plain[0].item(), rel=1e-5)
-    assert chunked[1].item() == pytest.approx(plain[1].item(), rel=1e-5)
+    g_chunked = torch.autograd.grad(chunked["objective"], params)
+    assert chunked["objective"].item() == pytest.approx(plain["objective"].item(), rel=1e-5)
+    assert chunked["ce"].item() == pytest.approx(plain["ce"].item(), rel=1e-5)
+    assert chunked["cwce"].item() == pytest.approx(plain["cwce"].item(), rel=1e-5)
     for a, b in zip(g_chunked, g_plain):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
     # unarmed, the head is the plain lm_head: logits for generation and evaluation are unchanged
@@ -110,7 +111,7 @@ def test_heads_that_rescale_logits_use_the_plain_path(tmp_path):
 
 
 def test_a_second_backward_is_refused_not_silently_wrong():
-    from dante.train.losses import tea_penalty
+    from dante.train.model.anchor import tea_penalty
 
     h, w, targets, weights = _problem(seed=4)
     wsum = chunked_weighted_ce_sum(h, w, targets, weights)[0]

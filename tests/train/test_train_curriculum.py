@@ -9,16 +9,15 @@ import pytest
 
 from dante.config import PacingConfig
 from dante.errors import DataError
-from dante.train.curriculum import (
+from dante.train.sources.base import micro_batches, rank_slice
+from dante.train.sources.curriculum import (
     BatchStream,
     check_entropies,
     competence,
     epoch_order,
-    micro_batches,
-    rank_slice,
     run_positions,
 )
-from dante.train.data import make_example
+from dante.train.sources.data import make_example
 
 
 def _exs(entropies):
@@ -137,17 +136,7 @@ def test_buckets_visit_easy_to_hard_shuffled_inside_then_the_full_mix():
     assert flat[18:] == epoch_order(range(12), "shuffle", 3, 0)[:6]
 
 
-def test_the_diagnostic_orders():
-    exs = _exs([0.3, 0.1, 0.2, 0.5, 0.4, 0.0])
-    assert epoch_order(exs, "entropy_reversed", 0, 0) == [3, 4, 0, 2, 1, 5]
-    ranked = epoch_order(exs, "entropy", 0, 0)  # [5, 1, 2, 0, 4, 3]
-    batches = epoch_order(exs, "entropy_batches", 1, 0, block=2)
-    blocks = [batches[k : k + 2] for k in range(0, 6, 2)]
-    assert sorted(blocks) == sorted([ranked[0:2], ranked[2:4], ranked[4:6]])  # the card's batches, reordered
-    assert any(epoch_order(exs, "entropy_batches", s, 0, block=2) != ranked for s in range(5))
-
-
-@pytest.mark.parametrize("mode", ["competence", "buckets", "entropy_batches", "entropy_reversed"])
+@pytest.mark.parametrize("mode", ["competence", "buckets", "entropy", "shuffle"])
 def test_a_stream_rebuilt_mid_run_gives_the_same_batches(mode):
     """Resume: the order is a function of (records, seed, position), so a new stream at a saved
     cursor continues exactly as the first one."""

@@ -12,8 +12,9 @@ from dante.cache.records import CacheRecord
 from dante.config import StudentConfig
 from dante.errors import DanteError, DataError
 from dante.models import load_causal_lm, load_tokenizer
-from dante.train.data import IGNORE, block_diagonal_causal_mask, build_examples, collate, render_record
-from dante.train.forward import Forward
+from dante.train.model.attention import block_diagonal_causal_mask
+from dante.train.objective.forward import Forward
+from dante.train.sources.data import IGNORE, build_examples, collate, render_record
 
 
 def _rec(i, prompt="what is the answer?", text="The answer is 42.", **kw):

@@ -11,8 +11,8 @@ from train_helpers import make_cache_lines, recipe_data, write_cache
 from dante.cache.records import CacheRecord
 from dante.config import FilterConfig, load_recipe
 from dante.errors import DataError
-from dante.train.data import filter_records
 from dante.train.loop import train
+from dante.train.sources.data import filter_records
 
 
 def rec(i: int, text: str, finish: str = "stop", consistency: float | None = None) -> CacheRecord:

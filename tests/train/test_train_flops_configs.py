@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from dante.config import load_recipe
-from dante.train.flops import estimate_training
+from dante.train.model.flops import estimate_training
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_card_recipe_matches_the_card():
     r = load_recipe(ROOT / "configs" / "dante-mosaic-3.5b.yaml")
     t = r.train
-    assert (r.teacher.backend, r.teacher.model, r.teacher.tensor_parallel_size) == (
+    assert (r.teacher.backend, r.teacher.model, r.teacher.vllm.tensor_parallel_size) == (
         "vllm",
         "moonshotai/Kimi-K2-Instruct",
         16,

@@ -11,20 +11,19 @@ import torch.nn.functional as F
 
 from dante.config import LossConfig
 from dante.models import load_causal_lm, load_tokenizer
-from dante.train.data import collate, make_example
-from dante.train.forward import Forward
-from dante.train.losses import (
-    TeaAnchor,
+from dante.train.model.anchor import TeaAnchor, tea_penalty
+from dante.train.objective.forward import Forward
+from dante.train.objective.losses import (
     batch_weights,
     cwce_weight,
     lambda_ce,
     lambda_tea,
     normaliser,
     record_weight,
-    tea_penalty,
     token_weights,
     weighted_ce_sum,
 )
+from dante.train.sources.data import collate, make_example
 
 
 def test_cwce_weight_hand_values():

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from dante.models import load_causal_lm
-from dante.train.attention import NAME, record_bounds
-from dante.train.data import collate, make_example
-from dante.train.forward import Forward
+from dante.train.model.attention import NAME, record_bounds
+from dante.train.objective.forward import Forward
+from dante.train.sources.data import collate, make_example
 
 CPU = SimpleNamespace(device=torch.device("cpu"))
 
@@ -40,9 +40,9 @@ def test_packed_sdpa_matches_the_block_mask_in_loss_and_gradient(student_dir, ch
     packed = Forward(packed_model, packed_model, CPU, chunked_ce=chunked_ce, packed_attention=True)
     assert masked.attn == "sdpa" and packed.attn == NAME
     a, b = masked.loss_sums(batch), packed.loss_sums(batch)
-    assert b[0].item() == pytest.approx(a[0].item(), rel=1e-5)
-    ga = torch.autograd.grad(a[0], list(masked_model.parameters()))
-    gb = torch.autograd.grad(b[0], list(packed_model.parameters()))
+    assert b["objective"].item() == pytest.approx(a["objective"].item(), rel=1e-5)
+    ga = torch.autograd.grad(a["objective"], list(masked_model.parameters()))
+    gb = torch.autograd.grad(b["objective"], list(packed_model.parameters()))
     for x, y in zip(ga, gb):
         assert torch.allclose(x, y, rtol=1e-4, atol=1e-6)
 
@@ -102,9 +102,9 @@ def test_sliding_window_students_keep_their_window_in_packed_rows(tmp_path, attn
     with torch.no_grad():
         packed = Forward(packed_model, packed_model, CPU, packed_attention=True).loss_sums(
             collate(exs, [1.0] * 3, packing=True, pad_id=0)
-        )[1]
+        )["ce"]
         alone = sum(
-            Forward(masked_model, masked_model, CPU).loss_sums(collate([ex], [1.0], packing=False, pad_id=0))[1]
+            Forward(masked_model, masked_model, CPU).loss_sums(collate([ex], [1.0], packing=False, pad_id=0))["ce"]
             for ex in exs
         )
     assert packed.item() == pytest.approx(alone.item(), rel=1e-5)  # windows shorter than the records are kept

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from dante.config import LossConfig
-from dante.train.chunked_ce import chunked_loss_parts, chunked_weighted_ce_sum
-from dante.train.data import IGNORE
-from dante.train.losses import lambda_kd, sparse_kd_sum, sparse_kl_terms, weighted_ce_sum
+from dante.train.objective.chunked_ce import chunked_loss_parts, chunked_weighted_ce_sum
+from dante.train.objective.losses import lambda_kd, sparse_kd_sum, sparse_kl_terms, weighted_ce_sum
+from dante.train.sources.data import IGNORE
 
 
 def test_sparse_kd_by_hand():
@@ -92,9 +92,9 @@ def test_chunked_kernel_equals_the_plain_form_in_value_and_gradient(chunk, rever
         reverse=reverse,
     )
     parts = chunked_loss_parts(h, w, targets, weights, chunk_tokens=chunk, kd=kd, kd_scale=kappa, reverse=reverse)
-    total = parts.objective
+    total = parts["objective"]
     assert total.item() == pytest.approx((ce + kappa * kl).item(), rel=1e-5)
-    assert parts.token_kd.item() == pytest.approx(kl.item(), rel=1e-5)
+    assert parts["token_kd"].item() == pytest.approx(kl.item(), rel=1e-5)
     g_plain = torch.autograd.grad(0.3 * (ce + kappa * kl), [h, w])
     g_chunked = torch.autograd.grad(0.3 * total, [h, w])
     for a, b in zip(g_chunked, g_plain, strict=True):

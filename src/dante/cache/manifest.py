@@ -37,6 +37,9 @@ OPERATIONAL = {
         "tensor_parallel_size",
         "pipeline_parallel_size",
         "missing_logprobs",
+        "dispatch",  # where the requests go (this process, a Ray pool, a Batch API): the same records
+        "ray",
+        "batch_api",
     },
     "prompts": {"limit", "size", "dir"},  # a larger limit (or mixture size) extends a cache
 }
@@ -158,5 +161,5 @@ def new_manifest(recipe: Recipe, prompts_total: int, old: dict[str, Any] | None,
         "settings": content_settings(recipe),
         "prompts_total": prompts_total,
         "complete": False,
-        **({"batches": old["batches"]} if old and old.get("batches") else {}),  # cache.engine: batch's record
+        **({"batches": old["batches"]} if old and old.get("batches") else {}),  # teacher.dispatch: batch's record
     }

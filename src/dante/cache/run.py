@@ -16,7 +16,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dante.cache import batch
 from dante.cache.manifest import check_manifest, new_manifest
 from dante.cache.metadata import difficulty_score, self_consistency
 from dante.cache.payload import encode
@@ -27,7 +26,7 @@ from dante.errors import DanteError
 from dante.layout import RESOLVED_RECIPE
 from dante.progress import stage_progress
 from dante.prompts import Prompt, prompt_set
-from dante.teacher import Completion, Teacher, make_teacher
+from dante.teacher import Completion, Teacher, batch, make_teacher
 from dante.teacher.base import Generation, sampling_settings
 
 
@@ -47,7 +46,7 @@ class CacheSummary:
     mean_entropy: float | None = None
     finish_reasons: dict[str, int] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)  # prompt ids skipped after failing (ray, batch)
-    open_batches: int = 0  # cache.engine: batch: batches still running at the provider
+    open_batches: int = 0  # teacher.dispatch: batch: batches still running at the provider
     requests: int | None = None  # --write-requests: request lines written
 
     @property
@@ -145,14 +144,14 @@ def run_cache(
     """Generate (or finish) the cache of ``recipe``; returns what was done.
 
     ``teacher`` replaces the engine made from ``recipe.teacher`` (tests, notebooks). With
-    ``cache.engine: ray`` the engine is a pool of replicas (``dante.cache.ray_pool``), each built
-    by ``teacher_factory`` (default ``make_teacher``); with ``cache.engine: batch`` the prompts go
-    to the provider's Batch API (``dante.cache.batch``, ``batch_client`` replaces its client).
+    ``teacher.dispatch: ray`` the engine is a pool of replicas (``dante.teacher.ray_pool``), each built
+    by ``teacher_factory`` (default ``make_teacher``); with ``teacher.dispatch: batch`` the prompts go
+    to the provider's Batch API (``dante.teacher.batch``, ``batch_client`` replaces its client).
     File mode, for vLLM's ``run_batch`` or any tool of the OpenAI batch format:
     ``write_requests`` writes the pending prompts' requests to that file; ``ingest`` reads result
     files into the cache.
     """
-    if write_requests is not None or ingest is not None or recipe.cache.engine == "batch":
+    if write_requests is not None or ingest is not None or recipe.teacher.dispatch == "batch":
         batch.check_backend(recipe)
     t0 = time.perf_counter()
     directory = recipe.cache_dir
@@ -179,7 +178,7 @@ def run_cache(
         elif ingest is not None:
             sink = RecordSink(recipe, recipe.teacher.model, writer, summary, console or Console(stderr=True))
             batch.ingest_files(recipe, pending, [Path(f) for f in ingest], writer, sink)
-        elif pending and recipe.cache.engine == "batch" and teacher is None:
+        elif pending and recipe.teacher.dispatch == "batch" and teacher is None:
             sink = RecordSink(recipe, recipe.teacher.model, writer, summary, console or Console(stderr=True))
             batch.run_batches(recipe, pending, writer, sink, console or Console(stderr=True), client=batch_client)
         elif pending:
@@ -214,11 +213,11 @@ def run_cache(
 
 
 def make_engine(recipe: Recipe, factory: Callable[[TeacherConfig], Teacher] | None = None) -> Teacher:
-    """The teacher of ``cache.engine``: one in this process, or a pool of Ray replicas."""
-    if recipe.cache.engine == "ray":
-        from dante.cache.ray_pool import RayTeacherPool
+    """The teacher of ``teacher.dispatch``: one in this process, or a pool of Ray replicas."""
+    if recipe.teacher.dispatch == "ray":
+        from dante.teacher.ray_pool import RayTeacherPool
 
-        return RayTeacherPool(recipe.teacher, recipe.cache.ray, factory)
+        return RayTeacherPool(recipe.teacher, recipe.teacher.ray, factory)
     return factory(recipe.teacher) if factory is not None else make_teacher(recipe.teacher)
 
 

@@ -101,7 +101,9 @@ def _raise_validation(
         else:  # a missing nested key has no line of its own: point at the nearest parent
             line = next((key_lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in key_lines), None)
             where = f"line {line}: " if line else ""
-        if e["type"] == "extra_forbidden":
+        if not loc:  # the recipe as a whole (e.g. an old and a new name of one key)
+            problems.append(f"{where}{e['msg']}")
+        elif e["type"] == "extra_forbidden":
             problems.append(f"{where}{dotted}: unknown key")
         elif loc[-1] in SECRET_FIELDS:  # never echo a secret, even a mistyped one
             problems.append(f"{where}{dotted}: {e['msg']} (value not shown: it is a secret)")

@@ -4,6 +4,7 @@ report). Every field has a default and a description; ``dante.config.loader`` re
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +44,72 @@ class OpenAITeacherConfig(Section):
     request_timeout_s: float = Field(120.0, gt=0.0, description="Per-request timeout in seconds.")
     backoff_base_s: float = Field(1.0, ge=0.0, description="First back-off delay; doubles each retry (with jitter).")
     backoff_max_s: float = Field(60.0, ge=0.0, description="Back-off delay cap; Retry-After is honoured up to this.")
+
+
+class RayConfig(Section):
+    """``teacher.dispatch: ray``: teacher replicas as Ray actors (docs/scale.md)."""
+
+    address: str | None = Field(
+        None, description="Ray cluster to attach to (default: $RAY_ADDRESS, else a local cluster started here)."
+    )
+    replicas: int = Field(1, ge=1, description="Teacher replicas (each one dante Teacher of teacher.backend).")
+    min_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Autoscaling: start with this many ready replicas and take more, up to `replicas`, as the "
+        "cluster grows (default: all `replicas`).",
+    )
+    cpus_per_replica: float = Field(1.0, gt=0.0, description="CPUs reserved per replica.")
+    gpus_per_replica: float | None = Field(
+        None,
+        ge=0.0,
+        description="GPUs per replica (default: tensor x pipeline parallel size for vllm, 0 for hf on CPU and openai).",
+    )
+    batches_in_flight: int = Field(
+        2, ge=1, description="Batches queued per replica (backpressure: the rest of the prompts wait on the driver)."
+    )
+    max_restarts: int = Field(3, ge=0, description="Replicas restarted after a crash, in all; past that the run stops.")
+    max_prompt_attempts: int = Field(
+        2, ge=1, description="Attempts of a prompt on its own (after its batch failed) before it counts as failing."
+    )
+    on_prompt_failure: Literal["stop", "skip"] = Field(
+        "stop",
+        description="A prompt that keeps failing: 'stop' the run (records written stay), or 'skip' it (listed by "
+        "id in the manifest's failed_prompts, never written as an empty record).",
+    )
+    start_timeout_s: float = Field(600.0, gt=0.0, description="Wait for min_replicas to be ready (model loaded).")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster started here (default: all).")
+
+    @model_validator(mode="after")
+    def _replicas(self) -> RayConfig:
+        if self.min_replicas is not None and self.min_replicas > self.replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is more than replicas ({self.replicas})")
+        return self
+
+
+class BatchConfig(Section):
+    """``teacher.dispatch: batch``: the teacher through the OpenAI batch file format, for a hosted
+    Batch API (OpenAI and others, about half the price per token) or vLLM's ``run_batch``
+    (docs/batch.md). Needs ``teacher.backend: openai``."""
+
+    completion_window: str = Field("24h", description="The provider's completion window for each batch.")
+    file_purpose: str = Field(
+        "batch", description="`purpose` of the uploaded requests file (OpenAI: batch; Together AI: batch-api)."
+    )
+    max_requests: int = Field(50_000, ge=1, description="Requests per batch file (OpenAI: at most 50,000).")
+    max_bytes: int = Field(
+        200_000_000, ge=1_000, description="Bytes per batch file (OpenAI: at most 200 MB); more start another batch."
+    )
+    poll_interval_s: float = Field(
+        30.0, gt=0.0, description="First wait between status checks; doubles up to poll_max_s."
+    )
+    poll_max_s: float = Field(600.0, gt=0.0, description="Longest wait between status checks.")
+    wait_hours: float = Field(
+        26.0,
+        ge=0.0,
+        description="How long `dante cache` waits for its batches before it stops (they keep running: re-run to "
+        "ingest); 0 submits and stops.",
+    )
 
 
 class TeacherConfig(Section):
@@ -85,6 +152,14 @@ class TeacherConfig(Section):
     consistency_max_new_tokens: int | None = Field(
         None, ge=1, description="Length cap of consistency samples (default: max_new_tokens)."
     )
+    dispatch: Literal["local", "ray", "batch"] = Field(
+        "local",
+        description="Where `dante cache` sends the teacher's requests: 'local', the engine in this process; 'ray', "
+        "replicas on a Ray cluster (teacher.ray, extra [ray]); 'batch', a provider's Batch API in the OpenAI batch "
+        "file format (teacher.batch_api, backend openai).",
+    )
+    ray: RayConfig = Field(default_factory=RayConfig, description="Settings of dispatch: ray.")
+    batch_api: BatchConfig = Field(default_factory=BatchConfig, description="Settings of dispatch: batch.")
     vllm: VllmTeacherConfig = Field(default_factory=VllmTeacherConfig, description="Settings of backend: vllm.")
     openai: OpenAITeacherConfig = Field(
         default_factory=OpenAITeacherConfig, description="Settings of backend: openai (any OpenAI-compatible server)."
@@ -111,16 +186,8 @@ class TeacherConfig(Section):
         return data
 
 
-# The backend keys as they were written before the sections, still read (``_flat_backend_keys``)
-# and readable as attributes: ``recipe.teacher.base_url`` is ``recipe.teacher.openai.base_url``.
+# The backend keys as they were written before the sections, still read (``_flat_backend_keys``).
 BACKEND_KEYS = {"vllm": tuple(VllmTeacherConfig.model_fields), "openai": tuple(OpenAITeacherConfig.model_fields)}
-for _section, _keys in BACKEND_KEYS.items():
-    for _key in _keys:
-        setattr(
-            TeacherConfig,
-            _key,
-            property(lambda self, s=_section, k=_key: getattr(getattr(self, s), k), doc=f"teacher.{_section}.{_key}"),
-        )
 
 
 class SourceFields(Section):
@@ -264,72 +331,6 @@ class PromptsConfig(SourceFields):
         return [SourceConfig(**fields)]
 
 
-class RayConfig(Section):
-    """``cache.engine: ray``: teacher replicas as Ray actors (docs/scale.md)."""
-
-    address: str | None = Field(
-        None, description="Ray cluster to attach to (default: $RAY_ADDRESS, else a local cluster started here)."
-    )
-    replicas: int = Field(1, ge=1, description="Teacher replicas (each one dante Teacher of teacher.backend).")
-    min_replicas: int | None = Field(
-        None,
-        ge=1,
-        description="Autoscaling: start with this many ready replicas and take more, up to `replicas`, as the "
-        "cluster grows (default: all `replicas`).",
-    )
-    cpus_per_replica: float = Field(1.0, gt=0.0, description="CPUs reserved per replica.")
-    gpus_per_replica: float | None = Field(
-        None,
-        ge=0.0,
-        description="GPUs per replica (default: tensor x pipeline parallel size for vllm, 0 for hf on CPU and openai).",
-    )
-    batches_in_flight: int = Field(
-        2, ge=1, description="Batches queued per replica (backpressure: the rest of the prompts wait on the driver)."
-    )
-    max_restarts: int = Field(3, ge=0, description="Replicas restarted after a crash, in all; past that the run stops.")
-    max_prompt_attempts: int = Field(
-        2, ge=1, description="Attempts of a prompt on its own (after its batch failed) before it counts as failing."
-    )
-    on_prompt_failure: Literal["stop", "skip"] = Field(
-        "stop",
-        description="A prompt that keeps failing: 'stop' the run (records written stay), or 'skip' it (listed by "
-        "id in the manifest's failed_prompts, never written as an empty record).",
-    )
-    start_timeout_s: float = Field(600.0, gt=0.0, description="Wait for min_replicas to be ready (model loaded).")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster started here (default: all).")
-
-    @model_validator(mode="after")
-    def _replicas(self) -> RayConfig:
-        if self.min_replicas is not None and self.min_replicas > self.replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) is more than replicas ({self.replicas})")
-        return self
-
-
-class BatchConfig(Section):
-    """``cache.engine: batch``: the teacher through the OpenAI batch file format, for a hosted
-    Batch API (OpenAI and others, about half the price per token) or vLLM's ``run_batch``
-    (docs/batch.md). Needs ``teacher.backend: openai``."""
-
-    completion_window: str = Field("24h", description="The provider's completion window for each batch.")
-    file_purpose: str = Field(
-        "batch", description="`purpose` of the uploaded requests file (OpenAI: batch; Together AI: batch-api)."
-    )
-    max_requests: int = Field(50_000, ge=1, description="Requests per batch file (OpenAI: at most 50,000).")
-    max_bytes: int = Field(
-        200_000_000, ge=1_000, description="Bytes per batch file (OpenAI: at most 200 MB); more start another batch."
-    )
-    poll_interval_s: float = Field(
-        30.0, gt=0.0, description="First wait between status checks; doubles up to poll_max_s."
-    )
-    poll_max_s: float = Field(600.0, gt=0.0, description="Longest wait between status checks.")
-    wait_hours: float = Field(
-        26.0,
-        ge=0.0,
-        description="How long `dante cache` waits for its batches before it stops (they keep running: re-run to "
-        "ingest); 0 submits and stops.",
-    )
-
-
 class CacheConfig(Section):
     """The teacher cache on disk (stage 2 "generate cache")."""
 
@@ -338,13 +339,6 @@ class CacheConfig(Section):
         description="Cache folder (default: <output_dir>/cache). Training, stats, validate and export also take "
         "several folders or a glob (runs/node-*/cache): their union; `dante cache` writes one.",
     )
-    engine: Literal["local", "ray", "batch"] = Field(
-        "local",
-        description="'local': the teacher in this process; 'ray': replicas on a Ray cluster (extra [ray]); 'batch': "
-        "the OpenAI batch file format through a provider's Batch API (teacher.backend: openai).",
-    )
-    ray: RayConfig = Field(default_factory=RayConfig, description="Settings of cache.engine: ray.")
-    batch: BatchConfig = Field(default_factory=BatchConfig, description="Settings of cache.engine: batch.")
     shard_size: int = Field(1000, ge=1, description="Records per JSONL shard.")
     flush_every: int = Field(16, ge=1, description="Records buffered before they are made durable.")
     difficulty_entropy_scale: float = Field(
@@ -364,7 +358,7 @@ class PeftConfig(Section):
         ge=0.0,
         lt=1.0,
         description="Dropout on the LoRA branch's input (peft's default 0; > 0 keeps a copy of every adapted "
-        "layer's input: +26% peak memory on SmolLM2-135M, BENCHMARKS.md section 10).",
+        "layer's input, which costs memory: docs/training.md).",
     )
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear",
@@ -441,7 +435,7 @@ class LossConfig(Section):
         description=(
             "token: sum_t w_t*CE_t / sum_t w_t over the global batch; sequence: mean CE per record, then "
             "weighted mean; "
-            "card: (1/N) sum_i w_i*CE_i literally (see dante.train.losses)."
+            "card: (1/N) sum_i w_i*CE_i literally (see dante.train.objective.losses)."
         ),
     )
     tea: bool = Field(True, description="Embedding anchor ||E - E0||_F^2.")
@@ -455,7 +449,7 @@ class LossConfig(Section):
     chunked_ce: bool = Field(
         True,
         description="Compute the lm_head and CE in token chunks (never the full tokens x vocab logits): "
-        "less memory, same gradients (dante.train.chunked_ce).",
+        "less memory, same gradients (dante.train.objective.chunked_ce).",
     )
     token_kd: float = Field(
         0.0,
@@ -467,6 +461,11 @@ class LossConfig(Section):
         False, description="Ramp lambda_KD from token_kd_start to token_kd over lambda_CE's warm-up and ramp steps."
     )
     token_kd_start: float = Field(0.0, ge=0.0, description="lambda_KD before ce_warmup_steps when scheduled.")
+    terms: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Further loss terms by name, each with its settings: terms registered with "
+        "dante.train.objective.terms.register_term (docs/training.md, 'Adding a loss term').",
+    )
 
     @model_validator(mode="after")
     def _ramp_after_warmup(self) -> LossConfig:
@@ -498,7 +497,7 @@ class FilterConfig(Section):
 
 
 class OnPolicyConfig(Section):
-    """On-policy distillation across tokenizers (``train.on_policy``, dante.train.on_policy): the
+    """On-policy distillation across tokenizers (``train.on_policy``, dante.train.sources.on_policy): the
     student writes completions of the recipe's prompts, the teacher (``teacher.*``, any engine
     that can score) scores them, and the student learns from the chunk-level reverse KL of its
     own samples, mixed with the cached off-policy records by ``fraction``. Off when fraction is 0."""
@@ -563,7 +562,7 @@ class OnPolicyConfig(Section):
 
 
 class PacingConfig(Section):
-    """The paced curricula (``train.curriculum: competence | buckets``, dante.train.curriculum):
+    """The paced curricula (``train.curriculum: competence | buckets``, dante.train.sources.curriculum):
     how fast they open up from the easiest records to all of them."""
 
     c0: float = Field(
@@ -591,19 +590,18 @@ class TrainConfig(Section):
     )
     max_length: int = Field(4096, ge=8, description="Max tokens per record (prompt + completion).")
     packing: bool = Field(True, description="Padding-free packing of several records per row.")
-    curriculum: Literal[
-        "entropy", "shuffle", "none", "competence", "buckets", "entropy_reversed", "entropy_batches"
-    ] = Field(
+    curriculum: Literal["shuffle", "entropy", "competence", "buckets", "none"] = Field(
         "shuffle",
-        description="shuffle (default, chosen on validation): seeded epochs; entropy: ascending output_entropy every "
-        "epoch (the card; BENCHMARKS 6d measures it 17 points under shuffle on chain_sum); competence / "
-        "buckets: easy to hard paced over the run, ending on the full mix (train.pacing); entropy_reversed, "
-        "entropy_batches, none: diagnostics (docs/training.md).",
+        description="Order of the cached records: shuffle, a seeded permutation each epoch; entropy, ascending "
+        "output_entropy every epoch (the card's curriculum); competence / buckets, easy to hard paced over the "
+        "run, ending on the full mix (train.pacing); none, the cache's order (docs/training.md).",
     )
     pacing: PacingConfig = Field(
         default_factory=PacingConfig, description="How the competence and buckets curricula open up."
     )
-    loss: LossConfig = Field(default_factory=LossConfig, description="The DANTE objective (dante.train.losses).")
+    loss: LossConfig = Field(
+        default_factory=LossConfig, description="The DANTE objective (dante.train.objective.losses)."
+    )
     on_policy: OnPolicyConfig = Field(
         default_factory=OnPolicyConfig, description="On-policy distillation: the student writes, the teacher scores."
     )
@@ -629,7 +627,7 @@ class TrainConfig(Section):
         "auto", description="auto: bf16 where supported, else fp32."
     )
     gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in backward: less memory, ~30% more compute."
+        False, description="Recompute activations in backward: less memory, more compute (one more forward)."
     )
     compile: bool = Field(
         False,
@@ -732,8 +730,45 @@ class ReportConfig(Section):
     model_name: str | None = Field(None, description="Model name in the model card (default: the recipe name).")
 
 
+# Recipe keys renamed since recipes were first written: (old path, new path). A recipe or an
+# override that uses an old name still loads, with a one-line notice (``Recipe._renamed_keys``).
+RENAMED_KEYS = (
+    (("cache", "engine"), ("teacher", "dispatch")),
+    (("cache", "ray"), ("teacher", "ray")),
+    (("cache", "batch"), ("teacher", "batch_api")),
+)
+
+
+def rename_keys(data: dict[str, Any], notice=None) -> dict[str, Any]:
+    """``data`` with every old key of ``RENAMED_KEYS`` moved to its new place (an error when both
+    are set); ``notice`` gets one line per key moved."""
+    for (old_sec, old_key), (new_sec, new_key) in RENAMED_KEYS:
+        section = data.get(old_sec)
+        if not isinstance(section, dict) or old_key not in section:
+            continue
+        data[old_sec] = section = dict(section)
+        value = section.pop(old_key)
+        target = data.get(new_sec)
+        target = target.model_dump() if isinstance(target, BaseModel) else dict(target or {})
+        if new_key in target:
+            raise ValueError(f"{old_sec}.{old_key} and {new_sec}.{new_key} are both set: keep {new_sec}.{new_key}")
+        data[new_sec] = {**target, new_key: value}
+        if notice is not None:
+            notice(f"recipe key {old_sec}.{old_key} is now {new_sec}.{new_key}; read as such")
+    return data
+
+
+def _notice(line: str) -> None:
+    print(f"dante: {line}", file=sys.stderr)
+
+
 class Recipe(Section):
     """A whole run: every stage reads this one tree."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        return rename_keys(dict(data), _notice) if isinstance(data, dict) else data
 
     name: str = Field(
         "dante-run", description="Run name: the report's title, the trackers' project, the model card's name."

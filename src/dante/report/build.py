@@ -31,7 +31,7 @@ from dante.report.tables import (
     student_compute,
     training_section,
 )
-from dante.train.losses import cwce_weight
+from dante.train.objective.losses import cwce_weight
 
 console = Console(stderr=True)
 CARD_MARKER = "<!-- written by dante report -->"

@@ -219,7 +219,7 @@ def _curve_panel(ax, rows: list[dict[str, Any]], series: list[tuple[str, str]]) 
 def entropy_histogram(entropies: list[float], weight, path: Path, *, bins: int = 30) -> Path | None:
     """Histogram of the cache's output_entropy with the CWCE weight curve w(H) on a second axis.
 
-    ``weight`` maps an entropy (nats) to w(H), e.g. ``dante.train.losses.cwce_weight`` with the run's config.
+    ``weight`` maps an entropy (nats) to w(H), e.g. ``dante.train.objective.losses.cwce_weight`` with the run's config.
     """
     if not entropies:
         return None

@@ -9,10 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from dante.config import TeacherConfig
 from dante.eval.scores import correct_by_doc, gap_recovered, mcnemar_exact
 from dante.report.consistency import describe, flag_published, flag_rows, settings_of
 from dante.report.data import RunData
 from dante.report.reference import Published, PublishedCompute
+from dante.teacher import engine_devices
 
 NOT_RECORDED = "not recorded"
 
@@ -281,12 +283,11 @@ def student_compute(data: RunData) -> dict[str, Any] | None:
 def _teacher_devices(recipe: dict[str, Any]) -> tuple[int | None, str | None]:
     """Devices the teacher used, from the recipe: vLLM's parallel degrees, one local device
     for hf, unknown for a server."""
-    t = recipe.get("teacher") or {}
-    if t.get("backend") == "vllm":
-        return int(t.get("tensor_parallel_size") or 1) * int(t.get("pipeline_parallel_size") or 1), "GPU (vLLM)"
-    if t.get("backend", "hf") == "hf":
-        return 1, str(t.get("device") or "auto")
-    return None, "remote server"
+    try:  # the resolved recipe's teacher section (flat backend keys of older runs are read too)
+        cfg = TeacherConfig.model_validate(recipe.get("teacher") or {})
+    except ValueError:
+        return None, None
+    return engine_devices(cfg)
 
 
 def _manifest_span_s(m: dict[str, Any]) -> float | None:

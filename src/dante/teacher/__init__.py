@@ -1,6 +1,7 @@
-"""Teacher engines (stage 1): hf (local transformers), vllm (offline engine), openai (HTTP).
-
-All implement ``Teacher`` from ``dante.teacher.base``; ``make_teacher(cfg)`` picks one.
+"""Teacher engines (stage 1): hf (local transformers), vllm (offline engine), openai (HTTP),
+picked by ``teacher.backend`` (``make_teacher``); and where their requests go
+(``teacher.dispatch``): this process, a pool of Ray replicas (``ray_pool``) or a provider's
+Batch API (``batch``). All implement or drive ``Teacher`` from ``dante.teacher.base``.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from dante.config import TeacherConfig
 from dante.teacher.base import Completion, Generation, Sampling, Teacher, TeacherRequest
 
-__all__ = ["Completion", "Generation", "Sampling", "Teacher", "TeacherRequest", "make_teacher"]
+__all__ = ["Completion", "Generation", "Sampling", "Teacher", "TeacherRequest", "engine_devices", "make_teacher"]
 
 
 def make_teacher(cfg: TeacherConfig) -> Teacher:
@@ -26,3 +27,14 @@ def make_teacher(cfg: TeacherConfig) -> Teacher:
 
         return OpenAITeacher(cfg)
     raise ValueError(f"unknown teacher backend {cfg.backend!r}")
+
+
+def engine_devices(cfg: TeacherConfig) -> tuple[int | None, str]:
+    """(devices, their kind) one engine of this teacher runs on: vLLM's tensor × pipeline parallel
+    GPUs, one local device for hf, none known for an HTTP server. The one place this is worked
+    out (a Ray replica's GPUs, the report's compute table)."""
+    if cfg.backend == "vllm":
+        return cfg.vllm.tensor_parallel_size * cfg.vllm.pipeline_parallel_size, "GPU (vLLM)"
+    if cfg.backend == "hf":
+        return 1, cfg.device or "auto"
+    return None, "remote server"

@@ -207,7 +207,7 @@ def render_request(cfg: TeacherConfig, prompt: Prompt) -> str | list[dict[str, A
 
 def request_body(cfg: TeacherConfig, prompt: Prompt, sampling: Sampling) -> dict[str, Any]:
     """The JSON body of one chat or completions request for ``prompt``: the same for a request
-    sent now and for a line of an OpenAI batch file (``dante.cache.batch``)."""
+    sent now and for a line of an OpenAI batch file (``dante.teacher.batch``)."""
     body: dict[str, Any] = {
         "model": cfg.model,
         "max_tokens": sampling.max_new_tokens,

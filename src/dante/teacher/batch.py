@@ -1,4 +1,4 @@
-"""``cache.engine: batch`` (stage 2): the teacher through the OpenAI batch file format, for the
+"""``teacher.dispatch: batch`` (stage 2): the teacher through the OpenAI batch file format, for the
 Batch APIs of hosted providers (about half the price per token, answered within a window) and
 for vLLM's offline ``run_batch``, which reads and writes the same files.
 
@@ -78,9 +78,9 @@ def split_requests(recipe: Recipe, prompts: list[Prompt], max_requests: int, max
         extra = sum(map(len, lines))
         if extra > max_bytes:
             raise DataError(
-                f"the requests of prompt {p.id} take {extra} bytes, more than cache.batch.max_bytes={max_bytes}",
+                f"the requests of prompt {p.id} take {extra} bytes, more than teacher.batch_api.max_bytes={max_bytes}",
                 file=p.location or p.source,
-                field="cache.batch.max_bytes",
+                field="teacher.batch_api.max_bytes",
             )
         if current and (len(current) + len(lines) > max_requests or size + extra > max_bytes):
             files.append(current)
@@ -204,7 +204,7 @@ class BatchClient:
         base_url = server.base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise DanteError(
-                "cache.engine: batch needs the provider's URL",
+                "teacher.dispatch: batch needs the provider's URL",
                 field="teacher.openai.base_url",
                 hint="set teacher.openai.base_url (e.g. https://api.openai.com/v1), or write the requests with "
                 "--write-requests and run them with vLLM's run_batch",
@@ -250,7 +250,7 @@ class BatchClient:
         raise DanteError(
             f"{what} failed: {last}",
             file=f"{self.where}{path}",
-            field="cache.engine",
+            field="teacher.dispatch",
             hint="check the provider and teacher.openai.api_key_env; the batches so far are in the cache manifest, "
             "re-run to go on",
         )
@@ -304,12 +304,12 @@ def batch_name(cache_key: str, number: int, lines: list[bytes]) -> str:
 
 
 class BatchRun:
-    """One `dante cache` run with ``cache.engine: batch``: submit the pending prompts not yet in
+    """One `dante cache` run with ``teacher.dispatch: batch``: submit the pending prompts not yet in
     a batch, wait for the batches, ingest them. Every step is recorded in the manifest first."""
 
     def __init__(self, recipe: Recipe, writer, console: Console, client: BatchClient, sleep=time.sleep) -> None:
         self.recipe, self.writer, self.console, self.client, self.sleep = recipe, writer, console, client, sleep
-        self.cfg = recipe.cache.batch
+        self.cfg = recipe.teacher.batch_api
         self.folder = recipe.cache_dir / FOLDER
         self.batches: list[dict[str, Any]] = writer.manifest_base.setdefault("batches", [])
 
@@ -406,7 +406,7 @@ def check_backend(recipe: Recipe) -> None:
     if recipe.teacher.backend != "openai":
         raise DanteError(
             f"the OpenAI batch format needs teacher.backend: openai (the recipe has {recipe.teacher.backend!r})",
-            field="cache.engine",
+            field="teacher.dispatch",
             hint="set teacher.backend=openai and teacher.model to the provider's (or vLLM's) model name",
         )
 
@@ -466,7 +466,7 @@ def run_batches(
     try:
         run = BatchRun(recipe, writer, console, client, sleep)
         run.submit(pending)
-        if recipe.cache.batch.wait_hours > 0:
+        if recipe.teacher.batch_api.wait_hours > 0:
             run.wait()
         failed: dict[str, str] = {}
         problems: list[str] = []

@@ -1,4 +1,4 @@
-"""``cache.engine: ray`` (stage 2 past one machine): the prompts stream to a pool of teacher
+"""``teacher.dispatch: ray`` (stage 2 past one machine): the prompts stream to a pool of teacher
 replicas, Ray actors each holding one dante ``Teacher`` of any backend, and the completions
 stream back to the one exactly-once ``CacheWriter`` of ``dante.cache.run``.
 
@@ -11,7 +11,7 @@ already written before it dispatches anything (``run_cache`` hands only the pend
 Faults (tested with real kills, tests/reliability/test_cache_ray.py):
 - a replica that dies (killed, OOM, node lost): its batches in flight come back as errors and
   go to the front of the queue for the other replicas; a new replica replaces it, at most
-  ``cache.ray.max_restarts`` times in all. A batch that failed once is retried whole (a lost
+  ``teacher.ray.max_restarts`` times in all. A batch that failed once is retried whole (a lost
   node is not the prompts' fault); one that fails again is split in halves, so a prompt that
   breaks its replica is isolated in log2(batch) steps;
 - a prompt that keeps failing on its own (``max_prompt_attempts``) is reported by id: the run
@@ -35,7 +35,7 @@ from typing import Any
 from dante.config import RayConfig, TeacherConfig
 from dante.errors import DanteError
 from dante.prompts import Prompt
-from dante.teacher import Completion, Teacher, make_teacher
+from dante.teacher import Completion, Teacher, engine_devices, make_teacher
 
 TeacherFactory = Callable[[TeacherConfig], Teacher]
 
@@ -44,13 +44,12 @@ def replica_resources(cfg: TeacherConfig, ray_cfg: RayConfig, cluster_gpus: floa
     """Ray resources of one replica: GPUs = tensor × pipeline parallel size for vLLM (one
     engine per replica: vLLM's own data-parallel mode is not used), one for hf when the cluster
     has GPUs and ``teacher.device`` is not cpu, none for an HTTP teacher; CPUs as set.
-    ``cache.ray.gpus_per_replica`` overrides the GPU count."""
+    ``teacher.ray.gpus_per_replica`` overrides the GPU count."""
     gpus = ray_cfg.gpus_per_replica
     if gpus is None:
-        if cfg.backend == "vllm":
-            gpus = float(cfg.vllm.tensor_parallel_size * cfg.vllm.pipeline_parallel_size)
-        elif cfg.backend == "hf" and cfg.device != "cpu" and cluster_gpus > 0:
-            gpus = 1.0
+        devices, _ = engine_devices(cfg)
+        if cfg.backend == "vllm" or cfg.backend == "hf" and cfg.device != "cpu" and cluster_gpus > 0:
+            gpus = float(devices)
         else:
             gpus = 0.0
     return {"num_cpus": ray_cfg.cpus_per_replica, "num_gpus": gpus}
@@ -112,7 +111,7 @@ class RayTeacherPool(Teacher):
             import ray
         except ImportError:
             raise DanteError(
-                "cache.engine: ray needs Ray", field="cache.engine", hint="pip install 'dante-distill[ray]'"
+                "teacher.dispatch: ray needs Ray", field="teacher.dispatch", hint="pip install 'dante-distill[ray]'"
             ) from None
         self.ray, self.ray_cfg, self.factory = ray, ray_cfg, factory
         self.stats = PoolStats()
@@ -154,15 +153,15 @@ class RayTeacherPool(Teacher):
                 raise DanteError(
                     f"only {sum(h.info is not None for h in self.handles if h.alive)} of {want} teacher replicas "
                     "started",
-                    field="cache.ray.replicas",
+                    field="teacher.ray.replicas",
                     hint="see the Ray worker logs (/tmp/ray/session_latest/logs) for why the teacher failed to load",
                 )
             left = deadline - time.monotonic()
             if left <= 0:
                 raise DanteError(
                     f"{want} teacher replicas were not ready within {self.ray_cfg.start_timeout_s:.0f} s",
-                    field="cache.ray.start_timeout_s",
-                    hint="the cluster may lack the resources (cache.ray.cpus_per_replica / gpus_per_replica)",
+                    field="teacher.ray.start_timeout_s",
+                    hint="the cluster may lack the resources (teacher.ray.cpus_per_replica / gpus_per_replica)",
                 )
             done, _ = self.ray.wait(pending, num_returns=1, timeout=min(left, 5.0))
             for ref in done:
@@ -185,7 +184,7 @@ class RayTeacherPool(Teacher):
             if not any(h.alive for h in self.handles):
                 raise DanteError(
                     f"every teacher replica died and the restart budget is spent ({why})",
-                    field="cache.ray.max_restarts",
+                    field="teacher.ray.max_restarts",
                     hint="the records written so far are kept; re-run `dante cache` to resume",
                 )
             return
@@ -210,7 +209,7 @@ class RayTeacherPool(Teacher):
             if not waiting:
                 raise DanteError(
                     "no teacher replica is alive to take the remaining prompts",
-                    field="cache.ray.max_restarts",
+                    field="teacher.ray.max_restarts",
                     hint="the records written so far are kept; re-run `dante cache` to resume",
                 )
             done, _ = ray.wait(waiting, num_returns=1, timeout=10.0)
@@ -262,8 +261,8 @@ class RayTeacherPool(Teacher):
             if cfg.on_prompt_failure == "stop":
                 return DanteError(
                     f"prompt {prompt.id!r} failed {batch.failures} times: {_short(exc)}",
-                    field="cache.ray.on_prompt_failure",
-                    hint="the other records are written; fix the prompt, or set cache.ray.on_prompt_failure=skip",
+                    field="teacher.ray.on_prompt_failure",
+                    hint="the other records are written; fix the prompt, or set teacher.ray.on_prompt_failure=skip",
                 )
             return None
         if died and batch.failures == 1:

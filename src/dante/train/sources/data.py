@@ -22,9 +22,8 @@ import torch
 from dante.answers import extract_answer
 from dante.config import FilterConfig, StudentConfig
 from dante.errors import DanteError, DataError
-from dante.train.kd_data import KDTargets, kd_targets
-
-IGNORE = -100
+from dante.train.objective.losses import IGNORE
+from dante.train.sources.kd_data import KDTargets, kd_targets
 
 
 @dataclass
@@ -162,7 +161,7 @@ def build_examples(
 
     Raises DataError when every record is dropped (max_length smaller than every prompt).
     ``kd`` = (StudentVocab, KDStats) also builds each record's token-level distillation targets
-    (``dante.train.kd_data``) from its teacher payload.
+    (``dante.train.sources.kd_data``) from its teacher payload.
     """
     chat = use_chat(tokenizer, student, model_ref)
     stats = DataStats(records=len(records), chat_template=chat)
@@ -305,24 +304,6 @@ def _position_weights(ex: Example, w: float | Sequence[float]) -> list[float]:
     if len(w) != len(ex):
         raise ValueError(f"{len(w)} weights for an example of {len(ex)} positions")
     return [float(x) if t != IGNORE else 0.0 for x, t in zip(w, ex.targets, strict=True)]
-
-
-def block_diagonal_causal_mask(
-    segment_ids: torch.Tensor, *, as_bool: bool, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """(B, 1, T, T) mask letting position q attend to k only when k ≤ q within the same record.
-
-    SDPA takes the boolean form (True = attend); eager attention adds the float form
-    (0 = attend, dtype min = blocked). Needed on CPU, where there is no varlen kernel.
-    """
-    T = segment_ids.shape[-1]
-    same = segment_ids[:, :, None] == segment_ids[:, None, :]
-    causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
-    allowed = (same & causal)[:, None]
-    if as_bool:
-        return allowed
-    blocked = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
-    return blocked.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def split_heldout(records: list, fraction: float, seed: int) -> tuple[list, list]:

@@ -86,3 +86,21 @@ def record_bounds(segment_ids: torch.Tensor) -> torch.Tensor:
     seg = segment_ids.reshape(-1).cpu()
     starts = torch.nonzero(torch.diff(seg, prepend=seg[:1] - 1)).flatten()
     return torch.cat([starts, torch.tensor([seg.numel()])]).to(torch.int32)
+
+
+def block_diagonal_causal_mask(
+    segment_ids: torch.Tensor, *, as_bool: bool, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """(B, 1, T, T) mask letting position q attend to k only when k ≤ q within the same record.
+
+    SDPA takes the boolean form (True = attend); eager attention adds the float form
+    (0 = attend, dtype min = blocked). Needed on CPU, where there is no varlen kernel.
+    """
+    T = segment_ids.shape[-1]
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
+    allowed = (same & causal)[:, None]
+    if as_bool:
+        return allowed
+    blocked = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
+    return blocked.masked_fill(~allowed, torch.finfo(dtype).min)

@@ -1,5 +1,5 @@
-"""On-policy distillation across tokenizers (stage 4, ``train.on_policy``): each step the student
-writes completions of prompts from the recipe's prompt set, the teacher scores them in its own
+"""On-policy distillation across tokenizers as a batch source (stage 4, ``train.on_policy``):
+each step the student writes completions of prompts from the recipe's prompt set, the teacher scores them in its own
 tokenization (``Teacher.score``, any engine), and the student is trained on the chunk-level
 reverse KL of its own samples (``losses.chunk_log_ratios`` / ``token_advantages``), optionally
 with a dense top-K KL at the positions that are one token on both sides, mixed with the cached
@@ -21,6 +21,7 @@ from its own generator seeded by (train.seed, step, prompt id, sample index)
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +38,13 @@ from dante.prompts import Prompt, prompt_set
 from dante.teacher import Teacher, make_teacher
 from dante.tokens import TokenBytes, TokenLogprobs
 from dante.train.align import Chunk, align
-from dante.train.data import IGNORE, Example, render_record, use_chat
-from dante.train.kd_data import KDTargets, StudentVocab, one_to_one_targets
-from dante.train.losses import chunk_log_ratios, token_advantages
-from dante.train.student import Written, eos_token_ids, unwrapped
+from dante.train.model.student import Written, eos_token_ids, unwrapped
+from dante.train.objective.losses import chunk_log_ratios, token_advantages
+from dante.train.objective.terms import Term, scales
+from dante.train.sources.base import Draw, rank_slice
+from dante.train.sources.data import IGNORE, Example, collate, render_record, use_chat
+from dante.train.sources.kd_data import KDTargets, StudentVocab, one_to_one_targets
+from dante.train.sources.records import empty_example
 
 SCORES = "on_policy_scores"
 
@@ -348,6 +352,131 @@ class OnPolicy:
         """Release the score cache (sealed after a finished run) and the teacher."""
         self.cache.close(seal)
         self.teacher.close()
+
+
+class OnPolicySamples:
+    """The on-policy source: each step this rank's share of the next prompts of the seeded order,
+    the student's samples of them (written by the weights being trained), scored by the teacher and
+    aligned, as packed micro-batches whose per-token weights are the advantages over N, the student
+    tokens of every rank's samples (so accumulation and DDP keep the objective: −Σ_j A_j·log p_S(y_j) / N,
+    plus κ·Σ v·KL / N for the dense term). Its state: ``RunState.on_policy_cursor`` and the totals."""
+
+    name = "on_policy"
+
+    def __init__(
+        self,
+        on_policy: OnPolicy,
+        cfg,
+        terms: list[Term],
+        *,
+        prompts_per_step: int,
+        model,
+        accelerator,
+        state,
+        pad_id: int,
+    ) -> None:
+        self.on_policy, self.cfg, self.terms, self.share = on_policy, cfg, terms, cfg.on_policy.fraction
+        self.prompts_per_step, self.model, self.accelerator = prompts_per_step, model, accelerator
+        self.state, self.pad_id = state, pad_id
+        if state.on_policy_stats is not None:  # a resumed run keeps its totals
+            on_policy.stats = OnPolicyStats(**state.on_policy_stats)
+
+    def draw(self, step: int) -> OnPolicyDraw:
+        acc, sampler, cfg = self.accelerator, self.on_policy, self.cfg
+        prompts, self.state.on_policy_cursor = sampler.prompts_for(
+            step, self.state.on_policy_cursor, self.prompts_per_step
+        )
+        before = (sampler.stats.sampling_seconds, sampler.stats.teacher_seconds)
+        samples = sampler.samples(self.model, rank_slice(prompts, acc.process_index, acc.num_processes), step)
+        counts = torch.tensor([len(samples), sum(len(s.ids) for s in samples)], device=acc.device)
+        every = acc.gather(counts).reshape(-1, 2)
+        slots = math.ceil(int(every[:, 0].max()) / cfg.micro_batch_size)
+        groups = [
+            list(range(len(samples)))[j * cfg.micro_batch_size : (j + 1) * cfg.micro_batch_size] for j in range(slots)
+        ]
+        lams, kappas = scales(self.terms, step, cfg.steps)
+        out = OnPolicyDraw(self, samples, groups, int(every[:, 1].sum()), lams, kappas)
+        if cfg.on_policy.baseline == "mean":  # the mean advantage over every rank's sampled tokens
+            advs = [a for smp in samples for a in smp.advantages(cfg.on_policy.kl_coef) if a is not None]
+            local = torch.tensor([sum(advs), len(advs)], dtype=torch.float32, device=acc.device)  # one dtype on all
+            total, count = acc.reduce(local, "sum").tolist()
+            out.baseline = total / count if count else 0.0
+        out.batches = [out.collate(g) for g in groups]
+        out.sampling_s = sampler.stats.sampling_seconds - before[0]
+        out.scoring_s = sampler.stats.teacher_seconds - before[1]
+        return out
+
+    def close(self, seal: bool = True) -> None:
+        self.on_policy.close(seal)
+
+
+class OnPolicyDraw(Draw):
+    """One step's scored samples on this rank as micro-batches (every rank runs as many, padding
+    with empty ones), and the on-policy terms the step logs."""
+
+    def __init__(self, source: OnPolicySamples, samples: list[Sample], groups, tokens: int, lams, kappas) -> None:
+        super().__init__(source.terms, lams, kappas, source.share, 1.0, source.accelerator.num_processes, len(groups))
+        self.source, self.samples, self.groups = source, samples, groups
+        self.tokens = tokens  # student tokens of every rank's samples: N
+        self.baseline = 0.0  # train.on_policy.baseline: subtracted from every token's advantage
+        self.sampling_s = self.scoring_s = 0.0
+        self.batches: list[dict[str, torch.Tensor]] = []
+
+    def micro_batch(self, k: int) -> dict[str, torch.Tensor]:
+        return self.batches[k]
+
+    def collate(self, group: list[int]) -> dict[str, torch.Tensor]:
+        """The samples of ``group`` as one packed micro-batch (an empty one for a rank with none)."""
+        src = self.source
+        cfg, packing = src.cfg.on_policy, src.cfg.packing
+        if not group:
+            return collate([empty_example(src.pad_id)], [0.0], packing=packing, pad_id=src.pad_id)
+        per_token = 1.0 / max(1, self.tokens)
+        examples, weights = [], []
+        for i in group:
+            smp = self.samples[i]
+            ex, w = smp.example(per_token, cfg.kl_coef, src.on_policy.dense_targets(smp), baseline=self.baseline)
+            examples.append(ex)
+            weights.append(w)
+        kd_weights = [per_token] * len(examples) if cfg.dense_kl > 0 else None
+        return collate(examples, weights, packing=packing, pad_id=src.pad_id, kd_weights=kd_weights)
+
+    def log(self, accelerator) -> dict[str, Any]:
+        """The logged on-policy terms, summed over ranks: the reverse-KL estimate per sample and
+        per student token (−Σ_c r_c), the dense KL per token, and ``loss``, the value of the
+        objective the gradient follows (β·KL per token + κ·dense KL)."""
+        cfg, sampler = self.source.cfg.on_policy, self.source.on_policy
+        ends = [s.end_log_ratio for s in self.samples if s.end_log_ratio is not None]
+        extra = [-sum(s.log_ratio for s in self.samples), float(len(self.samples)), sum(ends), float(len(ends))]
+        dense, kl_sum, n, end_sum, n_end = self.reduced(accelerator, ["dense_kl"], extra)
+        per_token = kl_sum / max(1, self.tokens)
+        sampler.stats.update_seconds += self.seconds
+        self.source.state.on_policy_stats = sampler.stats.as_dict()  # checkpointed: totals survive a resume
+        loss = cfg.kl_coef * per_token + cfg.dense_kl * dense
+        return {
+            "loss": loss,
+            # log p_T(end) − log p_S(end) over the samples whose end was scored (train.on_policy.score_end)
+            "on_policy_end_log_ratio": end_sum / n_end if cfg.score_end and n_end else None,
+            "on_policy_baseline": self.baseline if cfg.baseline != "none" else None,
+            "on_policy_kl": kl_sum / n if n else None,
+            "on_policy_kl_per_token": per_token if n else None,
+            "on_policy_dense_kl": dense if cfg.dense_kl > 0 else None,
+            "on_policy_samples": int(n),
+            "on_policy_tokens": self.tokens,
+            "on_policy_loss": loss,
+            # this process's seconds: writing the samples, the teacher scoring them, their forward and backward
+            "on_policy_sampling_s": self.sampling_s,
+            "on_policy_scoring_s": self.scoring_s,
+            "on_policy_update_s": self.seconds,
+        }
+
+
+def every_rank(stats: OnPolicyStats, accelerator) -> OnPolicyStats:
+    """The on-policy counts and seconds summed over the ranks (each wrote and scored its share)."""
+    names = list(stats.as_dict())
+    total = accelerator.reduce(torch.tensor([float(getattr(stats, k)) for k in names], dtype=torch.float64), "sum")
+    values = dict(zip(names, total.tolist(), strict=True))
+    return OnPolicyStats(**{k: v if k.endswith("seconds") else int(round(v)) for k, v in values.items()})
 
 
 @dataclass

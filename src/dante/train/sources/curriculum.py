@@ -1,6 +1,6 @@
-"""Which records each optimizer step sees (stage 4): the entropy curriculum as the card writes
-it, curricula that pace easy → hard over the run, their ablations, and the split of a global
-batch across ranks and micro-batches.
+"""Which cached records each optimizer step sees (stage 4, the records source): the entropy
+curriculum as the card writes it, curricula that pace easy → hard over the run, and a seeded
+shuffle. (The split of a global batch across ranks and micro-batches: ``sources.base``.)
 
 The records form one stream of positions; step s takes the next global batch from it
 (``batch_sequences`` records, or records until ``batch_tokens`` tokens), so at every step the
@@ -14,9 +14,9 @@ Epoch orders (each epoch a permutation of the records):
                       easy → hard, easy → hard, ...)
 ``shuffle``           a seeded permutation, a new one each epoch
 ``none``              file order
-``entropy_reversed``  descending output_entropy (a diagnostic: hard → easy)
-``entropy_batches``   the entropy order cut into batch-sized blocks, the blocks in a seeded
-                      order each epoch (a diagnostic: batches as alike as the card's, no trend)
+
+A caller can replace the epoch order (``BatchStream(order=...)``, the loop's ``Hooks.epoch_order``):
+the benchmarks' diagnostics of the card's curriculum do (bench/curriculum_diagnosis.py).
 
 Paced orders over the run (``train.pacing``; the last ``full_mix`` share of the run is seeded
 epochs over every record, so the run ends on the full mix):
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dante.cache.records import iter_cache
 from dante.errors import DataError
@@ -64,9 +64,9 @@ def _locate(source: str, rec_id: str) -> str | None:
     return None
 
 
-EPOCH_ORDERS = ("entropy", "shuffle", "none", "entropy_reversed", "entropy_batches")
+EPOCH_ORDERS = ("entropy", "shuffle", "none")
 PACED_ORDERS = ("competence", "buckets")
-NEEDS_ENTROPY = ("entropy", "entropy_reversed", "entropy_batches", *PACED_ORDERS)
+NEEDS_ENTROPY = ("entropy", *PACED_ORDERS)
 
 
 def entropy_order(examples) -> list[int]:
@@ -74,23 +74,18 @@ def entropy_order(examples) -> list[int]:
     return sorted(range(len(examples)), key=lambda i: (examples[i].entropy, examples[i].id))
 
 
+EpochOrder = Callable[[Sequence, int, int, int], list[int]]  # (examples, seed, epoch, block) -> indices
+
+
 def epoch_order(examples, mode: str, seed: int, epoch: int, block: int = 1) -> list[int]:
-    """Indices of ``examples`` in the order epoch ``epoch`` visits them (``block``: records per
-    step, for ``entropy_batches``)."""
+    """Indices of ``examples`` in the order epoch ``epoch`` visits them (``block``: records per step)."""
     n = len(examples)
     if mode == "entropy":
         return entropy_order(examples)
-    if mode == "entropy_reversed":
-        return entropy_order(examples)[::-1]
     if mode == "shuffle":
         order = list(range(n))
         random.Random(seed * 1_000_003 + epoch).shuffle(order)
         return order
-    if mode == "entropy_batches":
-        ranked = entropy_order(examples)
-        blocks = [ranked[k : k + block] for k in range(0, n, max(1, block))]
-        random.Random(seed * 1_000_003 + epoch).shuffle(blocks)
-        return [i for b in blocks for i in b]
     if mode == "none":
         return list(range(n))
     raise ValueError(f"unknown curriculum {mode!r}")
@@ -173,6 +168,7 @@ class BatchStream:
         batch_tokens: int | None,
         run_positions: int | None = None,
         pacing=None,
+        order: EpochOrder | None = None,
     ) -> None:
         if not examples and (batch_sequences or batch_tokens):
             raise DataError("no training records left (empty cache?)", field="train")
@@ -180,8 +176,8 @@ class BatchStream:
         self.mode, self.seed = mode, seed
         self.batch_sequences, self.batch_tokens = batch_sequences, batch_tokens
         self.block = batch_sequences or max(1, round((batch_tokens or 1) / _mean_length(examples or [[0]])))
-        self.paced = None
-        if mode in PACED_ORDERS:
+        self.paced, self.order = None, order
+        if mode in PACED_ORDERS and order is None:
             if run_positions is None or pacing is None:
                 raise ValueError(f"curriculum {mode!r} needs the run's length and train.pacing")
             self.paced = PacedOrder(examples, mode, seed, run_positions=run_positions, block=self.block, pacing=pacing)
@@ -194,7 +190,8 @@ class BatchStream:
         n = len(self.examples)
         epoch = position // n
         if epoch not in self._orders:  # keep one epoch
-            self._orders = {epoch: epoch_order(self.examples, self.mode, self.seed, epoch, self.block)}
+            make = self.order or (lambda ex, seed, e, block: epoch_order(ex, self.mode, seed, e, block))
+            self._orders = {epoch: make(self.examples, self.seed, epoch, self.block)}
         return self._orders[epoch][position % n]
 
     def next_batch(self, cursor: int) -> tuple[list[int], int]:
@@ -226,19 +223,3 @@ def run_positions(steps: int, examples, batch_sequences: int | None, batch_token
     if batch_sequences is not None:
         return steps * batch_sequences
     return max(1, round(steps * (batch_tokens or 1) / _mean_length(examples)))
-
-
-def rank_slice(batch: Sequence[int], rank: int, world: int) -> list[int]:
-    """Contiguous, balanced part of the global batch for one rank (sizes differ by at most 1)."""
-    n = len(batch)
-    start = rank * n // world
-    stop = (rank + 1) * n // world
-    return list(batch[start:stop])
-
-
-def micro_batches(local: Sequence[int], global_size: int, world: int, micro_batch_size: int) -> list[list[int]]:
-    """Split a rank's records into micro-batches. Every rank gets the same number of
-    micro-batches (some possibly empty), so collective operations (DDP/FSDP) stay in step."""
-    per_rank_max = math.ceil(global_size / world)
-    n_micro = max(1, math.ceil(per_rank_max / micro_batch_size))
-    return [list(local[k * len(local) // n_micro : (k + 1) * len(local) // n_micro]) for k in range(n_micro)]

@@ -29,7 +29,8 @@ from dante.config import PeftConfig
 from dante.errors import DanteError
 from dante.layout import MERGED
 from dante.models import load_causal_lm
-from dante.train.losses import TeaAnchor
+from dante.train.model.anchor import TeaAnchor
+from dante.train.model.modules import active_module, parameter_counts
 
 # accelerate's name for the first model's weights in a save_state folder
 CHECKPOINT_WEIGHTS = "model.safetensors"
@@ -116,27 +117,6 @@ def is_peft(model: torch.nn.Module) -> bool:
 def core_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside a PeftModel (its config, forward signature, lm_head), or the model."""
     return model.get_base_model() if is_peft(model) else model
-
-
-def active_module(module: torch.nn.Module) -> torch.nn.Module:
-    """The module that runs in a forward pass: the trained copy inside peft's ``ModulesToSaveWrapper``."""
-    if "peft" not in sys.modules:  # no peft model can exist: skip the import
-        return module
-    from peft.utils.other import ModulesToSaveWrapper
-
-    if isinstance(module, ModulesToSaveWrapper) and module.active_adapters:
-        return module.modules_to_save[module.active_adapters[0]]
-    return module
-
-
-def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameters, each shared tensor counted once (``parameters()`` skips
-    the second name of a tied weight)."""
-    trainable = total = 0
-    for p in model.parameters():
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    return trainable, total
 
 
 class LoraDeltaAnchor(TeaAnchor):

@@ -1,7 +1,8 @@
 """The DANTE objective (stage 4), every formula of the card in one place: CWCE weights w(H),
-the per-token weights u_t and the normaliser D, the weighted masked CE, the TEA anchor and the
-two λ schedules. The train loop (train/loop.py) only combines them; the memory-saving chunked
-form of the CE lives in train/chunked_ce.py.
+the per-token weights u_t and the normaliser D, the weighted masked CE, the sparse top-K KL, the
+on-policy chunk log-ratios and the λ schedules. The terms that use them are units in
+``dante.train.objective.terms``; the fused lm_head form lives in ``chunked_ce``; L_TEA's
+penalty, a hook on the embedding, in ``dante.train.model.anchor``.
 
     L(θ; t)   = λ_CE(t) · L_CWCE(θ) + λ_TEA(t) · L_TEA(θ)
     w(H)      = floor + span / (1 + exp(slope · (H − center)))      card: 0.30, 0.70, 1.5, 1.5
@@ -47,6 +48,7 @@ from dante.config import LossConfig
 from dante.train.align import Chunk
 
 _DEFAULT = LossConfig()
+IGNORE = -100  # the target of a position that is not trained (prompt, padding): torch's ignore_index
 
 
 def cwce_weight(entropy: float | torch.Tensor, cfg: LossConfig = _DEFAULT) -> float | torch.Tensor:
@@ -101,69 +103,6 @@ def lambda_kd(step: int, cfg: LossConfig = _DEFAULT) -> float:
     span = max(1, cfg.ce_ramp_end - cfg.ce_warmup_steps)
     frac = min(1.0, max(0.0, (step - cfg.ce_warmup_steps) / span))
     return cfg.token_kd_start + (cfg.token_kd - cfg.token_kd_start) * frac
-
-
-class Lambdas(NamedTuple):
-    """The weights of one optimizer step's loss terms: λ_CE(t), λ_KD(t), λ_TEA(t)."""
-
-    ce: float
-    kd: float
-    tea: float
-
-    @property
-    def kd_scale(self) -> float:
-        """κ = λ_KD / λ_CE: the KL's weight relative to the CE inside the fused forward sum
-        (``LossParts.objective``), which the step then scales by λ_CE."""
-        return self.kd / self.ce if self.kd > 0 else 0.0
-
-
-def step_lambdas(step: int, total_steps: int, cfg: LossConfig = _DEFAULT) -> Lambdas:
-    """λ_CE, λ_KD and λ_TEA of the 1-based optimizer step ``step`` of ``total_steps``."""
-    return Lambdas(lambda_ce(step, cfg), lambda_kd(step, cfg), lambda_tea(step, total_steps, cfg))
-
-
-class LossParts(NamedTuple):
-    """One micro-batch's loss sums over its completion tokens, by name (``Forward.loss_sums``).
-
-    objective    Σ u_t·CE_t + κ·Σ u_t·KL_t (κ = ``Lambdas.kd_scale``): the only part with
-                 gradients; the two terms are fused because the chunked kernel forms their
-                 gradients in the same logits tile
-    ce           Σ CE_t, unweighted (the log's ``ce`` and the held-out loss)
-    token_kd     Σ u_t·KL_t at the positions with token-level targets (0 without them)
-    weighted_ce  Σ u_t·CE_t
-    """
-
-    objective: torch.Tensor
-    ce: torch.Tensor
-    token_kd: torch.Tensor
-    weighted_ce: torch.Tensor
-
-
-def micro_batch_loss(parts: LossParts, lambdas: Lambdas, denom: float, world: int) -> torch.Tensor:
-    """What one micro-batch back-propagates: λ_CE · objective / D, times the number of ranks
-    (DDP / FSDP average the ranks' gradients; the objective sums them). TEA is added once per
-    step by the loop, on the last micro-batch."""
-    return lambdas.ce * (parts.objective / denom) * world
-
-
-def step_terms(sums: dict[str, float], lambdas: Lambdas, denom: float, completion_tokens: int, tea: float) -> dict:
-    """The logged terms of one optimizer step from its ``LossParts`` summed over micro-batches
-    and ranks (``sums`` by part name):
-
-        loss = λ_CE · L_CWCE + λ_KD · L_KD + λ_TEA · L_TEA,  L_CWCE = Σ u·CE / D,  L_KD = Σ u·KL / D
-
-    ``ce`` is the plain mean token CE of the step; the KD entries only when λ_KD > 0."""
-    cwce = sums["weighted_ce"] / denom
-    token_kd = sums["token_kd"] / denom if lambdas.kd > 0 else None
-    return {
-        "loss": lambdas.ce * cwce + lambdas.kd * (token_kd or 0.0) + lambdas.tea * tea,
-        "cwce": cwce,
-        **({"token_kd": token_kd, "lambda_kd": lambdas.kd} if token_kd is not None else {}),
-        "ce": sums["ce"] / max(1, completion_tokens),
-        "tea": tea,
-        "lambda_ce": lambdas.ce,
-        "lambda_tea": lambdas.tea,
-    }
 
 
 R_FLOOR = 1e-6  # the student's tail mass r_S is clamped here: the KL's gradient scales with r_T / r_S
@@ -300,36 +239,6 @@ def policy_gradient_sum(
     return -(weights.float() * ratio * advantages.detach().float()).sum()
 
 
-def tea_penalty(embedding: torch.Tensor, snapshot: torch.Tensor) -> torch.Tensor:
-    """L_TEA = ‖E − E₀‖²_F, the squared Frobenius distance of the input embedding matrix to its
-    snapshot at initialisation, summed in float32 (bf16 squares of small differences underflow).
-
-    The gradient is 2(E − E₀) on E only; the snapshot must not require grad. With tied
-    embeddings E is also the output projection, so the anchor pulls on both roles at once.
-    """
-    if snapshot.requires_grad:
-        raise ValueError("the TEA snapshot must be detached (not a trainable parameter)")
-    return _SquaredDistance.apply(embedding, snapshot)
-
-
-class _SquaredDistance(torch.autograd.Function):
-    """‖E − E₀‖²_F with one (V × H) temporary: the difference, which backward turns into the
-    gradient 2(E − E₀)·g in place (an embedding-sized allocation costs page faults on CPU)."""
-
-    @staticmethod
-    def forward(ctx, embedding, snapshot):
-        diff = embedding.float() - snapshot.float()
-        flat = diff.reshape(-1)
-        ctx.save_for_backward(diff)
-        ctx.dtype = embedding.dtype
-        return torch.dot(flat, flat)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (diff,) = ctx.saved_tensors  # a second backward (retain_graph) fails torch's in-place version check
-        return diff.mul_(2.0 * grad).to(ctx.dtype), None
-
-
 def weighted_ce_sum(
     logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -378,50 +287,3 @@ def batch_weights(
     each add their share Σ u·CE / D and the sum is the full-batch loss."""
     u = [token_weights(record_weight(h, cfg), n, cfg.normalise) for h, n in zip(entropies, n_completion, strict=True)]
     return u, normaliser(n_completion, u, cfg.normalise)
-
-
-class TeaAnchor(torch.nn.Module):
-    """Holds E(θ₀), a detached copy of only the input embedding matrix, in the parameter dtype,
-    on the parameter's device; a buffer (never in the optimizer, never saved with the model).
-
-    ``attach(model)`` registers a forward hook on the input embedding module: when armed, the
-    hook computes ‖E − E₀‖²_F from the weight the module is actually using in that forward pass.
-    Computing it inside the forward makes it correct under FSDP (the full weight exists only
-    while the module runs) as well as for plain, DDP and tied/untied models. Under FSDP each
-    rank keeps a full copy of E₀ (V×H values): the price of an exact anchor.
-    """
-
-    def __init__(self, embedding_weight: torch.Tensor | None) -> None:
-        super().__init__()
-        if embedding_weight is not None:  # None: a subclass measures the drift without a snapshot
-            self.register_buffer("snapshot", embedding_weight.detach().clone(), persistent=False)
-        self.armed = False
-        self.value: torch.Tensor | None = None
-
-    def attach(self, model: torch.nn.Module, module: torch.nn.Module | None = None) -> TeaAnchor:
-        """Hook the model's input embedding, or ``module`` (the embedding module that actually
-        runs, e.g. the trained copy inside a LoRA student)."""
-        (module or model.get_input_embeddings()).register_forward_hook(self._hook)
-        return self
-
-    def penalty(self, module: torch.nn.Module) -> torch.Tensor:
-        """‖E − E₀‖²_F of the weight ``module`` is using in this forward pass."""
-        weight = module.weight
-        if self.snapshot.device != weight.device:
-            self.snapshot = self.snapshot.to(weight.device)
-        return tea_penalty(weight, self.snapshot)
-
-    def _hook(self, module: torch.nn.Module, args, output) -> None:
-        if self.armed:
-            self.value = self.penalty(module)
-            self.armed = False
-
-    def arm(self) -> None:
-        """Compute the penalty during the next forward pass (the last micro-batch of a step)."""
-        self.armed, self.value = True, None
-
-    def take(self) -> torch.Tensor:
-        value, self.value = self.value, None
-        if value is None:
-            raise RuntimeError("TEA anchor was armed but the input embedding did not run")
-        return value

@@ -3,7 +3,7 @@ student that owns how it loads, what its TEA anchor is, what a checkpoint holds,
 resumes and what the finished run leaves on disk, so the train loop has no branch on the kind.
 
 - ``FullStudent``: full fine-tuning, fp32 master weights, the whole model in every checkpoint.
-- ``LoraStudent``: LoRA adapters through peft (``student.peft``, ``dante.train.lora`` says what
+- ``LoraStudent``: LoRA adapters through peft (``student.peft``, ``dante.train.model.lora`` says what
   TEA means with them); adapter-only checkpoints; the adapter folder plus ``merged/``.
 
 Both also offer what a student that *writes* needs (on-policy training): ``generate`` samples
@@ -23,9 +23,10 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from dante.config import Recipe, save_resolved
 from dante.layout import MERGED
 from dante.models import ResolvedModel, load_causal_lm, load_tokenizer, resolve_model
-from dante.train import lora
-from dante.train.engine import compile_blocks
-from dante.train.losses import TeaAnchor
+from dante.train.model import lora
+from dante.train.model.accelerator import compile_blocks
+from dante.train.model.anchor import TeaAnchor
+from dante.train.model.modules import parameter_counts
 
 
 class FullStudent:
@@ -87,7 +88,7 @@ class FullStudent:
 
     def parameter_counts(self, model: torch.nn.Module) -> tuple[int, int]:
         """(trainable, total), before FSDP shards them."""
-        return lora.parameter_counts(model)
+        return parameter_counts(model)
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -193,7 +194,7 @@ class LoraStudent(FullStudent):
 
     def wrap(self, model: torch.nn.Module, accelerator) -> torch.nn.Module:
         model = lora.apply_lora(model, self.cfg.peft)
-        trainable, total = lora.parameter_counts(model)
+        trainable, total = parameter_counts(model)
         accelerator.print(
             f"LoRA: training {trainable:,} of {total:,} parameters ({trainable / total:.2%}), "
             f"frozen base in {str(model.get_base_model().dtype).removeprefix('torch.')}"

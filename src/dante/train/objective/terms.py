@@ -1,0 +1,299 @@
+"""The objective's terms as units (stage 4). A term owns its slice of the recipe, its λ schedule,
+the tensors it reads from a collated micro-batch, the names it logs, its value on the logits
+(``plain``) and, to run inside the chunked lm_head without the (tokens × V) logits, its tile form
+(``ids`` + ``tile``). The formulas are in ``dante.train.objective.losses``.
+
+A batch source lists the terms its micro-batches train; the first is the *lead*. The forward
+pass returns the parts of a micro-batch keyed by name, ``objective`` being
+
+    objective = Σ_k κ_k · S_k,   κ_k = λ_k(t) / λ_lead(t)   (κ_lead = 1, a term with λ_k = 0 is skipped)
+
+and the source scales it by λ_lead(t) / D (``sources.base``), so a step's loss is Σ_k λ_k · S_k / D.
+
+Adding a term: a ``Term`` subclass with ``name``, ``sources`` and its methods, and
+``register_term`` (a plugin reads its settings from ``train.loss.terms.<name>``, validated by its
+``Settings`` model). The loop does not change; see docs/training.md, "Adding a loss term".
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from pydantic import BaseModel
+
+from dante.config import TrainConfig
+from dante.errors import DanteError
+from dante.train.model.anchor import TeaAnchor
+from dante.train.objective.losses import (
+    IGNORE,
+    lambda_ce,
+    lambda_kd,
+    lambda_tea,
+    sparse_kd_sum,
+    sparse_kl_terms,
+    weighted_ce_sum,
+)
+
+Parts = dict[str, torch.Tensor]  # a micro-batch's sums by name; "objective" is the one with gradients
+Inputs = tuple[torch.Tensor, ...]  # a term's tensors, each (rows, positions, ...) like the batch's targets
+
+
+class Tile(NamedTuple):
+    """One tile of the fused lm_head, as a term's tile form reads it (z = h·Wᵀ of n positions)."""
+
+    z_at: torch.Tensor  # (n, K) the logits at the term's ids (``Term.ids``), gathered before the softmax
+    z_max: torch.Tensor  # (n,) max_i z_i
+    sum_exp: torch.Tensor  # (n,) Σ_i exp(z_i − z_max): log p_i = z_i − z_max − log sum_exp
+
+
+class TileForm(NamedTuple):
+    """A term's share of one tile: its sums (its value, unscaled, under its own name first) and
+    κ times its gradient with respect to the tile's logits, dS/dz_i = row·p_i + Σ_k at_k·1[i = ids_k]."""
+
+    sums: dict[str, torch.Tensor]
+    row: torch.Tensor  # (n,)
+    at: torch.Tensor | None  # (n, K), or None when the term adds nothing at its ids
+
+
+class Term:
+    """One term of the objective. Subclasses set ``name`` and ``sources`` and implement the methods."""
+
+    name: ClassVar[str]  # its value's key in the parts and in metrics.jsonl
+    sources: ClassVar[tuple[str, ...]] = ("records",)  # the batch sources whose micro-batches it trains
+    logs: ClassVar[tuple[str, ...]] = ()  # further sums it returns besides its value (e.g. the plain CE)
+    Settings: ClassVar[type[BaseModel] | None] = None  # a plugin's settings model (train.loss.terms.<name>)
+
+    def weight(self, step: int, total_steps: int) -> float:
+        """λ(t) of the 1-based optimizer step ``step``."""
+        raise NotImplementedError
+
+    def inputs(self, batch: dict[str, torch.Tensor]) -> Inputs | None:
+        """The tensors this term reads from a collated micro-batch (on the device); None: none here."""
+        raise NotImplementedError
+
+    def plain(self, logits: torch.Tensor, targets: torch.Tensor, inputs: Inputs) -> dict[str, torch.Tensor]:
+        """The term's sums on (N, V) logits whose N positions line up with ``targets`` and each input."""
+        raise NotImplementedError
+
+    def ids(self, inputs: Inputs) -> torch.Tensor | None:
+        """(n, K) vocabulary ids whose logits ``tile`` reads (−1 pads), or None for none."""
+        return None
+
+    def tile(self, tile: Tile, inputs: Inputs, scale: float) -> TileForm:
+        """The term on one tile: its sums and κ·gradient (``scale`` = κ)."""
+        raise NotImplementedError
+
+    def log(self, value: float, lam: float) -> dict[str, Any]:
+        """The metrics entries of the step's value (its sum over the global batch over D) and λ."""
+        return {self.name: value, f"lambda_{self.name}": lam}
+
+
+class CrossEntropy(Term):
+    """The card's L_CWCE: Σ_t u_t·CE_t with u_t the CWCE weights (``losses.batch_weights``), λ_CE(t)
+    its schedule. Also sums the plain CE (the log's ``ce``, the held-out loss). Settings:
+    ``train.loss`` (cwce*, normalise, ce_*)."""
+
+    name = "cwce"
+    logs = ("ce",)
+
+    def __init__(self, cfg: TrainConfig | None = None) -> None:
+        self.cfg = (cfg or TrainConfig()).loss
+
+    def weight(self, step: int, total_steps: int) -> float:
+        return lambda_ce(step, self.cfg)
+
+    def inputs(self, batch):
+        return batch["targets"], batch["weights"]
+
+    def plain(self, logits, targets, inputs):
+        weighted, plain = weighted_ce_sum(logits, inputs[0], inputs[1])
+        return {self.name: weighted, self.logs[0]: plain}
+
+    def ids(self, inputs):
+        return inputs[0][:, None]
+
+    def tile(self, tile, inputs, scale):
+        u = inputs[1].float()
+        ce = tile.z_max + tile.sum_exp.log() - tile.z_at.squeeze(1)
+        row, at = (u, -u[:, None]) if scale == 1.0 else (u * scale, -(u * scale)[:, None])
+        return TileForm({self.name: (u * ce).sum(), self.logs[0]: ce.sum()}, row, at)
+
+    def log(self, value, lam):
+        return {"cwce": value, "lambda_ce": lam}
+
+
+class PolicyGradient(CrossEntropy):
+    """The on-policy chunk policy gradient −Σ_j ρ_j·A_j / N (``losses.policy_gradient_sum``): at ρ = 1
+    its gradient is that of Σ_j (A_j / N)·CE_j, so it is the CE with the advantages as weights (β is
+    in the advantages, so λ = 1). Settings: ``train.on_policy`` (kl_coef, baseline, score_end)."""
+
+    name = "policy_gradient"
+    sources = ("on_policy",)
+    logs = ("policy_ce",)
+
+    def weight(self, step, total_steps):
+        return 1.0
+
+    def log(self, value, lam):
+        return {}  # the source logs the sampled reverse KL it estimates (sources.on_policy)
+
+
+class SparseKL(Term):
+    """Σ_t v_t·KL_t against the teacher's top-K at the positions aligned one to one with a teacher
+    token (``losses.sparse_kd_sum``), from the batch's ``kd_ids`` / ``kd_probs`` / ``kd_weights``."""
+
+    reverse: ClassVar[bool] = False
+
+    def inputs(self, batch):
+        if "kd_ids" not in batch:
+            return None
+        ids, probs = batch["kd_ids"], batch["kd_probs"]
+        return ids, probs, batch.get("kd_weights", batch["weights"]) * (ids[..., 0] >= 0)
+
+    def plain(self, logits, targets, inputs):
+        ids, probs, v = inputs
+        keep = v.reshape(-1) > 0
+        kl = sparse_kd_sum(
+            logits.reshape(-1, logits.shape[-1])[keep],
+            ids.reshape(-1, ids.shape[-1])[keep],
+            probs.reshape(-1, probs.shape[-1])[keep],
+            v.reshape(-1)[keep],
+            reverse=self.reverse,
+        )
+        return {self.name: kl}
+
+    def ids(self, inputs):
+        return inputs[0]
+
+    def tile(self, tile, inputs, scale):
+        ids, probs, v = inputs
+        t = sparse_kl_terms(tile.z_at - tile.z_max[:, None] - tile.sum_exp.log()[:, None], ids, probs, self.reverse)
+        value = (v * t.kl).sum()
+        v = v * scale if scale != 1.0 else v
+        return TileForm({self.name: value}, v * t.row, v[:, None] * t.at_ids)
+
+
+class TokenKD(SparseKL):
+    """Token-level distillation from the cached teacher logprobs (not in the card): λ_KD(t)·Σ v·KL / D,
+    forward KL(q ‖ p). Settings: ``train.loss`` (token_kd, token_kd_schedule, token_kd_start)."""
+
+    name = "token_kd"
+
+    def __init__(self, cfg: TrainConfig | None = None) -> None:
+        self.cfg = (cfg or TrainConfig()).loss
+
+    def weight(self, step, total_steps):
+        return lambda_kd(step, self.cfg)
+
+    def log(self, value, lam):
+        return {"token_kd": value, "lambda_kd": lam}
+
+
+class DenseKL(SparseKL):
+    """The dense on-policy term: κ·Σ_j KL_j / N at the sample's one-to-one positions, reverse
+    KL(p ‖ q) by default. Settings: ``train.on_policy`` (dense_kl, dense_direction, top_k)."""
+
+    name = "dense_kl"
+    sources = ("on_policy",)
+
+    def __init__(self, cfg: TrainConfig | None = None) -> None:
+        self.cfg = (cfg or TrainConfig()).on_policy
+        self.reverse = self.cfg.dense_direction == "reverse"
+
+    def weight(self, step, total_steps):
+        return self.cfg.dense_kl
+
+    def log(self, value, lam):
+        return {}  # logged by the on-policy source as on_policy_dense_kl
+
+
+class Tea:
+    """The card's L_TEA = ‖E − E₀‖²_F with λ_TEA(t): a term on the model, not on a micro-batch's
+    logits. The embedding's forward hook (``model.anchor.TeaAnchor``) computes it during the step's
+    last forward pass, so it is right where the weight exists only inside that call (FSDP).
+    Settings: ``train.loss`` (tea, tea_start, tea_end)."""
+
+    name = "tea"
+
+    def __init__(self, cfg: TrainConfig, anchor: TeaAnchor) -> None:
+        self.cfg, self.anchor = cfg.loss, anchor
+
+    def weight(self, step: int, total_steps: int) -> float:
+        return lambda_tea(step, total_steps, self.cfg)
+
+    def arm(self) -> None:
+        self.anchor.arm()
+
+    def take(self) -> torch.Tensor:
+        return self.anchor.take()
+
+    def log(self, value: float, lam: float) -> dict[str, Any]:
+        return {"tea": value, "lambda_tea": lam}
+
+
+# -- the registry -------------------------------------------------------------------------------
+
+REGISTRY: dict[str, type[Term]] = {}
+
+
+def register_term(term: type[Term]) -> type[Term]:
+    """Make ``term`` available to recipes as ``train.loss.terms.<term.name>`` (usable as a decorator)."""
+    if term.Settings is None:
+        raise ValueError(f"term {term.name!r} needs a Settings model for its recipe slice")
+    REGISTRY[term.name] = term
+    return term
+
+
+def source_terms(source: str, cfg: TrainConfig) -> list[Term]:
+    """The logit-level terms a batch source's micro-batches train, the lead first: the built-in ones
+    by their settings, then the registered ones the recipe names under ``train.loss.terms``."""
+    if source == "records":
+        terms: list[Term] = [CrossEntropy(cfg)]
+        if cfg.loss.token_kd > 0:
+            terms.append(TokenKD(cfg))
+    elif source == "on_policy":
+        terms = [PolicyGradient(cfg)]
+        if cfg.on_policy.dense_kl > 0:
+            terms.append(DenseKL(cfg))
+    else:
+        raise ValueError(f"unknown batch source {source!r}")
+    for name, settings in cfg.loss.terms.items():
+        cls = REGISTRY.get(name)
+        if cls is None:
+            raise DanteError(
+                f"no loss term named {name!r} is registered",
+                field=f"train.loss.terms.{name}",
+                hint=f"registered: {', '.join(sorted(REGISTRY)) or 'none'} (dante.train.objective.terms.register_term)",
+            )
+        if source in cls.sources:
+            terms.append(cls(cls.Settings.model_validate(settings)))
+    return terms
+
+
+def scales(terms: list[Term], step: int, total_steps: int) -> tuple[list[float], list[float]]:
+    """(λ_k(t) of each term, κ_k = λ_k(t) / λ_lead(t), 1 for the lead and 0 for a term with λ_k = 0)."""
+    lams = [t.weight(step, total_steps) for t in terms]
+    return lams, [1.0] + [lam / lams[0] if lam > 0 else 0.0 for lam in lams[1:]]
+
+
+def plain_parts(
+    terms: list[Term], kappas: list[float], logits: torch.Tensor, targets: torch.Tensor, inputs: list[Inputs | None]
+) -> Parts:
+    """The parts of a micro-batch from its (N, V) logits: every term's sums and the objective."""
+    parts: Parts = {}
+    objective = None
+    for term, kappa, given in zip(terms, kappas, inputs, strict=True):
+        if given is None or kappa == 0.0:
+            continue
+        sums = term.plain(logits, targets, given)
+        value = sums[term.name]
+        objective = value if objective is None else objective + (value if kappa == 1.0 else kappa * value)
+        parts.update({k: v.detach() for k, v in sums.items()})
+    parts["objective"] = objective if objective is not None else logits.sum() * 0.0
+    return parts
+
+
+def no_target(targets: torch.Tensor) -> torch.Tensor:
+    """Where a position has no target (prompt, padding)."""
+    return targets == IGNORE

@@ -1,0 +1,146 @@
+"""The objective's terms as units (dante.train.objective.terms): a term registered from outside
+the package (here, a z-loss on the log-partition, as PaLM uses) trains through the plain and the
+fused lm_head alike, is logged under its name, and counts in the step's loss; the built-in terms'
+registry and error paths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from pydantic import BaseModel, Field
+from train_helpers import recipe_data
+
+from dante.config import TrainConfig, load_recipe
+from dante.errors import DanteError
+from dante.train.objective.chunked_ce import chunked_parts
+from dante.train.objective.losses import IGNORE
+from dante.train.objective.terms import (
+    REGISTRY,
+    CrossEntropy,
+    DenseKL,
+    PolicyGradient,
+    Term,
+    TileForm,
+    TokenKD,
+    plain_parts,
+    register_term,
+    scales,
+    source_terms,
+)
+
+
+class ZLoss(Term):
+    """Σ_t (log Z_t)² over the positions with a target, Z_t = Σ_i exp(z_ti); dS/dz_i = 2·log Z·p_i."""
+
+    name = "z_loss"
+
+    class Settings(BaseModel):
+        weight: float = Field(1e-3, ge=0.0)
+
+    def __init__(self, settings: ZLoss.Settings) -> None:
+        self.settings = settings
+
+    def weight(self, step, total_steps):
+        return self.settings.weight
+
+    def inputs(self, batch):
+        return ((batch["targets"] != IGNORE).float(),)
+
+    def plain(self, logits, targets, inputs):
+        lse = torch.logsumexp(logits.float(), dim=-1)
+        return {self.name: (inputs[0] * lse * lse).sum()}
+
+    def tile(self, tile, inputs, scale):
+        lse = tile.z_max + tile.sum_exp.log()
+        m = inputs[0]
+        return TileForm({self.name: (m * lse * lse).sum()}, 2.0 * scale * m * lse, None)
+
+
+@pytest.fixture
+def z_loss():
+    register_term(ZLoss)
+    yield ZLoss
+    REGISTRY.pop("z_loss", None)
+
+
+def _problem(seed=0, n=13, d=6, v=11):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(1, n, d, generator=g, requires_grad=True)
+    w = torch.randn(v, d, generator=g, requires_grad=True)
+    targets = torch.randint(0, v, (1, n), generator=g)
+    targets[0, :3] = IGNORE
+    weights = torch.rand(1, n, generator=g) * (targets != IGNORE)
+    return h, w, targets, weights
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 64])
+def test_a_registered_term_fuses_into_the_lm_head_with_the_plain_value_and_gradient(chunk):
+    h, w, targets, weights = _problem()
+    terms = [CrossEntropy(), ZLoss(ZLoss.Settings(weight=0.5))]
+    kappas = [1.0, 0.25]
+    inputs = [(targets, weights), ((targets != IGNORE).float(),)]
+    logits = h @ w.t()
+    plain = plain_parts(terms, kappas, logits, targets, inputs)
+    fused = chunked_parts(h, w, targets, terms, kappas, inputs, chunk_tokens=chunk)
+    lse = torch.logsumexp(logits[0, 3:], dim=-1)
+    assert plain["z_loss"].item() == pytest.approx((lse * lse).sum().item(), rel=1e-6)  # by hand
+    for name in ("objective", "cwce", "ce", "z_loss"):
+        assert fused[name].item() == pytest.approx(plain[name].item(), rel=1e-5), name
+    ga = torch.autograd.grad(plain["objective"], [h, w])
+    gb = torch.autograd.grad(fused["objective"], [h, w])
+    for a, b in zip(ga, gb, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if '"loss"' in line]
+
+
+def test_training_with_a_term_registered_from_outside(tmp_path, student_dir, tiny_cache, z_loss):
+    """Adding a term = its unit + its settings: nothing in the loop changes. The term is logged with
+    its λ, the step's loss is Σ λ·value, and a strong z-loss shrinks the log-partition it penalises."""
+    from dante.train.loop import train
+
+    def run(name, **loss):
+        data = recipe_data(tmp_path / name, student_dir, tiny_cache, steps=8, lr=3e-2, loss={"tea": False, **loss})
+        return _rows(train(load_recipe(data=data)).metrics_path)
+
+    strong = run("strong", terms={"z_loss": {"weight": 1.0}})
+    weak = run("weak", terms={"z_loss": {"weight": 1e-9}})
+    without = run("plain")
+    assert all("z_loss" in r and r["lambda_z_loss"] == 1.0 for r in strong)
+    assert all("z_loss" not in r for r in without)
+    for r in strong:
+        assert r["loss"] == pytest.approx(r["lambda_ce"] * r["cwce"] + 1.0 * r["z_loss"], rel=1e-9)
+    assert strong[0]["z_loss"] == pytest.approx(weak[0]["z_loss"], rel=1e-6)  # the same first batch and weights
+    assert weak[0]["cwce"] == pytest.approx(without[0]["cwce"], rel=1e-6)
+    assert strong[-1]["z_loss"] < 0.9 * weak[-1]["z_loss"]  # the term is what the gradient follows
+
+
+def test_terms_per_source_and_their_weights():
+    cfg = TrainConfig.model_validate(
+        {"loss": {"token_kd": 0.3}, "on_policy": {"fraction": 0.5, "dense_kl": 1.0, "top_k": 5}}
+    )
+    assert [type(t) for t in source_terms("records", cfg)] == [CrossEntropy, TokenKD]
+    assert [type(t) for t in source_terms("on_policy", cfg)] == [PolicyGradient, DenseKL]
+    lams, kappas = scales(source_terms("records", cfg), 1, 10)
+    assert lams == [0.7, 0.3] and kappas == [1.0, pytest.approx(0.3 / 0.7)]  # λ_CE(1) = 0.7 (card)
+    plain = TrainConfig.model_validate({"loss": {"token_kd": 0.3, "token_kd_schedule": True}})
+    assert scales(source_terms("records", plain), 1, 10)[1] == [1.0, 0.0]  # λ_KD(1) = 0: left out
+
+
+def test_an_unknown_term_is_a_clear_error():
+    cfg = TrainConfig.model_validate({"loss": {"terms": {"nope": {}}}})
+    with pytest.raises(DanteError, match="no loss term named 'nope'") as err:
+        source_terms("records", cfg)
+    assert err.value.field == "train.loss.terms.nope"
+
+
+def test_a_term_without_settings_cannot_be_registered():
+    class Bare(Term):
+        name = "bare"
+
+    with pytest.raises(ValueError, match="Settings"):
+        register_term(Bare)
