@@ -154,6 +154,9 @@ def dataset_card(cache_dir: Path, records: list[CacheRecord], sch, num_bytes: in
         "",
         "The record fields of dante's cache (docs/teachers.md). `sampling` is JSON text; `token_logprobs` "
         "holds, per generated token, its bytes and logprob and the top-K alternatives (null when not stored).",
+        "A thinking teacher's records also hold `teacher_reasoning` (its thinking; `teacher_text` is the answer "
+        "alone), `reasoning_tokens` (how many of the output's tokens are the thinking's, first in `token_logprobs`), "
+        "`reasoning_status` (complete, cut at the length limit, or no_answer) and `answer_entropy`; null otherwise.",
         "",
     ]
     return "\n".join(lines)

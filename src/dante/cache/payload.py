@@ -100,10 +100,13 @@ def decode(data: dict[str, Any]) -> TokenLogprobs:
     return TokenLogprobs(tokens, [float(x) for x in lps[:, 0]] if len(lps) else [], top)
 
 
-def problems(data: dict[str, Any], teacher_text: str, completion_tokens: int | None) -> list[tuple[str, str]]:
+def problems(
+    data: dict[str, Any], teacher_text: str, completion_tokens: int | None, reasoning_tokens: int | None = None
+) -> list[tuple[str, str]]:
     """(field, message) for everything wrong with a record's payload: as many entries as
     completion tokens, logprobs ≤ 0 and finite, tokens that join to ``teacher_text`` (or decode
-    to it with U+FFFD for invalid UTF-8)."""
+    to it with U+FFFD for invalid UTF-8). With reasoning, the tokens after the first
+    ``reasoning_tokens`` (the thinking's) join to the whitespace before the answer and the answer."""
     try:
         vocab, ids, lps, pad = decode_arrays(data)
     except ValueError as exc:
@@ -116,7 +119,10 @@ def problems(data: dict[str, Any], teacher_text: str, completion_tokens: int | N
         found.append(("token_logprobs.logprobs", "not finite"))
     elif real.size and float(real.max()) > 1e-3:  # float16 rounds a logprob near 0 to at most +0
         found.append(("token_logprobs.logprobs", f"logprob {float(real.max()):.4g} > 0"))
-    joined = b"".join(vocab[int(i)] for i in ids[:, 0]) if len(ids) else b""
+    answer_ids = ids[reasoning_tokens or 0 :] if len(ids) else ids
+    joined = b"".join(vocab[int(i)] for i in answer_ids[:, 0]) if len(answer_ids) else b""
+    if reasoning_tokens:
+        joined = joined.lstrip(b" \t\r\n")
     # a generation that is not valid UTF-8 is decoded with U+FFFD for each bad sequence, as the
     # engines' tokenizers do: its payload is still the right one (alignment skips such records)
     if joined != teacher_text.encode("utf-8") and joined.decode("utf-8", errors="replace") != teacher_text:

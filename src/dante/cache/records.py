@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -27,6 +27,9 @@ from dante.layout import CACHE_MANIFEST, expand_folders, is_pattern
 from dante.prompts import record_id
 
 CARD_FIELDS = ("prompt", "teacher_text", "output_entropy", "self_consistency", "difficulty_score")
+
+
+REASONING_FIELDS = ("teacher_reasoning", "reasoning_tokens", "reasoning_status", "answer_entropy")
 
 
 class CacheRecord(BaseModel):
@@ -54,8 +57,18 @@ class CacheRecord(BaseModel):
     token_logprobs: dict[str, Any] | None = Field(
         None,
         description="Per generated token: bytes, logprob and top-K alternatives (teacher.store_logprobs; "
-        "dante.cache.payload).",
+        "dante.cache.payload). With reasoning: every output token, the thinking's first.",
     )
+    teacher_reasoning: str | None = Field(
+        None, description="A thinking teacher's reasoning before its answer (teacher_text is the answer alone)."
+    )
+    reasoning_tokens: int | None = Field(
+        None, ge=0, description="How many of the output's tokens (payload, entropy) are the reasoning's."
+    )
+    reasoning_status: Literal["complete", "cut", "no_answer"] | None = Field(
+        None, description="complete; cut (the thinking hit the length limit); no_answer (nothing after it)."
+    )
+    answer_entropy: float | None = Field(None, description="output_entropy over the answer's tokens alone.")
 
     @field_validator("token_logprobs")
     @classmethod
@@ -108,7 +121,11 @@ class CacheRecord(BaseModel):
             self.id = record_id(self.prompt, self.source or "", self.system)
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json", exclude_none=False), ensure_ascii=False, separators=(",", ":"))
+        data = self.model_dump(mode="json", exclude_none=False)
+        for key in REASONING_FIELDS:  # a teacher that does not think writes records as before
+            if data.get(key) is None:
+                data.pop(key, None)
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -271,7 +288,7 @@ def validate_cache(path: CachePaths) -> tuple[int, list[Problem]]:
         checked += 1
         problems += line_problems
         if rec is not None and rec.token_logprobs is not None:
-            found = payload_problems(rec.token_logprobs, rec.teacher_text, rec.completion_tokens)
+            found = payload_problems(rec.token_logprobs, rec.teacher_text, rec.completion_tokens, rec.reasoning_tokens)
             problems += [Problem(file, lineno, fld, msg) for fld, msg in found]
         if rec is not None and rec.id is not None:
             digest = hashlib.sha1(json.dumps(rec.model_dump(), sort_keys=True).encode()).hexdigest()

@@ -28,6 +28,7 @@ from dante.progress import stage_progress
 from dante.prompts import Prompt, prompt_set
 from dante.teacher import Completion, Teacher, batch, make_teacher
 from dante.teacher.base import Generation, sampling_settings
+from dante.teacher.reasoning import Split, status
 
 
 @dataclass
@@ -124,7 +125,19 @@ def make_record(
         token_logprobs=encode(c.main.token_logprobs, store_logprobs)
         if store_logprobs and c.main.token_logprobs is not None
         else None,
+        teacher_reasoning=c.main.reasoning,
+        reasoning_tokens=c.main.reasoning_tokens if c.main.reasoning is not None else None,
+        reasoning_status=reasoning_status(c.main),
+        answer_entropy=c.main.answer_entropy,
     )
+
+
+def reasoning_status(gen) -> str | None:
+    """complete / cut / no_answer of a thinking teacher's output (``dante.teacher.reasoning.status``)."""
+    if gen.reasoning is None:
+        return None
+    split = Split(gen.reasoning, gen.text, closed=gen.reasoning_closed, source=gen.reasoning_source)
+    return status(split, gen.finish_reason)
 
 
 def _now() -> str:
@@ -256,7 +269,9 @@ class LogprobCheck:
         c["payload"] += main.token_logprobs is not None
         self.writer.manifest_base["logprobs_returned"] = dict(c)
         missing_entropy = cfg.top_logprobs > 0 and main.token_entropies is None
-        missing_payload = cfg.store_logprobs > 0 and main.token_logprobs is None
+        # logprobs came, but over a thinking output they do not spell: counted by ReasoningCheck, not missing
+        unmatched = main.reasoning is not None and (main.token_entropies is not None or not cfg.top_logprobs)
+        missing_payload = cfg.store_logprobs > 0 and main.token_logprobs is None and not unmatched
         if not (missing_entropy or missing_payload) or self.warned:
             return
         self.warned = True
@@ -276,6 +291,43 @@ class LogprobCheck:
         )
 
 
+class ReasoningCheck:
+    """What a thinking teacher did, in the manifest (``reasoning``): records with reasoning by where
+    it was found (a message field's name, or inline markers) and by status (complete, cut,
+    no_answer), reasoning returned while ``teacher.thinking`` is off, and payloads left out because
+    the logprobs did not spell the text. Says once when the teacher thinks although told not to, and
+    when thinking hit the length limit; nothing is dropped."""
+
+    def __init__(self, cfg: TeacherConfig, writer: CacheWriter, console: Console) -> None:
+        self.cfg, self.writer, self.console = cfg, writer, console
+        self.counts: dict[str, Any] = {"records": 0, "with_reasoning": 0, "source": {}, "status": {}}
+        self.counts.update(while_off=0, payload_not_matching=0)
+        self.said: set[str] = set()
+
+    def __call__(self, main: Generation, status_: str | None) -> None:
+        c = self.counts
+        c["records"] += 1
+        if main.reasoning is not None:
+            c["with_reasoning"] += 1
+            c["source"][main.reasoning_source] = c["source"].get(main.reasoning_source, 0) + 1
+            c["status"][status_] = c["status"].get(status_, 0) + 1
+            c["while_off"] += self.cfg.thinking == "off"
+            c["payload_not_matching"] += self.cfg.store_logprobs > 0 and main.token_logprobs is None
+            if self.cfg.thinking == "off":
+                self.say("off", "the teacher returned reasoning although teacher.thinking is off: kept, and counted")
+            if status_ == "cut":
+                self.say(
+                    "cut", "a record's thinking hit the length limit (reasoning_status: cut; raise max_new_tokens)"
+                )
+        if c["with_reasoning"] or self.cfg.thinking != "auto":
+            self.writer.manifest_base["reasoning"] = {**c, "thinking": self.cfg.thinking}
+
+    def say(self, key: str, text: str) -> None:
+        if key not in self.said:
+            self.said.add(key)
+            self.console.print(f"[yellow]note[/]: {text}; the manifest's reasoning counts them", highlight=False)
+
+
 class RecordSink:
     """Each finished completion becomes a record in ``writer`` (after the logprob check) and is
     counted in ``summary``: the one path from a teacher's answer to the cache, for every engine."""
@@ -286,6 +338,7 @@ class RecordSink:
         self.recipe, self.writer, self.summary, self.teacher_name = recipe, writer, summary, teacher_name
         self.sampling = sampling_settings(recipe.teacher)
         self.check = LogprobCheck(recipe.teacher, writer, console)
+        self.reasoning = ReasoningCheck(recipe.teacher, writer, console)
         self.entropy_sum, self.entropy_count = 0.0, 0
         summary.teacher = teacher_name
 
@@ -300,6 +353,7 @@ class RecordSink:
             self.recipe.cache.difficulty_entropy_scale,
             cfg.store_logprobs,
         )
+        self.reasoning(c.main, rec.reasoning_status)
         self.writer.add(rec)
         summary.written += 1
         summary.completion_tokens += sum(g.completion_tokens or 0 for g in [c.main, *c.samples])

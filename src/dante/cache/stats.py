@@ -63,6 +63,7 @@ def cache_stats(path: str | Path | list[Path], records: list[CacheRecord] | None
     def share_null(values: list[float]) -> float:
         return (n - len(values)) / n if n else 0.0
 
+    thinking = [r for r in records if r.teacher_reasoning is not None]
     with_payload = [r for r in records if r.token_logprobs is not None]
     payload_chars = sum(payload_bytes(r.token_logprobs) for r in with_payload)
     payload_tokens = sum(int(r.token_logprobs.get("n", 0)) for r in with_payload)
@@ -85,6 +86,13 @@ def cache_stats(path: str | Path | list[Path], records: list[CacheRecord] | None
             "tokens": payload_tokens,
             "bytes": payload_chars,
             "bytes_per_token": payload_chars / payload_tokens if payload_tokens else None,
+        },
+        "reasoning": {
+            "records": len(thinking),
+            "status": dict(Counter(r.reasoning_status or "unknown" for r in thinking).most_common()),
+            "reasoning_tokens": sum(r.reasoning_tokens or 0 for r in thinking),
+            "reasoning_chars": _summary([float(len(r.teacher_reasoning)) for r in thinking]),
+            "answer_entropy": _summary([r.answer_entropy for r in thinking if r.answer_entropy is not None]),
         },
         "null_share": {
             "output_entropy": share_null(entropies),
@@ -109,6 +117,14 @@ def render_stats(stats: dict[str, Any]) -> Group:
             "token logprobs",
             f"{tl['records']} records, top-{tl['k']}, {tl['tokens']} tokens, {tl['bytes'] / 2**20:.2f} MiB "
             f"({tl['bytes_per_token']:.0f} bytes per token)",
+        )
+    rs = stats.get("reasoning") or {}
+    if rs.get("records"):
+        chars = rs["reasoning_chars"]
+        top.add_row(
+            "reasoning",
+            f"{rs['records']} records ({', '.join(f'{k}: {v}' for k, v in rs['status'].items())}), "
+            f"{rs['reasoning_tokens']} thinking tokens, {chars['mean']:.0f} characters on average",
         )
 
     dist = Table(title="metadata", title_justify="left")

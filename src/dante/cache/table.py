@@ -29,6 +29,10 @@ COLUMNS = (
     "consistency_samples",
     "source",
     "token_logprobs",
+    "teacher_reasoning",
+    "reasoning_tokens",
+    "reasoning_status",
+    "answer_entropy",
 )
 
 
@@ -62,6 +66,10 @@ def schema():
             ("consistency_samples", pa.int64()),
             ("source", pa.string()),
             ("token_logprobs", payload),
+            ("teacher_reasoning", pa.string()),
+            ("reasoning_tokens", pa.int64()),
+            ("reasoning_status", pa.string()),
+            ("answer_entropy", pa.float64()),
         ]
     )
 
@@ -84,6 +92,9 @@ def to_row(rec: Any) -> dict[str, Any]:
 def from_row(row: dict[str, Any]) -> dict[str, Any]:
     """A Parquet row (an export, or any table with the record's columns) as a record's JSON object."""
     obj = dict(row)
+    for key in ("teacher_reasoning", "reasoning_tokens", "reasoning_status", "answer_entropy"):
+        if obj.get(key) is None:  # a table of a teacher that does not think, or an older export
+            obj.pop(key, None)
     if isinstance(obj.get("sampling"), str):
         obj["sampling"] = json.loads(obj["sampling"])
     payload = obj.get("token_logprobs")

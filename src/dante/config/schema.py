@@ -143,6 +143,15 @@ class TeacherConfig(Section):
         "auto stops when store_logprobs > 0 and warns otherwise.",
     )
     batch_size: int = Field(8, ge=1, description="Prompts per generate call (hf) or per submitted chunk (vllm).")
+    thinking: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="A thinking teacher's switch: auto leaves the model's default; on / off set the chat template's "
+        "enable_thinking (hf and vllm templates; chat_template_kwargs for vLLM/SGLang servers). Reasoning the "
+        "teacher returns is kept apart from the answer either way (docs/teachers.md, 'Thinking teachers').",
+    )
+    reasoning_effort: Literal["low", "medium", "high"] | None = Field(
+        None, description="A hosted reasoning API's effort setting (openai backend: the request's reasoning_effort)."
+    )
     seed: int = Field(42, description="Sampling seed for self-consistency samples.")
     # self-consistency
     consistency_samples: int = Field(

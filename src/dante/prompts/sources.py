@@ -57,12 +57,13 @@ class Prompt:
         return [*msgs, {"role": "user", "content": self.prompt}]
 
 
-def render_prompt(prompt: Prompt, tokenizer: Any = None, use_chat_template: bool = True) -> str:
+def render_prompt(prompt: Prompt, tokenizer: Any = None, use_chat_template: bool = True, thinking: str = "auto") -> str:
     """Text the teacher continues: the tokenizer's chat template (with the generation prompt)
-    when asked for and present; otherwise the raw text (system, blank line, prompt; a
-    conversation's turns joined by blank lines)."""
+    when asked for and present, its thinking switch set unless ``thinking`` is auto; otherwise
+    the raw text (system, blank line, prompt; a conversation's turns joined by blank lines)."""
     if use_chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(prompt.chat(), tokenize=False, add_generation_prompt=True)
+        switch = {} if thinking == "auto" else {"enable_thinking": thinking == "on"}
+        return tokenizer.apply_chat_template(prompt.chat(), tokenize=False, add_generation_prompt=True, **switch)
     return "\n\n".join(str(m["content"]) for m in prompt.chat())
 
 

@@ -30,11 +30,25 @@ class Generation:
     token_entropies: list[float] | None = None  # nats per generated token; None without logprobs
     prompt_tokens: int | None = None
     token_logprobs: TokenLogprobs | None = None  # per-token bytes, logprob and top-K (store_logprobs > 0)
+    # a thinking teacher (dante.teacher.reasoning): ``text`` is the answer alone
+    reasoning: str | None = None  # its thinking, None when it did not think
+    reasoning_tokens: int | None = None  # how many of the output's tokens (entropies, payload) are the thinking's
+    reasoning_source: str | None = None  # where the thinking was found: a message field's name, or "inline"
+    reasoning_closed: bool = True  # the thinking ended (False: cut, e.g. by max_new_tokens)
 
     @property
     def output_entropy(self) -> float | None:
-        """Mean of ``token_entropies`` (``dante.teacher.entropy.output_entropy``)."""
+        """Mean of ``token_entropies`` (``dante.teacher.entropy.output_entropy``): over every generated
+        token, the thinking's included."""
         return output_entropy(self.token_entropies)
+
+    @property
+    def answer_entropy(self) -> float | None:
+        """The same mean over the answer's tokens alone (None without reasoning or when the answer's
+        tokens could not be told apart)."""
+        if self.reasoning is None or self.reasoning_tokens is None or self.token_entropies is None:
+            return None
+        return output_entropy(self.token_entropies[self.reasoning_tokens :])
 
 
 @dataclass

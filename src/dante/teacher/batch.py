@@ -178,11 +178,14 @@ def completions(recipe: Recipe, prompts: list[Prompt], results: Results) -> tupl
         if not all(cid in results.bodies for cid in ids):
             continue  # not answered (yet)
         try:
-            main = parse_response(results.bodies[p.id], api, request.main.top_logprobs, 1, request.main.store_logprobs)
+            thinking = recipe.teacher.thinking
+            main = parse_response(
+                results.bodies[p.id], api, request.main.top_logprobs, 1, request.main.store_logprobs, thinking
+            )
             samples: list[Generation] = []
             if request.consistency is not None:
                 n = request.consistency.n
-                samples = parse_response(results.bodies[p.id + SAMPLES], api, 0, n)
+                samples = parse_response(results.bodies[p.id + SAMPLES], api, 0, n, thinking=thinking)
                 if len(samples) < n:
                     raise ValueError(f"{len(samples)} of the {n} consistency samples")
         except ValueError as exc:

@@ -18,6 +18,7 @@ import torch
 from dante.config import TeacherConfig
 from dante.models import default_device, load_causal_lm, load_tokenizer, resolve_dtype, resolve_model
 from dante.prompts import Prompt, render_prompt
+from dante.teacher import reasoning
 from dante.teacher.base import Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy_from_logits, topk_entropy_from_top
 from dante.tokens import TokenBytes, TokenLogprobs, from_ids
@@ -113,7 +114,7 @@ class HFTeacher(Teacher):
         return {"device_type": str(self.device).split(":")[0], "device_count": 1}
 
     def render(self, prompt: Prompt) -> str:
-        return render_prompt(prompt, self.tokenizer, self.cfg.use_chat_template)
+        return render_prompt(prompt, self.tokenizer, self.cfg.use_chat_template, self.cfg.thinking)
 
     def _uses_template(self) -> bool:
         return bool(self.cfg.use_chat_template and getattr(self.tokenizer, "chat_template", None))
@@ -165,16 +166,15 @@ class HFTeacher(Teacher):
             if stored is not None:
                 chosen, top_ids, top_lps = (part[row][:length] for part in stored)
                 payload = from_ids(self.token_bytes, ids[:length], chosen, top_ids, top_lps)
-            gens.append(
-                Generation(
-                    text=text,
-                    completion_tokens=length,
-                    finish_reason=finish,
-                    token_entropies=entropies[row][:length] if entropies is not None else None,
-                    prompt_tokens=int(prompt_lens[row // (n if sample else 1)]),
-                    token_logprobs=payload,
-                )
+            gen = Generation(
+                text=text,
+                completion_tokens=length,
+                finish_reason=finish,
+                token_entropies=entropies[row][:length] if entropies is not None else None,
+                prompt_tokens=int(prompt_lens[row // (n if sample else 1)]),
+                token_logprobs=payload,
             )
+            gens.append(reasoning.separate(gen, self.cfg.thinking))
         per = n if sample else 1
         grouped = [gens[i * per : (i + 1) * per] for i in range(len(prompts))]
         if not sample and n > 1:  # greedy samples are all the same completion

@@ -24,6 +24,7 @@ import httpx
 from dante.config import TeacherConfig, redact_url
 from dante.errors import DanteError
 from dante.prompts import Prompt, render_prompt
+from dante.teacher import reasoning
 from dante.teacher.base import Completion, Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy
 from dante.tokens import TokenLogprobs
@@ -116,18 +117,29 @@ def _payload_completions(lp: dict[str, Any], store: int) -> TokenLogprobs:
     )
 
 
-def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0) -> Generation:
+def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0, thinking: str = "auto") -> Generation:
     """One ``choices[i]`` of a chat or completions response -> Generation (KeyError/TypeError if
-    malformed); ``store`` K > 0 also keeps the per-token payload when the server sent logprobs."""
+    malformed); ``store`` K > 0 also keeps the per-token payload when the server sent logprobs.
+
+    A thinking teacher's reasoning is kept apart (``dante.teacher.reasoning``): from the message's
+    reasoning field, else from inline markers (not with ``thinking`` off, where a literal marker is
+    text). Its logprobs cover the thinking too: the entropies and the payload keep every token,
+    ``reasoning_tokens`` says how many come first."""
     entropies = None
     tokens = None
     payload = None
+    pieces: list[bytes] | None = None
     lp = choice.get("logprobs")
     if api == "chat":
-        text = choice["message"]["content"] or ""
+        message = choice["message"]
+        text = message["content"] or ""
+        if not isinstance(text, str):
+            raise TypeError("completion text is not a string")
+        split = reasoning.from_message(message, text) if thinking != "off" else reasoning.from_field(message, text)
         content = lp.get("content") if isinstance(lp, dict) else None
         if content is not None:
             tokens = len(content)
+            pieces = [token_bytes(t["token"], t.get("bytes")) for t in content]
             if k > 0:
                 entropies = [
                     topk_entropy(_top_values(t.get("top_logprobs"), k) or [float(t["logprob"])]) for t in content
@@ -136,8 +148,12 @@ def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0) -> Ge
                 payload = _payload_chat(content, store)
     else:
         text = choice["text"]
+        if not isinstance(text, str):
+            raise TypeError("completion text is not a string")
+        split = reasoning.split_inline(text) if thinking != "off" else reasoning.Split(None, text)
         if isinstance(lp, dict) and lp.get("tokens") is not None:
             tokens = len(lp["tokens"])
+            pieces = [token_bytes(t) for t in lp["tokens"]]
             if k > 0 and lp.get("top_logprobs") is not None:
                 tops, own = lp["top_logprobs"], lp.get("token_logprobs") or [None] * tokens
                 entropies = [
@@ -146,14 +162,21 @@ def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0) -> Ge
                 ]
             if store > 0:
                 payload = _payload_completions(lp, store)
-    if not isinstance(text, str):
-        raise TypeError("completion text is not a string")
+    first_answer = None
+    if split.reasoning is not None and pieces is not None:
+        first_answer = reasoning.answer_start(pieces, split.answer)
+        if first_answer is None:
+            payload = None  # the tokens do not spell the stored text: no payload rather than a wrong one
     return Generation(
-        text=text,
+        text=split.answer,
         completion_tokens=tokens,
         finish_reason=choice.get("finish_reason"),
         token_entropies=entropies,
         token_logprobs=payload,
+        reasoning=split.reasoning,
+        reasoning_tokens=first_answer,
+        reasoning_source=split.source,
+        reasoning_closed=split.closed,
     )
 
 
@@ -182,11 +205,11 @@ def parse_echo(data: Any, start: int, text: str, k: int) -> TokenLogprobs | None
     return out if b"".join(out.tokens) == text.encode("utf-8") else None
 
 
-def parse_response(data: Any, api: str, k: int, n: int, store: int = 0) -> list[Generation]:
+def parse_response(data: Any, api: str, k: int, n: int, store: int = 0, thinking: str = "auto") -> list[Generation]:
     """A whole response body -> its Generations (ordered by ``index``); ValueError if malformed."""
     try:
         choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-        gens = [parse_choice(c, api, k, store) for c in choices]
+        gens = [parse_choice(c, api, k, store, thinking) for c in choices]
         usage = data.get("usage") or {}
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"malformed response ({type(exc).__name__}: {exc})") from None
@@ -196,6 +219,9 @@ def parse_response(data: Any, api: str, k: int, n: int, store: int = 0) -> list[
         g.prompt_tokens = usage.get("prompt_tokens")
         if g.completion_tokens is None and len(gens) == 1 and n == 1:
             g.completion_tokens = usage.get("completion_tokens")
+            details = usage.get("completion_tokens_details") or {}
+            if g.reasoning is not None and g.reasoning_tokens is None:  # no logprobs: the API's own count
+                g.reasoning_tokens = details.get("reasoning_tokens")
     return gens
 
 
@@ -222,6 +248,10 @@ def request_body(cfg: TeacherConfig, prompt: Prompt, sampling: Sampling) -> dict
         body["messages"] = render_request(cfg, prompt)
         if k > 0:
             body.update(logprobs=True, top_logprobs=k)
+        if cfg.thinking != "auto":  # vLLM's and SGLang's switch into the model's chat template
+            body["chat_template_kwargs"] = {"enable_thinking": cfg.thinking == "on"}
+    if cfg.reasoning_effort is not None:
+        body["reasoning_effort"] = cfg.reasoning_effort
     else:
         body["prompt"] = render_request(cfg, prompt)
         if k > 0:
@@ -294,7 +324,12 @@ class OpenAITeacher(Teacher):
                     if parse is not None:
                         return parse(resp.json())
                     return parse_response(
-                        resp.json(), cfg.openai.api, sampling.top_logprobs, body["n"], sampling.store_logprobs
+                        resp.json(),
+                        cfg.openai.api,
+                        sampling.top_logprobs,
+                        body["n"],
+                        sampling.store_logprobs,
+                        cfg.thinking,
                     )
                 excerpt = self._scrub(resp.text)[:300].strip()  # scrub first: a cut could split the key
                 if resp.status_code in RETRY_STATUS or resp.status_code >= 500:

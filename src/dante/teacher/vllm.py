@@ -13,6 +13,7 @@ from dante.config import TeacherConfig
 from dante.errors import DanteError
 from dante.models import resolve_model
 from dante.prompts import Prompt, render_prompt
+from dante.teacher import reasoning
 from dante.teacher.base import Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy
 from dante.tokens import TokenBytes, TokenLogprobs, from_ids
@@ -77,13 +78,15 @@ def generation_from_vllm(
 
 
 def generations_from_request_outputs(
-    outputs: Sequence[Any], k: int, store: int = 0, token_bytes: TokenBytes | None = None
+    outputs: Sequence[Any], k: int, store: int = 0, token_bytes: TokenBytes | None = None, thinking: str = "auto"
 ) -> list[list[Generation]]:
-    """A list of vLLM ``RequestOutput`` (in prompt order) -> n Generations per prompt."""
+    """A list of vLLM ``RequestOutput`` (in prompt order) -> n Generations per prompt (a thinking
+    model's inline reasoning kept apart, ``dante.teacher.reasoning.separate``)."""
     result = []
     for ro in outputs:
         n_prompt = len(ro.prompt_token_ids) if getattr(ro, "prompt_token_ids", None) is not None else None
-        result.append([generation_from_vllm(c, k, n_prompt, store, token_bytes) for c in ro.outputs])
+        gens = [generation_from_vllm(c, k, n_prompt, store, token_bytes) for c in ro.outputs]
+        result.append([reasoning.separate(g, thinking) for g in gens])
     return result
 
 
@@ -132,7 +135,7 @@ class VLLMTeacher(Teacher):
         }
 
     def render(self, prompt: Prompt) -> str:
-        return render_prompt(prompt, self.tokenizer, self.cfg.use_chat_template)
+        return render_prompt(prompt, self.tokenizer, self.cfg.use_chat_template, self.cfg.thinking)
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Generation]]:
         from vllm import SamplingParams
@@ -155,7 +158,7 @@ class VLLMTeacher(Teacher):
         )
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         return generations_from_request_outputs(
-            outputs, sampling.top_logprobs, sampling.store_logprobs, self.token_bytes
+            outputs, sampling.top_logprobs, sampling.store_logprobs, self.token_bytes, self.cfg.thinking
         )
 
     def score(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dante.cache.payload import decode
-from dante.tokens import TokenBytes
+from dante.tokens import TokenBytes, TokenLogprobs
 from dante.train.align import align
 
 
@@ -77,7 +77,7 @@ def kd_targets(
     if not completion_text.startswith(text):
         stats.template_changed += 1
         return None
-    payload = decode(rec.token_logprobs)
+    payload = answer_payload(decode(rec.token_logprobs), getattr(rec, "reasoning_tokens", None))
     inside = [j for j, (a, b) in enumerate(offsets) if a < b <= len(text)]
     chunks = align(payload.tokens, text, [offsets[j] for j in inside])
     if chunks is None:
@@ -89,6 +89,17 @@ def kd_targets(
     stats.positions += len(found.positions)
     stats.mapped_mass += sum(min(1.0, sum(p)) for p in found.probs)
     return KDTargets([inside[j] for j in found.positions], found.ids, found.probs)
+
+
+def answer_payload(payload: TokenLogprobs, reasoning_tokens: int | None) -> TokenLogprobs:
+    """The answer's part of a thinking teacher's payload (its tokens after the reasoning's, less
+    whitespace-only ones before the answer); the whole payload without reasoning."""
+    if not reasoning_tokens:
+        return payload
+    start = reasoning_tokens
+    while start < len(payload.tokens) and not payload.tokens[start].strip():
+        start += 1
+    return TokenLogprobs(payload.tokens[start:], payload.logprobs[start:], payload.top[start:])
 
 
 def one_to_one_targets(top: list[list[tuple[bytes, float]]], chunks, vocab: StudentVocab) -> KDTargets:
