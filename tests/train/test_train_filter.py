@@ -35,7 +35,7 @@ def test_each_reason_drops_what_it_should_and_counts_it_once():
     assert kept == RECORDS and counts.as_dict() == {
         "read": 5,
         "kept": 5,
-        "dropped": {"truncated": 0, "no_answer": 0, "low_consistency": 0},
+        "dropped": {"truncated": 0, "no_answer": 0, "low_consistency": 0, "incomplete_reasoning": 0},
     }
     kept, counts = filter_records(RECORDS, FilterConfig(drop_truncated=True))
     assert [r.id for r in kept] == ["r0", "r2", "r3"] and counts.dropped["truncated"] == 2
@@ -44,7 +44,11 @@ def test_each_reason_drops_what_it_should_and_counts_it_once():
     full = FilterConfig(drop_truncated=True, require_answer=True, min_self_consistency=0.5)
     kept, counts = filter_records(RECORDS, full)
     assert [r.id for r in kept] == ["r0"]
-    assert counts.as_dict() == {"read": 5, "kept": 1, "dropped": {"truncated": 2, "no_answer": 1, "low_consistency": 1}}
+    assert counts.as_dict() == {
+        "read": 5,
+        "kept": 1,
+        "dropped": {"truncated": 2, "no_answer": 1, "low_consistency": 1, "incomplete_reasoning": 0},
+    }
     assert counts.kept + sum(counts.dropped.values()) == counts.read
 
 
@@ -67,7 +71,7 @@ def test_training_reports_the_filter_counts_in_its_manifest(tmp_path, student_di
     assert manifest["data"]["filter"] == {
         "read": 12,
         "kept": 9,
-        "dropped": {"truncated": 3, "no_answer": 0, "low_consistency": 0},
+        "dropped": {"truncated": 3, "no_answer": 0, "low_consistency": 0, "incomplete_reasoning": 0},
     }
     assert manifest["train_records"] == 9
     from dante.report.build import build_report

@@ -503,6 +503,11 @@ class FilterConfig(Section):
         le=1.0,
         description="Drop records whose self_consistency is below this (needs teacher.consistency_samples).",
     )
+    complete_reasoning: bool = Field(
+        True,
+        description="Drop a thinking teacher's records whose thinking was cut at the length limit or has no "
+        "answer after it (reasoning_status cut / no_answer).",
+    )
 
 
 class OnPolicyConfig(Section):
@@ -599,6 +604,13 @@ class TrainConfig(Section):
     )
     max_length: int = Field(4096, ge=8, description="Max tokens per record (prompt + completion).")
     packing: bool = Field(True, description="Padding-free packing of several records per row.")
+    reasoning: Literal["keep", "drop"] = Field(
+        "keep",
+        description="A thinking teacher's reasoning: keep trains on it and the answer, in the student's own "
+        "thinking convention (its chat template's, else <think>...</think> before the answer); drop trains on "
+        "the answer alone (the ablation). A record with reasoning longer than max_length is dropped and counted, "
+        "never cut mid-thought.",
+    )
     curriculum: Literal["shuffle", "entropy", "competence", "buckets", "none"] = Field(
         "shuffle",
         description="Order of the cached records: shuffle, a seeded permutation each epoch; entropy, ascending "

@@ -51,6 +51,9 @@ class DataStats:
     truncated: int = 0  # completion cut to fit max_length (kept, counted)
     dropped: int = 0  # prompt alone fills max_length: nothing to train on (counted, not kept)
     dropped_ids: list[str] = field(default_factory=list)  # first few, for the log
+    reasoning: int = 0  # records trained with the teacher's reasoning (train.reasoning: keep)
+    reasoning_too_long: int = 0  # records with reasoning over max_length: dropped, never cut mid-thought
+    reasoning_template: str | None = None  # how the student's reasoning is written: "chat template" / "plain"
     prompt_tokens: int = 0
     completion_tokens: int = 0
     teacher_tokens: int = 0  # the teacher's own completion tokens of the records (its generated tokens)
@@ -92,14 +95,19 @@ def _messages(rec) -> list[dict[str, Any]]:
     return msgs
 
 
-def render_record(rec, tokenizer, chat: bool) -> tuple[list[int], list[int]]:
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"  # the plain format for a student without a thinking template
+
+
+def render_record(rec, tokenizer, chat: bool, reasoning: str = "keep") -> tuple[list[int], list[int]]:
     """(prompt_ids, completion_ids) of one cache record, EOS appended to the completion.
 
     Chat: the prompt is the template with ``add_generation_prompt=True`` (what the student sees
     at inference); the completion is the rest of the full conversation rendering (teacher_text
     plus the template's end-of-turn marker). Both halves are tokenized separately, as at inference.
+    With a thinking teacher's reasoning (``reasoning``: keep), the completion holds it first, in the
+    student's own convention (``thinking_convention``).
     """
-    r = render_record_text(rec, tokenizer, chat)
+    r = render_record_text(rec, tokenizer, chat, reasoning=reasoning)
     return r.prompt_ids, r.completion_ids
 
 
@@ -108,32 +116,68 @@ class Rendered(NamedTuple):
     completion_ids: list[int]  # EOS appended when the template does not end with it
     completion_text: str  # what the completion ids (before EOS) tokenize
     offsets: list[tuple[int, int]] | None  # character span of each completion token, when asked for
+    answer_start: int = 0  # where the answer begins in completion_text (after the reasoning, if any)
 
 
-def render_record_text(rec, tokenizer, chat: bool, *, offsets: bool = False) -> Rendered:
+def plain_thinking(reasoning: str, answer: str) -> str:
+    """The documented plain format of a student whose chat template has no thinking convention."""
+    return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{answer}"
+
+
+_CONVENTIONS: dict[str, str] = {}  # chat template -> its thinking convention, found once
+
+
+def thinking_convention(tokenizer) -> str:
+    """ "chat template" when the student's template writes an assistant message's ``reasoning_content``
+    (Qwen3's and SmolLM3's style), else "plain" (``plain_thinking`` in the message content)."""
+    template = str(getattr(tokenizer, "chat_template", None))
+    if template in _CONVENTIONS:
+        return _CONVENTIONS[template]
+    probe = "dante-reasoning-probe"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": probe}],
+            tokenize=False,
+        )
+    except Exception:  # noqa: BLE001 - a template that cannot take the key has no convention for it
+        text = ""
+    _CONVENTIONS[template] = found = "chat template" if probe in text else "plain"
+    return found
+
+
+def render_record_text(rec, tokenizer, chat: bool, *, offsets: bool = False, reasoning: str = "keep") -> Rendered:
     """``render_record`` plus the completion's text and, with ``offsets``, its tokens' character
     spans from the same tokenizer call (token-level distillation aligns on them)."""
+    thought = getattr(rec, "teacher_reasoning", None) if reasoning == "keep" else None
+    answer = rec.teacher_text
     if chat:
         msgs = _messages(rec)
-        prompt_text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(
-            [*msgs, {"role": "assistant", "content": rec.teacher_text}], tokenize=False
-        )
+        switch = {} if getattr(rec, "teacher_reasoning", None) is None else {"enable_thinking": thought is not None}
+        prompt_text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, **switch)
+        turn: dict[str, Any] = {"role": "assistant", "content": answer}
+        if thought is not None:
+            if thinking_convention(tokenizer) == "chat template":
+                turn["reasoning_content"] = thought
+            else:
+                turn["content"] = plain_thinking(thought, answer)
+        full = tokenizer.apply_chat_template([*msgs, turn], tokenize=False, **switch)
         # Templates that rewrite earlier turns (e.g. drop reasoning) break the prefix property:
-        # then the completion is the teacher text alone.
-        completion_text = full[len(prompt_text) :] if full.startswith(prompt_text) else rec.teacher_text
+        # then the completion is the teacher's own text (its reasoning in the plain format).
+        fallback = plain_thinking(thought, answer) if thought is not None else answer
+        completion_text = full[len(prompt_text) :] if full.startswith(prompt_text) else fallback
         prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     else:
         prompt_text = (rec.system + "\n\n" if rec.system else "") + rec.prompt
-        completion_text = rec.teacher_text
+        completion_text = plain_thinking(thought, answer) if thought is not None else answer
         prompt_ids = tokenizer(prompt_text, add_special_tokens=True)["input_ids"]
+    start = completion_text.rfind(answer) if thought is not None and answer else 0
     enc = tokenizer(completion_text, add_special_tokens=False, return_offsets_mapping=offsets)
     completion_ids = enc["input_ids"]
     spans = [tuple(o) for o in enc["offset_mapping"]] if offsets else None
     eos = tokenizer.eos_token_id
     if eos is not None and eos not in completion_ids[-2:]:  # ChatML-like templates already end with EOS (+ newline)
         completion_ids = [*completion_ids, eos]
-    return Rendered(list(prompt_ids), list(completion_ids), completion_text, spans)
+    return Rendered(list(prompt_ids), list(completion_ids), completion_text, spans, max(start, 0))
 
 
 def make_example(
@@ -155,9 +199,12 @@ def build_examples(
     source: str | Path = "",
     model_ref: str = "",
     kd: tuple[Any, Any] | None = None,
+    reasoning: str = "keep",
 ) -> tuple[list[Example], DataStats]:
     """Tokenize every record; cut completions that overflow ``max_length`` (counted as truncated),
     drop records whose prompt alone leaves no room for one completion token (counted as dropped).
+    A record trained with its teacher's reasoning (``reasoning``: keep) that overflows is dropped
+    and counted (``reasoning_too_long``), never cut mid-thought.
 
     Raises DataError when every record is dropped (max_length smaller than every prompt).
     ``kd`` = (StudentVocab, KDStats) also builds each record's token-level distillation targets
@@ -168,9 +215,10 @@ def build_examples(
     examples: list[Example] = []
     shortest_prompt = None
     for rec in records:
-        prompt_ids, completion_ids, completion_text, spans = render_record_text(
-            rec, tokenizer, chat, offsets=kd is not None
+        prompt_ids, completion_ids, completion_text, spans, answer_at = render_record_text(
+            rec, tokenizer, chat, offsets=kd is not None, reasoning=reasoning
         )
+        thought = reasoning == "keep" and getattr(rec, "teacher_reasoning", None) is not None
         shortest_prompt = len(prompt_ids) if shortest_prompt is None else min(shortest_prompt, len(prompt_ids))
         if len(prompt_ids) >= max_length:
             stats.dropped += 1
@@ -178,16 +226,32 @@ def build_examples(
                 stats.dropped_ids.append(str(rec.id))
             continue
         truncated = len(prompt_ids) + len(completion_ids) > max_length
+        if truncated and thought:
+            stats.reasoning_too_long += 1
+            continue
+        if thought:
+            stats.reasoning += 1
+            stats.reasoning_template = (
+                "chat template" if chat and thinking_convention(tokenizer) != "plain" else "plain"
+            )
         if truncated:
             completion_ids = completion_ids[: max_length - len(prompt_ids)]
             stats.truncated += 1
         example = make_example(str(rec.id), prompt_ids, completion_ids, rec.output_entropy, truncated)
         if kd is not None:
-            example.kd = _kd_positions(rec, completion_text, spans, kd, len(prompt_ids), len(completion_ids))
+            example.kd = _kd_positions(rec, completion_text, spans, kd, len(prompt_ids), len(completion_ids), answer_at)
         examples.append(example)
         stats.prompt_tokens += len(prompt_ids)
         stats.completion_tokens += len(completion_ids)
     stats.kept = len(examples)
+    if records and not examples and stats.reasoning_too_long:
+        raise DataError(
+            f"every record is longer than train.max_length={max_length} with its teacher's reasoning "
+            f"({stats.reasoning_too_long} dropped, none cut mid-thought)",
+            file=source or None,
+            field="train.max_length",
+            hint="raise train.max_length, or set train.reasoning=drop to train on the answers alone",
+        )
     if records and not examples:
         raise DataError(
             f"train.max_length={max_length} is smaller than every prompt (shortest prompt: "
@@ -199,13 +263,17 @@ def build_examples(
     return examples, stats
 
 
-def _kd_positions(rec, completion_text: str, spans, kd, n_prompt: int, n_completion: int):
+def _kd_positions(rec, completion_text: str, spans, kd, n_prompt: int, n_completion: int, answer_at: int = 0):
     """The record's KD targets moved to sequence positions (completion token j is predicted at
-    position n_prompt − 1 + j), those cut by truncation left out."""
+    position n_prompt − 1 + j), those cut by truncation left out. With the reasoning before the
+    answer (``answer_at`` > 0), the answer's tokens are aligned with the teacher's answer tokens."""
     vocab, stats = kd
-    found = kd_targets(rec, completion_text, spans, vocab, stats)
+    first = next((j for j, (a, _) in enumerate(spans) if a >= answer_at), len(spans)) if answer_at else 0
+    shifted = [(a - answer_at, b - answer_at) for a, b in spans[first:]] if answer_at else spans
+    found = kd_targets(rec, completion_text[answer_at:], shifted, vocab, stats)
     if found is None:
         return None
+    found = KDTargets([j + first for j in found.positions], found.ids, found.probs)
     keep = [i for i, j in enumerate(found.positions) if j < n_completion]
     return KDTargets(
         [n_prompt - 1 + found.positions[i] for i in keep], [found.ids[i] for i in keep], [found.probs[i] for i in keep]
@@ -323,7 +391,9 @@ class FilterCounts:
 
     read: int = 0
     kept: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: {"truncated": 0, "no_answer": 0, "low_consistency": 0})
+    dropped: dict[str, int] = field(
+        default_factory=lambda: {"truncated": 0, "no_answer": 0, "low_consistency": 0, "incomplete_reasoning": 0}
+    )
 
     def as_dict(self) -> dict[str, Any]:
         return {"read": self.read, "kept": self.kept, "dropped": dict(self.dropped)}
@@ -344,7 +414,9 @@ def filter_records(records: list, cfg: FilterConfig, source: str | Path = "") ->
             )
     kept = []
     for rec in records:
-        if cfg.drop_truncated and rec.finish_reason == "length":
+        if cfg.complete_reasoning and getattr(rec, "reasoning_status", None) in ("cut", "no_answer"):
+            counts.dropped["incomplete_reasoning"] += 1
+        elif cfg.drop_truncated and rec.finish_reason == "length":
             counts.dropped["truncated"] += 1
         elif cfg.require_answer and extract_answer(rec.teacher_text) is None:
             counts.dropped["no_answer"] += 1

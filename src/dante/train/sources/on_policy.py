@@ -134,6 +134,8 @@ def score_key(recipe: Recipe) -> str:
     teacher = resolved_dict(recipe)["teacher"]
     keep = {k: teacher.get(k) for k in ("backend", "model", "revision", "dtype", "use_chat_template")}
     keep["api"] = (teacher.get("openai") or {}).get("api")
+    if teacher.get("thinking", "auto") != "auto":  # the switch renders the prompt the teacher scores under
+        keep["thinking"] = teacher["thinking"]
     return stable_hash({**keep, "top_k": recipe.train.on_policy.top_k})
 
 

@@ -155,7 +155,14 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
                 hint="write the cache with teacher.store_logprobs (e.g. 20), or set train.loss.token_kd=0",
             )
     examples, stats = build_examples(
-        train_records, tokenizer, student, cfg.max_length, source=source, model_ref=student.model, kd=kd
+        train_records,
+        tokenizer,
+        student,
+        cfg.max_length,
+        source=source,
+        model_ref=student.model,
+        kd=kd,
+        reasoning=cfg.reasoning,
     )
     stats.teacher_tokens = sum(r.completion_tokens or 0 for r in train_records)
     if kd is not None:
@@ -169,7 +176,9 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
                 f"join to the text, {k['template_changed']} changed by the chat template"
             )
     eval_examples = (
-        build_examples(eval_records, tokenizer, student, cfg.max_length, source=source)[0] if eval_records else []
+        build_examples(eval_records, tokenizer, student, cfg.max_length, source=source, reasoning=cfg.reasoning)[0]
+        if eval_records
+        else []
     )
     if cfg.curriculum in NEEDS_ENTROPY:
         check_entropies(examples, source, cfg.curriculum)
@@ -177,6 +186,11 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
     if accelerator.is_main_process and filtered.kept < filtered.read:
         accelerator.print(
             f"data: train.filter kept {filtered.kept} of {filtered.read} records, dropped {filtered.dropped}"
+        )
+    if accelerator.is_main_process and (stats.reasoning or stats.reasoning_too_long):
+        accelerator.print(
+            f"data: {stats.reasoning} records with the teacher's reasoning ({stats.reasoning_template} format); "
+            f"{stats.reasoning_too_long} dropped, reasoning and answer longer than max_length={cfg.max_length}"
         )
     no_entropy = sum(ex.entropy is None for ex in examples)
     if accelerator.is_main_process and cfg.loss.cwce and no_entropy:

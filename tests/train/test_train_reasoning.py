@@ -1,0 +1,126 @@
+"""A thinking teacher's reasoning in the student's own convention (train.reasoning): kept in the
+student's chat template when it has a thinking convention (a Qwen3-style template writes an
+assistant turn's reasoning_content), in the documented plain format otherwise, or dropped (the
+answer-only ablation); records over max_length dropped and counted, never cut mid-thought; cut
+thinking filtered; a run trains on it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from train_helpers import make_cache_lines, recipe_data, write_cache
+
+import tiny
+from dante.config import FilterConfig, StudentConfig, load_recipe
+from dante.train.sources.data import (
+    build_examples,
+    filter_records,
+    plain_thinking,
+    render_record_text,
+    thinking_convention,
+)
+
+# A Qwen3-style template: the assistant turn writes its reasoning in a think block (empty without
+# one), and the generation prompt opens an empty block when thinking is switched off.
+THINKING = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['role'] == 'assistant' %}<think>\n{{ m.get('reasoning_content') or '' }}\n</think>\n\n{% endif %}"
+    "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+class Rec:
+    def __init__(self, answer="The answer is 4.", reasoning="2 + 2 is 4.", status="complete", rid="r1"):
+        self.id, self.prompt, self.system, self.messages = rid, "What is 2 + 2?", None, None
+        self.teacher_text, self.teacher_reasoning, self.reasoning_status = answer, reasoning, status
+        self.finish_reason, self.self_consistency, self.output_entropy = "stop", None, 1.0
+
+
+@pytest.fixture(scope="module")
+def thinking_tok(tmp_path_factory):
+    tok = tiny.make_tokenizer(tmp_path_factory.mktemp("tok"), flavour="teacher")
+    tok.chat_template = THINKING
+    return tok
+
+
+@pytest.fixture(scope="module")
+def plain_tok(tmp_path_factory):
+    return tiny.make_tokenizer(tmp_path_factory.mktemp("plain"), flavour="student")
+
+
+def _decode(tok, ids):
+    return tok.decode(ids, skip_special_tokens=False)
+
+
+def test_kept_reasoning_goes_into_a_thinking_template(thinking_tok):
+    assert thinking_convention(thinking_tok) == "chat template"
+    r = render_record_text(Rec(), thinking_tok, chat=True)
+    assert r.completion_text == "<think>\n2 + 2 is 4.\n</think>\n\nThe answer is 4.<|im_end|>\n"
+    assert _decode(thinking_tok, r.prompt_ids).endswith("<|im_start|>assistant\n")  # thinking on: no empty block
+    assert r.completion_text[r.answer_start :].startswith("The answer is 4.")
+
+
+def test_dropped_reasoning_is_the_answer_alone_after_the_templates_empty_block(thinking_tok):
+    r = render_record_text(Rec(), thinking_tok, chat=True, reasoning="drop")
+    assert r.completion_text == "The answer is 4.<|im_end|>\n"
+    assert _decode(thinking_tok, r.prompt_ids).endswith("assistant\n<think>\n\n</think>\n\n")  # thinking off
+    assert r.answer_start == 0
+
+
+def test_a_student_without_a_thinking_template_gets_the_plain_format(plain_tok):
+    assert thinking_convention(plain_tok) == "plain"
+    r = render_record_text(Rec(), plain_tok, chat=True)
+    assert plain_thinking("2 + 2 is 4.", "The answer is 4.") == "<think>\n2 + 2 is 4.\n</think>\n\nThe answer is 4."
+    assert r.completion_text.startswith(plain_thinking("2 + 2 is 4.", "The answer is 4."))
+    raw = render_record_text(Rec(), plain_tok, chat=False)
+    assert raw.completion_text == plain_thinking("2 + 2 is 4.", "The answer is 4.")
+    none = render_record_text(Rec(reasoning=None), plain_tok, chat=True)  # a teacher that did not think
+    assert "<think>" not in none.completion_text
+
+
+def test_reasoning_over_max_length_is_dropped_and_counted_never_cut(thinking_tok):
+    long = Rec(reasoning="step " * 200, rid="long")
+    short = Rec(rid="short")
+    plain = Rec(reasoning=None, answer="word " * 200, rid="plain")
+    examples, stats = build_examples([long, short, plain], thinking_tok, StudentConfig(), 64)
+    assert [e.id for e in examples] == ["short", "plain"]
+    assert (stats.reasoning_too_long, stats.reasoning, stats.truncated) == (1, 1, 1)  # the plain one is cut, as before
+    assert stats.reasoning_template == "chat template"
+    dropped, stats = build_examples([long, short], thinking_tok, StudentConfig(), 64, reasoning="drop")
+    assert [e.id for e in dropped] == ["long", "short"] and stats.reasoning == 0
+
+
+def test_cut_thinking_and_no_answer_are_filtered_by_default_and_counted():
+    records = [
+        Rec(rid="a"),
+        Rec(status="cut", rid="b"),
+        Rec(status="no_answer", answer="", rid="c"),
+        Rec(None, rid="d"),
+    ]
+    kept, counts = filter_records(records, FilterConfig())
+    assert [r.id for r in kept] == ["a", "d"] and counts.dropped["incomplete_reasoning"] == 2
+    kept, _ = filter_records(records, FilterConfig(complete_reasoning=False))
+    assert len(kept) == 4
+
+
+def test_a_student_trains_on_reasoning_and_answer(tmp_path, student_dir):
+    rows = make_cache_lines(12)
+    for i, row in enumerate(rows):
+        row["teacher_reasoning"] = f"First, the topic. Then {i % 7}."
+        row["reasoning_status"] = "complete"
+    cache = write_cache(tmp_path / "cache", rows)
+    from dante.train.loop import train
+
+    with pytest.raises(Exception, match="longer than train.max_length=90 with its teacher's reasoning"):
+        train(load_recipe(data=recipe_data(tmp_path / "short", student_dir, cache, steps=2, max_length=90)))
+    result = train(load_recipe(data=recipe_data(tmp_path, student_dir, cache, steps=2, max_length=256)))
+    data = json.loads(result.manifest_path.read_text())["data"]
+    assert data["reasoning"] == 12 and data["reasoning_too_long"] == 0
+    drop = train(
+        load_recipe(data=recipe_data(tmp_path / "drop", student_dir, cache, steps=2, max_length=256, reasoning="drop"))
+    )
+    assert json.loads(drop.manifest_path.read_text())["data"]["reasoning"] == 0
+    assert data["completion_tokens"] > json.loads(drop.manifest_path.read_text())["data"]["completion_tokens"]
