@@ -289,3 +289,16 @@ def test_the_end_of_turn_is_scored_only_after_a_sample_the_student_ended(
     text = "The fox is 3."
     assert ScoreCache.key(op.prompts[0], text, end=True) != ScoreCache.key(op.prompts[0], text)
     op.close()
+
+
+def test_on_policy_alone_draws_from_one_source_and_logs_its_terms(tmp_path, student_dir, teacher_dir, tiny_cache):
+    """fraction 1: every prompt of a step is the student's, no cached record is drawn (only the
+    on-policy source), and the row logs that source's terms and no records' ones."""
+    from dante.train.metrics import format_info
+
+    result = train(recipe(tmp_path, student_dir, tiny_cache, teacher_dir, steps=2, fraction=1.0))
+    metrics = [x for x in rows(result.metrics_path) if "loss" in x]
+    assert len(metrics) == 2 and all("cwce" not in x and x["records"] == 0 for x in metrics)
+    for x in metrics:  # the step's loss: the one source's, at share 1, and TEA once
+        assert x["loss"] == pytest.approx(x["on_policy_loss"] + x["lambda_tea"] * x["tea"], rel=1e-12)
+    assert "cwce" not in format_info(metrics[-1]) and format_info(metrics[-1]).startswith("loss ")

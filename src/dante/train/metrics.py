@@ -55,11 +55,20 @@ def progress_bar(enabled: bool, total: int, completed: int):
     return progress, task
 
 
+INFO = (  # the progress bar's fields, each shown when the step logged it (a run without records has no cwce)
+    ("loss", "loss", ".4f"),
+    ("cwce", "cwce", ".4f"),
+    ("on_policy_kl_per_token", "kl/tok", ".4f"),
+    ("tea", "tea", ".3g"),
+    ("lambda_ce", "λce", ".2f"),
+    ("lambda_tea", "λtea", ".2f"),
+    ("lr", "lr", ".2e"),
+)
+
+
 def format_info(row: dict[str, Any]) -> str:
-    return (
-        f"loss {row['loss']:.4f} cwce {row['cwce']:.4f} tea {row['tea']:.3g} "
-        f"λce {row['lambda_ce']:.2f} λtea {row['lambda_tea']:.2f} lr {row['lr']:.2e} {row['tokens_per_s']:.0f} tok/s"
-    )
+    parts = [f"{label} {row[key]:{spec}}" for key, label, spec in INFO if row.get(key) is not None]
+    return " ".join([*parts, f"{row.get('tokens_per_s', 0.0):.0f} tok/s"])
 
 
 def finite(x: float) -> float | None:
