@@ -216,3 +216,22 @@ def test_token_level_kd_reads_the_answers_part_of_a_thinking_payload(tmp_path, s
         assert b"".join(part.tokens) == rec.teacher_text.encode() and len(part.top) == len(part.tokens)
     plain = TokenLogprobs([b"a", b"b"], [-1.0, -1.0])
     assert answer_payload(plain, None) is plain
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_a_request_carries_one_prompt_field_and_the_switches_asked_for(api):
+    """Servers refuse unknown fields (transformers serve: HTTP 422), so a chat request has no
+    ``prompt`` and a completions request no ``messages``, whatever the thinking settings."""
+    from dante.config import TeacherConfig
+    from dante.prompts import Prompt
+    from dante.teacher.base import TeacherRequest
+    from dante.teacher.openai import request_body
+
+    for settings in ({}, {"thinking": "on", "reasoning_effort": "high"}, {"thinking": "off"}):
+        cfg = TeacherConfig(backend="openai", model="m", openai={"api": api}, **settings)
+        body = request_body(cfg, Prompt(id="p", prompt="q"), TeacherRequest.from_config(cfg).main)
+        assert ("messages" in body, "prompt" in body) == ((True, False) if api == "chat" else (False, True))
+        assert body.get("reasoning_effort") == settings.get("reasoning_effort")
+        switch = settings.get("thinking")
+        expected = {"enable_thinking": switch == "on"} if api == "chat" and switch else None
+        assert body.get("chat_template_kwargs") == expected

@@ -250,12 +250,12 @@ def request_body(cfg: TeacherConfig, prompt: Prompt, sampling: Sampling) -> dict
             body.update(logprobs=True, top_logprobs=k)
         if cfg.thinking != "auto":  # vLLM's and SGLang's switch into the model's chat template
             body["chat_template_kwargs"] = {"enable_thinking": cfg.thinking == "on"}
-    if cfg.reasoning_effort is not None:
-        body["reasoning_effort"] = cfg.reasoning_effort
     else:
         body["prompt"] = render_request(cfg, prompt)
         if k > 0:
             body["logprobs"] = k
+    if cfg.reasoning_effort is not None:
+        body["reasoning_effort"] = cfg.reasoning_effort
     return body
 
 
