@@ -235,3 +235,22 @@ def test_a_request_carries_one_prompt_field_and_the_switches_asked_for(api):
         switch = settings.get("thinking")
         expected = {"enable_thinking": switch == "on"} if api == "chat" and switch else None
         assert body.get("chat_template_kwargs") == expected
+
+
+def test_the_hf_and_vllm_engines_switch_thinking_through_the_chat_template(tmp_path):
+    """A local model's template with a thinking switch (Qwen3's style): off opens and closes an
+    empty block in the generation prompt, on and auto leave the model to think."""
+    import tiny
+
+    from dante.prompts import Prompt, render_prompt
+
+    tok = tiny.make_tokenizer(tmp_path)
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n"
+        "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+    )
+    p = Prompt(id="p", prompt="q")
+    assert render_prompt(p, tok, thinking="off").endswith("assistant\n<think>\n\n</think>\n\n")
+    assert render_prompt(p, tok, thinking="on").endswith("assistant\n")
+    assert render_prompt(p, tok).endswith("assistant\n")
