@@ -241,7 +241,6 @@ def test_the_hf_and_vllm_engines_switch_thinking_through_the_chat_template(tmp_p
     """A local model's template with a thinking switch (Qwen3's style): off opens and closes an
     empty block in the generation prompt, on and auto leave the model to think."""
     import tiny
-
     from dante.prompts import Prompt, render_prompt
 
     tok = tiny.make_tokenizer(tmp_path)
