@@ -234,3 +234,21 @@ def test_vllm_backend_maps_the_settings_and_says_what_it_needs(tmp_path, student
     if find_spec("vllm") is None:
         with pytest.raises(ConfigError, match="eval.backend"):
             evaluate(recipe)
+
+
+def test_thinking_models_get_their_budget_and_their_thinking_cut_before_scoring(tmp_path, student_dir):
+    """eval.think_end_token reaches lm-eval's model (which cuts each generation after the marker
+    before the task extracts an answer: checked on the pinned version), and a model's own
+    generation budget is used and recorded."""
+    from lm_eval.models.utils import postprocess_generated_text
+
+    from dante.eval.run import ModelRef, generation_budget, load_lm
+
+    assert postprocess_generated_text("<think>#### 1, or</think>\n\n#### 7", ["\n\n\n"], "</think>") == "#### 7"
+    recipe = tiny_recipe(tmp_path, student_dir, think_end_token="</think>", max_gen_toks_by_model={"base": 6})
+    assert generation_budget(recipe.eval, "base") == 6 and generation_budget(recipe.eval, "student") == 8
+    lm, _, _ = load_lm(ModelRef("base", str(student_dir)), recipe.eval)
+    assert lm.think_end_token == "</think>"
+    evaluate(recipe)
+    info = json.loads((tmp_path / "run" / "eval" / "base" / "dante_gsm8k_local.json").read_text())
+    assert (info["max_gen_toks"], info["think_end_token"]) == (6, "</think>")

@@ -730,6 +730,20 @@ class EvalConfig(Section):
     max_gen_toks: int | None = Field(
         None, ge=1, description="Cap on generated tokens per sample (default: each task's own; flagged when set)."
     )
+    max_gen_toks_by_model: dict[str, int] = Field(
+        default_factory=dict,
+        description="A generation budget per model label (teacher, base, student, or the path as in eval.models), "
+        "over max_gen_toks: a thinking model needs room for its thinking before the answer.",
+    )
+    think_end_token: str | None = Field(
+        None,
+        description="The end-of-thinking marker of thinking models (e.g. '</think>'): each generation is cut "
+        "after its last occurrence before answers are extracted and scored (lm-eval's think_end_token); a "
+        "generation without it is scored as it is. Null: generations scored whole.",
+    )
+    enable_thinking: bool | None = Field(
+        None, description="The chat template's thinking switch at evaluation (with apply_chat_template); null: default."
+    )
     apply_chat_template: bool = Field(
         False, description="Render prompts with the model's chat template (few-shot as multi-turn)."
     )

@@ -244,6 +244,22 @@ def code_execution(cfg: EvalConfig):
                 os.environ[k] = v
 
 
+def thinking_args(cfg: EvalConfig) -> dict[str, Any]:
+    """lm-eval's own handling of thinking models (HFLM and VLLM alike): the generation cut after the
+    end-of-thinking marker before the task's answer extraction, and the template's thinking switch."""
+    args: dict[str, Any] = {}
+    if cfg.think_end_token is not None:
+        args["think_end_token"] = cfg.think_end_token
+    if cfg.enable_thinking is not None:
+        args["enable_thinking"] = cfg.enable_thinking
+    return args
+
+
+def generation_budget(cfg: EvalConfig, label: str) -> int | None:
+    """The model's own eval.max_gen_toks_by_model entry, else eval.max_gen_toks (None: the task's)."""
+    return cfg.max_gen_toks_by_model.get(label, cfg.max_gen_toks)
+
+
 def vllm_model_args(model: ModelRef, resolved, cfg: EvalConfig, lora_rank: int | None = None) -> dict[str, Any]:
     """lm-eval's ``VLLM(...)`` arguments for a model: the folder (GGUF refs converted by dante),
     dtype, batch size, tensor and data parallel sizes, and a LoRA adapter as vLLM's LoRA request
@@ -262,6 +278,7 @@ def vllm_model_args(model: ModelRef, resolved, cfg: EvalConfig, lora_rank: int |
     }
     if v.max_model_len:
         args["max_model_len"] = v.max_model_len
+    args.update(thinking_args(cfg))
     if model.peft:
         args.update(lora_local_path=model.peft, max_lora_rank=max(lora_rank or 16, 8))
     return args
@@ -306,6 +323,7 @@ def load_lm(model: ModelRef, cfg: EvalConfig, lora_rank: int | None = None):
     }
     if resolved.gguf_file:
         kwargs["gguf_file"] = resolved.gguf_file
+    kwargs.update(thinking_args(cfg))
     if model.peft:  # the base with the LoRA adapter applied by peft; the adapter folder has the tokenizer
         kwargs.update(peft=model.peft, tokenizer=model.peft)
     try:
@@ -321,8 +339,9 @@ def lm_eval_limit(cfg: EvalConfig) -> int | float | None:
     return None if cfg.limit is None else (int(cfg.limit) if cfg.limit >= 1 else cfg.limit)
 
 
-def run_task(lm, spec: TaskSpec, cfg: EvalConfig, manager) -> dict[str, Any]:
-    """One lm-eval run; returns lm-eval's result dict (with 'samples' when logged)."""
+def run_task(lm, spec: TaskSpec, cfg: EvalConfig, manager, max_gen_toks: int | None = None) -> dict[str, Any]:
+    """One lm-eval run; returns lm-eval's result dict (with 'samples' when logged). ``max_gen_toks``:
+    the model's generation budget (``generation_budget``; None: the task's own)."""
     import lm_eval
 
     limit = lm_eval_limit(cfg)
@@ -337,7 +356,7 @@ def run_task(lm, spec: TaskSpec, cfg: EvalConfig, manager) -> dict[str, Any]:
         num_fewshot=spec.shots,
         limit=limit,
         task_manager=manager,
-        gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None,
+        gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
         apply_chat_template=cfg.apply_chat_template,
         fewshot_as_multiturn=cfg.apply_chat_template,
         log_samples=cfg.log_samples,
@@ -370,7 +389,8 @@ def _info(model: ModelRef, resolved, device: str, spec: TaskSpec, cfg: EvalConfi
         "gguf_file": resolved.gguf_file,
         "spec": spec.as_dict(),
         "limit": lm_eval_limit(cfg),
-        "max_gen_toks": cfg.max_gen_toks,
+        "max_gen_toks": generation_budget(cfg, model.label),
+        "think_end_token": cfg.think_end_token,
         "apply_chat_template": cfg.apply_chat_template,
         "backend": cfg.backend,
         "dtype": resolve_dtype(cfg.dtype, device) if cfg.backend == "hf" else cfg.dtype,  # what was loaded
@@ -396,7 +416,7 @@ def evaluate_model(model: ModelRef, specs: list[TaskSpec], recipe: Recipe, manag
         t0 = time.perf_counter()
         try:
             with code_execution(cfg):
-                raw = run_task(lm, spec, cfg, manager)
+                raw = run_task(lm, spec, cfg, manager, generation_budget(cfg, model.label))
         except Exception as exc:  # a task that cannot run (e.g. hub data offline) must not lose the others
             console.print(f"[red]{model.label} {spec.task} failed[/]: {type(exc).__name__}: {exc}")
             atomic_write_json(
