@@ -40,3 +40,28 @@ def test_replicate_bootstrap_covers_runs_and_questions():
     mixed = replicate_bootstrap([up, down])
     assert mixed["mean"] == 0.0 and mixed["ci95"][0] < -0.15 and mixed["ci95"][1] > 0.15
     assert replicate_bootstrap([up, up])["ci95"][0] > 0.1  # the same gain twice holds
+
+
+def test_wilson_and_the_exact_mcnemar_agree_with_scipy_and_the_formulas_by_hand():
+    """The Wilson interval equals scipy's at the same z to 1e-9 (ours stays: it takes a mean, scipy
+    a count); the exact McNemar p is scipy's binomial test, equal to the sign-test sum it replaced."""
+    import math
+
+    from scipy.stats import binomtest, norm
+
+    from dante.eval.scores import mcnemar_exact, wilson_ci
+
+    z = 1.96
+    level = 2 * norm.cdf(z) - 1
+    for n in (1, 5, 37, 300):
+        for k in range(0, n + 1, max(1, n // 7)):
+            ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+            ours = wilson_ci(k / n, n, z)
+            assert ours == pytest.approx((ci.low, ci.high), abs=1e-9)
+    for a_only in range(0, 25):
+        for b_only in range(0, 25):
+            n = a_only + b_only
+            by_hand = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(a_only, b_only) + 1)) / 2**n) if n else 1.0
+            a = {i: i < a_only for i in range(n)}
+            b = {i: i >= a_only for i in range(n)}
+            assert mcnemar_exact(a, b)["p_value"] == pytest.approx(by_hand, abs=1e-9)
