@@ -302,3 +302,43 @@ def test_on_policy_alone_draws_from_one_source_and_logs_its_terms(tmp_path, stud
     for x in metrics:  # the step's loss: the one source's, at share 1, and TEA once
         assert x["loss"] == pytest.approx(x["on_policy_loss"] + x["lambda_tea"] * x["tea"], rel=1e-12)
     assert "cwce" not in format_info(metrics[-1]) and format_info(metrics[-1]).startswith("loss ")
+
+
+def test_the_on_policy_example_recipe_plans_and_trains_at_a_tiny_size(tmp_path, student_dir, teacher_dir, warm):
+    """configs/on-policy-demo.yaml (SFT start, then the dense term, as BENCHMARKS 6f measured it)
+    is planned by `dante plan` and trains, with the tiny student and teacher in place of the real
+    ones and its sizes cut down."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from dante.plan import render_plan
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Question {i}: what is {i} + 3?"}) + "\n" for i in range(4)))
+    config = Path(__file__).resolve().parents[2] / "configs" / "on-policy-demo.yaml"
+    r = load_recipe(
+        config,
+        [
+            f"output_dir={tmp_path / 'run'}",
+            f"teacher.model={teacher_dir}",
+            "teacher.dtype=float32",
+            f"student.model={student_dir}",
+            f"train.on_policy.warm_start={warm}",
+            f"prompts.source={prompts}",
+            "prompts.decontaminate.tasks=[]",
+            "prompts.task_settings={}",
+            f"cache.dir={tmp_path / 'no-cache'}",
+            "train.steps=2",
+            "train.batch_sequences=2",
+            "train.micro_batch_size=2",
+            "train.on_policy.max_new_tokens=6",
+            "train.on_policy.top_k=5",
+        ],
+    )
+    console = Console(width=200, record=True)
+    console.print(render_plan(r))
+    assert "λ = 1: 2 prompts × 1 samples a step written by the student (4 in all" in console.export_text()
+    result = train(r)
+    metrics = [x for x in rows(result.metrics_path) if "loss" in x]
+    assert len(metrics) == 2 and all(x["on_policy_dense_kl"] is not None for x in metrics)
