@@ -253,3 +253,31 @@ def test_the_hf_and_vllm_engines_switch_thinking_through_the_chat_template(tmp_p
     assert render_prompt(p, tok, thinking="off").endswith("assistant\n<think>\n\n</think>\n\n")
     assert render_prompt(p, tok, thinking="on").endswith("assistant\n")
     assert render_prompt(p, tok).endswith("assistant\n")
+
+
+def test_the_hf_engine_ends_the_thinking_at_its_budget_and_the_answer_follows(tmp_path):
+    """teacher.thinking_budget: past N output tokens without the end-of-thinking marker, the marker
+    is forced (token by token) and the model goes on; the record then has closed reasoning of at
+    most N tokens and an answer after it. Other engines refuse the setting by name."""
+    import tiny
+    from dante.config import TeacherConfig
+    from dante.prompts import Prompt
+    from dante.teacher import make_teacher
+    from dante.teacher.base import TeacherRequest
+
+    folder = tiny.make_teacher_dir(tmp_path / "t")
+    cfg = TeacherConfig(
+        backend="hf", model=str(folder), device="cpu", dtype="float32", max_new_tokens=12, thinking_budget=3
+    )
+    teacher = make_teacher(cfg)
+    try:
+        (gens,) = teacher.generate([Prompt(id="p", prompt="What is 2 + 2?")], TeacherRequest.from_config(cfg).main)
+    finally:
+        teacher.close()
+    gen = gens[0]
+    assert gen.reasoning is not None and gen.reasoning_closed
+    close = teacher.tokenizer("</think>", add_special_tokens=False)["input_ids"]
+    assert len(teacher.tokenizer(gen.reasoning, add_special_tokens=False)["input_ids"]) <= 3 + 1  # ≤ budget
+    assert gen.completion_tokens > 3 + len(close)  # it went on after the marker
+    with pytest.raises(ValueError, match="thinking_budget is applied by the hf engine only"):
+        TeacherConfig(backend="openai", model="m", thinking_budget=10)

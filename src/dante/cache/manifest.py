@@ -46,7 +46,7 @@ OPERATIONAL = {
 # Prompt settings added after caches were first written: left out of the key at their defaults,
 # so a cache written before them keeps its key and resumes.
 ADDED_LATER = {
-    "teacher": {"store_logprobs": 0, "thinking": "auto", "reasoning_effort": None},
+    "teacher": {"store_logprobs": 0, "thinking": "auto", "reasoning_effort": None, "thinking_budget": None},
     "prompts": {
         "sources": [],
         "dedup": DedupConfig().model_dump(),

@@ -149,6 +149,12 @@ class TeacherConfig(Section):
         "enable_thinking (hf and vllm templates; chat_template_kwargs for vLLM/SGLang servers). Reasoning the "
         "teacher returns is kept apart from the answer either way (docs/teachers.md, 'Thinking teachers').",
     )
+    thinking_budget: int | None = Field(
+        None,
+        ge=1,
+        description="hf engine: at most this many output tokens before the thinking ends; past it the end-of-"
+        "thinking marker (</think>) is forced and the model goes on to its answer (needs max_new_tokens above it).",
+    )
     reasoning_effort: Literal["low", "medium", "high"] | None = Field(
         None, description="A hosted reasoning API's effort setting (openai backend: the request's reasoning_effort)."
     )
@@ -173,6 +179,15 @@ class TeacherConfig(Section):
     openai: OpenAITeacherConfig = Field(
         default_factory=OpenAITeacherConfig, description="Settings of backend: openai (any OpenAI-compatible server)."
     )
+
+    @model_validator(mode="after")
+    def _budget_where_applied(self) -> TeacherConfig:
+        if self.thinking_budget is not None and self.backend != "hf":
+            raise ValueError(
+                f"thinking_budget is applied by the hf engine only (backend is {self.backend}): for a server use "
+                "its own setting (reasoning_effort, or the server's thinking budget), or leave it unset"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -140,6 +140,12 @@ class HFTeacher(Teacher):
                 torch.manual_seed(sampling.seed)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if self.cfg.thinking_budget is not None and self.cfg.thinking != "off":
+            from transformers import LogitsProcessorList
+
+            close = self.tokenizer(reasoning.CLOSE, add_special_tokens=False)["input_ids"]
+            budget = reasoning.ThinkingBudget(close, self.cfg.thinking_budget, enc["input_ids"].shape[1])
+            kwargs["logits_processor"] = LogitsProcessorList([budget])
         hook = (
             StepEntropy(self.model, sampling.top_logprobs, sampling.store_logprobs) if sampling.logprobs > 0 else None
         )

@@ -122,3 +122,40 @@ def separate(gen: Generation, thinking: str = "auto") -> Generation:
         reasoning_source=split.source,
         reasoning_closed=split.closed,
     )
+
+
+class ThinkingBudget:
+    """A transformers logits processor that ends the thinking after ``budget`` output tokens: a row
+    that has not written the end-of-thinking marker by then is made to write it (its token ids, one
+    a step, every other logit −inf), after which it goes on freely to its answer."""
+
+    def __init__(self, close_ids: list[int], budget: int, prompt_len: int) -> None:
+        self.close, self.budget, self.prompt_len = list(close_ids), budget, prompt_len
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        out = input_ids[:, self.prompt_len :].tolist()
+        for row, ids in enumerate(out):
+            if _contains(ids, self.close) or len(ids) < self.budget:
+                continue
+            forced = _forcing(ids, self.close, self.budget)
+            if forced is not None:
+                mask = torch.full_like(scores[row], float("-inf"))
+                mask[forced] = 0.0
+                scores[row] = scores[row] + mask
+        return scores
+
+
+def _contains(ids: list[int], seq: list[int]) -> bool:
+    n = len(seq)
+    return any(ids[i : i + n] == seq for i in range(len(ids) - n + 1))
+
+
+def _forcing(ids: list[int], close: list[int], budget: int) -> int | None:
+    """The next marker token a row past its budget must write (the marker is being written from the
+    budget on), or None once it is complete."""
+    written = ids[budget:]
+    if len(written) >= len(close):
+        return None
+    return close[len(written)]
