@@ -109,10 +109,6 @@ class Run:
         """The on-policy source's sampler and scorer, when the run has one."""
         return next((s.on_policy for s in self.sources if isinstance(s, OnPolicySamples)), None)
 
-    @property
-    def records(self) -> CachedRecords | None:
-        return next((s for s in self.sources if isinstance(s, CachedRecords)), None)
-
     def wall_time_s(self) -> float:
         """Training wall time over every segment of the run (resumes add up)."""
         return self.state.wall_time_s + time.perf_counter() - self.segment_start

@@ -26,7 +26,6 @@ from dante.config import TrainConfig
 from dante.errors import DanteError
 from dante.train.model.anchor import TeaAnchor
 from dante.train.objective.losses import (
-    IGNORE,
     lambda_ce,
     lambda_kd,
     lambda_tea,
@@ -292,8 +291,3 @@ def plain_parts(
         parts.update({k: v.detach() for k, v in sums.items()})
     parts["objective"] = objective if objective is not None else logits.sum() * 0.0
     return parts
-
-
-def no_target(targets: torch.Tensor) -> torch.Tensor:
-    """Where a position has no target (prompt, padding)."""
-    return targets == IGNORE
