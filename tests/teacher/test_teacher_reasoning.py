@@ -65,6 +65,7 @@ def test_an_engines_inline_output_is_separated_and_its_payload_kept_only_if_it_s
     assert out.answer_entropy == pytest.approx(0.1) and out.output_entropy == pytest.approx(0.1)
     wrong = Generation("<think>x</think>\n\n4", 2, "stop", token_logprobs=TokenLogprobs([b"a", b"b"], [-1, -1]))
     assert separate(wrong).token_logprobs is None and separate(wrong).reasoning == "x"
+    assert separate(wrong).payload_dropped and not out.payload_dropped  # counted apart from a missing payload
     assert separate(gen, thinking="off") is gen
 
 

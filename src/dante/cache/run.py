@@ -269,9 +269,8 @@ class LogprobCheck:
         c["payload"] += main.token_logprobs is not None
         self.writer.manifest_base["logprobs_returned"] = dict(c)
         missing_entropy = cfg.top_logprobs > 0 and main.token_entropies is None
-        # logprobs came, but over a thinking output they do not spell: counted by ReasoningCheck, not missing
-        unmatched = main.reasoning is not None and (main.token_entropies is not None or not cfg.top_logprobs)
-        missing_payload = cfg.store_logprobs > 0 and main.token_logprobs is None and not unmatched
+        # a payload left out because it did not spell a thinking output is counted by ReasoningCheck, not missing
+        missing_payload = cfg.store_logprobs > 0 and main.token_logprobs is None and not main.payload_dropped
         if not (missing_entropy or missing_payload) or self.warned:
             return
         self.warned = True
@@ -312,7 +311,7 @@ class ReasoningCheck:
             c["source"][main.reasoning_source] = c["source"].get(main.reasoning_source, 0) + 1
             c["status"][status_] = c["status"].get(status_, 0) + 1
             c["while_off"] += self.cfg.thinking == "off"
-            c["payload_not_matching"] += self.cfg.store_logprobs > 0 and main.token_logprobs is None
+            c["payload_not_matching"] += main.payload_dropped
             if self.cfg.thinking == "off":
                 self.say("off", "the teacher returned reasoning although teacher.thinking is off: kept, and counted")
             if status_ == "cut":

@@ -35,6 +35,7 @@ class Generation:
     reasoning_tokens: int | None = None  # how many of the output's tokens (entropies, payload) are the thinking's
     reasoning_source: str | None = None  # where the thinking was found: a message field's name, or "inline"
     reasoning_closed: bool = True  # the thinking ended (False: cut, e.g. by max_new_tokens)
+    payload_dropped: bool = False  # logprobs came, but over a thinking output they did not spell: left out
 
     @property
     def output_entropy(self) -> float | None:

@@ -162,11 +162,11 @@ def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0, think
                 ]
             if store > 0:
                 payload = _payload_completions(lp, store)
-    first_answer = None
+    first_answer, dropped = None, False
     if split.reasoning is not None and pieces is not None:
         first_answer = reasoning.answer_start(pieces, split.answer)
-        if first_answer is None:
-            payload = None  # the tokens do not spell the stored text: no payload rather than a wrong one
+        if first_answer is None:  # the tokens do not spell the stored text: no payload rather than a wrong one
+            dropped, payload = payload is not None, None
     return Generation(
         text=split.answer,
         completion_tokens=tokens,
@@ -177,6 +177,7 @@ def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0, think
         reasoning_tokens=first_answer,
         reasoning_source=split.source,
         reasoning_closed=split.closed,
+        payload_dropped=dropped,
     )
 
 

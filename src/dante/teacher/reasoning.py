@@ -112,11 +112,12 @@ def separate(gen: Generation, thinking: str = "auto") -> Generation:
     payload, first = gen.token_logprobs, None
     if payload is not None:
         first = answer_start(list(payload.tokens), split.answer)
-        payload = payload if first is not None else None
+    dropped = payload is not None and first is None
     return replace(
         gen,
         text=split.answer,
-        token_logprobs=payload,
+        token_logprobs=None if dropped else payload,
+        payload_dropped=dropped,
         reasoning=split.reasoning,
         reasoning_tokens=first,
         reasoning_source=split.source,
