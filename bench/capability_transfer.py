@@ -65,6 +65,9 @@ class Task:
 TASKS = {
     "chain_sum": Task("configs/demo.yaml", "rg_chain_sum_2x2", "rg_chain_sum_2x2_validation", "Qwen2.5-Coder-0.5B"),
     "products": Task("configs/products.yaml", "rg_products_2x2", "rg_products_2x2_validation", "Qwen2.5-Coder-1.5B"),
+    "reasoning": Task(
+        "configs/reasoning.yaml", "rg_chain_sum_3x2", "rg_chain_sum_3x2_validation", "Qwen2.5-Coder-1.5B (reasoning)"
+    ),
 }
 
 PLAIN = ["train.loss.cwce=false", "train.loss.tea=false", "train.loss.ce_schedule=false"]
@@ -83,6 +86,7 @@ class Setting:
     warm: str | None = None
     order: str | None = None  # a diagnostic epoch order of bench/orders.py, through the trainer's hook
     extra_prompts: bool = False  # a larger cache: the same teacher tokens as sft-op (sft-tokens)
+    cache: str | None = None  # a cache of its own (another teacher prompt), in r<k>/cache-<name>
 
 
 def on_policy(
@@ -189,6 +193,20 @@ SETTINGS: dict[str, Setting] = {
     "sft-long": Setting("SFT, same student steps as SFT + on-policy", SFT_FLAGS, steps=2.0),
     "sft-tokens": Setting("SFT, same teacher tokens as SFT + on-policy", SFT_FLAGS, steps=2.0, extra_prompts=True),
 }
+# issue 35 (--task reasoning): the teacher asked to reason (configs/reasoning.yaml), its reasoning
+# kept or dropped from the same cache, against a cache of the same teacher asked not to reason
+DIRECT = "Do not show any working. Reply with one sentence: 'The answer is' followed by the number."
+SETTINGS.update(
+    {
+        "think-keep": Setting("SFT on the teacher's reasoning + answer", [*SFT_FLAGS, "train.reasoning=keep"]),
+        "think-drop": Setting("SFT on the answers alone (same cache)", [*SFT_FLAGS, "train.reasoning=drop"]),
+        "direct": Setting(
+            "SFT on a teacher asked not to reason",
+            [*SFT_FLAGS, "train.reasoning=drop", f'prompts.system_prompt="{DIRECT}"', "teacher.max_new_tokens=32"],
+            cache="direct",
+        ),
+    }
+)
 DEFAULT = ["sft", "dante", "no-cwce", "no-tea", "no-ce-schedule", "no-curriculum", "sft-kd"]
 
 
@@ -230,17 +248,25 @@ def eval_task(args: argparse.Namespace, split: str | None = None) -> str:
     return task.test if (split or args.split) == "test" else task.validation
 
 
-def recipe_for(args: argparse.Namespace, replicate: int | None, *extra: str, steps: int | None = None, prompts=None):
+def recipe_for(
+    args: argparse.Namespace,
+    replicate: int | None,
+    *extra: str,
+    steps: int | None = None,
+    prompts=None,
+    cache: str | None = None,
+):
     """The task's recipe for one replicate (None: the recipe itself, for the teacher and base)."""
     from dante.config import load_recipe
 
     steps = steps or base_steps(args)
     prompts = prompts or args.prompts
     out = args.out if replicate is None else args.out / f"r{replicate}"
+    folder = "cache" if prompts == args.prompts else f"cache-{prompts}"
     overrides = [
         f"output_dir={out}",
         f"prompts.limit={prompts}",
-        f"cache.dir={out / ('cache' if prompts == args.prompts else f'cache-{prompts}')}",
+        f"cache.dir={out / (folder if cache is None else f'cache-{cache}')}",
         "teacher.store_logprobs=20",  # the teacher's per-token top-20 for token-level KD
         f"train.steps={steps}",
         f"train.batch_sequences={args.batch}",
@@ -284,7 +310,7 @@ def train_student(args: argparse.Namespace, replicate: int, name: str) -> Path:
     prompts = extra_prompts(args, replicate) if setting.extra_prompts else None
     if name in curve_settings(args):
         extra += [f"train.checkpoint_every={args.curve_every}", "train.keep_checkpoints=100"]
-    recipe = recipe_for(args, replicate, *extra, steps=steps, prompts=prompts)
+    recipe = recipe_for(args, replicate, *extra, steps=steps, prompts=prompts, cache=setting.cache)
     print(run_cache(recipe), flush=True)
     hooks = Hooks(epoch_order=ORDERS[setting.order] if setting.order else None)
     result = train(recipe, resume=latest_checkpoint(folder) is not None, hooks=hooks)

@@ -73,6 +73,19 @@ CANDIDATES = {
     "calendar_count_days": ("calendar_arithmetic", {"tasks": ["count_days"]}),
     "products_2d": ("products", {"min_digits": 2, "max_digits": 2}),
     "products_3": ("products", {"min_digits": 1, "max_digits": 3}),
+    # issue 35: multi-step candidates for reasoning distillation (a teacher that works step by step)
+    "chain_sum_4x1": ("chain_sum", {"min_terms": 4, "max_terms": 4, "min_digits": 1, "max_digits": 1}),
+    "chain_sum_3x1": ("chain_sum", {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}),
+    "chain_sum_4x2": ("chain_sum", {"min_terms": 4, "max_terms": 4, "min_digits": 1, "max_digits": 2}),
+}
+# issue 35: a teacher asked to reason, its working between thinking markers (dante.teacher.reasoning
+# splits it from the answer), and one asked not to
+SYSTEMS = {
+    "think": (
+        "Solve the problem step by step. Write your working between <think> and </think>, "
+        "one operation per line, then give the final answer as: The answer is N."
+    ),
+    "direct": "Do not show any working. Reply with one sentence: 'The answer is' followed by the number.",
 }
 MODELS = {
     "teacher": "pypi:qwen2.5-coder-0.5b-instruct",
@@ -82,6 +95,7 @@ MODELS = {
 
 
 def answer_all(model_ref: str, prompts, max_new_tokens: int, batch: int, temperature: float = 0.0):
+    """Each prompt's completion (the answer part; a thinking teacher's reasoning in ``.reasoning``)."""
     from dante.config import TeacherConfig
     from dante.teacher import Sampling, make_teacher
 
@@ -128,6 +142,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: sampled at that temperature")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--system", default=None, help=f"a system prompt for every model: {', '.join(SYSTEMS)} or text")
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
@@ -141,7 +156,8 @@ def main() -> None:
     for name in args.tasks.split(","):
         task, settings = CANDIDATES[name]
         items = generate(task, "validation", args.items, settings=settings)
-        prompts = [Prompt(id=item.id, prompt=item.question) for item in items]
+        system = SYSTEMS.get(args.system, args.system)
+        prompts = [Prompt(id=item.id, prompt=item.question, system=system) for item in items]
         report["tasks"][name] = {"task": task, "settings": settings, "models": {}}
         for label in args.models.split(","):
             gens, seconds, dtype = answer_all(MODELS[label], prompts, args.max_new_tokens, args.batch, args.temperature)
@@ -152,11 +168,14 @@ def main() -> None:
             lo, hi = wilson_ci(correct / len(items), len(items))
             capped = sum(g.finish_reason == "length" for g in gens)
             spread = entropy_spread([g.output_entropy for g in gens if g.finish_reason != "length"])
+            thought = [g for g in gens if g.reasoning is not None]
+            closed = sum(bool(g.reasoning_closed) and bool(g.text.strip()) for g in thought)
             print(
                 f"{name:<24} {label:<8} {correct:>3}/{len(items)} = {correct / len(items):6.1%} "
                 f"[{lo:.1%}, {hi:.1%}]  capped {capped:>3}  {seconds / len(items):.2f} s/item ({dtype})  "
                 f"H p10-p90 {spread['p10']:.2f}-{spread['p90']:.2f} nats, w(H) span {spread['w_span']:.2f} "
-                f"(range {spread['w_range']:.2f}), median {median_tokens(gens)} tokens",
+                f"(range {spread['w_range']:.2f}), median {median_tokens(gens)} tokens, "
+                f"reasoning {len(thought)} (complete {closed})",
                 flush=True,
             )
             report["tasks"][name]["models"][label] = {
@@ -168,7 +187,7 @@ def main() -> None:
                 "dtype": dtype,
                 "entropy": spread,
                 "answers": [
-                    {"q": it.question, "gold": it.answer, "text": g.text, "score": s}
+                    {"q": it.question, "gold": it.answer, "reasoning": g.reasoning, "text": g.text, "score": s}
                     for it, g, s in zip(items, gens, scores, strict=True)
                 ],
             }

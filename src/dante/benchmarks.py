@@ -136,6 +136,19 @@ RG_PRODUCTS_VALIDATION = replace(
     note="reasoning-gym products validation split, 200 questions: for choosing settings, not for reporting",
 )
 
+RG_CHAIN_SUM_3 = replace(
+    RG_CHAIN_SUM,
+    task="rg_chain_sum_3x2",
+    benchmark="chain_sum (3 terms, 1-2 digits)",
+    note="reasoning-gym chain_sum test split, 300 questions, three terms (multi-step); 0-shot, 160 new tokens",
+)
+RG_CHAIN_SUM_3_VALIDATION = replace(
+    RG_CHAIN_SUM_3,
+    task="rg_chain_sum_3x2_validation",
+    procedural=("chain_sum", "validation"),
+    note="reasoning-gym chain_sum validation split, three terms, 200 questions: for choosing settings",
+)
+
 SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "card": CARD,
     "local": (GSM8K_LOCAL, HUMANEVAL_LOCAL),
@@ -145,6 +158,8 @@ SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "procedural-validation": (RG_CHAIN_SUM_VALIDATION,),
     "procedural-products": (RG_PRODUCTS,),
     "procedural-products-validation": (RG_PRODUCTS_VALIDATION,),
+    "procedural-reasoning": (RG_CHAIN_SUM_3,),
+    "procedural-reasoning-validation": (RG_CHAIN_SUM_3_VALIDATION,),
 }
 KNOWN: dict[str, TaskSpec] = {s.task: s for suite in SUITES.values() for s in suite}
 

@@ -7,6 +7,7 @@ thinking filtered; a run trains on it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from train_helpers import make_cache_lines, recipe_data, write_cache
@@ -124,3 +125,22 @@ def test_a_student_trains_on_reasoning_and_answer(tmp_path, student_dir):
     )
     assert json.loads(drop.manifest_path.read_text())["data"]["reasoning"] == 0
     assert data["completion_tokens"] > json.loads(drop.manifest_path.read_text())["data"]["completion_tokens"]
+
+
+def test_the_teachers_instruction_is_kept_or_dropped_for_the_student(plain_tok):
+    rec = Rec()
+    rec.system = "Solve the problem step by step."
+    kept = render_record_text(rec, plain_tok, chat=True)
+    dropped = render_record_text(rec, plain_tok, chat=True, system="drop")
+    assert "step by step" in _decode(plain_tok, kept.prompt_ids)
+    assert "step by step" not in _decode(plain_tok, dropped.prompt_ids)
+    assert "What is 2 + 2?" in _decode(plain_tok, dropped.prompt_ids)
+    assert dropped.completion_text == kept.completion_text
+    raw = render_record_text(rec, plain_tok, chat=False, system="drop")
+    assert "step by step" not in _decode(plain_tok, raw.prompt_ids)
+
+
+def test_the_reasoning_recipe_loads():
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "configs" / "reasoning.yaml")
+    assert recipe.train.reasoning == "keep" and recipe.train.system_prompt == "drop"
+    assert "<think>" in recipe.prompts.system_prompt and recipe.eval.think_end_token == "</think>"

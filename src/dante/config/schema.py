@@ -626,6 +626,12 @@ class TrainConfig(Section):
         "the answer alone (the ablation). A record with reasoning longer than max_length is dropped and counted, "
         "never cut mid-thought.",
     )
+    system_prompt: Literal["keep", "drop"] = Field(
+        "keep",
+        description="The system prompt the teacher was given (prompts.system_prompt / system_field): keep shows it "
+        "to the student too; drop trains the student on the conversation without it, so that it learns to do "
+        "unasked what the teacher was told to do (a teacher prompted to reason step by step, say).",
+    )
     curriculum: Literal["shuffle", "entropy", "competence", "buckets", "none"] = Field(
         "shuffle",
         description="Order of the cached records: shuffle, a seeded permutation each epoch; entropy, ascending "

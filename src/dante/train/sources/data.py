@@ -88,8 +88,12 @@ def use_chat(tokenizer, student: StudentConfig, model_ref: str = "") -> bool:
     return False
 
 
-def _messages(rec) -> list[dict[str, Any]]:
+def _messages(rec, system: str = "keep") -> list[dict[str, Any]]:
+    """The record's conversation as the student sees it: with the teacher's system prompt, or
+    (``system``: drop) without it."""
     msgs = [dict(m) for m in rec.messages] if rec.messages else [{"role": "user", "content": rec.prompt}]
+    if system == "drop":
+        return [m for m in msgs if m.get("role") != "system"]
     if rec.system and not any(m.get("role") == "system" for m in msgs):
         msgs.insert(0, {"role": "system", "content": rec.system})
     return msgs
@@ -98,7 +102,9 @@ def _messages(rec) -> list[dict[str, Any]]:
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"  # the plain format for a student without a thinking template
 
 
-def render_record(rec, tokenizer, chat: bool, reasoning: str = "keep") -> tuple[list[int], list[int]]:
+def render_record(
+    rec, tokenizer, chat: bool, reasoning: str = "keep", system: str = "keep"
+) -> tuple[list[int], list[int]]:
     """(prompt_ids, completion_ids) of one cache record, EOS appended to the completion.
 
     Chat: the prompt is the template with ``add_generation_prompt=True`` (what the student sees
@@ -107,7 +113,7 @@ def render_record(rec, tokenizer, chat: bool, reasoning: str = "keep") -> tuple[
     With a thinking teacher's reasoning (``reasoning``: keep), the completion holds it first, in the
     student's own convention (``thinking_convention``).
     """
-    r = render_record_text(rec, tokenizer, chat, reasoning=reasoning)
+    r = render_record_text(rec, tokenizer, chat, reasoning=reasoning, system=system)
     return r.prompt_ids, r.completion_ids
 
 
@@ -115,7 +121,6 @@ class Rendered(NamedTuple):
     prompt_ids: list[int]
     completion_ids: list[int]  # EOS appended when the template does not end with it
     completion_text: str  # what the completion ids (before EOS) tokenize
-    offsets: list[tuple[int, int]] | None  # character span of each completion token, when asked for
     answer_start: int = 0  # where the answer begins in completion_text (after the reasoning, if any)
 
 
@@ -145,13 +150,12 @@ def thinking_convention(tokenizer) -> str:
     return found
 
 
-def render_record_text(rec, tokenizer, chat: bool, *, offsets: bool = False, reasoning: str = "keep") -> Rendered:
-    """``render_record`` plus the completion's text and, with ``offsets``, its tokens' character
-    spans from the same tokenizer call (token-level distillation aligns on them)."""
+def render_record_text(rec, tokenizer, chat: bool, *, reasoning: str = "keep", system: str = "keep") -> Rendered:
+    """``render_record`` plus the completion's text and where its answer starts."""
     thought = getattr(rec, "teacher_reasoning", None) if reasoning == "keep" else None
     answer = rec.teacher_text
     if chat:
-        msgs = _messages(rec)
+        msgs = _messages(rec, system)
         switch = {} if getattr(rec, "teacher_reasoning", None) is None else {"enable_thinking": thought is not None}
         prompt_text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, **switch)
         turn: dict[str, Any] = {"role": "assistant", "content": answer}
@@ -167,17 +171,15 @@ def render_record_text(rec, tokenizer, chat: bool, *, offsets: bool = False, rea
         completion_text = full[len(prompt_text) :] if full.startswith(prompt_text) else fallback
         prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     else:
-        prompt_text = (rec.system + "\n\n" if rec.system else "") + rec.prompt
+        prompt_text = (rec.system + "\n\n" if rec.system and system == "keep" else "") + rec.prompt
         completion_text = plain_thinking(thought, answer) if thought is not None else answer
         prompt_ids = tokenizer(prompt_text, add_special_tokens=True)["input_ids"]
     start = completion_text.rfind(answer) if thought is not None and answer else 0
-    enc = tokenizer(completion_text, add_special_tokens=False, return_offsets_mapping=offsets)
-    completion_ids = enc["input_ids"]
-    spans = [tuple(o) for o in enc["offset_mapping"]] if offsets else None
+    completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     if eos is not None and eos not in completion_ids[-2:]:  # ChatML-like templates already end with EOS (+ newline)
         completion_ids = [*completion_ids, eos]
-    return Rendered(list(prompt_ids), list(completion_ids), completion_text, spans, max(start, 0))
+    return Rendered(list(prompt_ids), list(completion_ids), completion_text, max(start, 0))
 
 
 def make_example(
@@ -200,6 +202,7 @@ def build_examples(
     model_ref: str = "",
     kd: tuple[Any, Any] | None = None,
     reasoning: str = "keep",
+    system: str = "keep",
 ) -> tuple[list[Example], DataStats]:
     """Tokenize every record; cut completions that overflow ``max_length`` (counted as truncated),
     drop records whose prompt alone leaves no room for one completion token (counted as dropped).
@@ -215,9 +218,7 @@ def build_examples(
     examples: list[Example] = []
     shortest_prompt = None
     for rec in records:
-        prompt_ids, completion_ids, completion_text, spans, answer_at = render_record_text(
-            rec, tokenizer, chat, offsets=kd is not None, reasoning=reasoning
-        )
+        prompt_ids, completion_ids, _, _ = render_record_text(rec, tokenizer, chat, reasoning=reasoning, system=system)
         thought = reasoning == "keep" and getattr(rec, "teacher_reasoning", None) is not None
         shortest_prompt = len(prompt_ids) if shortest_prompt is None else min(shortest_prompt, len(prompt_ids))
         if len(prompt_ids) >= max_length:
@@ -234,12 +235,13 @@ def build_examples(
             stats.reasoning_template = (
                 "chat template" if chat and thinking_convention(tokenizer) != "plain" else "plain"
             )
+        rendered = completion_ids
         if truncated:
             completion_ids = completion_ids[: max_length - len(prompt_ids)]
             stats.truncated += 1
         example = make_example(str(rec.id), prompt_ids, completion_ids, rec.output_entropy, truncated)
         if kd is not None:
-            example.kd = _kd_positions(rec, completion_text, spans, kd, len(prompt_ids), len(completion_ids), answer_at)
+            example.kd = _kd_positions(rec, rendered, kd, len(prompt_ids), len(completion_ids))
         examples.append(example)
         stats.prompt_tokens += len(prompt_ids)
         stats.completion_tokens += len(completion_ids)
@@ -263,18 +265,15 @@ def build_examples(
     return examples, stats
 
 
-def _kd_positions(rec, completion_text: str, spans, kd, n_prompt: int, n_completion: int, answer_at: int = 0):
+def _kd_positions(rec, completion_ids: list[int], kd, n_prompt: int, n_kept: int):
     """The record's KD targets moved to sequence positions (completion token j is predicted at
-    position n_prompt − 1 + j), those cut by truncation left out. With the reasoning before the
-    answer (``answer_at`` > 0), the answer's tokens are aligned with the teacher's answer tokens."""
+    position n_prompt − 1 + j), those cut by truncation left out. The teacher's answer tokens are
+    aligned with the student's tokens that spell the answer (after the reasoning, if any)."""
     vocab, stats = kd
-    first = next((j for j, (a, _) in enumerate(spans) if a >= answer_at), len(spans)) if answer_at else 0
-    shifted = [(a - answer_at, b - answer_at) for a, b in spans[first:]] if answer_at else spans
-    found = kd_targets(rec, completion_text[answer_at:], shifted, vocab, stats)
+    found = kd_targets(rec, [vocab.token_bytes(i) for i in completion_ids], vocab, stats)
     if found is None:
         return None
-    found = KDTargets([j + first for j in found.positions], found.ids, found.probs)
-    keep = [i for i, j in enumerate(found.positions) if j < n_completion]
+    keep = [i for i, j in enumerate(found.positions) if j < n_kept]
     return KDTargets(
         [n_prompt - 1 + found.positions[i] for i in keep], [found.ids[i] for i in keep], [found.probs[i] for i in keep]
     )

@@ -1,30 +1,31 @@
 """Token-level distillation targets (stage 3, ``train.loss.token_kd``): from a record's cached
 teacher payload (``dante.cache.payload``) and the student's tokenization of the same
 completion, the teacher's top-K distribution at every student position that is one token on
-both sides (``dante.train.align``), in student token ids.
+both sides (``dante.train.align``, on the bytes of both sides' tokens), in student token ids.
 
 A teacher alternative is kept when its bytes are one token of the student's vocabulary; the
 rest of the teacher's mass becomes the tail of ``losses.sparse_kd_sum``. Records the payload
-cannot be used for (no payload, tokens that do not join to the text, a chat template that
-changes the text) train on text alone and are counted in the training manifest.
+cannot be used for (no payload, a chat template that changes the text, tokens of either side that
+do not spell it, a student token running across the answer's start or end) train on text alone
+and are counted by reason in the training manifest.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dante.cache.payload import decode
 from dante.tokens import TokenBytes, TokenLogprobs
-from dante.train.align import align
+from dante.train.align import TEACHER_NOT_JOINING, NotAligned, align, window
 
 
 class StudentVocab:
     """bytes -> token id of the student's vocabulary (special tokens left out)."""
 
     def __init__(self, tokenizer: Any) -> None:
-        token_bytes = TokenBytes(tokenizer)
+        self.token_bytes = token_bytes = TokenBytes(tokenizer)
         self.ids: dict[bytes, int] = {}
         for i in range(len(tokenizer)):
             b = token_bytes(i)
@@ -44,12 +45,14 @@ class KDStats:
     aligned: int = 0
     not_joining: int = 0  # teacher tokens that do not join to teacher_text: skipped
     template_changed: int = 0  # the student's chat template does not keep teacher_text verbatim: skipped
+    unaligned: dict[str, int] = field(default_factory=dict)  # skipped, by dante.train.align's reason
     completion_tokens: int = 0  # student completion tokens of aligned records
     positions: int = 0  # of them, one to one with a teacher token: where the KL applies
     mapped_mass: float = 0.0  # mean teacher probability on alternatives the student's vocabulary has
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
+        out["unaligned"] = dict(self.unaligned)
         out["one_to_one_share"] = self.positions / self.completion_tokens if self.completion_tokens else None
         out["mapped_mass"] = self.mapped_mass / self.positions if self.positions else None
         return out
@@ -64,31 +67,34 @@ class KDTargets:
     probs: list[list[float]]
 
 
-def kd_targets(
-    rec: Any, completion_text: str, offsets: list[tuple[int, int]], vocab: StudentVocab, stats: KDStats
-) -> KDTargets | None:
-    """The distillation targets of one record, or None (counted in ``stats``). ``offsets``: the
-    character span of each student completion token in ``completion_text``."""
+def kd_targets(rec: Any, student: list[bytes], vocab: StudentVocab, stats: KDStats) -> KDTargets | None:
+    """The distillation targets of one record, or None (counted in ``stats``). ``student``: the
+    bytes of each student completion token (its reasoning first, if any; special tokens b"").
+    The teacher's text (its answer) is found as the last place the completion spells it.
+    Positions are indices into ``student``."""
     stats.records += 1
     if rec.token_logprobs is None:
         return None
     stats.with_payload += 1
-    text = rec.teacher_text
-    if not completion_text.startswith(text):
+    text = rec.teacher_text.encode("utf-8")
+    answer_at = b"".join(student).rfind(text)
+    if answer_at < 0:
         stats.template_changed += 1
         return None
     payload = answer_payload(decode(rec.token_logprobs), getattr(rec, "reasoning_tokens", None))
-    inside = [j for j, (a, b) in enumerate(offsets) if a < b <= len(text)]
-    chunks = align(payload.tokens, text, [offsets[j] for j in inside])
-    if chunks is None:
-        stats.not_joining += 1
+    try:
+        j0, j1 = window(student, answer_at, len(text))
+        chunks = align(payload.tokens, student[j0:j1], text)
+    except NotAligned as exc:
+        stats.unaligned[exc.reason] = stats.unaligned.get(exc.reason, 0) + 1
+        stats.not_joining += exc.reason == TEACHER_NOT_JOINING
         return None
     stats.aligned += 1
-    stats.completion_tokens += len(offsets)
+    stats.completion_tokens += len(student)
     found = one_to_one_targets(payload.top, chunks, vocab)
     stats.positions += len(found.positions)
     stats.mapped_mass += sum(min(1.0, sum(p)) for p in found.probs)
-    return KDTargets([inside[j] for j in found.positions], found.ids, found.probs)
+    return KDTargets([j0 + j for j in found.positions], found.ids, found.probs)
 
 
 def answer_payload(payload: TokenLogprobs, reasoning_tokens: int | None) -> TokenLogprobs:

@@ -37,7 +37,7 @@ from dante.errors import DanteError
 from dante.prompts import Prompt, prompt_set
 from dante.teacher import Teacher, make_teacher
 from dante.tokens import TokenBytes, TokenLogprobs
-from dante.train.align import Chunk, align
+from dante.train.align import TEACHER_NOT_JOINING, Chunk, NotAligned, align
 from dante.train.model.student import Written, eos_token_ids, unwrapped
 from dante.train.objective.losses import chunk_log_ratios, token_advantages
 from dante.train.objective.terms import Term, scales
@@ -270,7 +270,8 @@ class OnPolicy:
     def prompt_ids(self, p: Prompt) -> list[int]:
         if p.id not in self._prompt_ids:
             rec = _PromptOnly(p.prompt, p.system, p.messages)
-            self._prompt_ids[p.id] = render_record(rec, self.student.tokenizer, self.chat)[0]
+            system = self.recipe.train.system_prompt
+            self._prompt_ids[p.id] = render_record(rec, self.student.tokenizer, self.chat, system=system)[0]
         return self._prompt_ids[p.id]
 
     def draft(self, model, p: Prompt, written: Written) -> _Draft | None:
@@ -335,8 +336,11 @@ class OnPolicy:
                 )
             end = score.logprobs[-1]
             score = TokenLogprobs(score.tokens[:-1], score.logprobs[:-1], score.top[:-1])
-        chunks = align(score.tokens, d.text, _char_offsets(d.pieces)) if score is not None else None
-        if chunks is None:
+        try:
+            if score is None:
+                raise NotAligned(TEACHER_NOT_JOINING)
+            chunks = align(score.tokens, d.pieces, d.text.encode("utf-8"))
+        except NotAligned:  # the teacher's tokens do not spell the sample's text
             self.stats.skipped_not_round_trip += 1
             return None
         self.stats.student_tokens += len(d.written.ids)
@@ -489,18 +493,6 @@ class _PromptOnly:
     system: str | None
     messages: list[dict[str, Any]] | None
     teacher_text: str = ""
-
-
-def _char_offsets(pieces: list[bytes]) -> list[tuple[int, int]]:
-    """The character span of each token of a text from its bytes; the tokens of one character
-    (a byte-level tokenizer splits multi-byte characters) share that character's span."""
-    spans, data = [], b""
-    for piece in pieces:
-        start = len(data.decode("utf-8", errors="ignore"))  # complete characters before the token
-        data += piece
-        end = len(data.decode("utf-8", errors="ignore"))
-        spans.append((start, max(end, start + 1)))
-    return spans
 
 
 def _text(pieces: list[bytes]) -> str | None:

@@ -163,6 +163,7 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
         model_ref=student.model,
         kd=kd,
         reasoning=cfg.reasoning,
+        system=cfg.system_prompt,
     )
     stats.teacher_tokens = sum(r.completion_tokens or 0 for r in train_records)
     if kd is not None:
@@ -172,11 +173,19 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
             accelerator.print(
                 f"data: token_kd on {k['aligned']} of {k['records']} records ({k['positions']} positions, "
                 f"{k['one_to_one_share'] or 0:.0%} of their tokens one to one with a teacher token); skipped "
-                f"{k['records'] - k['with_payload']} without payload, {k['not_joining']} whose teacher tokens do not "
-                f"join to the text, {k['template_changed']} changed by the chat template"
+                f"{k['records'] - k['with_payload']} without payload, {k['template_changed']} changed by the chat "
+                f"template, not aligned: {k['unaligned'] or 'none'}"
             )
     eval_examples = (
-        build_examples(eval_records, tokenizer, student, cfg.max_length, source=source, reasoning=cfg.reasoning)[0]
+        build_examples(
+            eval_records,
+            tokenizer,
+            student,
+            cfg.max_length,
+            source=source,
+            reasoning=cfg.reasoning,
+            system=cfg.system_prompt,
+        )[0]
         if eval_records
         else []
     )
