@@ -18,7 +18,12 @@ PACKAGE = SRC / "dante"
 # Rank of each part of the package: a module may import only modules of its own rank or lower.
 BASE = 0
 STAGES = {"teacher": 1, "cache": 2, "train": 3, "eval": 4, "report": 5}
-TOP = {"dante.cli", "dante.pipeline", "dante.plan"}  # orchestrators: may import every stage
+TOP = {
+    "dante.cli",
+    "dante.pipeline",
+    "dante.plan",
+    "dante.audit",
+}  # orchestrators and pre-flight: may import every stage
 
 
 def module_name(path: Path) -> str:

@@ -100,6 +100,27 @@ def plan(
     out.print(render_plan(_load(recipe, overrides), nodes=nodes, gpus_per_node=gpus_per_node))
 
 
+@app.command()
+@_friendly
+def tokenizers(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Texts to align (cached, else prompts).")] = 500,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the audit as JSON here.")] = None,
+) -> None:
+    """Audit the teacher/student tokenizer pair before training (loads tokenizers only): what share
+    of the text the cross-tokenizer signal reaches, how each side splits digits and whitespace,
+    whether the teacher can score, and what to train with."""
+    import json
+
+    from dante.audit import audit, render
+
+    report = audit(_load(recipe, overrides), limit=limit)
+    out.print(render(report))
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+
 @prompts_app.command("build")
 @_friendly
 def prompts_build(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
