@@ -27,8 +27,11 @@ test split is read once, at the end.
 Reported per setting: accuracy per replicate, mean and range across replicates, GR (gap
 recovered, (after − before) / (teacher − before), of the mean), and against SFT: discordant
 questions and the exact McNemar p per replicate, the sign across replicates, and a 95% interval
-of the mean difference from a two-level bootstrap (replicates, then questions); a difference
-counts when every replicate has the same sign and the interval excludes 0. With on-policy
+of the mean difference from a two-level bootstrap (replicates, then questions), and the exact
+sign-flip p over the replicates' differences; a difference **holds** by the replication standard
+(dante.eval.scores.replication_verdict, docs/eval.md): at least 5 replicates, sign-flip p ≤ 0.05
+(one-sided in the direction the validation split showed, else two-sided) and the interval
+excluding 0. With on-policy
 settings, the teacher tokens each setting cost (generated for the cache + scored) and GR per
 million of them. Every stage resumes (caches, finished students, finished evaluations are
 kept). Results: <out>/capability-<split>.md, .json and .png (and curve.png).
@@ -436,7 +439,7 @@ def plot_curve(points: dict[str, list[tuple[int, float]]], path: Path, task: str
 
 
 def summarise(args: argparse.Namespace, names: list[str], replicates: list[int], seconds: float) -> str:
-    from dante.eval.scores import gap_recovered, mcnemar_exact, replicate_bootstrap, wilson_ci
+    from dante.eval.scores import gap_recovered, mcnemar_exact, replicate_bootstrap, replication_verdict, wilson_ci
 
     task = eval_task(args)
     teacher, base = correct(args, None, "teacher"), correct(args, None, "base")
@@ -451,7 +454,8 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
     lines += [
         "",
         f"| setting | per replicate | mean | range | GR | vs {args.reference} per replicate: won / lost (p) | sign | "
-        "mean diff. (95% CI, 2-level bootstrap) | teacher tokens | GR per M teacher tokens | "
+        "mean diff. (95% CI, 2-level bootstrap); sign-flip p over replicates | teacher tokens | "
+        "GR per M teacher tokens | "
         "on-policy: sampled reverse KL per token, first → last 5 steps; tokens per sample |",
         "|---|---|---:|---|---:|---|---|---|---:|---:|---|",
     ]
@@ -479,11 +483,13 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
                 row.update(vs_sft={str(r): t for r, t in tests.items()}, bootstrap=boot)
                 cells[0] = ", ".join(f"{t['b_only']}/{t['a_only']} ({t['p_value']:.2g})" for t in tests.values())
                 cells[1] = f"{sum(d > 0 for d in diffs.values())}+ {sum(d < 0 for d in diffs.values())}−"
-                holds = boot["ci95"][0] > 0 or boot["ci95"][1] < 0
-                same_sign = all(d > 0 for d in diffs.values()) or all(d < 0 for d in diffs.values())
-                mark = " **holds**" if holds and same_sign and len(pairs) > 1 else ""
+                direction = validation_direction(args, name, replicates) if args.split == "test" else 0
+                verdict = replication_verdict(list(diffs.values()), boot["ci95"], direction)
+                row["verdict"] = verdict
+                mark = " **holds**" if verdict["holds"] else ""
                 cells[2] = (
-                    f"{100 * boot['mean']:+.1f} ({100 * boot['ci95'][0]:+.1f}, {100 * boot['ci95'][1]:+.1f}){mark}"
+                    f"{100 * boot['mean']:+.1f} ({100 * boot['ci95'][0]:+.1f}, {100 * boot['ci95'][1]:+.1f}); "
+                    f"sign-flip p = {verdict['p']:.3g} ({verdict['alternative']}){mark}"
                 )
         results[name] = row
         lo, hi = min(accs), max(accs)
@@ -515,6 +521,19 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
     text = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text)
     return text
+
+
+def validation_direction(args: argparse.Namespace, name: str, replicates: list[int]) -> int:
+    """The sign of the setting's mean difference from the reference on the validation split (its
+    replicates evaluated there), which fixes the direction of the test read once; 0 without one."""
+    diffs = []
+    for r in replicates:
+        a = correct(args, r, f"student-{args.reference}", "validation")
+        b = correct(args, r, f"student-{name}", "validation")
+        if a and b:
+            diffs.append(b[0] - a[0])
+    mean = sum(diffs) / len(diffs) if diffs else 0.0
+    return (mean > 0) - (mean < 0)
 
 
 def teacher_tokens(args: argparse.Namespace, name: str, replicates: list[int]) -> float | None:

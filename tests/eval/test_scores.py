@@ -65,3 +65,39 @@ def test_wilson_and_the_exact_mcnemar_agree_with_scipy_and_the_formulas_by_hand(
             a = {i: i < a_only for i in range(n)}
             b = {i: i >= a_only for i in range(n)}
             assert mcnemar_exact(a, b)["p_value"] == pytest.approx(by_hand, abs=1e-9)
+
+
+def test_sign_flip_p_by_hand():
+    from dante.eval.scores import sign_flip_p
+
+    # 3 replicates, all positive: of the 8 sign assignments only the observed one has mean >= it
+    assert sign_flip_p([0.05, 0.03, 0.04], "greater") == 1 / 8
+    assert sign_flip_p([0.05, 0.03, 0.04]) == 2 / 8  # and its mirror, two-sided
+    assert sign_flip_p([0.05, 0.03, 0.04], "less") == 1.0
+    # 5 replicates, one small negative: means >= observed: the observed and the one flipping -0.01
+    # (+0.01 instead), out of 32
+    d = [0.10, 0.08, 0.12, 0.09, -0.01]
+    assert sign_flip_p(d, "greater") == 2 / 32
+    # ties count as extreme: all zero -> p = 1
+    assert sign_flip_p([0.0, 0.0, 0.0, 0.0, 0.0]) == 1.0
+    # more than 16 replicates: random assignments, the observed counted
+    p = sign_flip_p([0.01] * 20, "greater", draws=20_000)
+    assert 0 < p < 0.001
+    with pytest.raises(ValueError):
+        sign_flip_p([0.1], "bigger")
+
+
+def test_replication_verdict_can_fail():
+    from dante.eval.scores import replication_verdict
+
+    # the products CWCE result: +2.3 on 3 of 3 replicates, interval excluding 0 -> not established
+    v = replication_verdict([0.023, 0.02, 0.026], (0.008, 0.040), direction=1)
+    assert not v["holds"] and v["p"] == 0.125 and any("3 replicates" in r for r in v["why_not"])
+    # 5 of 5 the same sign in the direction validation showed, interval clear of 0 -> holds
+    v = replication_verdict([0.05, 0.04, 0.06, 0.03, 0.05], (0.02, 0.07), direction=1)
+    assert v["holds"] and v["p"] == 1 / 32 and v["alternative"] == "greater"
+    # the same numbers against the direction validation showed -> does not hold
+    assert not replication_verdict([0.05, 0.04, 0.06, 0.03, 0.05], (0.02, 0.07), direction=-1)["holds"]
+    # two-sided with 5: the smallest p is 2/32 > 0.05 -> does not hold
+    v = replication_verdict([0.05, 0.04, 0.06, 0.03, 0.05], (0.02, 0.07))
+    assert not v["holds"] and v["p"] == 2 / 32

@@ -99,6 +99,67 @@ def replicate_bootstrap(
     return {"mean": observed, "ci95": (float(lo), float(hi)), "draws": draws, "replicates": k}
 
 
+# The replication standard (docs/eval.md, "Replicated claims"): a difference between two settings
+# *holds* when it was measured on at least MIN_REPLICATES replicates (independent re-runs: prompt
+# draw, teacher dtype, seed), the exact sign-flip test over their paired differences rejects "no
+# difference" at ALPHA (one-sided in the direction the validation split showed, when it showed
+# one; else two-sided), and the two-level bootstrap's 95% interval excludes 0.
+MIN_REPLICATES = 5
+ALPHA = 0.05
+
+
+def sign_flip_p(diffs: list[float], alternative: str = "two-sided", draws: int = 100_000, seed: int = 0) -> float:
+    """Exact sign-flip permutation test of "the paired differences are symmetric about 0" (each
+    replicate's b − a as likely to have come out −(b − a)): the share of the 2^n sign assignments
+    whose mean is at least as extreme as the observed one (``alternative``: two-sided, greater,
+    less). All 2^n are enumerated for n ≤ 16, else ``draws`` random ones (with the observed counted).
+
+    The smallest p it can give is 1/2^n one-sided and 2/2^n two-sided (0.125 and 0.25 with 3
+    replicates, 0.031 and 0.0625 with 5): with few replicates no difference can reach 0.05, which
+    is the point. Replicates are the unit; each replicate's difference already averages its
+    questions."""
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative must be two-sided, greater or less, not {alternative!r}")
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    if n == 0:
+        raise ValueError("no replicate to test")
+    if n <= 16:
+        signs = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1) * 2 - 1
+    else:
+        rng = np.random.default_rng(seed)
+        signs = np.vstack([np.ones(n), rng.choice([-1, 1], size=(draws, n))])
+    means = (signs * d).mean(axis=1)
+    obs = d.mean()
+    eps = 1e-12 * max(1.0, float(np.abs(d).max()))
+    if alternative == "greater":
+        hits = means >= obs - eps
+    elif alternative == "less":
+        hits = means <= obs + eps
+    else:
+        hits = np.abs(means) >= abs(obs) - eps
+    return float(hits.mean())
+
+
+def replication_verdict(
+    diffs: list[float], ci95: tuple[float, float], direction: int = 0, alpha: float = ALPHA
+) -> dict[str, Any]:
+    """Whether a difference holds under the replication standard, with the p-value and the reason.
+    ``direction``: +1 / −1, the sign the validation split showed (a one-sided test that way), 0
+    for none (two-sided)."""
+    alternative = {1: "greater", -1: "less"}.get(direction, "two-sided")
+    p = sign_flip_p(diffs, alternative)
+    excludes_zero = ci95[0] > 0 or ci95[1] < 0
+    reasons = []
+    if len(diffs) < MIN_REPLICATES:
+        reasons.append(f"{len(diffs)} replicates (< {MIN_REPLICATES})")
+    if p > alpha:
+        reasons.append(f"sign-flip p = {p:.3g} > {alpha:g}")
+    if not excludes_zero:
+        reasons.append("the interval includes 0")
+    return {"holds": not reasons, "p": p, "alternative": alternative, "replicates": len(diffs), "why_not": reasons}
+
+
 def correct_by_doc(model_dir: Path, task: str, metric: str, filt: str) -> dict[int, bool] | None:
     """Per evaluated doc (lm-eval's doc_id): was the headline metric 1, from ``samples_<task>.jsonl``
     (None when the samples were not logged)."""
