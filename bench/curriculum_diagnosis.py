@@ -34,6 +34,15 @@ def chain_sum_kind(question: str, answer: str) -> str:
     return "subtraction, negative" if answer.startswith("-") else "subtraction, ≥ 0"
 
 
+def operations_kind(question: str, answer: str) -> str:
+    """The operators of a chain of three terms, in order ("+ then −"): which steps the working has."""
+    ops = re.findall(r"\d+ ([+-]) (?=\d)", question)
+    if len(ops) != 2:
+        raise ValueError(f"not a chain of three terms: {question!r}")
+    name = {"+": "+", "-": "−"}
+    return f"{name[ops[0]]} then {name[ops[1]]}"
+
+
 def products_kind(question: str, answer: str) -> str:
     """reasoning-gym's products draws every factor of a question with the same number of digits."""
     factors = re.search(r"(\d+) \* (\d+)", question)
@@ -48,11 +57,13 @@ class Task:
 
     kinds: tuple[str, ...]
     kind: Callable[[str, str], str]  # (question, gold answer) -> one of kinds
+    generator: str | None = None  # the reasoning-gym task, when the bench's name is not it
 
 
 TASKS = {
     "chain_sum": Task(("addition", "subtraction, ≥ 0", "subtraction, negative"), chain_sum_kind),
     "products": Task(("1-digit factors", "2-digit factors"), products_kind),
+    "reasoning": Task(("+ then +", "+ then −", "− then +", "− then −"), operations_kind, generator="chain_sum"),
 }
 
 
@@ -69,8 +80,9 @@ def quintiles(name: str, out: Path, replicate: int) -> list[str]:
     from dante.train.objective.losses import cwce_weight
 
     task, settings = TASKS[name], generator_settings(name)
+    rg = task.generator or name
     records = sorted(read_cache(out / f"r{replicate}" / "cache"), key=lambda r: (r.output_entropy, r.id))
-    items = {it.question: it for it in generate(name, "train", len(records), seed=replicate - 1, settings=settings)}
+    items = {it.question: it for it in generate(rg, "train", len(records), seed=replicate - 1, settings=settings)}
     size = len(records) // 5
     lines = [
         f"replicate {replicate}: {len(records)} cache records in the card's order, by fifths",
@@ -80,7 +92,7 @@ def quintiles(name: str, out: Path, replicate: int) -> list[str]:
     for k in range(5):
         part = records[k * size : (k + 1) * size if k < 4 else len(records)]
         golds = [items[r.prompt].answer for r in part]
-        right = sum(score(name, r.teacher_text, g, settings=settings) >= 1 for r, g in zip(part, golds))
+        right = sum(score(rg, r.teacher_text, g, settings=settings) >= 1 for r, g in zip(part, golds))
         kinds = [task.kind(r.prompt, g) for r, g in zip(part, golds)]
         shares = " | ".join(f"{kinds.count(k_) / len(kinds):.0%}" for k_ in task.kinds)
         low, high = part[0].output_entropy, part[-1].output_entropy

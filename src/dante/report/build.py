@@ -25,6 +25,7 @@ from dante.report.reference import CARD_COMPUTE, CARD_SCORES, COMPUTE_POINTS, Pu
 from dante.report.tables import (
     cache_section,
     compute_section,
+    reasoning_section,
     reference_section,
     scores_section,
     settings_summary,
@@ -200,6 +201,7 @@ def render_report(
         training_section(data),
         prompts_section(data),
         cache_section(data),
+        reasoning_section(data),
         figures_section(figures, out),
         consistency_section(data),
     ]

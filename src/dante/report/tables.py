@@ -6,7 +6,9 @@ Functions take ``RunData`` (dante.report.data) and return markdown text; nothing
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from dante.config import TeacherConfig
@@ -439,6 +441,97 @@ def cache_section(data: RunData) -> str:
         out += [md_table(["", ""], rows), ""]
     note = notes_block(data, "cache")
     return "\n".join(out + ([note, ""] if note else []))
+
+
+def thinking_lengths(samples: Path, close: str = "</think>") -> dict[str, Any] | None:
+    """How much a model thought in one task's responses (lm-eval's ``samples_<task>.jsonl``, the raw
+    response before the thinking is stripped): responses, those with a thinking block, those whose
+    block ended (``close``), and the mean characters of the thinking and of what follows it."""
+    n = thought = closed = 0
+    think_chars = answer_chars = 0
+    for line in samples.read_text(encoding="utf-8").splitlines():
+        try:
+            resps = json.loads(line).get("resps") or []
+        except json.JSONDecodeError:
+            continue
+        text = resps[0][0] if resps and isinstance(resps[0], list) and resps[0] else ""
+        if not isinstance(text, str):
+            continue
+        n += 1
+        start = text.find("<think>")
+        end = text.rfind(close)
+        if start < 0 and end < 0:
+            answer_chars += len(text)
+            continue
+        thought += 1
+        body_from = start + len("<think>") if start >= 0 else 0
+        if end >= 0:
+            closed += 1
+            think_chars += len(text[body_from:end].strip())
+            answer_chars += len(text[end + len(close) :].strip())
+        else:
+            think_chars += len(text[body_from:].strip())
+    if not n:
+        return None
+    return {
+        "responses": n,
+        "with_thinking": thought,
+        "closed": closed,
+        "thinking_chars": think_chars / thought if thought else 0.0,
+        "answer_chars": answer_chars / n,
+    }
+
+
+def reasoning_section(data: RunData) -> str:
+    """Reasoning length before and after distillation: the teacher's (its cache) and each evaluated
+    model's on each task; left out when nobody thought."""
+    close = ((data.recipe.get("eval") or {}).get("think_end_token")) or "</think>"
+    rows = []
+    teacher = (data.cache_stats or {}).get("reasoning") or {}
+    if teacher.get("records"):
+        chars = teacher.get("reasoning_chars") or {}
+        rows.append(
+            [
+                "teacher (cache)",
+                "distillation prompts",
+                teacher["records"],
+                teacher["records"],
+                (teacher.get("status") or {}).get("complete", "n/a"),
+                f"{chars['mean']:.0f}" if isinstance(chars.get("mean"), (int, float)) else "n/a",
+                "",
+            ]
+        )
+    for path in sorted(data.eval_dir.glob("*/samples_*.jsonl")) if data.eval_dir else []:
+        got = thinking_lengths(path, close)
+        if got is None:
+            continue
+        task = path.stem.removeprefix("samples_")
+        rows.append(
+            [
+                path.parent.name,
+                task,
+                got["responses"],
+                got["with_thinking"],
+                got["closed"],
+                f"{got['thinking_chars']:.0f}" if got["with_thinking"] else "",
+                f"{got['answer_chars']:.0f}",
+            ]
+        )
+    if not teacher.get("records") and not any(r[3] for r in rows):
+        return ""
+    header = ["model", "on", "responses", "with thinking", "thinking ended", "thinking chars (mean)", "answer chars"]
+    return "\n".join(
+        [
+            "## Reasoning",
+            "",
+            "How long each model thinks: the teacher in the cache, each evaluated model in its raw responses "
+            f"(thinking between <think> and {close}; the answer is what follows it, scored after the thinking "
+            "is stripped).",
+            "",
+            md_table(header, rows),
+            "",
+        ]
+    )
 
 
 def settings_summary(rows: list[dict[str, Any]]) -> list[str]:
