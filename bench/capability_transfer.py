@@ -203,6 +203,12 @@ SETTINGS.update(
     {
         "think-keep": Setting("SFT on the teacher's reasoning + answer", [*SFT_FLAGS, "train.reasoning=keep"]),
         "think-drop": Setting("SFT on the answers alone (same cache)", [*SFT_FLAGS, "train.reasoning=drop"]),
+        "think-keep-long": Setting(
+            "SFT on reasoning + answer, 4 epochs", [*SFT_FLAGS, "train.reasoning=keep"], steps=2.0
+        ),
+        "think-drop-long": Setting(
+            "SFT on the answers alone, 4 epochs", [*SFT_FLAGS, "train.reasoning=drop"], steps=2.0
+        ),
         "direct": Setting(
             "SFT on a teacher asked not to reason",
             [*SFT_FLAGS, "train.reasoning=drop", f'prompts.system_prompt="{DIRECT}"', "teacher.max_new_tokens=32"],

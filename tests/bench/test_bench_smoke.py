@@ -81,14 +81,12 @@ def test_prompts_throughput_bench_finds_the_planted_contaminants(tmp_path):
         "600",
         "--scaling",
         "2",
-        "--loop-sample",
-        "100",
-        "--dedup-sample",
-        "200",
+        "--baseline-prompts",
+        "300",
         "--json",
         str(tmp_path / "p.json"),
     )
-    assert "same hits" in out and "1 M prompts, extrapolated" in out
+    assert "same hits" in out and "1 M prompts, extrapolated" in out and "MinHashLSH as documented" in out
 
 
 def test_cache_ray_bench_measures_the_pool_against_the_local_engine():

@@ -252,3 +252,23 @@ def test_thinking_models_get_their_budget_and_their_thinking_cut_before_scoring(
     evaluate(recipe)
     info = json.loads((tmp_path / "run" / "eval" / "base" / "dante_gsm8k_local.json").read_text())
     assert (info["max_gen_toks"], info["think_end_token"]) == (6, "</think>")
+
+
+def test_a_models_system_instruction_reaches_its_prompts_only(tmp_path, student_dir):
+    """eval.system_instruction_by_model: the teacher is scored as the cache asked it to answer
+    (told to reason, say) while other models get the question alone; recorded with the scores."""
+    recipe = tiny_recipe(
+        tmp_path,
+        student_dir,
+        models=["base", "student"],
+        system_instruction_by_model={"base": "Solve it step by step."},
+        limit=2,
+    )
+    recipe.train.output_dir = student_dir  # "student" is the same tiny model, without the instruction
+    evaluate(recipe)
+    for label, expected in (("base", "Solve it step by step."), ("student", None)):
+        folder = tmp_path / "run" / "eval" / label
+        info = json.loads((folder / "dante_gsm8k_local.json").read_text())
+        assert info["system_instruction"] == expected
+        prompts = [json.dumps(json.loads(line)["arguments"]) for line in (folder / "samples_gsm8k_local.jsonl").open()]
+        assert all(("Solve it step by step." in p) == (expected is not None) for p in prompts)

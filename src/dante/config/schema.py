@@ -756,6 +756,12 @@ class EvalConfig(Section):
         description="A generation budget per model label (teacher, base, student, or the path as in eval.models), "
         "over max_gen_toks: a thinking model needs room for its thinking before the answer.",
     )
+    system_instruction_by_model: dict[str, str] = Field(
+        default_factory=dict,
+        description="A system prompt per model label (teacher, base, student, or the path as in eval.models), "
+        "lm-eval's system_instruction: score a teacher as it was asked to answer in the cache (prompts.system_prompt, "
+        "e.g. told to reason step by step) while the students get the question alone. Flagged in the report.",
+    )
     think_end_token: str | None = Field(
         None,
         description="The end-of-thinking marker of thinking models (e.g. '</think>'): each generation is cut "

@@ -339,9 +339,12 @@ def lm_eval_limit(cfg: EvalConfig) -> int | float | None:
     return None if cfg.limit is None else (int(cfg.limit) if cfg.limit >= 1 else cfg.limit)
 
 
-def run_task(lm, spec: TaskSpec, cfg: EvalConfig, manager, max_gen_toks: int | None = None) -> dict[str, Any]:
+def run_task(
+    lm, spec: TaskSpec, cfg: EvalConfig, manager, max_gen_toks: int | None = None, system: str | None = None
+) -> dict[str, Any]:
     """One lm-eval run; returns lm-eval's result dict (with 'samples' when logged). ``max_gen_toks``:
-    the model's generation budget (``generation_budget``; None: the task's own)."""
+    the model's generation budget (``generation_budget``; None: the task's own); ``system``: its
+    system instruction (eval.system_instruction_by_model)."""
     import lm_eval
 
     limit = lm_eval_limit(cfg)
@@ -361,6 +364,7 @@ def run_task(lm, spec: TaskSpec, cfg: EvalConfig, manager, max_gen_toks: int | N
         fewshot_as_multiturn=cfg.apply_chat_template,
         log_samples=cfg.log_samples,
         confirm_run_unsafe_code=cfg.allow_code_execution,
+        system_instruction=system,
         **seeds,
     )
 
@@ -390,6 +394,7 @@ def _info(model: ModelRef, resolved, device: str, spec: TaskSpec, cfg: EvalConfi
         "spec": spec.as_dict(),
         "limit": lm_eval_limit(cfg),
         "max_gen_toks": generation_budget(cfg, model.label),
+        "system_instruction": cfg.system_instruction_by_model.get(model.label),
         "think_end_token": cfg.think_end_token,
         "apply_chat_template": cfg.apply_chat_template,
         "backend": cfg.backend,
@@ -416,7 +421,14 @@ def evaluate_model(model: ModelRef, specs: list[TaskSpec], recipe: Recipe, manag
         t0 = time.perf_counter()
         try:
             with code_execution(cfg):
-                raw = run_task(lm, spec, cfg, manager, generation_budget(cfg, model.label))
+                raw = run_task(
+                    lm,
+                    spec,
+                    cfg,
+                    manager,
+                    generation_budget(cfg, model.label),
+                    cfg.system_instruction_by_model.get(model.label),
+                )
         except Exception as exc:  # a task that cannot run (e.g. hub data offline) must not lose the others
             console.print(f"[red]{model.label} {spec.task} failed[/]: {type(exc).__name__}: {exc}")
             atomic_write_json(

@@ -257,6 +257,7 @@ def score_rows(raw: dict, info: dict) -> list[dict[str, Any]]:
                 "harness": "lm-eval",
                 "lm_eval_version": raw.get("lm_eval_version") or info.get("lm_eval_version"),
                 "max_gen_toks": info.get("max_gen_toks"),
+                "system_instruction": info.get("system_instruction"),
                 "apply_chat_template": info.get("apply_chat_template", False),
                 "dtype": info.get("dtype"),
                 "device": info.get("device"),

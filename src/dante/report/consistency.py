@@ -25,6 +25,7 @@ SETTINGS = (
     ("n_samples", "n"),
     ("max_gen_toks", "max_gen_toks"),
     ("apply_chat_template", "chat template"),
+    ("system_instruction", "system instruction"),
 )
 
 
@@ -40,6 +41,7 @@ def settings_of(row: dict[str, Any]) -> dict[str, Any]:
         "n_samples": row.get("n_samples"),
         "max_gen_toks": row.get("max_gen_toks"),
         "apply_chat_template": bool(row.get("apply_chat_template", False)),
+        "system_instruction": row.get("system_instruction"),
     }
 
 
@@ -55,6 +57,7 @@ def settings_of_published(ref: Published) -> dict[str, Any]:
         "n_samples": ref.n_samples,
         "max_gen_toks": None,
         "apply_chat_template": False,
+        "system_instruction": None,
     }
 
 
@@ -75,6 +78,8 @@ def describe(settings: dict[str, Any]) -> str:
         parts.append(f"max_gen_toks={settings['max_gen_toks']}")
     if settings.get("apply_chat_template"):
         parts.append("chat template")
+    if settings.get("system_instruction"):
+        parts.append(f"system instruction {settings['system_instruction'][:40]!r}")
     return ", ".join(parts)
 
 
