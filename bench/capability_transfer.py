@@ -209,6 +209,12 @@ SETTINGS.update(
         "think-drop-long": Setting(
             "SFT on the answers alone, 4 epochs", [*SFT_FLAGS, "train.reasoning=drop"], steps=2.0
         ),
+        "direct-long": Setting(
+            "SFT on a teacher asked not to reason, 4 epochs",
+            [*SFT_FLAGS, "train.reasoning=drop", f'prompts.system_prompt="{DIRECT}"', "teacher.max_new_tokens=32"],
+            steps=2.0,
+            cache="direct",
+        ),
         "direct": Setting(
             "SFT on a teacher asked not to reason",
             [*SFT_FLAGS, "train.reasoning=drop", f'prompts.system_prompt="{DIRECT}"', "teacher.max_new_tokens=32"],

@@ -252,6 +252,13 @@ def test_thinking_models_get_their_budget_and_their_thinking_cut_before_scoring(
     evaluate(recipe)
     info = json.loads((tmp_path / "run" / "eval" / "base" / "dante_gsm8k_local.json").read_text())
     assert (info["max_gen_toks"], info["think_end_token"]) == (6, "</think>")
+    # every generation also kept as written, before lm-eval cuts the thinking (the report's lengths)
+    raw = (tmp_path / "run" / "eval" / "base" / "generations_gsm8k_local.jsonl").read_text().splitlines()
+    samples = (tmp_path / "run" / "eval" / "base" / "samples_gsm8k_local.jsonl").read_text().splitlines()
+    assert len(raw) == len({json.loads(line)["doc_id"] for line in samples}) == 5  # a row per filter in samples
+    logged = sorted(json.loads(line)["resps"][0][0] for line in samples)
+    kept = sorted(json.loads(line)["text"] for line in raw)
+    assert all(any(k.endswith(g) or g in k for k in kept) for g in logged)
 
 
 def test_a_models_system_instruction_reaches_its_prompts_only(tmp_path, student_dir):

