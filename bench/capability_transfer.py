@@ -199,26 +199,17 @@ SETTINGS: dict[str, Setting] = {
 # issue 35 (--task reasoning): the teacher asked to reason (configs/reasoning.yaml), its reasoning
 # kept or dropped from the same cache, against a cache of the same teacher asked not to reason
 DIRECT = "Do not show any working. Reply with one sentence: 'The answer is' followed by the number."
+KEEP, DROP = [*SFT_FLAGS, "train.reasoning=keep"], [*SFT_FLAGS, "train.reasoning=drop"]
+DIRECT_FLAGS = [*DROP, f'prompts.system_prompt="{DIRECT}"', "teacher.max_new_tokens=32"]
 SETTINGS.update(
     {
-        "think-keep": Setting("SFT on the teacher's reasoning + answer", [*SFT_FLAGS, "train.reasoning=keep"]),
-        "think-drop": Setting("SFT on the answers alone (same cache)", [*SFT_FLAGS, "train.reasoning=drop"]),
-        "think-keep-long": Setting(
-            "SFT on reasoning + answer, 4 epochs", [*SFT_FLAGS, "train.reasoning=keep"], steps=2.0
-        ),
-        "think-drop-long": Setting(
-            "SFT on the answers alone, 4 epochs", [*SFT_FLAGS, "train.reasoning=drop"], steps=2.0
-        ),
+        "think-keep": Setting("SFT on the teacher's reasoning + answer", KEEP),
+        "think-drop": Setting("SFT on the answers alone (same cache)", DROP),
+        "direct": Setting("SFT on a teacher asked not to reason", DIRECT_FLAGS, cache="direct"),
+        "think-keep-long": Setting("SFT on reasoning + answer, 4 epochs", KEEP, steps=2.0),
+        "think-drop-long": Setting("SFT on the answers alone, 4 epochs", DROP, steps=2.0),
         "direct-long": Setting(
-            "SFT on a teacher asked not to reason, 4 epochs",
-            [*SFT_FLAGS, "train.reasoning=drop", f'prompts.system_prompt="{DIRECT}"', "teacher.max_new_tokens=32"],
-            steps=2.0,
-            cache="direct",
-        ),
-        "direct": Setting(
-            "SFT on a teacher asked not to reason",
-            [*SFT_FLAGS, "train.reasoning=drop", f'prompts.system_prompt="{DIRECT}"', "teacher.max_new_tokens=32"],
-            cache="direct",
+            "SFT on a teacher asked not to reason, 4 epochs", DIRECT_FLAGS, steps=2.0, cache="direct"
         ),
     }
 )

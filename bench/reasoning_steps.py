@@ -19,9 +19,13 @@ from pathlib import Path
 STEP = re.compile(r"(-?\d+)\s*([+-])\s*(-?\d+)\s*=\s*(-?\d+)")
 
 
-def steps_of(text: str, close: str = "</think>") -> list[bool]:
-    """Whether each arithmetic step of the thinking (before ``close``) is right, in order."""
-    thinking = text.split(close)[0]
+def steps_of(text: str) -> list[bool]:
+    """Whether each arithmetic step of the thinking (``dante.teacher.reasoning.split_inline``; the
+    whole text when it has no thinking block) is right, in order."""
+    from dante.teacher.reasoning import split_inline
+
+    thinking = split_inline(text).reasoning
+    thinking = text if thinking is None else thinking
     return [(int(a) + int(b) if op == "+" else int(a) - int(b)) == int(c) for a, op, b, c in STEP.findall(thinking)]
 
 

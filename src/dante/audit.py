@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dante.config import Recipe
+from dante.errors import DanteError
 from dante.train.align import NotAligned, align
 
 PROBES = {
@@ -47,8 +48,7 @@ class PairStats:
     unaligned: Counter = field(default_factory=Counter)
     chunks: int = 0
     one_to_one: int = 0
-    student_tokens: int = 0
-    student_one_to_one: int = 0  # student tokens that are a one-to-one chunk
+    student_tokens: int = 0  # (a one-to-one chunk holds one student token: one_to_one of them are one to one)
     chunk_student_tokens: list[int] = field(default_factory=list)
     chunk_bytes: list[int] = field(default_factory=list)
 
@@ -64,7 +64,6 @@ class PairStats:
         self.student_tokens += sum(1 for s in student if s)
         for c in chunks:
             self.one_to_one += c.one_to_one
-            self.student_one_to_one += c.one_to_one
             self.chunk_student_tokens.append(c.s1 - c.s0)
             self.chunk_bytes.append(c.end - c.start)
 
@@ -78,7 +77,7 @@ class PairStats:
             "unaligned": dict(self.unaligned),
             "chunks": self.chunks,
             "one_to_one_chunk_share": self.one_to_one / self.chunks if self.chunks else None,
-            "one_to_one_token_share": self.student_one_to_one / self.student_tokens if self.student_tokens else None,
+            "one_to_one_token_share": self.one_to_one / self.student_tokens if self.student_tokens else None,
             "student_tokens_per_chunk": {
                 "mean": statistics.fmean(self.chunk_student_tokens) if self.chunk_student_tokens else None,
                 "p50": pct(self.chunk_student_tokens, 0.5),
@@ -89,11 +88,9 @@ class PairStats:
         }
 
 
-def side(tokenizer: Any) -> dict[str, Any]:
-    """One tokenizer's shape: vocabulary, BOS/EOS, chat template, how it splits the probes."""
-    from dante.tokens import TokenBytes
-
-    tb = TokenBytes(tokenizer)
+def side(tokenizer: Any, tb) -> dict[str, Any]:
+    """One tokenizer's shape: vocabulary, BOS/EOS, chat template, how it splits the probes
+    (``tb``: its ``dante.tokens.TokenBytes``)."""
     splits = {}
     for name, text in PROBES.items():
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -123,10 +120,9 @@ def texts_of(recipe: Recipe, limit: int) -> tuple[str, list[tuple[str, list[byte
     from dante.cache.records import read_cache
     from dante.train.sources.kd_data import answer_payload
 
-    folders = []
     try:
         folders = [f for f in recipe.cache_dirs if f.exists()]
-    except Exception:  # noqa: BLE001 - a glob that matches nothing yet
+    except DanteError:  # a glob that matches nothing yet
         folders = []
     if folders:
         out = []
@@ -174,8 +170,8 @@ def audit(recipe: Recipe, limit: int = 500) -> dict[str, Any]:
         "texts_with_payload": payloads,
         "same_vocabulary": same,
         "alignment": stats.as_dict(),
-        "teacher_side": side(teacher_tok) if teacher_tok is not None else None,
-        "student_side": side(student_tok),
+        "teacher_side": side(teacher_tok, t_bytes) if teacher_tok is not None else None,
+        "student_side": side(student_tok, s_bytes),
         "teacher_can_score": SCORING.get(recipe.teacher.backend, "unknown"),
     }
     report["recommendation"] = recommend(report, recipe)

@@ -449,14 +449,7 @@ def evaluate_model(model: ModelRef, specs: list[TaskSpec], recipe: Recipe, manag
         t0 = time.perf_counter()
         try:
             with code_execution(cfg):
-                raw = run_task(
-                    lm,
-                    spec,
-                    cfg,
-                    manager,
-                    generation_budget(cfg, model.label),
-                    cfg.system_instruction_by_model.get(model.label),
-                )
+                raw = run_task(lm, spec, cfg, manager, info["max_gen_toks"], info["system_instruction"])
         except Exception as exc:  # a task that cannot run (e.g. hub data offline) must not lose the others
             console.print(f"[red]{model.label} {spec.task} failed[/]: {type(exc).__name__}: {exc}")
             atomic_write_json(

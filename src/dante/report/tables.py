@@ -17,6 +17,7 @@ from dante.report.consistency import describe, flag_published, flag_rows, settin
 from dante.report.data import RunData
 from dante.report.reference import Published, PublishedCompute
 from dante.teacher import engine_devices
+from dante.teacher.reasoning import split_inline
 
 NOT_RECORDED = "not recorded"
 
@@ -470,19 +471,13 @@ def thinking_lengths(path: Path, close: str = "</think>") -> dict[str, Any] | No
     think_chars = answer_chars = 0
     for text in _responses(path):
         n += 1
-        start = text.find("<think>")
-        end = text.rfind(close)
-        if start < 0 and end < 0:
-            answer_chars += len(text)
+        split = split_inline(text, close)
+        answer_chars += len(split.answer.strip())
+        if split.reasoning is None:
             continue
         thought += 1
-        body_from = start + len("<think>") if start >= 0 else 0
-        if end >= 0:
-            closed += 1
-            think_chars += len(text[body_from:end].strip())
-            answer_chars += len(text[end + len(close) :].strip())
-        else:
-            think_chars += len(text[body_from:].strip())
+        closed += split.closed
+        think_chars += len(split.reasoning.strip())
     if not n:
         return None
     return {

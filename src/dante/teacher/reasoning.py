@@ -47,15 +47,16 @@ def from_field(message: dict, content: str) -> Split:
     return Split(None, content)
 
 
-def split_inline(text: str) -> Split:
+def split_inline(text: str, close: str = CLOSE) -> Split:
     """``<think>R</think>A`` -> (R, A); a template that opens the block in the prompt (Qwen3, R1's
     later templates) leaves only ``R</think>A`` in the output; ``<think>R`` with no end is a cut
-    thought (answer ""). Whitespace between the thinking and the answer goes with neither."""
+    thought (answer ""). Whitespace between the thinking and the answer goes with neither.
+    ``close``: another end-of-thinking marker (an evaluation's ``eval.think_end_token``)."""
     start = text.find(OPEN)
-    end = text.find(CLOSE)
+    end = text.find(close)
     if end >= 0 and (start < 0 or start < end) and text[: max(start, 0)].strip() == "":
         reasoning = text[start + len(OPEN) if start >= 0 else 0 : end]
-        return Split(reasoning.strip("\n"), text[end + len(CLOSE) :].lstrip(), closed=True, source="inline")
+        return Split(reasoning.strip("\n"), text[end + len(close) :].lstrip(), closed=True, source="inline")
     if start >= 0 and end < 0 and text[:start].strip() == "":
         return Split(text[start + len(OPEN) :].strip("\n"), "", closed=False, source="inline")
     return Split(None, text)

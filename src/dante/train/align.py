@@ -80,13 +80,13 @@ def align(teacher: Sequence[bytes], student: Sequence[bytes], text: bytes | None
         raise NotAligned(TEACHER_NOT_JOINING, f"{len(data)} bytes against the text's {len(text)}")
     if b"".join(student) != data:
         raise NotAligned(STUDENT_NOT_JOINING, f"{sum(map(len, student))} bytes against {len(data)}")
+    if not data:
+        return []
     t_end, s_end = token_ends(teacher), token_ends(student)
     both = {e for e, tok in zip(t_end, teacher, strict=True) if tok} & {
         e for e, tok in zip(s_end, student, strict=True) if tok
     }
     common = sorted({e for e in both if char_boundary(data, e)} | {0, len(data)})
-    if len(data) == 0:
-        return []
     t_members = _members(teacher, t_end, common)
     s_members = _members(student, s_end, common)
     chunks = []

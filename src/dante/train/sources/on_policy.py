@@ -37,7 +37,7 @@ from dante.errors import DanteError
 from dante.prompts import Prompt, prompt_set
 from dante.teacher import Teacher, make_teacher
 from dante.tokens import TokenBytes, TokenLogprobs
-from dante.train.align import TEACHER_NOT_JOINING, Chunk, NotAligned, align
+from dante.train.align import Chunk, NotAligned, align
 from dante.train.model.student import Written, eos_token_ids, unwrapped
 from dante.train.objective.losses import chunk_log_ratios, token_advantages
 from dante.train.objective.terms import Term, scales
@@ -337,10 +337,10 @@ class OnPolicy:
             end = score.logprobs[-1]
             score = TokenLogprobs(score.tokens[:-1], score.logprobs[:-1], score.top[:-1])
         try:
-            if score is None:
-                raise NotAligned(TEACHER_NOT_JOINING)
-            chunks = align(score.tokens, d.pieces, d.text.encode("utf-8"))
+            chunks = None if score is None else align(score.tokens, d.pieces, d.text.encode("utf-8"))
         except NotAligned:  # the teacher's tokens do not spell the sample's text
+            chunks = None
+        if chunks is None:
             self.stats.skipped_not_round_trip += 1
             return None
         self.stats.student_tokens += len(d.written.ids)
