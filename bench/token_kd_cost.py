@@ -1,13 +1,15 @@
-"""What token-level distillation costs per training step: `dante train` on SmolLM2-135M with
-`train.loss.token_kd` off and on, same data, interleaved rounds, plus the peak memory of each in
-a fresh process.
+"""What token-level distillation and the chunk term cost per training step: `dante train` on
+SmolLM2-135M with plain CE ("off"), `train.loss.token_kd` ("token") and `train.loss.chunk_kd`
+("chunk") on the same data, interleaved rounds, plus the peak memory of each in a fresh process.
 
 The cache: synthetic records in words SmolLM2 keeps as one token (bench/train_throughput.py's
 workload), each with the payload a teacher with SmolLM2's own tokenizer would write at K = 20
 (every position one to one, all 20 alternatives in the student's vocabulary: the most work the
-term can do). Both settings read the same cache; "off" ignores the payload.
+term can do). Every setting reads the same cache; "off" ignores the payload. The chunk term's
+cost does not depend on how the chunks fall: its pre-pass runs over every position.
 
     .venv/bin/python bench/token_kd_cost.py                 # 3 rounds, ~12 min here
+    .venv/bin/python bench/token_kd_cost.py --settings off,chunk    # the chunk term against CE
     .venv/bin/python bench/token_kd_cost.py --rounds 1 --steps 4 --records 32   # smoke run
 """
 
@@ -46,7 +48,10 @@ def prepare(workdir: Path, records: int, k: int, seed: int = 0) -> dict:
     return {"student": str(student), "cache": str(workdir / "cache")}
 
 
-def recipe(meta: dict, out: Path, steps: int, token_kd: float):
+LOSS = {"off": {}, "token": {"token_kd": 1.0}, "chunk": {"chunk_kd": 1.0}}
+
+
+def recipe(meta: dict, out: Path, steps: int, setting: str):
     from dante.config import load_recipe
 
     return load_recipe(
@@ -65,7 +70,7 @@ def recipe(meta: dict, out: Path, steps: int, token_kd: float):
                 "checkpoint_every": 10_000,
                 "eval_fraction": 0.0,
                 "mixed_precision": "no",
-                "loss": {"token_kd": token_kd},
+                "loss": LOSS[setting],
             },
         }
     )
@@ -78,7 +83,7 @@ def child(args) -> None:
     meta = json.loads(args.child)
     base = common.rss_bytes()
     with tempfile.TemporaryDirectory() as tmp:
-        res = common.timed_dante_train(recipe(meta, Path(tmp), args.steps, args.token_kd), args.warmup)
+        res = common.timed_dante_train(recipe(meta, Path(tmp), args.steps, args.setting), args.warmup)
     print(
         json.dumps(
             {
@@ -101,7 +106,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", default=str(BENCH.parent / "runs" / "bench" / "token_kd_cost"))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--token-kd", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--settings", default="off,token", help=f"comma list from {', '.join(LOSS)}; the first is the baseline"
+    )
+    ap.add_argument("--setting", default="off", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)
@@ -110,38 +118,43 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     meta = prepare(workdir, args.records, args.k)
     info = common.machine()
-    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    names = args.settings.split(",")
+    unknown = [n for n in names if n not in LOSS]
+    if unknown or len(names) < 2:
+        raise SystemExit(f"--settings: at least two of {', '.join(LOSS)} (got {args.settings})")
+    runs: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(args.rounds):
-        for name in ["off", "on"] if r % 2 == 0 else ["on", "off"]:
-            flags = {
-                "token-kd": 1.0 if name == "on" else 0.0,
-                "steps": args.steps,
-                "warmup": args.warmup,
-                "threads": args.threads,
-            }
+        for name in names if r % 2 == 0 else names[::-1]:
+            flags = {"setting": name, "steps": args.steps, "warmup": args.warmup, "threads": args.threads}
             argv = ["--child", json.dumps(meta)] + [x for k, v in flags.items() for x in (f"--{k}", str(v))]
             got = common.run_child(Path(__file__), argv)
             runs[name].append(got)
             print(
-                f"  round {r + 1} {name:>3}: {got['tokens_per_s']:.1f} tok/s, peak {common.mib(got['peak_rss'])}",
+                f"  round {r + 1} {name:>5}: {got['tokens_per_s']:.1f} tok/s, peak {common.mib(got['peak_rss'])}",
                 flush=True,
             )
-    time_ratio = [off["tokens_per_s"] / on["tokens_per_s"] for off, on in zip(runs["off"], runs["on"], strict=True)]
-    mem_ratio = [on["peak_rss"] / off["peak_rss"] for off, on in zip(runs["off"], runs["on"], strict=True)]
+    base = names[0]
     print(
         f"\nCPU: {info['cpu']}, {args.threads} thread(s); SmolLM2-135M, K = {args.k}, {args.steps} steps "
         f"({args.warmup} untimed) of 8 packed records, {args.rounds} rounds"
     )
-    print(
-        common.table(
-            [[f"{r + 1}", f"{t:.3f}", f"{m:.3f}"] for r, (t, m) in enumerate(zip(time_ratio, mem_ratio, strict=True))],
-            ["round", "step time on / off", "peak memory on / off"],
+    for name in names[1:]:
+        pairs = list(zip(runs[base], runs[name], strict=True))
+        time_ratio = [b["tokens_per_s"] / o["tokens_per_s"] for b, o in pairs]
+        mem_ratio = [o["peak_rss"] / b["peak_rss"] for b, o in pairs]
+        print(
+            common.table(
+                [
+                    [f"{r + 1}", f"{t:.3f}", f"{m:.3f}"]
+                    for r, (t, m) in enumerate(zip(time_ratio, mem_ratio, strict=True))
+                ],
+                ["round", f"step time {name} / {base}", f"peak memory {name} / {base}"],
+            )
         )
-    )
-    print(
-        f"median: step time {common.median(time_ratio):.3f}x, peak memory {common.median(mem_ratio):.3f}x "
-        "(targets: at most 1.20 and 1.10)"
-    )
+        print(
+            f"median: step time {common.median(time_ratio):.3f}x, peak memory {common.median(mem_ratio):.3f}x "
+            "(targets: at most 1.20 and 1.10)"
+        )
 
 
 if __name__ == "__main__":

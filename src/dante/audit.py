@@ -204,6 +204,12 @@ def recommend(report: dict[str, Any], recipe: Recipe) -> list[str]:
             f"SFT: one-to-one token KD would reach only {share:.0%} of the student's tokens (the rest of the text "
             "gets plain CE)"
         )
+    if not report["same_vocabulary"] and a["aligned"]:
+        out.append(
+            f"the chunk term (train.loss.chunk_kd, with teacher.store_logprobs) reaches every chunk of the "
+            f"{a['aligned']} aligned texts, multi-token chunks included; off by default: its effect on "
+            "capability is not yet measured (docs/training.md, 'A term on every chunk')"
+        )
     if a["unaligned"]:
         out.append(
             f"{sum(a['unaligned'].values())} of {a['texts']} texts cannot be aligned ({a['unaligned']}): they train "

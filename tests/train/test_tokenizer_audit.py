@@ -60,6 +60,7 @@ def test_the_audit_matches_an_alignment_by_hand(dirs):
     assert report["teacher_can_score"].startswith("yes")
     assert report["student_side"]["splits"]["digits"]  # how it cuts "1234567 2026"
     assert any("on-policy" in line for line in report["recommendation"])
+    assert any("chunk term" in line and "20 aligned texts" in line for line in report["recommendation"])
 
 
 def test_one_tokenizer_on_both_sides_is_one_to_one_everywhere(dirs):
@@ -68,6 +69,7 @@ def test_one_tokenizer_on_both_sides_is_one_to_one_everywhere(dirs):
     report = audit(load_recipe(_recipe(root, teacher, teacher, cache)))
     assert report["same_vocabulary"] and report["alignment"]["one_to_one_token_share"] == 1.0
     assert "same vocabulary" in report["recommendation"][0]
+    assert not any("chunk term" in line for line in report["recommendation"])  # every chunk is one token
 
 
 def test_texts_that_cannot_be_aligned_are_counted_by_reason():

@@ -485,6 +485,16 @@ class LossConfig(Section):
         False, description="Ramp lambda_KD from token_kd_start to token_kd over lambda_CE's warm-up and ramp steps."
     )
     token_kd_start: float = Field(0.0, ge=0.0, description="lambda_KD before ce_warmup_steps when scheduled.")
+    chunk_kd: float = Field(
+        0.0,
+        ge=0.0,
+        description="lambda_chunk: weight of the chunk term, approximate likelihood matching on every chunk "
+        "aligned between the teacher's and the student's tokens (needs teacher.store_logprobs); 0 = off "
+        "(docs/training.md, 'A term on every chunk').",
+    )
+    chunk_kd_temperature: float = Field(
+        100.0, gt=0.0, description="tau of the chunk term's binarised divergence (ALM's default: 100)."
+    )
     terms: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Further loss terms by name, each with its settings: terms registered with "

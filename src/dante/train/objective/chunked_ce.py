@@ -51,6 +51,12 @@ class _ChunkedTerms(torch.autograd.Function):
         w = weight.to(compute_dtype)
         tile_buf = torch.empty((min(chunk_tokens, n_tok), vocab), dtype=compute_dtype, device=hidden.device)
         zero = torch.zeros((), dtype=torch.float64, device=hidden.device)
+        inputs = [
+            term.prepare(_target_logp(hidden, w, term.ids(given)[:, 0], chunk_tokens, tile_buf), given)
+            if term.needs_logp
+            else given
+            for term, given in zip(terms, inputs, strict=True)
+        ]
         sums: dict[str, torch.Tensor] = {name: zero for t in terms for name in (t.name, *t.logs)}
         for start in range(0, n_tok, chunk_tokens):
             stop = min(start + chunk_tokens, n_tok)
@@ -103,6 +109,20 @@ class _ChunkedTerms(torch.autograd.Function):
             None if grad_weight is None else grad_weight.mul_(g).to(ctx.dtypes[1]),
             *(None,) * 6,
         )
+
+
+def _target_logp(
+    hidden: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, chunk_tokens: int, tile_buf: torch.Tensor
+) -> torch.Tensor:
+    """log softmax(h·Wᵀ)[target] of every position, tile by tile in float32, without gradient."""
+    out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        stop = min(start + chunk_tokens, hidden.shape[0])
+        z = torch.mm(hidden[start:stop].to(w.dtype), w.t(), out=tile_buf[: stop - start])
+        z = z if z.dtype == torch.float32 else z.float()
+        at = z.gather(1, targets[start:stop].clamp_min(0)[:, None]).squeeze(1)
+        out[start:stop] = at - torch.logsumexp(z, dim=1)
+    return out
 
 
 def chunked_parts(

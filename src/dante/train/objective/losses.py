@@ -12,7 +12,8 @@ penalty, a hook on the embedding, in ``dante.train.model.anchor``.
 
 Token-level distillation (not in the card; ``token_kd`` > 0, docs/training.md) adds
 λ_KD(t) · Σ_t u_t · KL_t / D over the positions aligned one to one with a teacher token
-(``sparse_kd_sum``), with the same u_t and D as the CE.
+(``sparse_kd_sum``), with the same u_t and D as the CE. The chunk term (``chunk_kd`` > 0) adds
+λ_chunk · Σ_c v_c · KL_c / D over every aligned chunk of the teacher's answer (``chunk_binary_kl``).
 
 How CE_masked is averaged (``LossConfig.normalise``). Every variant is written as one sum over
 completion tokens t of the *global* batch (all micro-batches of the optimizer step, all ranks):
@@ -176,6 +177,53 @@ def sparse_kl_terms(lp: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor, re
     c = torch.where(clamped, torch.zeros_like(r_s), r_s.log() + 1.0 - r_t.log())
     at_ids = torch.where(mask, a - c[:, None] * p, zero)
     return SparseKL(head + tail, c * big_p - a.sum(1), at_ids)
+
+
+# -- a term on every aligned chunk (approximate likelihood matching) ----------------------------
+
+CHUNK_EPS = 1e-6  # ALM's ε: log p/τ − ε keeps each binarised probability below 1
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 − exp(x)) for x < 0, stable on both sides of log ½ (Mächler 2012)."""
+    return torch.where(x < -math.log(2.0), torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
+def chunk_binary_kl(l_student: torch.Tensor, l_teacher: torch.Tensor, temperature: float = 100.0) -> torch.Tensor:
+    """τ · KL(Bern(q_c) ‖ Bern(p_c)) per aligned chunk c: approximate likelihood matching's binarised
+    f-divergence (Minixhofer et al. 2025, tokenkit's ``binary_ce``, here less the teacher's own binary
+    entropy so it is 0 at a match and ≥ 0), with
+
+        a_c = l_T,c / τ − ε,   b_c = l_S,c / τ − ε,   q_c = e^{a_c},   p_c = e^{b_c}
+        KL_c = τ · [ q_c (a_c − b_c) + (1 − q_c) (log(1 − q_c) − log(1 − p_c)) ]
+
+    l_T,c: the teacher's log-likelihood of chunk c (the sum of its cached token logprobs), l_S,c the
+    student's (the sum over its tokens in the chunk), both ≤ 0. Each chunk is one binary event, "the
+    chunk's text is written", whose probability both models give whatever their tokenizers; τ (ALM's
+    default 100) puts long chunks' small probabilities in a range where the binary divergence still
+    separates them. As τ → ∞, KL_c → s_T log(s_T / s_S) − s_T + s_S with s = −l (the chunk
+    surprisals), so the τ factor keeps the term's scale independent of τ. Its gradient is
+    ``chunk_binary_kl_grad``."""
+    tau = float(temperature)
+    a = l_teacher.float() / tau - CHUNK_EPS
+    b = l_student.float() / tau - CHUNK_EPS
+    q = torch.exp(a)
+    return tau * (q * (a - b) + (1.0 - q) * (log1mexp(a) - log1mexp(b)))
+
+
+def chunk_binary_kl_grad(l_student: torch.Tensor, l_teacher: torch.Tensor, temperature: float = 100.0) -> torch.Tensor:
+    """dKL_c / dl_S,c of ``chunk_binary_kl`` in closed form: (p_c − q_c) / (1 − p_c).
+
+    (τ · d/db [−q b − (1 − q) log(1 − e^b)] · db/dl_S = −q + (1 − q) e^b / (1 − e^b) = (e^b − q)/(1 − e^b).)
+    Since dl_S,c / dz_t = onehot(y_t) − softmax(z_t) for every student token t of the chunk, the
+    term's gradient on the logits is that of Σ_t (−g_c) · CE_t with g_c this value held fixed: a
+    re-weighted CE whose weight is positive where the student gives the chunk less probability than
+    the teacher (raise it) and negative where it gives more (lower it); the fused lm_head runs it as
+    such (``terms.ChunkLikelihood``)."""
+    tau = float(temperature)
+    a = l_teacher.float() / tau - CHUNK_EPS
+    b = l_student.float() / tau - CHUNK_EPS
+    return (torch.exp(b) - torch.exp(a)) / -torch.expm1(b)
 
 
 # -- on-policy distillation across tokenizers (the student writes, the teacher scores) ---------

@@ -1,7 +1,8 @@
 """The objective's terms as units (stage 4). A term owns its slice of the recipe, its λ schedule,
 the tensors it reads from a collated micro-batch, the names it logs, its value on the logits
 (``plain``) and, to run inside the chunked lm_head without the (tokens × V) logits, its tile form
-(``ids`` + ``tile``). The formulas are in ``dante.train.objective.losses``.
+(``ids`` + ``tile``, and ``prepare`` for a term over spans of positions). The formulas are in
+``dante.train.objective.losses``.
 
 A batch source lists the terms its micro-batches train; the first is the *lead*. The forward
 pass returns the parts of a micro-batch keyed by name, ``objective`` being
@@ -26,6 +27,8 @@ from dante.config import TrainConfig
 from dante.errors import DanteError
 from dante.train.model.anchor import TeaAnchor
 from dante.train.objective.losses import (
+    chunk_binary_kl,
+    chunk_binary_kl_grad,
     lambda_ce,
     lambda_kd,
     lambda_tea,
@@ -62,6 +65,9 @@ class Term:
     sources: ClassVar[tuple[str, ...]] = ("records",)  # the batch sources whose micro-batches it trains
     logs: ClassVar[tuple[str, ...]] = ()  # further sums it returns besides its value (e.g. the plain CE)
     Settings: ClassVar[type[BaseModel] | None] = None  # a plugin's settings model (train.loss.terms.<name>)
+    # the tile form needs every position's log p(target) before the first tile (a term over spans of
+    # positions that may cross tiles): the fused lm_head computes them first and calls ``prepare``
+    needs_logp: ClassVar[bool] = False
 
     def weight(self, step: int, total_steps: int) -> float:
         """λ(t) of the 1-based optimizer step ``step``."""
@@ -81,6 +87,11 @@ class Term:
 
     def tile(self, tile: Tile, inputs: Inputs, scale: float) -> TileForm:
         """The term on one tile: its sums and κ·gradient (``scale`` = κ)."""
+        raise NotImplementedError
+
+    def prepare(self, logp: torch.Tensor, inputs: Inputs) -> Inputs:
+        """With ``needs_logp``: the inputs ``tile`` reads, from log p(target) at every position
+        (``logp`` (n,), the positions of ``inputs``, computed without gradient)."""
         raise NotImplementedError
 
     def log(self, value: float, lam: float) -> dict[str, Any]:
@@ -207,6 +218,77 @@ class DenseKL(SparseKL):
         return {}  # logged by the on-policy source as on_policy_dense_kl
 
 
+class ChunkLikelihood(Term):
+    """The chunk term: λ_chunk · Σ_c v_c · KL_c / D over every chunk aligned between the teacher's
+    answer tokens and the student's (``dante.train.align``), KL_c the binarised divergence of the
+    two models' log-likelihoods of the chunk (``losses.chunk_binary_kl``), v_c the CE weight u of the
+    chunk's positions. It reaches every aligned chunk, where token KD reaches the one-to-one ones.
+    In the fused lm_head it is a re-weighted CE (``losses.chunk_binary_kl_grad``) whose weights need
+    the student's log-likelihood of whole chunks, so the head first computes log p(target) at every
+    position without gradient (one more lm_head matmul, no backward). Settings: ``train.loss``
+    (chunk_kd, chunk_kd_temperature)."""
+
+    name = "chunk_kd"
+    needs_logp = True
+
+    def __init__(self, cfg: TrainConfig | None = None) -> None:
+        self.cfg = (cfg or TrainConfig()).loss
+
+    def weight(self, step, total_steps):
+        return self.cfg.chunk_kd
+
+    def inputs(self, batch):
+        if "chunk_ids" not in batch:
+            return None
+        return batch["targets"], batch["chunk_ids"], batch["chunk_lt"], batch["weights"]
+
+    def plain(self, logits, targets, inputs):
+        tgt, cid, lt, u = (x.reshape(-1) for x in inputs)
+        keep = cid >= 0
+        lp = torch.log_softmax(logits.reshape(-1, logits.shape[-1])[keep].float(), dim=-1)
+        lp = lp.gather(1, tgt[keep].clamp_min(0)[:, None]).squeeze(1)
+        inv, ls, lt_c, v = chunk_sums(cid[keep], lp, lt[keep], u[keep])
+        return {self.name: (v * chunk_binary_kl(ls, lt_c, self.cfg.chunk_kd_temperature)).sum()}
+
+    def ids(self, inputs):
+        return inputs[0][:, None]
+
+    def prepare(self, logp, inputs):
+        tgt, cid, lt, u = inputs
+        keep = cid >= 0
+        inv, ls, lt_c, v = chunk_sums(cid[keep], logp[keep].float(), lt[keep], u[keep])
+        tau = self.cfg.chunk_kd_temperature
+        per_chunk_w = -v * chunk_binary_kl_grad(ls, lt_c, tau)
+        count = torch.zeros_like(ls).index_add_(0, inv, torch.ones_like(lt[keep]))
+        per_chunk_value = v * chunk_binary_kl(ls, lt_c, tau) / count
+        w = torch.zeros_like(lt).masked_scatter_(keep, per_chunk_w[inv])
+        value = torch.zeros_like(lt).masked_scatter_(keep, per_chunk_value[inv])
+        return tgt, w, value
+
+    def tile(self, tile, inputs, scale):
+        _, w, value = inputs
+        w = w * scale if scale != 1.0 else w
+        return TileForm({self.name: value.sum()}, w, -w[:, None])
+
+    def log(self, value, lam):
+        return {"chunk_kd": value, "lambda_chunk": lam}
+
+
+def chunk_sums(
+    chunk_ids: torch.Tensor, logp: torch.Tensor, lt: torch.Tensor, u: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From per-position values of positions in chunks: (each position's chunk index 0..C−1, the
+    student's log-likelihood l_S,c = Σ log p(target), the teacher's l_T,c and the weight v_c, the
+    mean u of the chunk's positions). ``lt`` holds l_T,c at every position of chunk c."""
+    uniq, inv = torch.unique(chunk_ids, return_inverse=True)
+    zeros = torch.zeros(uniq.numel(), dtype=torch.float32, device=logp.device)
+    count = zeros.index_add(0, inv, torch.ones_like(logp, dtype=torch.float32))
+    ls = zeros.index_add(0, inv, logp.float())
+    lt_c = zeros.index_add(0, inv, lt.float()) / count
+    v = zeros.index_add(0, inv, u.float()) / count
+    return inv, ls, lt_c, v
+
+
 class Tea:
     """The card's L_TEA = ‖E − E₀‖²_F with λ_TEA(t): a term on the model, not on a micro-batch's
     logits. The embedding's forward hook (``model.anchor.TeaAnchor``) computes it during the step's
@@ -251,6 +333,8 @@ def source_terms(source: str, cfg: TrainConfig) -> list[Term]:
         terms: list[Term] = [CrossEntropy(cfg)]
         if cfg.loss.token_kd > 0:
             terms.append(TokenKD(cfg))
+        if cfg.loss.chunk_kd > 0:
+            terms.append(ChunkLikelihood(cfg))
     elif source == "on_policy":
         terms = [PolicyGradient(cfg)]
         if cfg.on_policy.dense_kl > 0:

@@ -275,25 +275,42 @@ def _kd_positions(rec, completion_ids: list[int], kd, n_prompt: int, n_kept: int
         return None
     keep = [i for i, j in enumerate(found.positions) if j < n_kept]
     return KDTargets(
-        [n_prompt - 1 + found.positions[i] for i in keep], [found.ids[i] for i in keep], [found.probs[i] for i in keep]
+        [n_prompt - 1 + found.positions[i] for i in keep],
+        [found.ids[i] for i in keep],
+        [found.probs[i] for i in keep],
+        [(n_prompt - 1 + s0, n_prompt - 1 + s1, lt) for s0, s1, lt in found.chunks if s1 <= n_kept],
     )
 
 
-def _kd_tensors(examples: list[Example], rows: int, width: int, starts: list[tuple[int, int]]):
-    """(kd_ids (rows, width, K) with −1 pads, kd_probs) of a micro-batch; None without targets.
-    ``starts[i]`` = (row, first position) of example i."""
+def _kd_tensors(examples: list[Example], rows: int, width: int, starts: list[tuple[int, int]]) -> dict:
+    """The distillation targets of a micro-batch: ``kd_ids`` (rows, width, K) with −1 pads and
+    ``kd_probs`` where a position has one-to-one targets; ``chunk_ids`` (rows, width), the aligned
+    chunk each position belongs to (numbered from 0 across the micro-batch, −1 for none) and
+    ``chunk_lt``, the teacher's log-likelihood of that chunk at each of its positions, where any
+    example has chunks. ``starts[i]`` = (row, first position) of example i."""
+    out = {}
     k = max((len(ids) for ex in examples if ex.kd for ids in ex.kd.ids), default=0)
-    if k == 0:
-        return None
-    ids = torch.full((rows, width, k), -1, dtype=torch.long)
-    probs = torch.zeros((rows, width, k), dtype=torch.float32)
-    for ex, (row, first) in zip(examples, starts, strict=True):
-        if not ex.kd:
-            continue
-        for pos, i, p in zip(ex.kd.positions, ex.kd.ids, ex.kd.probs, strict=True):
-            ids[row, first + pos, : len(i)] = torch.tensor(i)
-            probs[row, first + pos, : len(p)] = torch.tensor(p)
-    return ids, probs
+    if k:
+        ids = torch.full((rows, width, k), -1, dtype=torch.long)
+        probs = torch.zeros((rows, width, k), dtype=torch.float32)
+        for ex, (row, first) in zip(examples, starts, strict=True):
+            if not ex.kd:
+                continue
+            for pos, i, p in zip(ex.kd.positions, ex.kd.ids, ex.kd.probs, strict=True):
+                ids[row, first + pos, : len(i)] = torch.tensor(i)
+                probs[row, first + pos, : len(p)] = torch.tensor(p)
+        out["kd_ids"], out["kd_probs"] = ids, probs
+    if any(ex.kd and ex.kd.chunks for ex in examples):
+        chunk_ids = torch.full((rows, width), -1, dtype=torch.long)
+        chunk_lt = torch.zeros((rows, width), dtype=torch.float32)
+        n = 0
+        for ex, (row, first) in zip(examples, starts, strict=True):
+            for s0, s1, lt in ex.kd.chunks if ex.kd else ():
+                chunk_ids[row, first + s0 : first + s1] = n
+                chunk_lt[row, first + s0 : first + s1] = lt
+                n += 1
+        out["chunk_ids"], out["chunk_lt"] = chunk_ids, chunk_lt
+    return out
 
 
 def collate(
@@ -335,9 +352,7 @@ def collate(
         firsts = [0]
         for ex in examples[:-1]:
             firsts.append(firsts[-1] + len(ex))
-        kd = _kd_tensors(examples, 1, len(ids), [(0, f) for f in firsts])
-        if kd is not None:
-            batch["kd_ids"], batch["kd_probs"] = kd
+        batch.update(_kd_tensors(examples, 1, len(ids), [(0, f) for f in firsts]))
         return batch
     width = max(len(ex) for ex in examples)
     n = len(examples)
@@ -357,9 +372,7 @@ def collate(
         batch["weights"][r, :L] = torch.tensor(per_position[r], dtype=torch.float32)
         if kd_per_position is not None:
             batch["kd_weights"][r, :L] = torch.tensor(kd_per_position[r], dtype=torch.float32)
-    kd = _kd_tensors(examples, n, width, [(r, 0) for r in range(n)])
-    if kd is not None:
-        batch["kd_ids"], batch["kd_probs"] = kd
+    batch.update(_kd_tensors(examples, n, width, [(r, 0) for r in range(n)]))
     return batch
 
 

@@ -48,6 +48,8 @@ class KDStats:
     unaligned: dict[str, int] = field(default_factory=dict)  # skipped, by dante.train.align's reason
     completion_tokens: int = 0  # student completion tokens of aligned records
     positions: int = 0  # of them, one to one with a teacher token: where the KL applies
+    chunks: int = 0  # aligned chunks of the answers: where the chunk term applies (every chunk)
+    chunk_positions: int = 0  # student tokens in those chunks
     mapped_mass: float = 0.0  # mean teacher probability on alternatives the student's vocabulary has
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,16 +57,20 @@ class KDStats:
         out["unaligned"] = dict(self.unaligned)
         out["one_to_one_share"] = self.positions / self.completion_tokens if self.completion_tokens else None
         out["mapped_mass"] = self.mapped_mass / self.positions if self.positions else None
+        out["chunk_share"] = self.chunk_positions / self.completion_tokens if self.completion_tokens else None
         return out
 
 
 @dataclass
 class KDTargets:
-    """Per student completion position j (0-based in the completion): mapped ids and probs."""
+    """Per student completion position j (0-based in the completion): mapped ids and probs; and
+    every aligned chunk as (first student position, end position, the teacher's log-likelihood of
+    the chunk: the sum of its cached token logprobs)."""
 
     positions: list[int]
     ids: list[list[int]]
     probs: list[list[float]]
+    chunks: list[tuple[int, int, float]] = field(default_factory=list)
 
 
 def kd_targets(rec: Any, student: list[bytes], vocab: StudentVocab, stats: KDStats) -> KDTargets | None:
@@ -94,7 +100,26 @@ def kd_targets(rec: Any, student: list[bytes], vocab: StudentVocab, stats: KDSta
     found = one_to_one_targets(payload.top, chunks, vocab)
     stats.positions += len(found.positions)
     stats.mapped_mass += sum(min(1.0, sum(p)) for p in found.probs)
-    return KDTargets([j0 + j for j in found.positions], found.ids, found.probs)
+    likelihoods = chunk_likelihoods(payload, chunks)
+    stats.chunks += len(likelihoods)
+    stats.chunk_positions += sum(s1 - s0 for s0, s1, _ in likelihoods)
+    return KDTargets(
+        [j0 + j for j in found.positions],
+        found.ids,
+        found.probs,
+        [(j0 + s0, j0 + s1, lt) for s0, s1, lt in likelihoods],
+    )
+
+
+def chunk_likelihoods(payload: TokenLogprobs, chunks) -> list[tuple[int, int, float]]:
+    """(s0, s1, l_T) of every chunk with student tokens: l_T the sum of the cached logprobs of the
+    chunk's non-empty teacher tokens (as ``losses.chunk_log_ratios`` sums them)."""
+    out = []
+    for c in chunks:
+        if c.s1 > c.s0 and c.t1 <= len(payload.logprobs):
+            lt = sum(payload.logprobs[i] for i in range(c.t0, c.t1) if payload.tokens[i])
+            out.append((c.s0, c.s1, min(0.0, float(lt))))
+    return out
 
 
 def answer_payload(payload: TokenLogprobs, reasoning_tokens: int | None) -> TokenLogprobs:

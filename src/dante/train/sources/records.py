@@ -145,14 +145,15 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
     records, filtered = filter_records(read_cache(folders), cfg.filter, source)
     train_records, eval_records = split_heldout(records, cfg.eval_fraction, cfg.seed)
     kd = None
-    if cfg.loss.token_kd > 0:
+    if cfg.loss.token_kd > 0 or cfg.loss.chunk_kd > 0:
         kd = (StudentVocab(tokenizer), KDStats())
+        name = "token_kd" if cfg.loss.token_kd > 0 else "chunk_kd"
         if not any(r.token_logprobs is not None for r in train_records):
             raise DanteError(
-                "train.loss.token_kd needs the teacher's per-token logprobs in the cache, and no record has them",
+                f"train.loss.{name} needs the teacher's per-token logprobs in the cache, and no record has them",
                 file=source,
-                field="train.loss.token_kd",
-                hint="write the cache with teacher.store_logprobs (e.g. 20), or set train.loss.token_kd=0",
+                field=f"train.loss.{name}",
+                hint=f"write the cache with teacher.store_logprobs (e.g. 20), or set train.loss.{name}=0",
             )
     examples, stats = build_examples(
         train_records,
@@ -172,7 +173,8 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
             k = stats.token_kd
             accelerator.print(
                 f"data: token_kd on {k['aligned']} of {k['records']} records ({k['positions']} positions, "
-                f"{k['one_to_one_share'] or 0:.0%} of their tokens one to one with a teacher token); skipped "
+                f"{k['one_to_one_share'] or 0:.0%} of their tokens one to one with a teacher token; "
+                f"{k['chunks']} chunks for the chunk term); skipped "
                 f"{k['records'] - k['with_payload']} without payload, {k['template_changed']} changed by the chat "
                 f"template, not aligned: {k['unaligned'] or 'none'}"
             )
