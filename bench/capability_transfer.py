@@ -99,6 +99,7 @@ class Setting:
     order: str | None = None  # a diagnostic epoch order of bench/orders.py, through the trainer's hook
     extra_prompts: bool = False  # a larger cache: the same teacher tokens as sft-op (sft-tokens)
     cache: str | None = None  # a cache of its own (another teacher prompt), in r<k>/cache-<name>
+    gold: bool = False  # trained by TRL's GOLD trainer (a peer), not by dante (``train_gold``)
 
 
 def on_policy(
@@ -157,6 +158,9 @@ SETTINGS: dict[str, Setting] = {
     ),
     # token-level KD (λ_KD chosen on validation in section 6b)
     "sft-kd": Setting("SFT + token-level KD (λ_KD 0.3)", [*SFT_FLAGS, "train.loss.token_kd=0.3"]),
+    "sft-chunk": Setting("SFT + chunk term (λ_chunk 1)", [*SFT_FLAGS, "train.loss.chunk_kd=1.0"]),
+    "sft-chunk-03": Setting("SFT + chunk term (λ_chunk 0.3)", [*SFT_FLAGS, "train.loss.chunk_kd=0.3"]),
+    "gold": Setting("TRL GOLD trainer (hybrid ULD 0.6 / 0.4, half on-policy)", gold=True),
     # on-policy distillation (issue 23): settings chosen on validation, section 6e
     "sft-op": Setting("SFT, then on-policy", [*SFT_FLAGS, *on_policy(1.0, 5e-5)], warm="sft"),
     "sft-op-mix": Setting("SFT, then on-policy mixed 1:1", [*SFT_FLAGS, *on_policy(0.5, 5e-5)], warm="sft"),
@@ -318,6 +322,8 @@ def train_student(args: argparse.Namespace, replicate: int, name: str) -> Path:
     folder = student_dir(args, replicate, name)
     if (folder / "dante_manifest.json").is_file():
         return folder
+    if setting.gold:
+        return train_gold(args, replicate, name, folder)
     extra = [f"train.output_dir={folder}", *setting.flags]
     if setting.warm:
         extra.append(f"train.on_policy.warm_start={train_student(args, replicate, setting.warm)}")
@@ -334,6 +340,131 @@ def train_student(args: argparse.Namespace, replicate: int, name: str) -> Path:
         keep_curve_models(args, replicate, name, folder)
     shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # 1.6 GB each (weights + AdamW state) for SmolLM2
     return folder
+
+
+def train_gold(args: argparse.Namespace, replicate: int, name: str, folder: Path) -> Path:
+    """TRL's GOLD trainer as a peer, on the replicate's cache and budget (``run_gold``)."""
+    from dante.cache.records import read_cache
+    from dante.cache.run import run_cache
+    from dante.models import resolve_dtype, resolve_model
+    from dante.train.sources.data import filter_records, split_heldout
+
+    steps = round(base_steps(args) * SETTINGS[name].steps)
+    recipe = recipe_for(args, replicate, f"train.output_dir={folder}", steps=steps)
+    print(run_cache(recipe), flush=True)
+    t = recipe.train
+    records, counts = filter_records(read_cache(recipe.cache_dirs), t.filter)
+    records, _ = split_heldout(records, t.eval_fraction, t.seed)  # what dante trains on
+    run_gold(
+        records,
+        str(resolve_model(recipe.student.model).path),
+        str(resolve_model(recipe.teacher.model).path),
+        folder,
+        steps=steps,
+        batch=args.batch,
+        lr=args.lr,
+        scheduler=t.lr_scheduler,
+        seed=t.seed,
+        max_length=t.max_length,
+        max_new_tokens=recipe.teacher.max_new_tokens,
+        teacher_dtype=resolve_dtype(recipe.teacher.dtype, "cpu"),
+        system=t.system_prompt,
+        extra={"filter": counts.as_dict()},
+    )
+    return folder
+
+
+def run_gold(
+    records: list,
+    student: str,
+    teacher: str,
+    folder: Path,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    scheduler: str = "cosine",
+    seed: int = 42,
+    max_length: int = 128,
+    max_new_tokens: int = 48,
+    teacher_dtype: str = "float32",
+    system: str = "keep",
+    extra: dict | None = None,
+) -> dict:
+    """Train ``student`` on the cache ``records`` with TRL's GOLD trainer (trl pinned in the
+    ``bench`` extra): the teacher loaded here (GOLD scores with its logits), the records' prompts
+    as dante renders them and the teacher's answers as the completions, dante's steps, batch, lr,
+    schedule and seed, and the cross-tokenizer settings GOLD's documentation recommends:
+    ``use_uld_loss``, ``uld_use_hybrid_loss`` with matched / unmatched weights 0.6 / 0.4, its
+    defaults otherwise (λ = 0.5: half the steps on the student's own samples, β = 0.5,
+    temperature 0.9). Writes the model and a ``dante_manifest.json`` in the shape the summary reads
+    (teacher tokens: the cache's, plus every token the teacher ran forward on) and returns it."""
+    import trl
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl.experimental.gold import GOLDConfig, GOLDTrainer
+
+    from dante.train.sources.data import _messages
+
+    rows = [{"messages": [*_messages(r, system), {"role": "assistant", "content": r.teacher_text}]} for r in records]
+    tok = AutoTokenizer.from_pretrained(student)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    config = GOLDConfig(
+        output_dir=str(folder / "trl"),
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        learning_rate=lr,
+        lr_scheduler_type=scheduler,
+        warmup_steps=max(1, steps // 8),
+        seed=seed,
+        max_length=max_length,
+        max_completion_length=max_new_tokens,
+        teacher_model_init_kwargs={"dtype": teacher_dtype},
+        teacher_tokenizer_name_or_path=teacher,
+        use_uld_loss=True,
+        uld_use_hybrid_loss=True,
+        uld_hybrid_matched_weight=0.6,
+        uld_hybrid_unmatched_weight=0.4,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+    )
+    trainer = GOLDTrainer(
+        model=student, teacher_model=teacher, args=config, processing_class=tok, train_dataset=Dataset.from_list(rows)
+    )
+    scored = [0]
+
+    def count(_module, _args, kwargs):
+        mask = kwargs.get("attention_mask")
+        scored[0] += int(mask.sum()) if mask is not None else kwargs["input_ids"].numel()
+
+    trainer.teacher_model.register_forward_pre_hook(count, with_kwargs=True)
+    t0 = time.perf_counter()
+    out = trainer.train()
+    wall = time.perf_counter() - t0
+    trainer.save_model(str(folder))
+    tok.save_pretrained(folder)
+    shutil.rmtree(folder / "trl", ignore_errors=True)
+    manifest = {
+        "trainer": f"trl {trl.__version__} GOLDTrainer",
+        "steps": out.global_step,
+        "train_records": len(rows),
+        "teacher_compute": {
+            "tokens_generated": sum(r.completion_tokens or 0 for r in records),
+            "tokens_scored": scored[0],
+        },
+        "wall_time_s": wall,
+        "seconds_per_step": wall / max(1, out.global_step),
+        "log_history": trainer.state.log_history,
+        "config": {k: str(v) for k, v in config.to_dict().items()},
+        **(extra or {}),
+    }
+    (folder / "dante_manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    print(f"GOLD: {out.global_step} steps in {wall:.0f} s ({folder})", flush=True)
+    return manifest
 
 
 def keep_curve_models(args: argparse.Namespace, replicate: int, name: str, folder: Path) -> None:
@@ -519,6 +650,15 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
             f"| {SETTINGS[name].label} | {per_text} | {mean:.1%} | {lo:.1%}–{hi:.1%} | {gr_text} | {cells[0]} | "
             f"{cells[1]} | {cells[2]} | {tok_text} | {per_m} | {op_text} |"
         )
+    times = {n: step_seconds(args, n, replicates) for n in names}
+    times = {n: t for n, t in times.items() if t}
+    if times:
+        lines += [
+            "",
+            "seconds per optimizer step (training wall time / steps, mean over replicates; GOLD includes its "
+            "teacher's forward passes and the student's samples): "
+            + ", ".join(f"{n} {t:.1f}" for n, t in times.items()),
+        ]
     lines += [
         "",
         f"{args.prompts} prompts per replicate, {args.epochs:g} epochs = {base_steps(args)} steps at {args.batch} "
@@ -566,6 +706,18 @@ def teacher_tokens(args: argparse.Namespace, name: str, replicates: list[int]) -
             folder = student_dir(args, r, warm) if warm else None
         totals.append(total)
     return sum(totals) / len(totals)
+
+
+def step_seconds(args: argparse.Namespace, name: str, replicates: list[int]) -> float | None:
+    """Mean over replicates of a setting's training wall time per optimizer step (its manifest)."""
+    per = []
+    for r in replicates:
+        path = student_dir(args, r, name) / "dante_manifest.json"
+        if path.is_file():
+            m = json.loads(path.read_text())
+            if m.get("wall_time_s") and m.get("steps"):
+                per.append(m["wall_time_s"] / m["steps"])
+    return sum(per) / len(per) if per else None
 
 
 def on_policy_trace(args: argparse.Namespace, name: str, replicates: list[int], last: int = 5) -> dict | None:

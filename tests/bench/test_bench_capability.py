@@ -140,3 +140,22 @@ def test_every_setting_loads_as_a_recipe_and_names_a_known_diagnostic_order():
         capability.recipe_for(args, 1, *setting.flags)
         assert setting.order is None or setting.order in ORDERS, name
     assert capability.SETTINGS["dante-reversed"].order == "entropy_reversed"
+
+
+@pytest.mark.slow  # needs trl, which `make test-slow` installs (the bench extra)
+def test_the_gold_peer_trains_on_the_cache_records_and_writes_what_the_summary_reads(tmp_path, teacher_dir, student_dir):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
+    from train_helpers import make_cache_lines, write_cache
+
+    from dante.cache.records import read_cache
+
+    records = read_cache(write_cache(tmp_path / "cache", make_cache_lines(12)))
+    folder = tmp_path / "student-gold"
+    manifest = capability.run_gold(records, str(student_dir), str(teacher_dir), folder, steps=2, batch=4, lr=1e-3)
+    assert manifest["steps"] == 2 and manifest["train_records"] == 12
+    assert manifest["teacher_compute"]["tokens_scored"] > 0  # the teacher ran on every step's sequences
+    assert json.loads((folder / "dante_manifest.json").read_text())["teacher_compute"] == manifest["teacher_compute"]
+    assert (folder / "model.safetensors").is_file() and not (folder / "trl").exists()
+    losses = [h["loss"] for h in manifest["log_history"] if "loss" in h]
+    assert len(losses) == 2 and all(loss == loss for loss in losses)  # logged and not NaN
+    assert capability.SETTINGS["gold"].gold and not capability.SETTINGS["gold"].flags
