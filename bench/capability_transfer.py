@@ -100,6 +100,7 @@ class Setting:
     extra_prompts: bool = False  # a larger cache: the same teacher tokens as sft-op (sft-tokens)
     cache: str | None = None  # a cache of its own (another teacher prompt), in r<k>/cache-<name>
     gold: bool = False  # trained by TRL's GOLD trainer (a peer), not by dante (``train_gold``)
+    lr: float | None = None  # GOLD only: its learning rate where not the bench's --lr
 
 
 def on_policy(
@@ -161,6 +162,7 @@ SETTINGS: dict[str, Setting] = {
     "sft-chunk": Setting("SFT + chunk term (λ_chunk 1)", [*SFT_FLAGS, "train.loss.chunk_kd=1.0"]),
     "sft-chunk-03": Setting("SFT + chunk term (λ_chunk 0.3)", [*SFT_FLAGS, "train.loss.chunk_kd=0.3"]),
     "gold": Setting("TRL GOLD trainer (hybrid ULD 0.6 / 0.4, half on-policy)", gold=True),
+    "gold-lr2e-5": Setting("TRL GOLD trainer, lr 2e-5", gold=True, lr=2e-5),
     # on-policy distillation (issue 23): settings chosen on validation, section 6e
     "sft-op": Setting("SFT, then on-policy", [*SFT_FLAGS, *on_policy(1.0, 5e-5)], warm="sft"),
     "sft-op-mix": Setting("SFT, then on-policy mixed 1:1", [*SFT_FLAGS, *on_policy(0.5, 5e-5)], warm="sft"),
@@ -362,7 +364,7 @@ def train_gold(args: argparse.Namespace, replicate: int, name: str, folder: Path
         folder,
         steps=steps,
         batch=args.batch,
-        lr=args.lr,
+        lr=SETTINGS[name].lr or args.lr,
         scheduler=t.lr_scheduler,
         seed=t.seed,
         max_length=t.max_length,
