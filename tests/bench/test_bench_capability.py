@@ -143,7 +143,9 @@ def test_every_setting_loads_as_a_recipe_and_names_a_known_diagnostic_order():
 
 
 @pytest.mark.slow  # needs trl, which `make test-slow` installs (the bench extra)
-def test_the_gold_peer_trains_on_the_cache_records_and_writes_what_the_summary_reads(tmp_path, teacher_dir, student_dir):
+def test_the_gold_peer_trains_on_the_cache_records_and_writes_what_the_summary_reads(
+    tmp_path, teacher_dir, student_dir
+):
     sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
     from train_helpers import make_cache_lines, write_cache
 
