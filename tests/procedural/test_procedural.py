@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-pytest.importorskip("reasoning_gym")
+import reasoning_gym  # noqa: E402, F401  (the procedural extra, which make install installs: a broken import fails)
 
 from dante.config import PromptsConfig  # noqa: E402
 from dante.errors import ConfigError, DataError  # noqa: E402

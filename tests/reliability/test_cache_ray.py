@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import ray  # noqa: E402  (the ray extra, which make install installs: a broken import fails, never a skip)
 import yaml
 from rel_support import count, durable_lines, prompt_lines
 from test_cache_kill import kill_when
@@ -27,8 +28,6 @@ from dante.cache.records import read_cache, validate_cache
 from dante.config import load_recipe
 from dante.errors import DanteError
 from dante.prompts import load_prompts
-
-ray = pytest.importorskip("ray")
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
