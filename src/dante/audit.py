@@ -207,8 +207,8 @@ def recommend(report: dict[str, Any], recipe: Recipe) -> list[str]:
     if not report["same_vocabulary"] and a["aligned"]:
         out.append(
             f"the chunk term (train.loss.chunk_kd, with teacher.store_logprobs) reaches every chunk of the "
-            f"{a['aligned']} aligned texts, multi-token chunks included; off by default: its effect on "
-            "capability is not yet measured (docs/training.md, 'A term on every chunk')"
+            f"{a['aligned']} aligned texts, multi-token chunks included; off by default: null on chain_sum, "
+            "where the teacher is sure (BENCHMARKS.md 15), not yet measured where it hesitates"
         )
     if a["unaligned"]:
         out.append(

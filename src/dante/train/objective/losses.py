@@ -247,10 +247,15 @@ def chunk_log_ratios(
     """
     out = []
     for c in chunks:
-        lp_t = sum(teacher_logprobs[i] for i in range(c.t0, c.t1) if teacher_tokens[i])
         lp_s = sum(student_logprobs[j] for j in range(c.s0, c.s1))
-        out.append(lp_t - lp_s)
+        out.append(teacher_chunk_logprob(c, teacher_tokens, teacher_logprobs) - lp_s)
     return out
+
+
+def teacher_chunk_logprob(c: Chunk, teacher_tokens: Sequence[bytes], teacher_logprobs: Sequence[float]) -> float:
+    """l_T,c: the sum of the teacher's logprobs over the non-empty tokens of chunk c (empty ones,
+    special tokens and the end of sequence, are in no chunk's text)."""
+    return sum(teacher_logprobs[i] for i in range(c.t0, c.t1) if teacher_tokens[i])
 
 
 def token_advantages(

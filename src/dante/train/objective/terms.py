@@ -247,7 +247,7 @@ class ChunkLikelihood(Term):
         keep = cid >= 0
         lp = torch.log_softmax(logits.reshape(-1, logits.shape[-1])[keep].float(), dim=-1)
         lp = lp.gather(1, tgt[keep].clamp_min(0)[:, None]).squeeze(1)
-        inv, ls, lt_c, v = chunk_sums(cid[keep], lp, lt[keep], u[keep])
+        _, _, ls, lt_c, v = chunk_sums(cid[keep], lp, lt[keep], u[keep])
         return {self.name: (v * chunk_binary_kl(ls, lt_c, self.cfg.chunk_kd_temperature)).sum()}
 
     def ids(self, inputs):
@@ -256,10 +256,9 @@ class ChunkLikelihood(Term):
     def prepare(self, logp, inputs):
         tgt, cid, lt, u = inputs
         keep = cid >= 0
-        inv, ls, lt_c, v = chunk_sums(cid[keep], logp[keep].float(), lt[keep], u[keep])
+        inv, count, ls, lt_c, v = chunk_sums(cid[keep], logp[keep].float(), lt[keep], u[keep])
         tau = self.cfg.chunk_kd_temperature
         per_chunk_w = -v * chunk_binary_kl_grad(ls, lt_c, tau)
-        count = torch.zeros_like(ls).index_add_(0, inv, torch.ones_like(lt[keep]))
         per_chunk_value = v * chunk_binary_kl(ls, lt_c, tau) / count
         w = torch.zeros_like(lt).masked_scatter_(keep, per_chunk_w[inv])
         value = torch.zeros_like(lt).masked_scatter_(keep, per_chunk_value[inv])
@@ -276,17 +275,18 @@ class ChunkLikelihood(Term):
 
 def chunk_sums(
     chunk_ids: torch.Tensor, logp: torch.Tensor, lt: torch.Tensor, u: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """From per-position values of positions in chunks: (each position's chunk index 0..C−1, the
-    student's log-likelihood l_S,c = Σ log p(target), the teacher's l_T,c and the weight v_c, the
-    mean u of the chunk's positions). ``lt`` holds l_T,c at every position of chunk c."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From per-position values of positions in chunks: (each position's chunk index 0..C−1, each
+    chunk's number of positions, the student's log-likelihood l_S,c = Σ log p(target), the
+    teacher's l_T,c and the weight v_c, the mean u of the chunk's positions). ``lt`` holds l_T,c at
+    every position of chunk c."""
     uniq, inv = torch.unique(chunk_ids, return_inverse=True)
     zeros = torch.zeros(uniq.numel(), dtype=torch.float32, device=logp.device)
     count = zeros.index_add(0, inv, torch.ones_like(logp, dtype=torch.float32))
     ls = zeros.index_add(0, inv, logp.float())
     lt_c = zeros.index_add(0, inv, lt.float()) / count
     v = zeros.index_add(0, inv, u.float()) / count
-    return inv, ls, lt_c, v
+    return inv, count, ls, lt_c, v
 
 
 class Tea:

@@ -19,6 +19,7 @@ from typing import Any
 from dante.cache.payload import decode
 from dante.tokens import TokenBytes, TokenLogprobs
 from dante.train.align import TEACHER_NOT_JOINING, NotAligned, align, window
+from dante.train.objective.losses import teacher_chunk_logprob
 
 
 class StudentVocab:
@@ -113,11 +114,11 @@ def kd_targets(rec: Any, student: list[bytes], vocab: StudentVocab, stats: KDSta
 
 def chunk_likelihoods(payload: TokenLogprobs, chunks) -> list[tuple[int, int, float]]:
     """(s0, s1, l_T) of every chunk with student tokens: l_T the sum of the cached logprobs of the
-    chunk's non-empty teacher tokens (as ``losses.chunk_log_ratios`` sums them)."""
+    chunk's non-empty teacher tokens (``losses.teacher_chunk_logprob``, as on-policy sums them)."""
     out = []
     for c in chunks:
         if c.s1 > c.s0 and c.t1 <= len(payload.logprobs):
-            lt = sum(payload.logprobs[i] for i in range(c.t0, c.t1) if payload.tokens[i])
+            lt = teacher_chunk_logprob(c, payload.tokens, payload.logprobs)
             out.append((c.s0, c.s1, min(0.0, float(lt))))
     return out
 
