@@ -183,3 +183,26 @@ def test_training_with_the_chunk_term_logs_it_and_counts_its_chunks(tmp_path, te
     metrics = [json.loads(line) for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in metrics if "loss" in m]
     assert steps and all(m["chunk_kd"] > 0 and m["lambda_chunk"] == 0.5 and "token_kd" not in m for m in steps)
+
+
+@pytest.mark.parametrize(("token", "chunk"), [(False, True), (True, False), (True, True)])
+def test_examples_carry_only_the_targets_a_term_reads(tmp_path, teacher_dir, student_dir, token, chunk):
+    # chunk_kd alone must not build (and collate) the one-to-one top-K tensors no term reads, and
+    # token_kd alone no chunk tensors; the stats count both either way (the manifest's figures)
+    from test_train_token_kd import _payload_rows
+    from train_helpers import make_cache_lines, write_cache
+    from transformers import AutoTokenizer
+
+    from dante.cache.records import read_cache
+    from dante.config import StudentConfig
+    from dante.train.sources.data import build_examples
+    from dante.train.sources.kd_data import KDBuild, KDStats, StudentVocab
+
+    records = list(read_cache([write_cache(tmp_path / "cache", _payload_rows(teacher_dir, make_cache_lines(4)))]))
+    tok = AutoTokenizer.from_pretrained(student_dir)
+    kd = KDBuild(StudentVocab(tok), KDStats(), token=token, chunk=chunk)
+    examples, _ = build_examples(records, tok, StudentConfig(model=str(student_dir)), 256, kd=kd)
+    assert kd.stats.aligned == 4 and kd.stats.positions > 0 and kd.stats.chunks > 0
+    assert all(bool(ex.kd.positions) == token and bool(ex.kd.chunks) == chunk for ex in examples)
+    batch = collate(examples, [1.0] * len(examples), packing=True, pad_id=0)
+    assert ("kd_ids" in batch) == token and ("chunk_ids" in batch) == chunk

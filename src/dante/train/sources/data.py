@@ -23,7 +23,7 @@ from dante.answers import extract_answer
 from dante.config import FilterConfig, StudentConfig
 from dante.errors import DanteError, DataError
 from dante.train.objective.losses import IGNORE
-from dante.train.sources.kd_data import KDTargets, kd_targets
+from dante.train.sources.kd_data import KDBuild, KDTargets, kd_targets
 
 
 @dataclass
@@ -200,7 +200,7 @@ def build_examples(
     *,
     source: str | Path = "",
     model_ref: str = "",
-    kd: tuple[Any, Any] | None = None,
+    kd: KDBuild | None = None,
     reasoning: str = "keep",
     system: str = "keep",
 ) -> tuple[list[Example], DataStats]:
@@ -210,8 +210,8 @@ def build_examples(
     and counted (``reasoning_too_long``), never cut mid-thought.
 
     Raises DataError when every record is dropped (max_length smaller than every prompt).
-    ``kd`` = (StudentVocab, KDStats) also builds each record's token-level distillation targets
-    (``dante.train.sources.kd_data``) from its teacher payload.
+    ``kd`` (a ``KDBuild``) also builds each record's distillation targets
+    (``dante.train.sources.kd_data``) from its teacher payload: those its terms read.
     """
     chat = use_chat(tokenizer, student, model_ref)
     stats = DataStats(records=len(records), chat_template=chat)
@@ -269,16 +269,16 @@ def _kd_positions(rec, completion_ids: list[int], kd, n_prompt: int, n_kept: int
     """The record's KD targets moved to sequence positions (completion token j is predicted at
     position n_prompt − 1 + j), those cut by truncation left out. The teacher's answer tokens are
     aligned with the student's tokens that spell the answer (after the reasoning, if any)."""
-    vocab, stats = kd
-    found = kd_targets(rec, [vocab.token_bytes(i) for i in completion_ids], vocab, stats)
+    found = kd_targets(rec, [kd.vocab.token_bytes(i) for i in completion_ids], kd.vocab, kd.stats)
     if found is None:
         return None
-    keep = [i for i, j in enumerate(found.positions) if j < n_kept]
+    keep = [i for i, j in enumerate(found.positions) if j < n_kept] if kd.token else []
+    chunks = found.chunks if kd.chunk else []
     return KDTargets(
         [n_prompt - 1 + found.positions[i] for i in keep],
         [found.ids[i] for i in keep],
         [found.probs[i] for i in keep],
-        [(n_prompt - 1 + s0, n_prompt - 1 + s1, lt) for s0, s1, lt in found.chunks if s1 <= n_kept],
+        [(n_prompt - 1 + s0, n_prompt - 1 + s1, lt) for s0, s1, lt in chunks if s1 <= n_kept],
     )
 
 

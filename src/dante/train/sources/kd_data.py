@@ -63,6 +63,20 @@ class KDStats:
 
 
 @dataclass
+class KDBuild:
+    """What ``build_examples`` builds for distillation: the student's vocabulary, the stats it
+    counts into, and which targets a term reads (``token``: the one-to-one top-K, for
+    ``train.loss.token_kd``; ``chunk``: every chunk's likelihood, for ``train.loss.chunk_kd``).
+    Both are counted in the stats either way; only the ones asked for travel with the example
+    (and are collated into tensors)."""
+
+    vocab: StudentVocab
+    stats: KDStats
+    token: bool = True
+    chunk: bool = True
+
+
+@dataclass
 class KDTargets:
     """Per student completion position j (0-based in the completion): mapped ids and probs; and
     every aligned chunk as (first student position, end position, the teacher's log-likelihood of

@@ -21,7 +21,7 @@ from dante.train.objective.terms import CrossEntropy, Term, scales
 from dante.train.sources.base import Draw, micro_batches, rank_slice
 from dante.train.sources.curriculum import NEEDS_ENTROPY, BatchStream, check_entropies
 from dante.train.sources.data import DataStats, Example, build_examples, collate, filter_records, split_heldout
-from dante.train.sources.kd_data import KDStats, StudentVocab
+from dante.train.sources.kd_data import KDBuild, KDStats, StudentVocab
 
 
 @dataclass
@@ -146,7 +146,7 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
     train_records, eval_records = split_heldout(records, cfg.eval_fraction, cfg.seed)
     kd = None
     if cfg.loss.token_kd > 0 or cfg.loss.chunk_kd > 0:
-        kd = (StudentVocab(tokenizer), KDStats())
+        kd = KDBuild(StudentVocab(tokenizer), KDStats(), token=cfg.loss.token_kd > 0, chunk=cfg.loss.chunk_kd > 0)
         name = "token_kd" if cfg.loss.token_kd > 0 else "chunk_kd"
         if not any(r.token_logprobs is not None for r in train_records):
             raise DanteError(
@@ -168,7 +168,7 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
     )
     stats.teacher_tokens = sum(r.completion_tokens or 0 for r in train_records)
     if kd is not None:
-        stats.token_kd = kd[1].as_dict()
+        stats.token_kd = kd.stats.as_dict()
         if accelerator.is_main_process:
             k = stats.token_kd
             accelerator.print(
