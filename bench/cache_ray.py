@@ -7,8 +7,10 @@
    records/s of each and the per-record overhead of the Ray path. The writer and the dispatch
    must sustain >= 5 000 records/s on this 2-core machine, so they never limit a GPU pool.
 2. real teacher: a small hf teacher (SmolLM2-135M-Instruct, offline package; tiny random model
-   with --tiny), P prompts, 1 local process against 2 Ray replicas, one torch thread each: the
-   speed-up of two replicas on two cores, with the cluster start and model loads counted apart.
+   with --tiny), P prompts, on the same 2 cores: 2 Ray replicas of one torch thread each against
+   one local process with two torch threads (equal cores and threads: what a user without Ray
+   runs) and against one local process with one thread (the earlier baseline, kept for
+   comparison); the cluster start and model loads counted apart, rounds interleaved.
 Records are checked: every prompt exactly once in each cache.
 """
 
@@ -144,11 +146,19 @@ def real_teacher(args, work: Path) -> dict:
     t0 = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
     cluster_s = time.perf_counter() - t0
+    import torch
+
+    engines = ("local-2t", "ray", "local")
     try:
         for rnd in range(args.repeats):
-            for engine in ("local", "ray") if rnd % 2 == 0 else ("ray", "local"):
+            for engine in engines[rnd % 3 :] + engines[: rnd % 3]:
                 folder = work / f"real-{engine}-{rnd}"
-                r = _run(_recipe(folder, prompts, teacher, engine, 2, args.teacher_batch))
+                torch.set_num_threads(2 if engine == "local-2t" else 1)
+                try:
+                    recipe = _recipe(folder, prompts, teacher, engine.removesuffix("-2t"), 2, args.teacher_batch)
+                    r = _run(recipe)
+                finally:
+                    torch.set_num_threads(1)
                 out.setdefault(engine, []).append(r)
                 print(
                     f"  round {rnd + 1} {engine:<5} {r['records'] / r['run_s']:.2f} records/s "
@@ -158,16 +168,27 @@ def real_teacher(args, work: Path) -> dict:
     finally:
         ray.shutdown()
     rate = {e: common.median([r["records"] / r["run_s"] for r in rs]) for e, rs in out.items()}
-    speedup = common.median(
-        [(b["records"] / b["run_s"]) / (a["records"] / a["run_s"]) for a, b in zip(out["local"], out["ray"])]
-    )
+
+    def ratio(base: str) -> float:  # per round, then the median: rounds share the machine's state
+        pairs = zip(out[base], out["ray"], strict=True)
+        return common.median([(b["records"] / b["run_s"]) / (a["records"] / a["run_s"]) for a, b in pairs])
+
+    speedup, speedup_1t = ratio("local-2t"), ratio("local")
     print(
-        f"hf teacher {Path(model).name}, {args.prompts} prompts, {args.max_new_tokens} new tokens: 1 local process "
-        f"{rate['local']:.2f} records/s, 2 Ray replicas {rate['ray']:.2f} records/s: {speedup:.2f}x "
-        f"(cluster start {cluster_s:.1f} s, replica start median "
-        f"{common.median([r['start_s'] for r in out['ray']]):.1f} s, not counted)"
+        f"hf teacher {Path(model).name}, {args.prompts} prompts, {args.max_new_tokens} new tokens, 2 cores: "
+        f"2 Ray replicas x 1 thread {rate['ray']:.2f} records/s, 1 local process x 2 threads "
+        f"{rate['local-2t']:.2f} records/s: {speedup:.2f}x at equal cores and threads "
+        f"(1 local process x 1 thread {rate['local']:.2f} records/s: {speedup_1t:.2f}x); "
+        f"cluster start {cluster_s:.1f} s, replica start median "
+        f"{common.median([r['start_s'] for r in out['ray']]):.1f} s, not counted"
     )
-    return {"runs": out, "records_per_s": rate, "speedup": speedup, "cluster_start_s": cluster_s}
+    return {
+        "runs": out,
+        "records_per_s": rate,
+        "speedup": speedup,
+        "speedup_vs_one_thread": speedup_1t,
+        "cluster_start_s": cluster_s,
+    }
 
 
 def main() -> None:

@@ -90,6 +90,16 @@ def test_prompts_throughput_bench_finds_the_planted_contaminants(tmp_path):
 
 
 def test_cache_ray_bench_measures_the_pool_against_the_local_engine():
-    pytest.importorskip("ray")
     out = _run("cache_ray.py", "--records", "300", "--batch", "16", "--repeats", "1", "--skip-real")
     assert "Ray's overhead" in out and "records/s" in out
+
+
+@pytest.mark.slow
+def test_cache_ray_bench_compares_a_real_teacher_at_equal_cores():
+    # the real-teacher part, on a tiny random teacher: 2 replicas x 1 thread against 1 process x
+    # 2 threads (and x 1 thread), every engine in every round
+    out = _run(
+        "cache_ray.py", "--records", "100", "--batch", "16", "--repeats", "1", "--tiny", "--prompts", "6",
+        "--max-new-tokens", "4", "--teacher-batch", "3",
+    )  # fmt: skip
+    assert "at equal cores and threads" in out and "1 local process x 1 thread" in out
