@@ -62,12 +62,13 @@ def _recipe(folder: Path, prompts: Path, teacher: dict, engine: str, replicas: i
             "name": "bench-ray",
             "output_dir": str(folder),
             "prompts": {"source": str(prompts)},
-            "teacher": {"batch_size": batch, **teacher},
-            "cache": {
-                "engine": engine,
-                "shard_size": 10_000,
+            "teacher": {
+                "batch_size": batch,
+                **teacher,
+                "dispatch": engine,
                 "ray": {"replicas": replicas, "cpus_per_replica": 1, "batches_in_flight": 4},
             },
+            "cache": {"shard_size": 10_000},
         }
     )
 
