@@ -14,13 +14,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
 
+import reasoning_gym  # noqa: E402, F401  (make install has the procedural extra: a broken import fails)
+
 from dante.benchmarks import local_module
 from dante.config import load_recipe
 from dante.errors import ConfigError, DanteError
 from dante.layout import PROMPT_SET, PROMPTS_MANIFEST
 from dante.prompts import build_prompt_set, prompt_set, read_prompt_set
-
-pytest.importorskip("reasoning_gym")
 
 BENCH_QUESTION = "Which planet of the solar system has the largest number of known moons orbiting it as of this year?"
 

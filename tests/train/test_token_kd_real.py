@@ -39,7 +39,8 @@ def _require(*names: str) -> None:
 
 @pytest.mark.slow
 def test_qwen_payload_validates_and_smollm2_trains_on_it(tmp_path):
-    pytest.importorskip("reasoning_gym")
+    import reasoning_gym  # noqa: F401  (make test-slow installs it: a broken import fails)
+
     _require(TEACHER, STUDENT)
     data = {
         "name": "token-kd-real",
@@ -90,8 +91,9 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_cache_against_transformers_serve_says_it_returned_no_logprobs(tmp_path):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("uvicorn")
+    import fastapi  # noqa: F401  (the serving extra, which make test-slow installs)
+    import uvicorn  # noqa: F401
+
     _require(TEACHER)
     folder = str(offline.resolve_packaged(TEACHER))
     port = _free_port()
