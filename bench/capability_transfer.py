@@ -161,6 +161,7 @@ SETTINGS: dict[str, Setting] = {
     "sft-kd": Setting("SFT + token-level KD (λ_KD 0.3)", [*SFT_FLAGS, "train.loss.token_kd=0.3"]),
     "sft-chunk": Setting("SFT + chunk term (λ_chunk 1)", [*SFT_FLAGS, "train.loss.chunk_kd=1.0"]),
     "sft-chunk-03": Setting("SFT + chunk term (λ_chunk 0.3)", [*SFT_FLAGS, "train.loss.chunk_kd=0.3"]),
+    "sft-chunk-3": Setting("SFT + chunk term (λ_chunk 3)", [*SFT_FLAGS, "train.loss.chunk_kd=3.0"]),
     "gold": Setting("TRL GOLD trainer (hybrid ULD 0.6 / 0.4, half on-policy)", gold=True),
     "gold-lr2e-5": Setting("TRL GOLD trainer, lr 2e-5", gold=True, lr=2e-5),
     # on-policy distillation (issue 23): settings chosen on validation, section 6e

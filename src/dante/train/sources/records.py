@@ -147,7 +147,7 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
     kd = None
     if cfg.loss.token_kd > 0 or cfg.loss.chunk_kd > 0:
         kd = KDBuild(StudentVocab(tokenizer), KDStats(), token=cfg.loss.token_kd > 0, chunk=cfg.loss.chunk_kd > 0)
-        name = "token_kd" if cfg.loss.token_kd > 0 else "chunk_kd"
+        name = "token_kd" if kd.token else "chunk_kd"
         if not any(r.token_logprobs is not None for r in train_records):
             raise DanteError(
                 f"train.loss.{name} needs the teacher's per-token logprobs in the cache, and no record has them",
