@@ -209,8 +209,8 @@ def recommend(report: dict[str, Any], recipe: Recipe) -> list[str]:
             f"the chunk term (train.loss.chunk_kd, with teacher.store_logprobs) reaches every chunk of the "
             f"{a['aligned']} aligned texts, multi-token chunks included; off by default: null on chain_sum, "
             "where the teacher is sure; on products, where it hesitates, +2.9 points over SFT on the test split "
-            "(3 replicates) but -4.0 on a validation replicate, so its sign there is not known (BENCHMARKS.md "
-            "15): where the teacher is unsure, measure it against SFT on your validation split before keeping it"
+            "but -1.2 on the validation split (3 replicates each), so no established effect (BENCHMARKS.md 15): "
+            "where the teacher is unsure, measure it against SFT on your validation split before keeping it"
         )
     if a["unaligned"]:
         out.append(
