@@ -51,9 +51,10 @@ class TokenBytes:
     character; SentencePiece ones write a space as ▁ and unknown bytes as <0xNN>. Anything else
     falls back to decoding the id alone."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, keep: set[int] | frozenset[int] = frozenset()) -> None:
         self.tokenizer = tokenizer
         self.special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        self.keep = set(keep)  # special ids that keep their text (a thinking teacher's markers)
         vocab = tokenizer.get_vocab()
         decoder = _byte_decoder()
         sample = [t for t in list(vocab)[:2000] if t]
@@ -68,8 +69,10 @@ class TokenBytes:
         return got
 
     def _bytes(self, token_id: int) -> bytes:
-        if token_id in self.special:
+        if token_id in self.special and token_id not in self.keep:
             return b""
+        if token_id in self.keep:
+            return self.tokenizer.convert_ids_to_tokens(token_id).encode("utf-8")
         piece = self.tokenizer.convert_ids_to_tokens(token_id)
         if piece is None:
             return b""
@@ -80,6 +83,12 @@ class TokenBytes:
         if "▁" in piece:
             return piece.replace("▁", " ").encode("utf-8")
         return self.tokenizer.decode([token_id]).encode("utf-8")
+
+
+def marker_ids(tokenizer: Any, markers: Sequence[str]) -> set[int]:
+    """The ids of ``markers`` (a thinking teacher's) where a tokenizer holds each as one token."""
+    vocab = tokenizer.get_vocab()
+    return {vocab[m] for m in markers if m in vocab}
 
 
 def from_ids(

@@ -1,9 +1,9 @@
-"""Thinking teachers (dante.teacher.reasoning): the reasoning kept apart from the answer, under
-each name servers use and inline between markers, the per-token payload covering exactly the
-stored text with the boundary recorded, the thinking switch sent, and every odd case (cut
-thinking, no answer, reasoning while thinking is off) a marked, counted record, never a silent
-drop. Stand-in servers answer as vLLM's and SGLang's reasoning parsers and the DeepSeek API do
-(reasoning_server.py)."""
+"""Thinking teachers (dante.teacher.reasoning): one rule for where the reasoning ends and the
+answer starts, exact to the byte on every engine, so the stored fields and the per-token payload
+always join and `dante cache validate` accepts what `dante cache` wrote. Stand-in servers replay
+what vLLM's qwen3 and deepseek_r1 parsers (both field names), SGLang, llama.cpp's server and the
+DeepSeek API send (reasoning_server.py); every odd case (cut thinking, no answer, thinking while
+off, prompt-opened thinking) is a marked, counted record, never a silent drop."""
 
 from __future__ import annotations
 
@@ -16,9 +16,16 @@ from dante.cache.payload import decode
 from dante.cache.records import read_cache, validate_cache
 from dante.cache.run import run_cache
 from dante.config import load_recipe
+from dante.errors import DanteError
 from dante.teacher.base import Generation
-from dante.teacher.openai import parse_response
-from dante.teacher.reasoning import answer_start, separate, split_inline, status
+from dante.teacher.reasoning import (
+    answer_start,
+    payload_problem,
+    prompt_opens_thinking,
+    separate,
+    split_inline,
+    status,
+)
 from dante.tokens import TokenLogprobs
 
 PROMPTS = ["what is 2 + 2?", "name a prime", "count the letters"]
@@ -31,6 +38,7 @@ PROMPTS = ["what is 2 + 2?", "name a prime", "count the letters"]
         ("step 1</think>\n\n4", "step 1", "4", True),  # the template opened the block in the prompt (R1)
         ("<think>\nstep 1, step 2", "step 1, step 2", "", False),  # cut inside the thinking
         ("<think>done</think>", "done", "", True),
+        ("<think> \t step \n</think> \n4 \n", "step", "4 \n", True),  # the rule's whitespace, and only it
         ("The answer is 4.", None, "The answer is 4.", True),  # nothing invented
         ("4, and <think> is a tag", None, "4, and <think> is a tag", True),
     ],
@@ -40,6 +48,17 @@ def test_inline_thinking_is_split_by_hand(text, reasoning, answer_, closed):
     assert (s.reasoning, s.answer, s.closed) == (reasoning, answer_, closed)
 
 
+def test_a_prompt_that_opened_the_thinking_makes_an_unended_output_a_cut_thought_never_an_answer():
+    assert prompt_opens_thinking("<|im_start|>assistant\n<think>\n")  # QwQ, Qwen3-Thinking
+    assert prompt_opens_thinking("<｜Assistant｜><think>\n")  # DeepSeek-R1-Distill
+    assert not prompt_opens_thinking("<|im_start|>assistant\n<think>\n\n</think>\n\n")  # Qwen3, thinking off
+    assert not prompt_opens_thinking("Answer inside <think> tags, please.\n<|im_start|>assistant\n")
+    s = split_inline("Let me add 2 and 2, which", opened=True)
+    assert (s.reasoning, s.answer, s.closed) == ("Let me add 2 and 2, which", "", False)
+    assert status(s, "length") == "cut"
+    assert split_inline("Let me add 2 and 2, which").reasoning is None  # not opened: an answer
+
+
 def test_the_answers_first_token_is_found_in_the_whole_outputs_tokens():
     out = [b"<think>", b"hm", b"</think>", b"\n\n", b"The", b" answer"]
     assert answer_start(out, "The answer") == 4
@@ -47,6 +66,18 @@ def test_the_answers_first_token_is_found_in_the_whole_outputs_tokens():
     assert answer_start([b"hmThe", b" answer"], "The answer") is None  # no token starts the answer
     assert answer_start([b"hm", b"The", b" end"], "The answer") is None  # the tokens spell another text
     assert answer_start(out, "") == len(out)
+
+
+def test_the_payload_check_is_the_rule_by_hand():
+    out = [b"<think>", b"\n", b"hm", b"\n", b"</think>", b"\n\n", b"4", b""]
+    assert payload_problem(out, 5, "hm", "4") is None
+    assert payload_problem(out[5:], 0, "hm", "4") is None  # a server whose logprobs cover the answer alone
+    assert "do not join to teacher_text" in payload_problem(out, 0, "hm", "4")  # the thinking is not the answer
+    assert "first difference at character 1" in payload_problem(out, 5, "ho", "4")
+    assert "do not join to teacher_text" in payload_problem(out, 5, "hm", "5")
+    assert payload_problem(out, 9, "hm", "4") == "reasoning_tokens is 9, more than the payload's 8 tokens"
+    assert "reasoning_tokens is missing" in payload_problem(out, None, "hm", "4")
+    assert payload_problem([b"4"], None, None, "4") is None
 
 
 def test_status_marks_cut_thinking_and_a_missing_answer():
@@ -66,48 +97,27 @@ def test_an_engines_inline_output_is_separated_and_its_payload_kept_only_if_it_s
     wrong = Generation("<think>x</think>\n\n4", 2, "stop", token_logprobs=TokenLogprobs([b"a", b"b"], [-1, -1]))
     assert separate(wrong).token_logprobs is None and separate(wrong).reasoning == "x"
     assert separate(wrong).payload_dropped and not out.payload_dropped  # counted apart from a missing payload
-    assert separate(gen, thinking="off") is gen
-
-
-def _body(style: str) -> dict:
-    from reasoning_server import response
-
-    return response(style, PROMPTS[0], want_logprobs=True)
-
-
-@pytest.mark.parametrize(
-    "style, field",
-    [("vllm", "reasoning_content"), ("vllm-new", "reasoning"), ("sglang", "reasoning_content"), ("inline", "inline")],
-)
-def test_each_servers_response_keeps_the_reasoning_and_a_payload_of_exactly_the_stored_text(style, field):
-    (gen,) = parse_response(_body(style), "chat", 2, 1, store=2)
-    assert gen.text == answer(PROMPTS[0]) and gen.reasoning == thinking(PROMPTS[0]) and gen.reasoning_source == field
-    pieces = gen.token_logprobs.tokens
-    assert len(pieces) == gen.completion_tokens == len(gen.token_entropies)  # every output token, the thinking's too
-    assert b"".join(pieces[gen.reasoning_tokens :]).strip() == gen.text.encode()
-    assert thinking(PROMPTS[0]).encode() in b"".join(pieces[: gen.reasoning_tokens])
-
-
-def test_the_deepseek_api_keeps_the_reasoning_and_its_token_count_without_logprobs():
-    (gen,) = parse_response(_body("deepseek"), "chat", 2, 1, store=2)
-    assert gen.reasoning == thinking(PROMPTS[0]) and gen.token_logprobs is None
-    assert gen.reasoning_tokens == _body("deepseek")["usage"]["completion_tokens_details"]["reasoning_tokens"]
+    off = separate(gen, thinking="off")  # a teacher told not to think that thinks: kept apart all the same
+    assert (off.text, off.reasoning) == ("4", "x")
+    cut = Generation("so 2 + 2", 3, "length", token_logprobs=TokenLogprobs([b"so", b" 2 +", b" 2"], [-1] * 3))
+    opened = separate(cut, opened=True)
+    assert (opened.text, opened.reasoning, opened.reasoning_closed, opened.reasoning_tokens) == (
+        "",
+        "so 2 + 2",
+        False,
+        3,
+    )
 
 
 def _recipe(tmp_path, url, **teacher):
     tmp_path.mkdir(parents=True, exist_ok=True)
     f = tmp_path / "prompts.jsonl"
     f.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    openai = {"base_url": url, "concurrency": 2, "max_retries": 1, "request_timeout_s": 5, **teacher.pop("openai", {})}
     data = {
         "output_dir": str(tmp_path / "run"),
-        "teacher": {
-            "backend": "openai",
-            "model": "thinker",
-            "openai": {"base_url": url, "concurrency": 2, "max_retries": 1, "request_timeout_s": 5},
-            "top_logprobs": 2,
-            "store_logprobs": 2,
-            **teacher,
-        },
+        "teacher": {"backend": "openai", "model": "thinker", "openai": openai, "top_logprobs": 2, "store_logprobs": 2}
+        | teacher,
         "prompts": {"source": str(f)},
         "cache": {"shard_size": 2, "flush_every": 1},
     }
@@ -118,8 +128,8 @@ def _recipe(tmp_path, url, **teacher):
 def server():
     started = []
 
-    def start(style):
-        started.append(ReasoningServer(style))
+    def start(style, **kw):
+        started.append(ReasoningServer(style, **kw))
         return started[-1]
 
     yield start
@@ -131,9 +141,38 @@ def _manifest(recipe):
     return json.loads((recipe.cache_dir / "manifest.json").read_text())
 
 
-@pytest.mark.parametrize("style", ["vllm", "sglang", "inline"])
-def test_a_cache_from_a_thinking_server_keeps_reasoning_answer_and_boundary_and_validates(tmp_path, server, style):
-    srv = server(style)
+def kd_alignment(records, tmp_path):
+    """What token-level KD makes of ``records`` for a student with another tokenizer: the
+    training path's own rendering and alignment (dante.train.sources)."""
+    import tiny
+    from dante.train.sources.data import render_record_text
+    from dante.train.sources.kd_data import KDStats, StudentVocab, kd_targets
+
+    student = tiny.make_tokenizer(tmp_path / "student-tok", flavour="student")
+    vocab, stats = StudentVocab(student), KDStats()
+    for rec in records:
+        ids = render_record_text(rec, student, True).completion_ids
+        kd_targets(rec, [vocab.token_bytes(i) for i in ids], vocab, stats)
+    return stats
+
+
+SERVERS = [
+    ("vllm-qwen3", "reasoning_content"),
+    ("vllm-qwen3", "reasoning"),
+    ("vllm-deepseek_r1", "reasoning_content"),
+    ("vllm-deepseek_r1", "reasoning"),
+    ("sglang", "reasoning_content"),
+    ("llamacpp", "reasoning_content"),
+    ("inline", "inline"),
+]
+
+
+@pytest.mark.parametrize("style, field", SERVERS)
+def test_a_cache_from_each_real_server_validates_and_aligns_with_no_skips(tmp_path, server, style, field):
+    """The stored fields are the rule applied to what the server sent; the payload covers every
+    output token (the thinking's, the markers, the end of sequence) and spells them; dante cache
+    validate accepts every record and token-level KD skips none."""
+    srv = server(style, field=field)
     recipe = _recipe(tmp_path, srv.url, thinking="on")
     run_cache(recipe)
     assert all(b["chat_template_kwargs"] == {"enable_thinking": True} for b in srv.bodies)  # the switch was sent
@@ -143,29 +182,85 @@ def test_a_cache_from_a_thinking_server_keeps_reasoning_answer_and_boundary_and_
         assert rec.teacher_text == answer(rec.prompt) and rec.teacher_reasoning == thinking(rec.prompt)
         assert rec.reasoning_status == "complete" and rec.answer_entropy is not None
         payload = decode(rec.token_logprobs)
-        assert b"".join(payload.tokens[rec.reasoning_tokens :]).strip() == rec.teacher_text.encode()
-    assert validate_cache(recipe.cache_dir)[1] == []
+        assert len(payload.tokens) == rec.completion_tokens  # every output token, the thinking's too
+        assert b"".join(payload.tokens[rec.reasoning_tokens :]).lstrip() == rec.teacher_text.encode()
+    assert validate_cache(recipe.cache_dir) == (len(PROMPTS), [])
     seen = _manifest(recipe)["reasoning"]
     assert seen["with_reasoning"] == len(PROMPTS) and seen["status"] == {"complete": len(PROMPTS)}
+    assert seen["source"] == {field: len(PROMPTS)} and seen["payload_not_matching"] == 0
+    stats = kd_alignment(records, tmp_path)
+    assert (stats.aligned, stats.not_joining, stats.template_changed, stats.unaligned) == (len(PROMPTS), 0, 0, {})
 
 
-def test_cut_thinking_and_an_empty_answer_are_marked_and_counted_not_dropped(tmp_path, server):
-    for style, mark in (("cut", "cut"), ("empty", "no_answer")):
-        recipe = _recipe(tmp_path / style, server(style).url)
-        run_cache(recipe)
-        records = read_cache(recipe.cache_dir)
-        assert len(records) == len(PROMPTS) and all(r.reasoning_status == mark for r in records)
-        assert all(r.teacher_text == "" and r.teacher_reasoning for r in records)
-        assert _manifest(recipe)["reasoning"]["status"] == {mark: len(PROMPTS)}
+def test_a_plain_vllm_answer_ending_in_its_end_of_sequence_text_validates(tmp_path, server):
+    """vLLM decodes each logprob token alone, so the last is the text "<|im_end|>": kept with no
+    bytes, as the hf engine keeps a special token, so the payload spells teacher_text."""
+    recipe = _recipe(tmp_path, server("plain").url)
+    run_cache(recipe)
+    records = read_cache(recipe.cache_dir)
+    assert all(decode(r.token_logprobs).tokens[-1] == b"" for r in records)
+    assert validate_cache(recipe.cache_dir) == (len(PROMPTS), [])
+    assert kd_alignment(records, tmp_path).aligned == len(PROMPTS)
 
 
-def test_reasoning_sent_while_thinking_is_off_is_kept_and_counted(tmp_path, server, capsys):
-    srv = server("vllm")
+@pytest.mark.parametrize("style", ["vllm-qwen3", "vllm-deepseek_r1", "sglang", "llamacpp"])
+def test_thinking_cut_by_the_length_limit_is_marked_cut_and_validates(tmp_path, server, style):
+    recipe = _recipe(tmp_path, server(style).url, max_new_tokens=5)
+    run_cache(recipe)
+    records = read_cache(recipe.cache_dir)
+    assert len(records) == len(PROMPTS) and all(r.reasoning_status == "cut" for r in records)
+    assert all(r.teacher_text == "" and r.teacher_reasoning for r in records)
+    assert _manifest(recipe)["reasoning"]["status"] == {"cut": len(PROMPTS)}
+    assert validate_cache(recipe.cache_dir) == (len(PROMPTS), [])
+
+
+def test_thinking_with_nothing_after_it_is_no_answer_and_validates(tmp_path, server):
+    recipe = _recipe(tmp_path, server("vllm-qwen3", no_answer=True).url)
+    run_cache(recipe)
+    records = read_cache(recipe.cache_dir)
+    assert all(r.reasoning_status == "no_answer" and r.teacher_text == "" for r in records)
+    assert validate_cache(recipe.cache_dir) == (len(PROMPTS), [])
+
+
+def test_the_deepseek_api_refuses_logprobs_by_name_and_without_them_keeps_reasoning_and_its_count(tmp_path, server):
+    srv = server("deepseek")
+    with pytest.raises(DanteError) as err:
+        run_cache(_recipe(tmp_path / "a", srv.url))
+    assert err.value.field == "teacher.top_logprobs" and "store_logprobs=0" in err.value.hint
+    recipe = _recipe(tmp_path / "b", srv.url, top_logprobs=0, store_logprobs=0)
+    run_cache(recipe)
+    records = read_cache(recipe.cache_dir)
+    assert all(r.teacher_reasoning == thinking(r.prompt) and r.teacher_text == answer(r.prompt) for r in records)
+    assert all(0 < r.reasoning_tokens < r.completion_tokens for r in records)  # the API's own count
+    assert validate_cache(recipe.cache_dir) == (len(PROMPTS), [])
+
+
+def test_an_o_series_endpoint_names_each_refused_field_and_works_with_the_fields_it_accepts(tmp_path, server):
+    srv = server("o-series")
+    with pytest.raises(DanteError) as err:
+        run_cache(_recipe(tmp_path / "a", srv.url, reasoning_effort="high", top_logprobs=0, store_logprobs=0))
+    assert err.value.field == "teacher.openai.max_tokens_field"
+    settings = {"top_logprobs": 0, "store_logprobs": 0, "reasoning_effort": "high"}
+    with pytest.raises(DanteError) as err:
+        run_cache(_recipe(tmp_path / "b", srv.url, openai={"max_tokens_field": "max_completion_tokens"}, **settings))
+    assert err.value.field == "teacher.temperature"
+    recipe = _recipe(
+        tmp_path / "c", srv.url, openai={"max_tokens_field": "max_completion_tokens"}, temperature=1, **settings
+    )
+    run_cache(recipe)
+    assert srv.bodies[-1]["reasoning_effort"] == "high" and "max_tokens" not in srv.bodies[-1]
+    assert {r.teacher_text for r in read_cache(recipe.cache_dir)} == {answer(p) for p in PROMPTS}
+
+
+def test_inline_thinking_while_thinking_is_off_is_kept_apart_warned_and_counted(tmp_path, server, capsys):
+    srv = server("inline")
     recipe = _recipe(tmp_path, srv.url, thinking="off")
     run_cache(recipe)
     assert all(b["chat_template_kwargs"] == {"enable_thinking": False} for b in srv.bodies)
-    assert all(r.teacher_reasoning for r in read_cache(recipe.cache_dir))
+    records = read_cache(recipe.cache_dir)
+    assert all(r.teacher_reasoning == thinking(r.prompt) and r.teacher_text == answer(r.prompt) for r in records)
     assert _manifest(recipe)["reasoning"]["while_off"] == len(PROMPTS)
+    assert "although teacher.thinking is off" in " ".join(capsys.readouterr().err.split())
 
 
 def test_a_teacher_that_does_not_think_writes_records_as_before(tmp_path, server):
@@ -191,7 +286,7 @@ def test_stats_export_and_its_round_trip_know_the_reasoning(tmp_path, server):
     from dante.cache.export import export_cache
     from dante.cache.stats import cache_stats
 
-    recipe = _recipe(tmp_path, server("vllm").url)
+    recipe = _recipe(tmp_path, server("vllm-qwen3").url)
     run_cache(recipe)
     stats = cache_stats(recipe.cache_dir)["reasoning"]
     assert stats["records"] == len(PROMPTS) and stats["status"] == {"complete": len(PROMPTS)}
@@ -207,16 +302,18 @@ def test_stats_export_and_its_round_trip_know_the_reasoning(tmp_path, server):
 
 def test_token_level_kd_reads_the_answers_part_of_a_thinking_payload(tmp_path, server):
     """Token-level KD aligns the teacher's answer tokens with the student's answer: the thinking's
-    tokens and the blank line after them are left out (dante.train.sources.kd_data)."""
+    tokens and the whitespace after them are left out (dante.train.sources.kd_data)."""
     from dante.train.sources.kd_data import answer_payload
 
-    recipe = _recipe(tmp_path, server("sglang").url)
+    recipe = _recipe(tmp_path, server("vllm-qwen3").url)
     run_cache(recipe)
     for rec in read_cache(recipe.cache_dir):
         part = answer_payload(decode(rec.token_logprobs), rec.reasoning_tokens)
         assert b"".join(part.tokens) == rec.teacher_text.encode() and len(part.top) == len(part.tokens)
     plain = TokenLogprobs([b"a", b"b"], [-1.0, -1.0])
     assert answer_payload(plain, None) is plain
+    merged = TokenLogprobs([b"x", b"</think>", b"\n\nThe", b" end"], [-1.0] * 4, [[]] * 4)  # the gap in a token
+    assert answer_payload(merged, 2).tokens == [b"The", b" end"]
 
 
 @pytest.mark.parametrize("api", ["chat", "completions"])
@@ -256,29 +353,94 @@ def test_the_hf_and_vllm_engines_switch_thinking_through_the_chat_template(tmp_p
     assert render_prompt(p, tok).endswith("assistant\n")
 
 
-def test_the_hf_engine_ends_the_thinking_at_its_budget_and_the_answer_follows(tmp_path):
-    """teacher.thinking_budget: past N output tokens without the end-of-thinking marker, the marker
-    is forced (token by token) and the model goes on; the record then has closed reasoning of at
-    most N tokens and an answer after it. Other engines refuse the setting by name."""
-    import tiny
+OPENING = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
+def _hf_generate(folder, prompt="What is 2 + 2?", **settings):
     from dante.config import TeacherConfig
     from dante.prompts import Prompt
     from dante.teacher import make_teacher
     from dante.teacher.base import TeacherRequest
 
-    folder = tiny.make_teacher_dir(tmp_path / "t")
-    cfg = TeacherConfig(
-        backend="hf", model=str(folder), device="cpu", dtype="float32", max_new_tokens=12, thinking_budget=3
-    )
+    cfg = TeacherConfig(backend="hf", model=str(folder), device="cpu", dtype="float32", **settings)
     teacher = make_teacher(cfg)
     try:
-        (gens,) = teacher.generate([Prompt(id="p", prompt="What is 2 + 2?")], TeacherRequest.from_config(cfg).main)
+        (gens,) = teacher.generate([Prompt(id="p", prompt=prompt)], TeacherRequest.from_config(cfg).main)
     finally:
         teacher.close()
-    gen = gens[0]
+    return gens[0], teacher
+
+
+def _opening_teacher(tmp_path, special_markers=False):
+    """A tiny teacher whose chat template opens the thinking block in the generation prompt (QwQ's
+    and R1-Distill's way), its markers optionally special tokens."""
+    from transformers import AutoTokenizer
+
+    import tiny
+
+    folder = tiny.make_teacher_dir(tmp_path / "t")
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = OPENING
+    if special_markers:
+        tok.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_the_hf_engine_ends_the_thinking_at_its_budget_and_the_answer_follows(tmp_path):
+    """teacher.thinking_budget: past N output tokens of thinking (here the prompt opened the block)
+    without the end-of-thinking marker, the marker is forced (token by token) and the model goes
+    on; the record then has closed reasoning of at most N tokens and an answer after it. Other
+    engines refuse the setting by name."""
+    from dante.config import TeacherConfig
+
+    gen, teacher = _hf_generate(_opening_teacher(tmp_path), max_new_tokens=12, thinking_budget=3)
     assert gen.reasoning is not None and gen.reasoning_closed
     close = teacher.tokenizer("</think>", add_special_tokens=False)["input_ids"]
     assert len(teacher.tokenizer(gen.reasoning, add_special_tokens=False)["input_ids"]) <= 3 + 1  # ≤ budget
     assert gen.completion_tokens > 3 + len(close)  # it went on after the marker
     with pytest.raises(ValueError, match="thinking_budget is applied by the hf engine only"):
         TeacherConfig(backend="openai", model="m", thinking_budget=10)
+
+
+def test_a_budget_on_a_teacher_that_does_not_think_changes_nothing(tmp_path):
+    """The budget forces the end of thinking only where a thinking block is open: on a teacher
+    that does not think it invents no reasoning, and its output is the same as without it."""
+    import tiny
+
+    folder = tiny.make_teacher_dir(tmp_path / "t")
+    with_budget, _ = _hf_generate(folder, max_new_tokens=12, thinking_budget=3)
+    without, _ = _hf_generate(folder, max_new_tokens=12)
+    assert with_budget.reasoning is None and with_budget.text == without.text
+
+
+def test_the_hf_engine_keeps_prompt_opened_thinking_cut_by_the_limit_as_cut_not_as_an_answer(tmp_path):
+    """A template that opens <think> in the generation prompt: the random model never writes
+    </think>, so everything it wrote is thinking cut at max_new_tokens; its payload still spells it."""
+    gen, _ = _hf_generate(_opening_teacher(tmp_path), max_new_tokens=8, store_logprobs=2)
+    assert gen.reasoning is not None and not gen.reasoning_closed and gen.text == ""
+    assert gen.reasoning_tokens == len(gen.token_logprobs.tokens) == gen.completion_tokens
+    assert payload_problem(list(gen.token_logprobs.tokens), gen.reasoning_tokens, gen.reasoning, "") is None
+
+
+def test_markers_that_the_tokenizer_marks_special_survive_the_hf_engines_decoding(tmp_path):
+    """A tokenizer with <think> and </think> as special tokens: skipping special tokens would
+    erase them and with them the split; the engine keeps them (text and payload bytes)."""
+    from dante.config import TeacherConfig
+    from dante.teacher import make_teacher
+    from dante.tokens import TokenBytes, marker_ids
+
+    folder = _opening_teacher(tmp_path, special_markers=True)
+    teacher = make_teacher(TeacherConfig(backend="hf", model=str(folder), device="cpu", dtype="float32"))
+    teacher.close()
+    tok = teacher.tokenizer
+    ids = tok("<think>", add_special_tokens=False)["input_ids"] + tok("hm", add_special_tokens=False)["input_ids"]
+    ids += tok("</think>", add_special_tokens=False)["input_ids"] + tok(" 4", add_special_tokens=False)["input_ids"]
+    ids += [tok.eos_token_id]
+    assert teacher.decode(ids) == "<think>hm</think> 4"  # the end of sequence skipped, the markers kept
+    assert tok.decode(ids, skip_special_tokens=True) == "hm 4"  # what plain decoding would have stored
+    kept = TokenBytes(tok, keep=marker_ids(tok, ("<think>", "</think>")))
+    assert b"".join(kept(i) for i in ids) == b"<think>hm</think> 4"

@@ -144,3 +144,43 @@ def test_the_reasoning_recipe_loads():
     recipe = load_recipe(Path(__file__).resolve().parents[2] / "configs" / "reasoning.yaml")
     assert recipe.train.reasoning == "keep" and recipe.train.system_prompt == "drop"
     assert "<think>" in recipe.prompts.system_prompt and recipe.eval.think_end_token == "</think>"
+
+
+@pytest.mark.parametrize("name", ["R1_DISTILL", "QWQ"])
+def test_templates_that_delete_the_thinking_still_train_on_it_in_their_own_format(tmp_path, name):
+    """R1-Distill's and QwQ's real templates strip everything up to </think> from assistant turns
+    and open <think> in the generation prompt: the completion continues the opened block (the
+    thinking, </think>, a blank line, the answer, the template's end of turn), as the model writes
+    at inference, never the answer alone and never a second <think>; the manifest counts it."""
+    import thinking_templates
+
+    tok = tiny.make_tokenizer(tmp_path, flavour="teacher")
+    tok.chat_template = getattr(thinking_templates, name)
+    end = "<｜end▁of▁sentence｜>" if name == "R1_DISTILL" else "<|im_end|>\n"
+    r = render_record_text(Rec(), tok, chat=True)
+    assert _decode(tok, r.prompt_ids).endswith("<think>\n")
+    assert r.completion_text == "2 + 2 is 4.\n</think>\n\nThe answer is 4." + end
+    assert r.reasoning_format == "prompt-opened" and r.completion_text[r.answer_start :].startswith("The answer")
+    # the template itself, given the same turn, would have trained the answer alone
+    full = tok.apply_chat_template(
+        [
+            {"role": "user", "content": "What is 2 + 2?"},
+            {"role": "assistant", "content": plain_thinking("2 + 2 is 4.", "A")},
+        ],
+        tokenize=False,
+    )
+    assert "2 + 2 is 4." not in full
+    examples, stats = build_examples([Rec(), Rec(reasoning=None, rid="r2")], tok, StudentConfig(), 256)
+    assert (stats.reasoning, stats.reasoning_template, len(examples)) == (1, "prompt-opened", 2)
+    assert render_record_text(Rec(), tok, chat=True, reasoning="drop").reasoning_format is None
+
+
+def test_a_template_that_loses_the_reasoning_is_an_error_naming_the_fix(plain_tok, monkeypatch):
+    """The probe: the reasoning must be in the rendered training text; where it is not, the
+    record is refused with the field and the fix, never trained on its answer alone."""
+    import dante.train.sources.data as data
+
+    monkeypatch.setattr(data, "plain_thinking", lambda reasoning, answer: answer)  # a format that loses it
+    with pytest.raises(Exception, match="drops the teacher's reasoning") as err:
+        render_record_text(Rec(), plain_tok, chat=True)
+    assert err.value.field == "student.chat_template" and "train.reasoning=drop" in err.value.hint

@@ -101,12 +101,19 @@ def decode(data: dict[str, Any]) -> TokenLogprobs:
 
 
 def problems(
-    data: dict[str, Any], teacher_text: str, completion_tokens: int | None, reasoning_tokens: int | None = None
+    data: dict[str, Any],
+    teacher_text: str,
+    completion_tokens: int | None,
+    reasoning_tokens: int | None = None,
+    teacher_reasoning: str | None = None,
 ) -> list[tuple[str, str]]:
     """(field, message) for everything wrong with a record's payload: as many entries as
     completion tokens, logprobs ≤ 0 and finite, tokens that join to ``teacher_text`` (or decode
-    to it with U+FFFD for invalid UTF-8). With reasoning, the tokens after the first
-    ``reasoning_tokens`` (the thinking's) join to the whitespace before the answer and the answer."""
+    to it with U+FFFD for invalid UTF-8). With reasoning, ``dante.teacher.reasoning``'s rule:
+    the first ``reasoning_tokens`` spell ``teacher_reasoning`` between the thinking markers, the
+    rest the whitespace before the answer and the answer."""
+    from dante.teacher.reasoning import payload_problem
+
     try:
         vocab, ids, lps, pad = decode_arrays(data)
     except ValueError as exc:
@@ -119,16 +126,13 @@ def problems(
         found.append(("token_logprobs.logprobs", "not finite"))
     elif real.size and float(real.max()) > 1e-3:  # float16 rounds a logprob near 0 to at most +0
         found.append(("token_logprobs.logprobs", f"logprob {float(real.max()):.4g} > 0"))
-    answer_ids = ids[reasoning_tokens or 0 :] if len(ids) else ids
-    joined = b"".join(vocab[int(i)] for i in answer_ids[:, 0]) if len(answer_ids) else b""
-    if reasoning_tokens:
-        joined = joined.lstrip(b" \t\r\n")
+    tokens = [vocab[int(i)] for i in ids[:, 0]] if len(ids) else []
     # a generation that is not valid UTF-8 is decoded with U+FFFD for each bad sequence, as the
     # engines' tokenizers do: its payload is still the right one (alignment skips such records)
-    if joined != teacher_text.encode("utf-8") and joined.decode("utf-8", errors="replace") != teacher_text:
-        at = next((i for i, (a, b) in enumerate(zip(joined, teacher_text.encode("utf-8"))) if a != b), None)
-        where = f"byte {at}" if at is not None else f"length {len(joined)} vs {len(teacher_text.encode('utf-8'))}"
-        found.append(("token_logprobs.tokens", f"tokens do not join to teacher_text (first difference at {where})"))
+    wrong = payload_problem(tokens, reasoning_tokens, teacher_reasoning, teacher_text)
+    if wrong is not None:
+        field = "reasoning_tokens" if wrong.startswith("reasoning_tokens") else "token_logprobs.tokens"
+        found.append((field, wrong))
     return found
 
 

@@ -91,7 +91,7 @@ class CacheRecord(BaseModel):
             raise ValueError("is empty")
         return v
 
-    @field_validator("output_entropy", "self_consistency", "difficulty_score", mode="before")
+    @field_validator("output_entropy", "self_consistency", "difficulty_score", "answer_entropy", mode="before")
     @classmethod
     def _number(cls, v: Any) -> Any:
         if v is None:
@@ -102,7 +102,7 @@ class CacheRecord(BaseModel):
             raise ValueError(f"must be finite, got {v!r}")
         return float(v)
 
-    @field_validator("output_entropy")
+    @field_validator("output_entropy", "answer_entropy")
     @classmethod
     def _entropy_range(cls, v: float | None) -> float | None:
         if v is not None and v < 0:
@@ -205,7 +205,30 @@ def _validate(obj: dict[str, Any], file: str, lineno: int, strict: bool) -> tupl
             msg = "missing field" if e["type"] == "missing" else e["msg"].removeprefix("Value error, ")
             problems.append(Problem(file, lineno, fld, msg))
         return None, problems
+    problems += [Problem(file, lineno, fld, msg) for fld, msg in reasoning_problems(rec)]
     return (None if problems else rec), problems
+
+
+def reasoning_problems(rec: CacheRecord) -> list[tuple[str, str]]:
+    """(field, message) for a thinking teacher's fields that contradict each other: a status,
+    token count or answer entropy without reasoning, a status the text does not bear out (an answer
+    after a ``cut`` or ``no_answer`` thought, none after a ``complete`` one), more thinking tokens
+    than completion tokens."""
+    found = []
+    if rec.teacher_reasoning is None:
+        for name in ("reasoning_status", "reasoning_tokens", "answer_entropy"):
+            if getattr(rec, name) is not None:
+                found.append((name, "set, but the record has no teacher_reasoning"))
+        return found
+    answered = rec.teacher_text.strip() != ""
+    if rec.reasoning_status == "complete" and not answered:
+        found.append(("reasoning_status", "complete, but teacher_text is empty (no_answer, or cut)"))
+    if rec.reasoning_status in ("cut", "no_answer") and answered:
+        found.append(("reasoning_status", f"{rec.reasoning_status}, but teacher_text holds an answer"))
+    tokens, total = rec.reasoning_tokens, rec.completion_tokens
+    if tokens is not None and total is not None and tokens > total:
+        found.append(("reasoning_tokens", f"{tokens} thinking tokens, more than the {total} completion tokens"))
+    return found
 
 
 def iter_cache(
@@ -288,7 +311,9 @@ def validate_cache(path: CachePaths) -> tuple[int, list[Problem]]:
         checked += 1
         problems += line_problems
         if rec is not None and rec.token_logprobs is not None:
-            found = payload_problems(rec.token_logprobs, rec.teacher_text, rec.completion_tokens, rec.reasoning_tokens)
+            found = payload_problems(
+                rec.token_logprobs, rec.teacher_text, rec.completion_tokens, rec.reasoning_tokens, rec.teacher_reasoning
+            )
             problems += [Problem(file, lineno, fld, msg) for fld, msg in found]
         if rec is not None and rec.id is not None:
             digest = hashlib.sha1(json.dumps(rec.model_dump(), sort_keys=True).encode()).hexdigest()

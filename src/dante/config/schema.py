@@ -44,6 +44,11 @@ class OpenAITeacherConfig(Section):
     request_timeout_s: float = Field(120.0, gt=0.0, description="Per-request timeout in seconds.")
     backoff_base_s: float = Field(1.0, ge=0.0, description="First back-off delay; doubles each retry (with jitter).")
     backoff_max_s: float = Field(60.0, ge=0.0, description="Back-off delay cap; Retry-After is honoured up to this.")
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens",
+        description="The request field that carries teacher.max_new_tokens: OpenAI's reasoning models (o-series) "
+        "accept only max_completion_tokens; vLLM, SGLang and llama.cpp accept both.",
+    )
 
 
 class RayConfig(Section):

@@ -39,7 +39,15 @@ from dante.io import atomic_write_bytes
 from dante.progress import stage_progress
 from dante.prompts import Prompt
 from dante.teacher.base import Completion, Generation, TeacherRequest
-from dante.teacher.openai import RETRY_STATUS, backoff_delay, parse_response, parse_retry_after, request_body
+from dante.teacher.openai import (
+    RETRY_STATUS,
+    backoff_delay,
+    parse_response,
+    parse_retry_after,
+    render_request,
+    request_body,
+)
+from dante.teacher.reasoning import prompt_opens_thinking
 
 log = logging.getLogger(__name__)
 SAMPLES = "#samples"  # custom_id suffix of a prompt's self-consistency request
@@ -179,8 +187,9 @@ def completions(recipe: Recipe, prompts: list[Prompt], results: Results) -> tupl
             continue  # not answered (yet)
         try:
             thinking = recipe.teacher.thinking
+            opened = api == "completions" and prompt_opens_thinking(render_request(cfg, p))
             main = parse_response(
-                results.bodies[p.id], api, request.main.top_logprobs, 1, request.main.store_logprobs, thinking
+                results.bodies[p.id], api, request.main.top_logprobs, 1, request.main.store_logprobs, thinking, opened
             )
             samples: list[Generation] = []
             if request.consistency is not None:

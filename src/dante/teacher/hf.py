@@ -21,7 +21,7 @@ from dante.prompts import Prompt, render_prompt
 from dante.teacher import reasoning
 from dante.teacher.base import Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy_from_logits, topk_entropy_from_top
-from dante.tokens import TokenBytes, TokenLogprobs, from_ids
+from dante.tokens import TokenBytes, TokenLogprobs, from_ids, marker_ids
 
 
 class StepEntropy:
@@ -108,7 +108,10 @@ class HFTeacher(Teacher):
             eos = self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self._torch = torch
-        self.token_bytes = TokenBytes(self.tokenizer)
+        # the thinking markers keep their text even where a tokenizer marks them special (they are
+        # how the output is split: dante.teacher.reasoning); every other special token has none
+        self.marker_ids = marker_ids(self.tokenizer, (reasoning.OPEN, reasoning.CLOSE))
+        self.token_bytes = TokenBytes(self.tokenizer, keep=self.marker_ids)
 
     def device_info(self) -> dict[str, Any]:
         return {"device_type": str(self.device).split(":")[0], "device_count": 1}
@@ -140,11 +143,14 @@ class HFTeacher(Teacher):
                 torch.manual_seed(sampling.seed)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        opened = [self.cfg.thinking != "off" and reasoning.prompt_opens_thinking(t) for t in texts]
         if self.cfg.thinking_budget is not None and self.cfg.thinking != "off":
             from transformers import LogitsProcessorList
 
             close = self.tokenizer(reasoning.CLOSE, add_special_tokens=False)["input_ids"]
-            budget = reasoning.ThinkingBudget(close, self.cfg.thinking_budget, enc["input_ids"].shape[1])
+            start = self.tokenizer(reasoning.OPEN, add_special_tokens=False)["input_ids"]
+            rows = [o for o in opened for _ in range(n if sample else 1)]
+            budget = reasoning.ThinkingBudget(close, self.cfg.thinking_budget, enc["input_ids"].shape[1], start, rows)
             kwargs["logits_processor"] = LogitsProcessorList([budget])
         hook = (
             StepEntropy(self.model, sampling.top_logprobs, sampling.store_logprobs) if sampling.logprobs > 0 else None
@@ -167,7 +173,7 @@ class HFTeacher(Teacher):
                 if t in self.eos_ids:
                     length, finish = i + 1, "stop"  # the end-of-sequence token counts, like vLLM/OpenAI
                     break
-            text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
+            text = self.decode(ids[:length])
             payload = None
             if stored is not None:
                 chosen, top_ids, top_lps = (part[row][:length] for part in stored)
@@ -180,12 +186,19 @@ class HFTeacher(Teacher):
                 prompt_tokens=int(prompt_lens[row // (n if sample else 1)]),
                 token_logprobs=payload,
             )
-            gens.append(reasoning.separate(gen, self.cfg.thinking))
+            gens.append(reasoning.separate(gen, self.cfg.thinking, opened[row // (n if sample else 1)]))
         per = n if sample else 1
         grouped = [gens[i * per : (i + 1) * per] for i in range(len(prompts))]
         if not sample and n > 1:  # greedy samples are all the same completion
             grouped = [g * n for g in grouped]
         return grouped
+
+    def decode(self, ids: list[int]) -> str:
+        """The output's text: special tokens skipped, the thinking markers kept."""
+        if not self.marker_ids:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+        special = self.token_bytes.special - self.marker_ids
+        return self.tokenizer.decode([i for i in ids if i not in special], skip_special_tokens=False)
 
     SCORE_TILE = 256  # completion positions whose logits exist at once while scoring
 

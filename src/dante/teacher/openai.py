@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import email.utils
+import json
 import logging
 import os
 import random
@@ -117,14 +118,19 @@ def _payload_completions(lp: dict[str, Any], store: int) -> TokenLogprobs:
     )
 
 
-def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0, thinking: str = "auto") -> Generation:
+def parse_choice(
+    choice: dict[str, Any], api: str, k: int, store: int = 0, thinking: str = "auto", opened: bool = False
+) -> Generation:
     """One ``choices[i]`` of a chat or completions response -> Generation (KeyError/TypeError if
     malformed); ``store`` K > 0 also keeps the per-token payload when the server sent logprobs.
 
-    A thinking teacher's reasoning is kept apart (``dante.teacher.reasoning``): from the message's
-    reasoning field, else from inline markers (not with ``thinking`` off, where a literal marker is
-    text). Its logprobs cover the thinking too: the entropies and the payload keep every token,
-    ``reasoning_tokens`` says how many come first."""
+    A thinking teacher's reasoning is kept apart by ``dante.teacher.reasoning``'s rule: from the
+    message's reasoning field, else from inline markers (``opened``: the prompt sent opened the
+    thinking block). With ``thinking`` off it is kept apart all the same, and counted by the cache.
+    Its logprobs cover the thinking too: the entropies and the payload keep every token,
+    ``reasoning_tokens`` says how many come first. An end-of-sequence token that a server spells
+    as text ("<|im_end|>", which vLLM and SGLang put last in the logprobs) is kept with no bytes,
+    as every engine keeps special tokens, so the payload spells the stored text."""
     entropies = None
     tokens = None
     payload = None
@@ -135,7 +141,7 @@ def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0, think
         text = message["content"] or ""
         if not isinstance(text, str):
             raise TypeError("completion text is not a string")
-        split = reasoning.from_message(message, text) if thinking != "off" else reasoning.from_field(message, text)
+        split = reasoning.from_message(message, text)
         content = lp.get("content") if isinstance(lp, dict) else None
         if content is not None:
             tokens = len(content)
@@ -150,7 +156,7 @@ def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0, think
         text = choice["text"]
         if not isinstance(text, str):
             raise TypeError("completion text is not a string")
-        split = reasoning.split_inline(text) if thinking != "off" else reasoning.Split(None, text)
+        split = reasoning.split_inline(text, opened=opened and thinking != "off")
         if isinstance(lp, dict) and lp.get("tokens") is not None:
             tokens = len(lp["tokens"])
             pieces = [token_bytes(t) for t in lp["tokens"]]
@@ -162,15 +168,20 @@ def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0, think
                 ]
             if store > 0:
                 payload = _payload_completions(lp, store)
+    finish = choice.get("finish_reason")
     first_answer, dropped = None, False
-    if split.reasoning is not None and pieces is not None:
-        first_answer = reasoning.answer_start(pieces, split.answer)
-        if first_answer is None:  # the tokens do not spell the stored text: no payload rather than a wrong one
+    if pieces is not None:
+        found = reasoning.locate_answer(pieces, split, finish)
+        if found is not None:
+            first_answer = found[1] if split.reasoning is not None else None
+            if payload is not None and found[0][-1:] != pieces[-1:]:
+                payload = _end_token_without_bytes(payload, pieces[-1])
+        elif split.reasoning is not None:  # the tokens do not spell the stored text: no payload rather than a wrong one
             dropped, payload = payload is not None, None
     return Generation(
         text=split.answer,
         completion_tokens=tokens,
-        finish_reason=choice.get("finish_reason"),
+        finish_reason=finish,
         token_entropies=entropies,
         token_logprobs=payload,
         reasoning=split.reasoning,
@@ -179,6 +190,14 @@ def parse_choice(choice: dict[str, Any], api: str, k: int, store: int = 0, think
         reasoning_closed=split.closed,
         payload_dropped=dropped,
     )
+
+
+def _end_token_without_bytes(payload: TokenLogprobs, spelled: bytes) -> TokenLogprobs:
+    """The payload with its last token, the end of sequence spelled ``spelled``, and that same
+    alternative at every position, kept with no bytes (``dante.cache.payload``: a special token is
+    the empty string)."""
+    top = [[(b"" if tok == spelled else tok, lp) for tok, lp in row] for row in payload.top]
+    return TokenLogprobs([*payload.tokens[:-1], b""], list(payload.logprobs), top)
 
 
 def parse_echo(data: Any, start: int, text: str, k: int) -> TokenLogprobs | None:
@@ -206,11 +225,13 @@ def parse_echo(data: Any, start: int, text: str, k: int) -> TokenLogprobs | None
     return out if b"".join(out.tokens) == text.encode("utf-8") else None
 
 
-def parse_response(data: Any, api: str, k: int, n: int, store: int = 0, thinking: str = "auto") -> list[Generation]:
+def parse_response(
+    data: Any, api: str, k: int, n: int, store: int = 0, thinking: str = "auto", opened: bool = False
+) -> list[Generation]:
     """A whole response body -> its Generations (ordered by ``index``); ValueError if malformed."""
     try:
         choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-        gens = [parse_choice(c, api, k, store, thinking) for c in choices]
+        gens = [parse_choice(c, api, k, store, thinking, opened) for c in choices]
         usage = data.get("usage") or {}
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"malformed response ({type(exc).__name__}: {exc})") from None
@@ -235,9 +256,10 @@ def render_request(cfg: TeacherConfig, prompt: Prompt) -> str | list[dict[str, A
 def request_body(cfg: TeacherConfig, prompt: Prompt, sampling: Sampling) -> dict[str, Any]:
     """The JSON body of one chat or completions request for ``prompt``: the same for a request
     sent now and for a line of an OpenAI batch file (``dante.teacher.batch``)."""
+    length_field = cfg.openai.max_tokens_field if cfg.openai.api == "chat" else "max_tokens"
     body: dict[str, Any] = {
         "model": cfg.model,
-        "max_tokens": sampling.max_new_tokens,
+        length_field: sampling.max_new_tokens,
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
         "n": sampling.n,
@@ -258,6 +280,40 @@ def request_body(cfg: TeacherConfig, prompt: Prompt, sampling: Sampling) -> dict
     if cfg.reasoning_effort is not None:
         body["reasoning_effort"] = cfg.reasoning_effort
     return body
+
+
+# A request field a server refuses -> the setting that sent it, and what to set instead (OpenAI's
+# reasoning models and the DeepSeek API refuse some of the ordinary sampling fields).
+REFUSED_FIELDS = {
+    "max_tokens": ("teacher.openai.max_tokens_field", "set teacher.openai.max_tokens_field=max_completion_tokens"),
+    "logprobs": (
+        "teacher.top_logprobs",
+        "this endpoint returns no logprobs: set teacher.top_logprobs=0 and teacher.store_logprobs=0 (records get "
+        "output_entropy null; token-level KD needs a server that returns them)",
+    ),
+    "top_logprobs": ("teacher.top_logprobs", "set teacher.top_logprobs=0 and teacher.store_logprobs=0"),
+    "temperature": ("teacher.temperature", "set teacher.temperature=1 (the only value such models accept)"),
+    "top_p": ("teacher.top_p", "set teacher.top_p=1"),
+    "reasoning_effort": ("teacher.reasoning_effort", "leave teacher.reasoning_effort unset for this model"),
+    "chat_template_kwargs": ("teacher.thinking", "set teacher.thinking=auto (this server takes no template switch)"),
+}
+
+
+def refused_setting(body: str) -> tuple[str, str]:
+    """(dante setting, fix) for a 4xx body that names a refused request field (OpenAI's ``param``,
+    or the field's name quoted in the message); the generic advice otherwise."""
+    param = None
+    try:
+        error = json.loads(body).get("error") or {}
+        param = error.get("param") if isinstance(error, dict) else None
+        message = str(error.get("message") or "") if isinstance(error, dict) else ""
+    except (ValueError, AttributeError):
+        message = body
+    if param not in REFUSED_FIELDS:
+        param = next((k for k in REFUSED_FIELDS if f"'{k}'" in message or f"`{k}`" in message), None)
+    if param in REFUSED_FIELDS:
+        return REFUSED_FIELDS[param]
+    return "teacher", "check teacher.model, teacher.openai.api and the sampling settings"
 
 
 class OpenAITeacher(Teacher):
@@ -331,6 +387,7 @@ class OpenAITeacher(Teacher):
                         body["n"],
                         sampling.store_logprobs,
                         cfg.thinking,
+                        reasoning.prompt_opens_thinking(body.get("prompt")),
                     )
                 excerpt = self._scrub(resp.text)[:300].strip()  # scrub first: a cut could split the key
                 if resp.status_code in RETRY_STATUS or resp.status_code >= 500:
@@ -382,15 +439,13 @@ class OpenAITeacher(Teacher):
         return gens[:n]
 
     def _rejected(self, exc: _Rejected, what: str) -> DanteError:
-        hint = (
-            "check teacher.openai.api_key_env"
-            if exc.status in (401, 403)
-            else "check teacher.model, teacher.openai.api and the sampling settings"
-        )
+        field, hint = refused_setting(exc.body)
+        if exc.status in (401, 403):
+            field, hint = "teacher.openai.api_key_env", "check teacher.openai.api_key_env"
         return DanteError(
             f"{what}: server refused the request (HTTP {exc.status}): {exc.body}",
             file=self.endpoint,
-            field="teacher",
+            field=field,
             hint=hint,
         )
 

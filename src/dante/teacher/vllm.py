@@ -7,6 +7,7 @@ vLLM is imported only when this backend is used (``pip install dante-distill[vll
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from dante.config import TeacherConfig
@@ -16,7 +17,7 @@ from dante.prompts import Prompt, render_prompt
 from dante.teacher import reasoning
 from dante.teacher.base import Generation, Sampling, Teacher
 from dante.teacher.entropy import topk_entropy
-from dante.tokens import TokenBytes, TokenLogprobs, from_ids
+from dante.tokens import TokenBytes, TokenLogprobs, from_ids, marker_ids
 
 
 def _topk_values(position: dict[Any, Any], k: int) -> list[float]:
@@ -78,15 +79,26 @@ def generation_from_vllm(
 
 
 def generations_from_request_outputs(
-    outputs: Sequence[Any], k: int, store: int = 0, token_bytes: TokenBytes | None = None, thinking: str = "auto"
+    outputs: Sequence[Any],
+    k: int,
+    store: int = 0,
+    token_bytes: TokenBytes | None = None,
+    thinking: str = "auto",
+    opened: Sequence[bool] | None = None,
+    decode: Any = None,
 ) -> list[list[Generation]]:
     """A list of vLLM ``RequestOutput`` (in prompt order) -> n Generations per prompt (a thinking
-    model's inline reasoning kept apart, ``dante.teacher.reasoning.separate``)."""
+    model's inline reasoning kept apart, ``dante.teacher.reasoning.separate``; ``opened[i]``: prompt
+    i's rendering opened the thinking block). ``decode``: the text from the token ids, where vLLM's
+    own text would have skipped thinking markers that the tokenizer marks special."""
     result = []
-    for ro in outputs:
+    for i, ro in enumerate(outputs):
         n_prompt = len(ro.prompt_token_ids) if getattr(ro, "prompt_token_ids", None) is not None else None
         gens = [generation_from_vllm(c, k, n_prompt, store, token_bytes) for c in ro.outputs]
-        result.append([reasoning.separate(g, thinking) for g in gens])
+        if decode is not None:
+            gens = [replace(g, text=decode(list(c.token_ids))) for g, c in zip(gens, ro.outputs, strict=True)]
+        was_opened = bool(opened[i]) if opened is not None else False
+        result.append([reasoning.separate(g, thinking, was_opened) for g in gens])
     return result
 
 
@@ -126,7 +138,16 @@ class VLLMTeacher(Teacher):
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
-        self.token_bytes = TokenBytes(self.tokenizer) if cfg.store_logprobs else None
+        markers = marker_ids(self.tokenizer, (reasoning.OPEN, reasoning.CLOSE))
+        self.token_bytes = TokenBytes(self.tokenizer, keep=markers) if cfg.store_logprobs else None
+        special = set(getattr(self.tokenizer, "all_special_ids", []) or [])
+        skipped = special - markers
+        # vLLM's text skips special tokens: where the markers are special, the text is decoded here
+        self.decode = (
+            (lambda ids: self.tokenizer.decode([i for i in ids if i not in skipped], skip_special_tokens=False))
+            if markers & special
+            else None
+        )
 
     def device_info(self) -> dict[str, Any]:
         return {
@@ -157,8 +178,15 @@ class VLLMTeacher(Teacher):
             else texts
         )
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        opened = [self.cfg.thinking != "off" and reasoning.prompt_opens_thinking(t) for t in texts]
         return generations_from_request_outputs(
-            outputs, sampling.top_logprobs, sampling.store_logprobs, self.token_bytes, self.cfg.thinking
+            outputs,
+            sampling.top_logprobs,
+            sampling.store_logprobs,
+            self.token_bytes,
+            self.cfg.thinking,
+            opened,
+            self.decode,
         )
 
     def score(

@@ -22,6 +22,7 @@ import torch
 from dante.answers import extract_answer
 from dante.config import FilterConfig, StudentConfig
 from dante.errors import DanteError, DataError
+from dante.teacher.reasoning import CLOSE, OPEN, prompt_opens_thinking
 from dante.train.objective.losses import IGNORE
 from dante.train.sources.kd_data import KDBuild, KDTargets, kd_targets
 
@@ -99,7 +100,12 @@ def _messages(rec, system: str = "keep") -> list[dict[str, Any]]:
     return msgs
 
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"  # the plain format for a student without a thinking template
+THINK_OPEN, THINK_CLOSE = OPEN, CLOSE  # the plain format for a student without a thinking template
+# How a record's reasoning reaches the student's training text: its template writes reasoning_content
+# ("chat template"); its template opens <think> in the generation prompt and deletes thinking from
+# assistant turns (R1-Distill, QwQ), so the completion continues the opened block ("prompt-opened");
+# or the documented plain format after the template's prompt ("plain").
+REASONING_FORMATS = ("chat template", "prompt-opened", "plain")
 
 
 def render_record(
@@ -122,6 +128,7 @@ class Rendered(NamedTuple):
     completion_ids: list[int]  # EOS appended when the template does not end with it
     completion_text: str  # what the completion ids (before EOS) tokenize
     answer_start: int = 0  # where the answer begins in completion_text (after the reasoning, if any)
+    reasoning_format: str | None = None  # how the reasoning was written (REASONING_FORMATS); None: none trained
 
 
 def plain_thinking(reasoning: str, answer: str) -> str:
@@ -151,9 +158,12 @@ def thinking_convention(tokenizer) -> str:
 
 
 def render_record_text(rec, tokenizer, chat: bool, *, reasoning: str = "keep", system: str = "keep") -> Rendered:
-    """``render_record`` plus the completion's text and where its answer starts."""
+    """``render_record`` plus the completion's text, where its answer starts and how the reasoning
+    was written (``REASONING_FORMATS``). A record whose reasoning would not reach the training text
+    is an error naming the template, never a record silently trained on its answer alone."""
     thought = getattr(rec, "teacher_reasoning", None) if reasoning == "keep" else None
     answer = rec.teacher_text
+    how = None
     if chat:
         msgs = _messages(rec, system)
         switch = {} if getattr(rec, "teacher_reasoning", None) is None else {"enable_thinking": thought is not None}
@@ -165,21 +175,48 @@ def render_record_text(rec, tokenizer, chat: bool, *, reasoning: str = "keep", s
             else:
                 turn["content"] = plain_thinking(thought, answer)
         full = tokenizer.apply_chat_template([*msgs, turn], tokenize=False, **switch)
-        # Templates that rewrite earlier turns (e.g. drop reasoning) break the prefix property:
-        # then the completion is the teacher's own text (its reasoning in the plain format).
-        fallback = plain_thinking(thought, answer) if thought is not None else answer
-        completion_text = full[len(prompt_text) :] if full.startswith(prompt_text) else fallback
+        rest = full[len(prompt_text) :] if full.startswith(prompt_text) else None
+        if thought is None:
+            completion_text = rest if rest is not None else answer
+        elif rest is not None and thought in rest:
+            completion_text, how = rest, "chat template" if "reasoning_content" in turn else "plain"
+        elif prompt_opens_thinking(prompt_text):
+            completion_text, how = opened_completion(tokenizer, msgs, switch, prompt_text, thought, answer)
+        else:
+            # Templates that rewrite earlier turns (e.g. drop reasoning) break the prefix property:
+            # then the completion is the teacher's own text (its reasoning in the plain format).
+            completion_text, how = plain_thinking(thought, answer), "plain"
         prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     else:
         prompt_text = (rec.system + "\n\n" if rec.system and system == "keep" else "") + rec.prompt
         completion_text = plain_thinking(thought, answer) if thought is not None else answer
+        how = "plain" if thought is not None else None
         prompt_ids = tokenizer(prompt_text, add_special_tokens=True)["input_ids"]
+    if thought is not None and thought not in completion_text:
+        raise DanteError(
+            f"record {rec.id!r}: the student's chat template drops the teacher's reasoning from the training text",
+            field="student.chat_template",
+            hint="give the student a template that writes the assistant's reasoning_content (or keeps <think> "
+            "blocks), or set train.reasoning=drop to train on the answers alone",
+        )
     start = completion_text.rfind(answer) if thought is not None and answer else 0
     completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     if eos is not None and eos not in completion_ids[-2:]:  # ChatML-like templates already end with EOS (+ newline)
         completion_ids = [*completion_ids, eos]
-    return Rendered(list(prompt_ids), list(completion_ids), completion_text, max(start, 0))
+    return Rendered(list(prompt_ids), list(completion_ids), completion_text, max(start, 0), how)
+
+
+def opened_completion(tokenizer, msgs, switch, prompt_text: str, thought: str, answer: str) -> tuple[str, str]:
+    """The completion for a template that opens the thinking block in its generation prompt and
+    deletes thinking from assistant turns (R1-Distill, QwQ): what the model writes at inference,
+    the thinking, ``</think>``, a blank line, the answer, then the template's own end of turn
+    (found by rendering a marker-free answer)."""
+    probe = "dante-answer-probe"
+    ended = tokenizer.apply_chat_template([*msgs, {"role": "assistant", "content": probe}], tokenize=False, **switch)
+    end_of_turn = ended[ended.rfind(probe) + len(probe) :]
+    lead = "" if prompt_text.endswith(("\n", " ")) else "\n"
+    return f"{lead}{thought}\n{CLOSE}\n\n{answer}{end_of_turn}", "prompt-opened"
 
 
 def make_example(
@@ -218,8 +255,9 @@ def build_examples(
     examples: list[Example] = []
     shortest_prompt = None
     for rec in records:
-        prompt_ids, completion_ids, _, _ = render_record_text(rec, tokenizer, chat, reasoning=reasoning, system=system)
-        thought = reasoning == "keep" and getattr(rec, "teacher_reasoning", None) is not None
+        rendered_text = render_record_text(rec, tokenizer, chat, reasoning=reasoning, system=system)
+        prompt_ids, completion_ids = rendered_text.prompt_ids, rendered_text.completion_ids
+        thought = rendered_text.reasoning_format is not None
         shortest_prompt = len(prompt_ids) if shortest_prompt is None else min(shortest_prompt, len(prompt_ids))
         if len(prompt_ids) >= max_length:
             stats.dropped += 1
@@ -230,11 +268,9 @@ def build_examples(
         if truncated and thought:
             stats.reasoning_too_long += 1
             continue
-        if thought:
+        if thought:  # counted only where the reasoning is in the training text
             stats.reasoning += 1
-            stats.reasoning_template = (
-                "chat template" if chat and thinking_convention(tokenizer) != "plain" else "plain"
-            )
+            stats.reasoning_template = rendered_text.reasoning_format
         rendered = completion_ids
         if truncated:
             completion_ids = completion_ids[: max_length - len(prompt_ids)]

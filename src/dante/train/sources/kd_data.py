@@ -139,13 +139,17 @@ def chunk_likelihoods(payload: TokenLogprobs, chunks) -> list[tuple[int, int, fl
 
 def answer_payload(payload: TokenLogprobs, reasoning_tokens: int | None) -> TokenLogprobs:
     """The answer's part of a thinking teacher's payload (its tokens after the reasoning's, less
-    whitespace-only ones before the answer); the whole payload without reasoning."""
+    the whitespace before the answer: whitespace-only tokens, and the leading whitespace of a token
+    that holds some of it and then the answer's start); the whole payload without reasoning."""
     if not reasoning_tokens:
         return payload
     start = reasoning_tokens
     while start < len(payload.tokens) and not payload.tokens[start].strip():
         start += 1
-    return TokenLogprobs(payload.tokens[start:], payload.logprobs[start:], payload.top[start:])
+    tokens = payload.tokens[start:]
+    if tokens and tokens[0][:1].isspace():
+        tokens = [tokens[0].lstrip(b" \t\r\n"), *tokens[1:]]
+    return TokenLogprobs(tokens, payload.logprobs[start:], payload.top[start:])
 
 
 def one_to_one_targets(top: list[list[tuple[bytes, float]]], chunks, vocab: StudentVocab) -> KDTargets:
