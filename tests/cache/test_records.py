@@ -72,3 +72,47 @@ def test_record_roundtrip_keeps_extra_fields():
     rec = CacheRecord.model_validate({**GOOD, "custom": 3})
     again = CacheRecord.model_validate_json(rec.to_json())
     assert again.model_extra == {"custom": 3} and again.id == rec.id
+
+
+def _thinking_record(**over):
+    from dante.cache.payload import encode
+    from dante.tokens import TokenLogprobs
+
+    pieces = [b"<think>", b"\n", b"Fox", b"es.", b"\n", b"</think>", b"\n\n", b"A", b" fox", b""]
+    rec = {
+        **GOOD,
+        "prompt": "tell me about the fox",
+        "teacher_text": "A fox",
+        "teacher_reasoning": "Foxes.",
+        "reasoning_status": "complete",
+        "reasoning_tokens": 7,
+        "completion_tokens": len(pieces),
+        "token_logprobs": encode(TokenLogprobs(pieces, [-0.5] * len(pieces), [[]] * len(pieces)), 1),
+    }
+    return rec | over
+
+
+@pytest.mark.parametrize(
+    "patch, field, message",
+    [
+        ({}, None, None),
+        ({"reasoning_tokens": 12, "completion_tokens": None}, "reasoning_tokens", "is 12, more than the payload's 10"),
+        ({"reasoning_tokens": 12}, "reasoning_tokens", "12 thinking tokens, more than the 10 completion tokens"),
+        ({"reasoning_tokens": None}, "reasoning_tokens", "reasoning_tokens is missing"),
+        ({"teacher_reasoning": "Wolves."}, "token_logprobs.tokens", "do not spell teacher_reasoning"),
+        ({"reasoning_tokens": 2}, "token_logprobs.tokens", "do not join to teacher_text (first difference at byte 0)"),
+        (
+            {"teacher_text": "A dog"},
+            "token_logprobs.tokens",
+            "do not join to teacher_text (first difference at byte 2)",
+        ),
+    ],
+)
+def test_validate_checks_a_thinking_payload_against_both_fields_by_the_rule(tmp_path, patch, field, message):
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps(_thinking_record(**patch)) + "\n")
+    checked, problems = validate_cache(f)
+    if field is None:
+        assert (checked, problems) == (1, [])
+        return
+    assert [(p.field, message in p.message) for p in problems] == [(field, True)], problems

@@ -280,3 +280,26 @@ def test_a_models_system_instruction_reaches_its_prompts_only(tmp_path, student_
         assert info["system_instruction"] == expected
         prompts = [json.dumps(json.loads(line)["arguments"]) for line in (folder / "samples_gsm8k_local.jsonl").open()]
         assert all(("Solve it step by step." in p) == (expected is not None) for p in prompts)
+
+
+def test_a_generation_whose_thinking_never_ended_is_scored_as_no_answer_and_kept(monkeypatch):
+    """The rule (docs/eval.md): with eval.think_end_token set, a generation that opened a thinking
+    block (itself, or through its template's prompt) and never closed it reaches lm-eval's scoring
+    as an empty response, and is kept as written with its mark; one with no thinking is scored as
+    it is."""
+    from lm_eval.models.huggingface import HFLM
+
+    from dante.eval.run import thinking_hflm, thinking_never_ended
+
+    assert thinking_never_ended("<think>\n2 + 3 is", "</think>", False)
+    assert thinking_never_ended("2 + 3 is", "</think>", True)  # the template opened the block
+    assert not thinking_never_ended("2 + 3 is 5", "</think>", False)  # no thinking: an answer
+    assert not thinking_never_ended("<think>5</think> 5", "</think>", True)
+    assert not thinking_never_ended("<think>5", 151668, False)  # an id: lm-eval cut by token
+    cls = thinking_hflm()
+    lm = object.__new__(cls)
+    lm.think_end_token, lm.prompt_opened, lm._keeping, lm.raw_generations = "</think>", True, True, []
+    texts = iter(["2 + 3 is", "5</think> The answer is 5."])
+    monkeypatch.setattr(HFLM, "tok_decode", lambda self, tokens, skip_special_tokens=True: next(texts))
+    assert lm.tok_decode([1, 2]) == "" and lm.tok_decode([3]) == "5</think> The answer is 5."
+    assert lm.raw_generations == [("2 + 3 is", True), ("5</think> The answer is 5.", False)]

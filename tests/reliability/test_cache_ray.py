@@ -229,3 +229,40 @@ def test_min_replicas_starts_without_waiting_for_a_replica_the_cluster_cannot_pl
         pool.close()
     assert summary.written == 12 and len(read_cache(recipe.cache_dir)) == 12
     assert json.loads((recipe.cache_dir / "manifest.json").read_text())["ray"]["replicas_started"] == 3
+
+
+def test_a_thinking_server_behind_ray_replicas_gives_the_same_split_and_valid_records(tmp_path, ray_cluster):
+    """The openai engine in Ray replicas against a stand-in that answers as vLLM's qwen3 parser
+    does: each record holds the rule's reasoning and answer, and validates (issue 46)."""
+    sys.path.insert(0, str(HERE.parent / "teacher"))
+    from reasoning_server import ReasoningServer, answer, thinking
+
+    from dante.cache.run import run_cache
+
+    server = ReasoningServer("vllm-qwen3", field="reasoning")
+    try:
+        prompts = tmp_path / "prompts.jsonl"
+        prompts.write_text(prompt_lines(6))
+        data = {
+            "name": "ray-thinking",
+            "output_dir": str(tmp_path / "run"),
+            "teacher": {
+                "backend": "openai",
+                "model": "thinker",
+                "openai": {"base_url": server.url, "concurrency": 2, "max_retries": 1, "request_timeout_s": 10},
+                "top_logprobs": 2,
+                "store_logprobs": 2,
+                "dispatch": "ray",
+                "ray": {"replicas": 2, "cpus_per_replica": 0.5},
+            },
+            "prompts": {"source": str(prompts)},
+            "cache": {"shard_size": 4, "flush_every": 1},
+        }
+        recipe = load_recipe(data=data)
+        run_cache(recipe)
+    finally:
+        server.close()
+    records = read_cache(recipe.cache_dir)
+    assert len(records) == 6
+    assert all((r.teacher_text, r.teacher_reasoning) == (answer(r.prompt), thinking(r.prompt)) for r in records)
+    assert validate_cache(recipe.cache_dir) == (6, [])

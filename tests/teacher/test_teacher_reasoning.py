@@ -444,3 +444,77 @@ def test_markers_that_the_tokenizer_marks_special_survive_the_hf_engines_decodin
     assert tok.decode(ids, skip_special_tokens=True) == "hm 4"  # what plain decoding would have stored
     kept = TokenBytes(tok, keep=marker_ids(tok, ("<think>", "</think>")))
     assert b"".join(kept(i) for i in ids) == b"<think>hm</think> 4"
+
+
+def _completions_body(pieces: list[str], finish: str) -> dict:
+    """A vLLM /v1/completions choice (no reasoning parser there): the text skips the special end
+    of sequence, the logprobs decode each token alone, so it is there as text."""
+    text = "".join(p for p in pieces if p != "<|im_end|>")
+    offsets = [sum(len(p) for p in pieces[:i]) for i in range(len(pieces))]
+    lp = {
+        "tokens": pieces,
+        "token_logprobs": [-0.5] * len(pieces),
+        "top_logprobs": [{p: -0.5, "x": -1.5} for p in pieces],
+        "text_offset": offsets,
+    }
+    return {"choices": [{"index": 0, "text": text, "logprobs": lp, "finish_reason": finish}], "usage": {}}
+
+
+def test_the_completions_api_splits_prompt_opened_thinking_by_the_same_rule():
+    """The completions API sends the rendered prompt, so dante knows when it opened the block: an
+    answered output splits at </think>, a cut one is all thinking (status cut), never an answer."""
+    from dante.teacher.openai import parse_response
+
+    answered = ["2 +", " 2", "\n", "</think>", "\n\n", "The", " answer", " is 4.", "<|im_end|>"]
+    (gen,) = parse_response(_completions_body(answered, "stop"), "completions", 2, 1, store=2, opened=True)
+    assert (gen.text, gen.reasoning, gen.reasoning_tokens) == ("The answer is 4.", "2 + 2", 5)  # "\n\n": thinking's
+    assert gen.token_logprobs.tokens[-1] == b""  # the end of sequence, kept with no bytes
+    assert payload_problem(list(gen.token_logprobs.tokens), 5, gen.reasoning, gen.text) is None
+    (cut,) = parse_response(_completions_body(answered[:3], "length"), "completions", 2, 1, store=2, opened=True)
+    assert (cut.text, cut.reasoning, cut.reasoning_closed, cut.reasoning_tokens) == ("", "2 + 2", False, 3)
+    (plain,) = parse_response(_completions_body(answered[:3], "length"), "completions", 2, 1, store=2)
+    assert plain.reasoning is None and plain.text == "2 + 2\n"  # not opened: an answer, as the server sent it
+
+
+def test_the_vllm_engine_splits_by_the_same_rule_and_knows_prompt_opened_thinking():
+    from types import SimpleNamespace
+
+    from dante.teacher.vllm import generations_from_request_outputs
+
+    done = SimpleNamespace(text="2 + 2\n</think>\n\n4", token_ids=[1, 2, 3], logprobs=None, finish_reason="stop")
+    cut = SimpleNamespace(text="2 + 2 and", token_ids=[1, 2, 3], logprobs=None, finish_reason="length")
+    outs = [SimpleNamespace(prompt_token_ids=[9], outputs=[c]) for c in (done, cut, cut)]
+    a, b, c = (g[0] for g in generations_from_request_outputs(outs, 0, opened=[True, True, False]))
+    assert (a.text, a.reasoning, a.reasoning_closed) == ("4", "2 + 2", True)
+    assert (b.text, b.reasoning, b.reasoning_closed) == ("", "2 + 2 and", False)
+    assert (c.text, c.reasoning) == ("2 + 2 and", None)
+    decoded = generations_from_request_outputs(outs[:1], 0, decode=lambda ids: "<think>x</think> 5")
+    assert (decoded[0][0].text, decoded[0][0].reasoning) == ("5", "x")  # markers vLLM's text skipped
+
+
+def test_a_batch_api_cache_from_a_reasoning_server_validates_and_aligns(tmp_path, monkeypatch):
+    """teacher.dispatch: batch reads the provider's result bodies with the same parser: bodies as
+    vLLM's qwen3 parser writes them give the same records as the synchronous path."""
+    import sys
+    from pathlib import Path
+
+    import reasoning_server
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "cache"))
+    from fake_batch_api import FakeBatchAPI
+
+    def reply(body):
+        return reasoning_server.response("vllm-qwen3", body["messages"][-1]["content"], body)[1]
+
+    monkeypatch.setattr(FakeBatchAPI, "answer", staticmethod(reply))
+    api = FakeBatchAPI()
+    try:
+        recipe = _recipe(tmp_path, api.url, dispatch="batch")
+        recipe.teacher.batch_api.poll_interval_s = recipe.teacher.batch_api.poll_max_s = 0.01
+        run_cache(recipe)
+    finally:
+        api.close()
+    records = read_cache(recipe.cache_dir)
+    assert {(r.teacher_text, r.teacher_reasoning) for r in records} == {(answer(p), thinking(p)) for p in PROMPTS}
+    assert validate_cache(recipe.cache_dir) == (len(PROMPTS), [])
+    assert kd_alignment(records, tmp_path).aligned == len(PROMPTS)

@@ -780,8 +780,10 @@ class EvalConfig(Section):
     think_end_token: str | None = Field(
         None,
         description="The end-of-thinking marker of thinking models (e.g. '</think>'): each generation is cut "
-        "after its last occurrence before answers are extracted and scored (lm-eval's think_end_token); a "
-        "generation without it is scored as it is. Null: generations scored whole.",
+        "after its last occurrence before answers are extracted and scored (lm-eval's think_end_token). With the "
+        "hf backend a generation whose thinking block never ended (opened by it or its template's prompt) is "
+        "scored as no answer and counted in the report; one with no thinking is scored as it is. Null: "
+        "generations scored whole.",
     )
     enable_thinking: bool | None = Field(
         None, description="The chat template's thinking switch at evaluation (with apply_chat_template); null: default."

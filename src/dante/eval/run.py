@@ -37,6 +37,7 @@ from dante.models import default_device, resolve_dtype, resolve_model
 from dante.procedural import DERIVED_FROM_BENCHMARKS
 from dante.progress import stage_progress
 from dante.prompts import is_procedural, procedural_task
+from dante.teacher.reasoning import prompt_opens_thinking, split_inline
 
 console = Console(stderr=True)
 
@@ -309,11 +310,17 @@ def thinking_hflm():
     """lm-eval's HFLM that also keeps every generation as the model wrote it, before lm-eval cuts
     the thinking off (``think_end_token``) and logs only what follows: the report's reasoning
     lengths need the thinking. Kept in the order lm-eval generated them (by length, not by
-    question), in ``raw_generations``."""
+    question), in ``raw_generations``, each with whether its thinking never ended.
+
+    The rule for a generation whose thinking never ended (it opened ``<think>``, or the model's
+    template opened it in the prompt: ``prompt_opened``, and no ``think_end_token`` followed): it
+    is scored as no answer (an empty response), since the thinking is not an answer, and counted
+    (``unclosed``). A generation with no thinking at all is scored as it is."""
     from lm_eval.models.huggingface import HFLM
 
     class ThinkingHFLM(HFLM):
-        raw_generations: list[str]
+        raw_generations: list[tuple[str, bool]]
+        prompt_opened = False
         _keeping = False
 
         def generate_until(self, requests, disable_tqdm: bool = False):
@@ -326,10 +333,21 @@ def thinking_hflm():
         def tok_decode(self, tokens, skip_special_tokens: bool = True):
             text = super().tok_decode(tokens, skip_special_tokens=skip_special_tokens)
             if self._keeping and isinstance(tokens, list):  # a continuation (the end-of-text id is an int)
-                self.raw_generations.append(text)
+                unclosed = thinking_never_ended(text, self.think_end_token, self.prompt_opened)
+                self.raw_generations.append((text, unclosed))
+                if unclosed:
+                    return ""
             return text
 
     return ThinkingHFLM
+
+
+def thinking_never_ended(text: str, close: Any, prompt_opened: bool) -> bool:
+    """A generation whose thinking block (opened by it, or by its prompt) has no end marker."""
+    if not isinstance(close, str) or not close:
+        return False  # an end given as a token id: lm-eval cut the thinking before decoding
+    split = split_inline(text, close, opened=prompt_opened)
+    return split.reasoning is not None and not split.closed
 
 
 def load_lm(model: ModelRef, cfg: EvalConfig, lora_rank: int | None = None):
@@ -355,11 +373,14 @@ def load_lm(model: ModelRef, cfg: EvalConfig, lora_rank: int | None = None):
         kwargs.update(peft=model.peft, tokenizer=model.peft)
     try:
         cls = thinking_hflm() if cfg.think_end_token is not None else HFLM
-        return cls(**kwargs), resolved, device
+        lm = cls(**kwargs)
     except (OSError, ValueError) as exc:
         raise DanteError(
             f"lm-eval cannot load model {model.label!r}: {exc}", file=resolved.path, field="eval.models"
         ) from None
+    if cfg.think_end_token is not None and cfg.apply_chat_template:
+        lm.prompt_opened = prompt_opens_thinking(lm.apply_chat_template([{"role": "user", "content": "q"}]))
+    return lm, resolved, device
 
 
 def lm_eval_limit(cfg: EvalConfig) -> int | float | None:
@@ -462,7 +483,7 @@ def evaluate_model(model: ModelRef, specs: list[TaskSpec], recipe: Recipe, manag
         if getattr(lm, "raw_generations", None) is not None:  # the thinking lm-eval cut off, for the report
             atomic_write_text(
                 model_dir / f"generations_{spec.task}.jsonl",
-                "".join(json.dumps({"text": t}) + "\n" for t in lm.raw_generations),
+                "".join(json.dumps({"text": t, "thinking_unclosed": u}) + "\n" for t, u in lm.raw_generations),
             )
         atomic_write_json(
             model_dir / f"dante_{spec.task}.json", {**info, "status": "ok", "wall_time_s": time.perf_counter() - t0}

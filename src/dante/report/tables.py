@@ -444,35 +444,38 @@ def cache_section(data: RunData) -> str:
     return "\n".join(out + ([note, ""] if note else []))
 
 
-def _responses(path: Path) -> list[str]:
+def _responses(path: Path) -> list[tuple[str, bool | None]]:
     """The raw responses of a ``generations_<task>.jsonl`` (each as the model wrote it, thinking
-    included: dante eval writes it when eval.think_end_token is set) or a ``samples_<task>.jsonl``."""
-    out = []
+    included: dante eval writes it when eval.think_end_token is set, with whether its thinking
+    never ended) or a ``samples_<task>.jsonl``; (text, never ended or None when not recorded)."""
+    out: list[tuple[str, bool | None]] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
         if "text" in row:
-            out.append(row["text"])
+            out.append((row["text"], row.get("thinking_unclosed")))
             continue
         resps = row.get("resps") or []
         text = resps[0][0] if resps and isinstance(resps[0], list) and resps[0] else None
         if isinstance(text, str):
-            out.append(text)
+            out.append((text, None))
     return out
 
 
 def thinking_lengths(path: Path, close: str = "</think>") -> dict[str, Any] | None:
     """How much a model thought in one task's responses (``_responses``): responses, those with a
-    thinking block, those whose block ended (``close``), and the mean characters of the thinking
-    and of what follows it."""
-    n = thought = closed = 0
+    thinking block, those whose block ended (``close``), those whose thinking never ended (scored
+    as no answer: dante.eval.run.thinking_hflm), and the mean characters of the thinking and of
+    what follows it."""
+    n = thought = closed = unclosed = 0
     think_chars = answer_chars = 0
-    for text in _responses(path):
+    for text, never_ended in _responses(path):
         n += 1
-        split = split_inline(text, close)
+        split = split_inline(text, close, opened=bool(never_ended))  # marked: its template opened the block
         answer_chars += len(split.answer.strip())
+        unclosed += bool(never_ended if never_ended is not None else split.reasoning is not None and not split.closed)
         if split.reasoning is None:
             continue
         thought += 1
@@ -484,6 +487,7 @@ def thinking_lengths(path: Path, close: str = "</think>") -> dict[str, Any] | No
         "responses": n,
         "with_thinking": thought,
         "closed": closed,
+        "unclosed": unclosed,
         "thinking_chars": think_chars / thought if thought else 0.0,
         "answer_chars": answer_chars / n,
     }
@@ -504,6 +508,7 @@ def reasoning_section(data: RunData) -> str:
                 teacher["records"],
                 teacher["records"],
                 (teacher.get("status") or {}).get("complete", "n/a"),
+                (teacher.get("status") or {}).get("cut", 0),
                 f"{chars['mean']:.0f}" if isinstance(chars.get("mean"), (int, float)) else "n/a",
                 "",
             ]
@@ -522,20 +527,32 @@ def reasoning_section(data: RunData) -> str:
                 got["responses"],
                 got["with_thinking"],
                 got["closed"],
+                got["unclosed"],
                 f"{got['thinking_chars']:.0f}" if got["with_thinking"] else "",
                 f"{got['answer_chars']:.0f}",
             ]
         )
     if not teacher.get("records") and not any(r[3] for r in rows):
         return ""
-    header = ["model", "on", "responses", "with thinking", "thinking ended", "thinking chars (mean)", "answer chars"]
+    header = [
+        "model",
+        "on",
+        "responses",
+        "with thinking",
+        "thinking ended",
+        "never ended",
+        "thinking chars (mean)",
+        "answer chars",
+    ]
     return "\n".join(
         [
             "## Reasoning",
             "",
             "How long each model thinks: the teacher in the cache, each evaluated model in its raw responses "
             f"(generations_<task>.jsonl; thinking between <think> and {close}; the answer is what follows it, "
-            "scored after lm-eval strips the thinking).",
+            "scored after lm-eval strips the thinking). A thinking block that never ended (opened by the model or "
+            "its template's prompt, no end marker: at the length limit, say) is scored as no answer; for the "
+            "teacher, 'never ended' counts its cut records.",
             "",
             md_table(header, rows),
             "",
