@@ -87,7 +87,7 @@ class TokenBytes:
 
 def marker_ids(tokenizer: Any, markers: Sequence[str]) -> set[int]:
     """The ids of ``markers`` (a thinking teacher's) where a tokenizer holds each as one token."""
-    vocab = tokenizer.get_vocab()
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
     return {vocab[m] for m in markers if m in vocab}
 
 
