@@ -84,9 +84,9 @@ def _run(recipe, factory=None) -> dict:
 
         engine = RayTeacherPool(recipe.teacher, recipe.teacher.ray, factory)
     else:
-        from dante.cache.run import make_engine
+        from dante.teacher.dispatch import make_engine
 
-        engine = make_engine(recipe, factory)
+        engine = make_engine(recipe.teacher, factory)
     started = time.perf_counter()
     try:
         summary = run_cache(recipe, teacher=engine)

@@ -158,10 +158,10 @@ SETTINGS: dict[str, Setting] = {
         ["train.loss.tea=false", "train.loss.ce_schedule=false", "train.curriculum=shuffle"],
     ),
     # token-level KD (λ_KD chosen on validation in section 6b)
-    "sft-kd": Setting("SFT + token-level KD (λ_KD 0.3)", [*SFT_FLAGS, "train.loss.token_kd=0.3"]),
-    "sft-chunk": Setting("SFT + chunk term (λ_chunk 1)", [*SFT_FLAGS, "train.loss.chunk_kd=1.0"]),
-    "sft-chunk-03": Setting("SFT + chunk term (λ_chunk 0.3)", [*SFT_FLAGS, "train.loss.chunk_kd=0.3"]),
-    "sft-chunk-3": Setting("SFT + chunk term (λ_chunk 3)", [*SFT_FLAGS, "train.loss.chunk_kd=3.0"]),
+    "sft-kd": Setting("SFT + token-level KD (λ_KD 0.3)", [*SFT_FLAGS, "train.loss.token_kd.weight=0.3"]),
+    "sft-chunk": Setting("SFT + chunk term (λ_chunk 1)", [*SFT_FLAGS, "train.loss.chunk_kd.weight=1.0"]),
+    "sft-chunk-03": Setting("SFT + chunk term (λ_chunk 0.3)", [*SFT_FLAGS, "train.loss.chunk_kd.weight=0.3"]),
+    "sft-chunk-3": Setting("SFT + chunk term (λ_chunk 3)", [*SFT_FLAGS, "train.loss.chunk_kd.weight=3.0"]),
     "gold": Setting("TRL GOLD trainer (hybrid ULD 0.6 / 0.4, half on-policy)", gold=True),
     "gold-lr2e-5": Setting("TRL GOLD trainer, lr 2e-5", gold=True, lr=2e-5),
     # on-policy distillation (issue 23): settings chosen on validation, section 6e
@@ -350,7 +350,7 @@ def train_gold(args: argparse.Namespace, replicate: int, name: str, folder: Path
     from dante.cache.records import read_cache
     from dante.cache.run import run_cache
     from dante.models import resolve_dtype, resolve_model
-    from dante.train.sources.data import filter_records, split_heldout
+    from dante.train.sources.splits import filter_records, split_heldout
 
     steps = round(base_steps(args) * SETTINGS[name].steps)
     recipe = recipe_for(args, replicate, f"train.output_dir={folder}", steps=steps)
@@ -407,7 +407,7 @@ def run_gold(
     from transformers import AutoTokenizer
     from trl.experimental.gold import GOLDConfig, GOLDTrainer
 
-    from dante.train.sources.data import _messages
+    from dante.train.sources.render import messages as _messages
 
     rows = [{"messages": [*_messages(r, system), {"role": "assistant", "content": r.teacher_text}]} for r in records]
     tok = AutoTokenizer.from_pretrained(student)

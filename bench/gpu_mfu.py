@@ -116,7 +116,7 @@ def child(args) -> None:
                 "max_length": 4096,
                 "packing": True,
                 "gradient_checkpointing": args.child.startswith("gc"),
-                "loss": {"token_kd": 1.0 if args.child.endswith("kd") else 0.0},
+                "loss": {"token_kd": {"weight": 1.0 if args.child.endswith("kd") else 0.0}},
                 "mixed_precision": "bf16" if cuda else "no",
                 "lr": 2e-5,
                 "warmup_steps": 0,

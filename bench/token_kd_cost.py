@@ -48,7 +48,7 @@ def prepare(workdir: Path, records: int, k: int, seed: int = 0) -> dict:
     return {"student": str(student), "cache": str(workdir / "cache")}
 
 
-LOSS = {"off": {}, "token": {"token_kd": 1.0}, "chunk": {"chunk_kd": 1.0}}
+LOSS = {"off": {}, "token": {"token_kd": {"weight": 1.0}}, "chunk": {"chunk_kd": {"weight": 1.0}}}
 
 
 def recipe(meta: dict, out: Path, steps: int, setting: str):

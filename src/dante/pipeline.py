@@ -32,7 +32,9 @@ def run_pipeline(recipe: Recipe) -> Path:
     from dante.report.build import build_report
     from dante.train.checkpoint import latest_checkpoint
     from dante.train.loop import train
+    from dante.train.objective.terms import check_terms, recipe_folder
 
+    check_terms(recipe.train, recipe_folder(recipe))  # a term's mistake stops the run before the teacher runs
     recipe.output_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(recipe, recipe.output_dir)
     timings: dict[str, float] = {}

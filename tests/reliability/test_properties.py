@@ -16,10 +16,11 @@ from rel_support import count
 from dante.config import LossConfig
 from dante.teacher.entropy import topk_entropy, topk_entropy_from_logits
 from dante.train.model.attention import block_diagonal_causal_mask
-from dante.train.objective.losses import cwce_weight
+from dante.train.objective.losses import IGNORE, cwce_weight
 from dante.train.sources.base import micro_batches, rank_slice
+from dante.train.sources.collate import collate
 from dante.train.sources.curriculum import BatchStream, epoch_order
-from dante.train.sources.data import IGNORE, collate, make_example
+from dante.train.sources.examples import make_example
 
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 entropies = st.floats(min_value=-10.0, max_value=1e6, allow_nan=False) | st.just(math.inf)

@@ -145,14 +145,14 @@ def kd_alignment(records, tmp_path):
     """What token-level KD makes of ``records`` for a student with another tokenizer: the
     training path's own rendering and alignment (dante.train.sources)."""
     import tiny
-    from dante.train.sources.data import render_record_text
-    from dante.train.sources.kd_data import KDStats, StudentVocab, kd_targets
+    from dante.train.sources.kd_data import KDStats, StudentVocab, align_record
+    from dante.train.sources.render import render_record_text
 
     student = tiny.make_tokenizer(tmp_path / "student-tok", flavour="student")
     vocab, stats = StudentVocab(student), KDStats()
     for rec in records:
         ids = render_record_text(rec, student, True).completion_ids
-        kd_targets(rec, [vocab.token_bytes(i) for i in ids], vocab, stats)
+        align_record(rec, [vocab.token_bytes(i) for i in ids], vocab, stats)
     return stats
 
 
@@ -391,7 +391,7 @@ def _opening_teacher(tmp_path, special_markers=False):
 
 
 def test_the_hf_engine_ends_the_thinking_at_its_budget_and_the_answer_follows(tmp_path):
-    """teacher.thinking_budget: past N output tokens of thinking (here the prompt opened the block)
+    """teacher.hf.thinking_budget: past N output tokens of thinking (here the prompt opened the block)
     without the end-of-thinking marker, the marker is forced (token by token) and the model goes
     on; the record then has closed reasoning of at most N tokens and an answer after it. Other
     engines refuse the setting by name."""

@@ -104,7 +104,7 @@ def test_a_sample_trained_as_weighted_ce_has_the_policy_gradient(student_dir, ch
     from dante.models import load_causal_lm
     from dante.tokens import TokenLogprobs
     from dante.train.objective.forward import Forward
-    from dante.train.sources.data import collate
+    from dante.train.sources.collate import collate
     from dante.train.sources.on_policy import Sample
 
     model = load_causal_lm(str(student_dir), dtype="float32")

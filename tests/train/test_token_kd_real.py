@@ -64,7 +64,7 @@ def test_qwen_payload_validates_and_smollm2_trains_on_it(tmp_path):
             "lr": 2e-4,
             "eval_fraction": 0.25,
             "eval_every": 6,
-            "loss": {"token_kd": 1.0},
+            "loss": {"token_kd": {"weight": 1.0}},
         },
     }
     recipe = load_recipe(data=data)

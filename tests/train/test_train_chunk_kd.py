@@ -15,10 +15,11 @@ from dante.config import TrainConfig
 from dante.tokens import TokenLogprobs
 from dante.train.align import align
 from dante.train.objective.chunked_ce import chunked_parts
-from dante.train.objective.losses import CHUNK_EPS, chunk_binary_kl, chunk_binary_kl_grad, weighted_ce_sum
+from dante.train.objective.losses import CHUNK_EPS, IGNORE, chunk_binary_kl, chunk_binary_kl_grad, weighted_ce_sum
+from dante.train.objective.targets import Aligned, ChunkLikelihoods, Span
 from dante.train.objective.terms import ChunkLikelihood, CrossEntropy, plain_parts
-from dante.train.sources.data import IGNORE, Example, collate
-from dante.train.sources.kd_data import KDTargets, chunk_likelihoods
+from dante.train.sources.collate import collate
+from dante.train.sources.examples import Example
 
 
 def _bkl(lt: float, ls: float, tau: float) -> float:
@@ -87,7 +88,7 @@ def test_fused_head_equals_the_plain_form_in_value_and_gradient(chunk, kappa, ta
     """Tiles of 1 and 4 positions cut the chunks across tiles; the head's pre-pass and re-weighted
     CE give the value and gradients autograd gives on the full logits."""
     h, w, targets, weights, chunk_ids, chunk_lt = _problem()
-    cfg = TrainConfig(loss={"chunk_kd": 1.0, "chunk_kd_temperature": tau})
+    cfg = TrainConfig(loss={"chunk_kd": {"weight": 1.0, "temperature": tau}})
     terms = [CrossEntropy(cfg), ChunkLikelihood(cfg)]
     inputs = [(targets, weights), (targets, chunk_ids, chunk_lt, weights)]
     plain = plain_parts(terms, [1.0, kappa], h @ w.t(), targets, inputs)
@@ -103,7 +104,7 @@ def test_fused_head_equals_the_plain_form_in_value_and_gradient(chunk, kappa, ta
 def test_plain_form_is_the_sum_over_chunks_by_hand():
     h, w, targets, weights, chunk_ids, chunk_lt = _problem(seed=3, n=20)
     logits = h @ w.t()
-    term = ChunkLikelihood(TrainConfig(loss={"chunk_kd": 1.0}))
+    term = ChunkLikelihood(TrainConfig(loss={"chunk_kd": {"weight": 1.0}}))
     got = term.plain(logits, targets, (targets, chunk_ids, chunk_lt, weights))["chunk_kd"]
     lp = torch.log_softmax(logits[0].float(), -1)
     want = 0.0
@@ -119,7 +120,7 @@ def test_plain_form_is_the_sum_over_chunks_by_hand():
 
 def test_weight_zero_leaves_the_ce_untouched():
     h, w, targets, weights, chunk_ids, chunk_lt = _problem(seed=1)
-    cfg = TrainConfig(loss={"chunk_kd": 1.0})
+    cfg = TrainConfig(loss={"chunk_kd": {"weight": 1.0}})
     ce = chunked_parts(h, w, targets, [CrossEntropy(cfg)], [1.0], [(targets, weights)])
     both = chunked_parts(
         h,
@@ -146,13 +147,22 @@ def test_chunk_likelihoods_sum_the_teacher_logprobs_of_each_chunk():
     payload = TokenLogprobs([b"a", b"b", b"c"], [-0.5, -0.25, -1.0])
     chunks = align(payload.tokens, [b"a", b"bc"], b"abc")
     assert chunk_likelihoods(payload, chunks) == [(0, 1, -0.5), (1, 2, -1.25)]
+    aligned = Aligned(payload, chunks, first=3, vocab={})
+    assert [(s.start, s.end) for s in ChunkLikelihoods().build(aligned)] == [(3, 4), (4, 5)]  # moved by `first`
+    assert aligned.counts == {"chunks": 2, "chunk_positions": 2}
+
+
+def chunk_likelihoods(payload, chunks):
+    """The chunk target's (s0, s1, l_T) of every chunk with student tokens."""
+    return [(s.start, s.end, s.value) for s in ChunkLikelihoods().build(Aligned(payload, chunks, 0, {}))]
 
 
 def test_collate_numbers_chunks_across_a_micro_batch_and_packs_them():
     def ex(n_prompt, chunks):
         ids = list(range(10))
         targets = [IGNORE] * (n_prompt - 1) + ids[n_prompt:] + [IGNORE]
-        return Example("x", ids, targets, 10 - n_prompt, None, kd=KDTargets([], [], [], chunks))
+        spans = [Span(s0, s1, lt) for s0, s1, lt in chunks]
+        return Example("x", ids, targets, 10 - n_prompt, None, term_targets={"chunk_likelihood": spans})
 
     examples = [ex(4, [(3, 5, -1.0), (5, 6, -0.5)]), ex(6, [(5, 8, -2.0)])]
     for packing in (True, False):
@@ -174,12 +184,12 @@ def test_training_with_the_chunk_term_logs_it_and_counts_its_chunks(tmp_path, te
 
     cache = write_cache(tmp_path / "cache", _payload_rows(teacher_dir, make_cache_lines(24)))
     data = recipe_data(tmp_path, student_dir, cache, steps=6, eval_fraction=0.25, eval_every=6)
-    data["train"]["loss"] = {"chunk_kd": 0.5}
+    data["train"]["loss"] = {"chunk_kd": {"weight": 0.5}}
     result = train(load_recipe(data=data))
     kd = json.loads(result.manifest_path.read_text())["data"]["token_kd"]
     assert kd["aligned"] == kd["records"] == 18 and kd["chunks"] > 0
     assert kd["chunk_positions"] == kd["completion_tokens"] or 0 < kd["chunk_share"] <= 1
-    assert kd["chunk_positions"] >= kd["positions"]  # every one-to-one chunk is a chunk
+    assert "positions" not in kd  # only the target the chunk term reads was built (and counted)
     metrics = [json.loads(line) for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in metrics if "loss" in m]
     assert steps and all(m["chunk_kd"] > 0 and m["lambda_chunk"] == 0.5 and "token_kd" not in m for m in steps)
@@ -188,21 +198,28 @@ def test_training_with_the_chunk_term_logs_it_and_counts_its_chunks(tmp_path, te
 @pytest.mark.parametrize(("token", "chunk"), [(False, True), (True, False), (True, True)])
 def test_examples_carry_only_the_targets_a_term_reads(tmp_path, teacher_dir, student_dir, token, chunk):
     # chunk_kd alone must not build (and collate) the one-to-one top-K tensors no term reads, and
-    # token_kd alone no chunk tensors; the stats count both either way (the manifest's figures)
+    # token_kd alone no chunk tensors; each target counts what it found (the manifest's figures)
     from test_train_token_kd import _payload_rows
     from train_helpers import make_cache_lines, write_cache
     from transformers import AutoTokenizer
 
     from dante.cache.records import read_cache
-    from dante.config import StudentConfig
-    from dante.train.sources.data import build_examples
-    from dante.train.sources.kd_data import KDBuild, KDStats, StudentVocab
+    from dante.config import StudentConfig, TrainConfig
+    from dante.train.objective.targets import targets_of
+    from dante.train.objective.terms import source_terms
+    from dante.train.sources.examples import build_examples
+    from dante.train.sources.kd_data import KDStats, StudentVocab, TargetBuild
 
     records = list(read_cache([write_cache(tmp_path / "cache", _payload_rows(teacher_dir, make_cache_lines(4)))]))
     tok = AutoTokenizer.from_pretrained(student_dir)
-    kd = KDBuild(StudentVocab(tok), KDStats(), token=token, chunk=chunk)
-    examples, _ = build_examples(records, tok, StudentConfig(model=str(student_dir)), 256, kd=kd)
-    assert kd.stats.aligned == 4 and kd.stats.positions > 0 and kd.stats.chunks > 0
-    assert all(bool(ex.kd.positions) == token and bool(ex.kd.chunks) == chunk for ex in examples)
+    cfg = TrainConfig(loss={"token_kd": {"weight": 0.5 * token}, "chunk_kd": {"weight": 0.5 * chunk}})
+    build = TargetBuild(StudentVocab(tok), KDStats(), targets_of(source_terms("records", cfg)))
+    examples, _ = build_examples(records, tok, StudentConfig(model=str(student_dir)), 256, targets=build)
+    counts = build.stats.as_dict()
+    assert (
+        counts["aligned"] == 4 and (counts.get("positions", 0) > 0) == token and (counts.get("chunks", 0) > 0) == chunk
+    )
+    assert all(("top_k" in ex.term_targets) == token for ex in examples)
+    assert all(("chunk_likelihood" in ex.term_targets) == chunk for ex in examples)
     batch = collate(examples, [1.0] * len(examples), packing=True, pad_id=0)
     assert ("kd_ids" in batch) == token and ("chunk_ids" in batch) == chunk

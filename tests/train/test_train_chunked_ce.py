@@ -11,8 +11,9 @@ import torch
 from dante.models import load_causal_lm
 from dante.train.objective.chunked_ce import ChunkedCEHead, ce_chunk_tokens, chunked_weighted_ce_sum
 from dante.train.objective.forward import Forward
-from dante.train.objective.losses import weighted_ce_sum
-from dante.train.sources.data import IGNORE, collate, make_example
+from dante.train.objective.losses import IGNORE, weighted_ce_sum
+from dante.train.sources.collate import collate
+from dante.train.sources.examples import make_example
 
 CPU = SimpleNamespace(device=torch.device("cpu"))
 

@@ -17,7 +17,7 @@ from dante.train.sources.curriculum import (
     epoch_order,
     run_positions,
 )
-from dante.train.sources.data import make_example
+from dante.train.sources.examples import make_example
 
 
 def _exs(entropies):

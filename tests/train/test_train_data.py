@@ -14,7 +14,10 @@ from dante.errors import DanteError, DataError
 from dante.models import load_causal_lm, load_tokenizer
 from dante.train.model.attention import block_diagonal_causal_mask
 from dante.train.objective.forward import Forward
-from dante.train.sources.data import IGNORE, build_examples, collate, render_record
+from dante.train.objective.losses import IGNORE
+from dante.train.sources.collate import collate
+from dante.train.sources.examples import build_examples
+from dante.train.sources.render import render_record
 
 
 def _rec(i, prompt="what is the answer?", text="The answer is 42.", **kw):

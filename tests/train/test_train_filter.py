@@ -12,7 +12,7 @@ from dante.cache.records import CacheRecord
 from dante.config import FilterConfig, load_recipe
 from dante.errors import DataError
 from dante.train.loop import train
-from dante.train.sources.data import filter_records
+from dante.train.sources.splits import filter_records
 
 
 def rec(i: int, text: str, finish: str = "stop", consistency: float | None = None) -> CacheRecord:

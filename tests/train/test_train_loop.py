@@ -268,3 +268,36 @@ def test_compile_blocks_compiles_each_decoder_layer_in_place(student_dir):
     assert all(layer._compiled_call_impl is not None for layer in model.model.layers)
     assert model.lm_head._compiled_call_impl is None and list(model.state_dict()) == keys
     assert compile_blocks(torch.nn.Sequential(torch.nn.Linear(2, 2))) == 0  # nothing repeated: stays eager
+
+
+def test_a_checkpoint_of_an_earlier_version_gives_each_source_its_own_state_back():
+    """RunState holds each source's state under its name; a dante_state.json written before the
+    sources kept their own (flat cursor keys) loads into the same places, so such a run resumes."""
+    from dante.train.state import RunState
+
+    old = {"step": 4, "tokens": 900, "records": 16, "wall_time_s": 3.5, "cursor": 16, "on_policy_cursor": 8,
+           "on_policy_stats": {"samples": 8}, "from_a_later_version": 1}  # fmt: skip
+    from dante.train.sources.on_policy import OnPolicySamples
+    from dante.train.sources.records import CachedRecords
+
+    state = RunState.from_dict(old)
+    assert (state.step, state.tokens, state.records, state.wall_time_s) == (4, 900, 16, 3.5)
+    assert state.source_state("records", CachedRecords.older_keys) == {"cursor": 16}
+    assert state.source_state("on_policy", OnPolicySamples.older_keys) == {"cursor": 8, "stats": {"samples": 8}}
+    state.sources = {"records": {"cursor": 20}}  # what this version writes: each source's own, and no old keys
+    again = RunState.from_dict(state.as_dict())
+    assert again.source_state("records", CachedRecords.older_keys) == {"cursor": 20} and again.older == {}
+    import dante.train.loop as loop
+    import dante.train.state as state_module
+
+    for module in (loop, state_module):  # the loop and the state name no source
+        text = Path(module.__file__).read_text()
+        for name in (
+            '"on_policy"',
+            "on_policy_",
+            "CachedRecords",
+            "OnPolicySamples",
+            "sources.records",
+            "sources.on_policy",
+        ):
+            assert name not in text, (module.__name__, name)

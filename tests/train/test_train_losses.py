@@ -23,7 +23,8 @@ from dante.train.objective.losses import (
     token_weights,
     weighted_ce_sum,
 )
-from dante.train.sources.data import collate, make_example
+from dante.train.sources.collate import collate
+from dante.train.sources.examples import make_example
 
 
 def test_cwce_weight_hand_values():

@@ -12,7 +12,8 @@ import torch
 from dante.models import load_causal_lm
 from dante.train.model.attention import NAME, record_bounds
 from dante.train.objective.forward import Forward
-from dante.train.sources.data import collate, make_example
+from dante.train.sources.collate import collate
+from dante.train.sources.examples import make_example
 
 CPU = SimpleNamespace(device=torch.device("cpu"))
 

@@ -14,13 +14,9 @@ from train_helpers import make_cache_lines, recipe_data, write_cache
 
 import tiny
 from dante.config import FilterConfig, StudentConfig, load_recipe
-from dante.train.sources.data import (
-    build_examples,
-    filter_records,
-    plain_thinking,
-    render_record_text,
-    thinking_convention,
-)
+from dante.train.sources.examples import build_examples
+from dante.train.sources.render import plain_thinking, render_record_text, thinking_convention
+from dante.train.sources.splits import filter_records
 
 # A Qwen3-style template: the assistant turn writes its reasoning in a think block (empty without
 # one), and the generation prompt opens an empty block when thinking is switched off.
@@ -178,9 +174,9 @@ def test_templates_that_delete_the_thinking_still_train_on_it_in_their_own_forma
 def test_a_template_that_loses_the_reasoning_is_an_error_naming_the_fix(plain_tok, monkeypatch):
     """The probe: the reasoning must be in the rendered training text; where it is not, the
     record is refused with the field and the fix, never trained on its answer alone."""
-    import dante.train.sources.data as data
+    import dante.train.sources.render as render
 
-    monkeypatch.setattr(data, "plain_thinking", lambda reasoning, answer: answer)  # a format that loses it
+    monkeypatch.setattr(render, "plain_thinking", lambda reasoning, answer: answer)  # a format that loses it
     with pytest.raises(Exception, match="drops the teacher's reasoning") as err:
         render_record_text(Rec(), plain_tok, chat=True)
     assert err.value.field == "student.chat_template" and "train.reasoning=drop" in err.value.hint

@@ -107,8 +107,8 @@ def test_training_with_a_term_registered_from_outside(tmp_path, student_dir, tin
         data = recipe_data(tmp_path / name, student_dir, tiny_cache, steps=8, lr=3e-2, loss={"tea": False, **loss})
         return _rows(train(load_recipe(data=data)).metrics_path)
 
-    strong = run("strong", terms={"z_loss": {"weight": 1.0}})
-    weak = run("weak", terms={"z_loss": {"weight": 1e-9}})
+    strong = run("strong", z_loss={"weight": 1.0})
+    weak = run("weak", z_loss={"weight": 1e-9})
     without = run("plain")
     assert all("z_loss" in r and r["lambda_z_loss"] == 1.0 for r in strong)
     assert all("z_loss" not in r for r in without)
@@ -121,21 +121,23 @@ def test_training_with_a_term_registered_from_outside(tmp_path, student_dir, tin
 
 def test_terms_per_source_and_their_weights():
     cfg = TrainConfig.model_validate(
-        {"loss": {"token_kd": 0.3}, "on_policy": {"fraction": 0.5, "dense_kl": 1.0, "top_k": 5}}
+        {"loss": {"token_kd": {"weight": 0.3}}, "on_policy": {"fraction": 0.5, "dense_kl": 1.0, "top_k": 5}}
     )
     assert [type(t) for t in source_terms("records", cfg)] == [CrossEntropy, TokenKD]
     assert [type(t) for t in source_terms("on_policy", cfg)] == [PolicyGradient, DenseKL]
     lams, kappas = scales(source_terms("records", cfg), 1, 10)
     assert lams == [0.7, 0.3] and kappas == [1.0, pytest.approx(0.3 / 0.7)]  # λ_CE(1) = 0.7 (card)
-    plain = TrainConfig.model_validate({"loss": {"token_kd": 0.3, "token_kd_schedule": True}})
+    plain = TrainConfig.model_validate({"loss": {"token_kd": {"weight": 0.3, "schedule": True}}})
     assert scales(source_terms("records", plain), 1, 10)[1] == [1.0, 0.0]  # λ_KD(1) = 0: left out
 
 
 def test_an_unknown_term_is_a_clear_error():
-    cfg = TrainConfig.model_validate({"loss": {"terms": {"nope": {}}}})
+    cfg = TrainConfig.model_validate({"loss": {"nope": {}}})
     with pytest.raises(DanteError, match="no loss term named 'nope'") as err:
         source_terms("records", cfg)
-    assert err.value.field == "train.loss.terms.nope"
+    assert err.value.field == "train.loss.nope"
+    with pytest.raises(ValueError, match="train.loss.cwce_flor: unknown key"):  # a typo of a setting, not a term
+        TrainConfig.model_validate({"loss": {"cwce_flor": 0.3}})
 
 
 def test_a_term_without_settings_cannot_be_registered():
@@ -144,3 +146,109 @@ def test_a_term_without_settings_cannot_be_registered():
 
     with pytest.raises(ValueError, match="Settings"):
         register_term(Bare)
+
+
+PLUGIN = '''"""A user's own loss term, in a file of its own outside the dante package."""
+
+import torch
+from pydantic import BaseModel, Field
+
+from dante.train.objective.losses import IGNORE
+from dante.train.objective.terms import Term, TileForm, register_term
+
+
+@register_term
+class LogitNorm(Term):
+    name = "logit_norm"
+
+    class Settings(BaseModel):
+        weight: float = Field(1e-3, ge=0.0)
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def weight(self, step, total_steps):
+        return self.settings.weight
+
+    def inputs(self, batch):
+        return ((batch["targets"] != IGNORE).float(),)
+
+    def plain(self, logits, targets, inputs):
+        lse = torch.logsumexp(logits.float(), dim=-1)
+        return {self.name: (inputs[0] * lse * lse).sum()}
+
+    def tile(self, tile, inputs, scale):
+        lse = tile.z_max + tile.sum_exp.log()
+        m = inputs[0]
+        return TileForm({self.name: (m * lse * lse).sum()}, 2.0 * scale * m * lse, None)
+'''
+
+
+def test_dante_train_loads_a_term_from_a_plugin_file_named_in_the_recipe(tmp_path, student_dir, tiny_cache):
+    """train.loss.plugins: the recipe names a .py file next to it; `dante train` imports it, the
+    term registers itself and trains, logged under its name. A missing file or an unregistered term
+    is an error naming the key and the fix, before any training."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from dante.cli import app
+
+    (tmp_path / "my_terms.py").write_text(PLUGIN)
+    data = recipe_data(tmp_path, student_dir, tiny_cache, steps=2, loss={"tea": False})
+    data["train"]["loss"].update(plugins=["my_terms.py"], logit_norm={"weight": 0.5})
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    try:
+        result = CliRunner().invoke(app, ["train", str(recipe)])
+        assert result.exit_code == 0, result.output
+        rows = _rows(tmp_path / "run" / "student" / "metrics.jsonl")
+        assert rows and all(r["lambda_logit_norm"] == 0.5 and r["logit_norm"] > 0 for r in rows)
+    finally:
+        REGISTRY.pop("logit_norm", None)
+
+    data["train"]["loss"]["plugins"] = ["missing_terms.py"]
+    recipe.write_text(yaml.safe_dump({**data, "output_dir": str(tmp_path / "run2")}))
+    result = CliRunner().invoke(app, ["train", str(recipe)])
+    assert result.exit_code != 0 and "train.loss.plugins[0]" in result.output and "no such file" in result.output
+
+    data["train"]["loss"]["plugins"] = []
+    recipe.write_text(yaml.safe_dump({**data, "output_dir": str(tmp_path / "run3")}))
+    result = CliRunner().invoke(app, ["train", str(recipe)])
+    assert result.exit_code != 0 and "train.loss.logit_norm" in result.output
+    assert "train.loss.plugins" in " ".join(result.output.split())
+
+
+def test_an_old_recipe_loads_its_flat_term_keys_into_each_terms_settings(tmp_path, capsys):
+    """Recipes written before each term owned its settings: the flat keys and train.loss.terms land
+    in the new places, one notice a key, and the terms are the same."""
+    import yaml
+
+    old = tmp_path / "old.yaml"
+    old.write_text(
+        yaml.safe_dump(
+            {
+                "train": {
+                    "loss": {
+                        "token_kd": 0.3,
+                        "token_kd_schedule": True,
+                        "token_kd_start": 0.1,
+                        "chunk_kd": 1.0,
+                        "chunk_kd_temperature": 50.0,
+                        "terms": {"z_loss": {"weight": 0.5}},
+                    }
+                }
+            }
+        )
+    )
+    loss = load_recipe(old).train.loss
+    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dante: recipe key")]
+    assert loss.token_kd.model_dump() == {"weight": 0.3, "schedule": True, "start": 0.1}
+    assert loss.chunk_kd.model_dump() == {"weight": 1.0, "temperature": 50.0}
+    assert loss.term_settings() == {"z_loss": {"weight": 0.5}}
+    assert len(notices) == 6 and any("train.loss.terms.z_loss is now train.loss.z_loss" in n for n in notices)
+    new = load_recipe(
+        data={"train": {"loss": {"token_kd": {"weight": 0.3}}}}, overrides=["train.loss.chunk_kd.weight=2"]
+    )
+    assert new.train.loss.chunk_kd.weight == 2.0 and capsys.readouterr().err == ""
+    with pytest.raises(Exception, match="both set"):
+        load_recipe(data={"train": {"loss": {"token_kd": {"schedule": True}, "token_kd_schedule": False}}})

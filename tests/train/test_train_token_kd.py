@@ -11,8 +11,7 @@ import torch
 
 from dante.config import LossConfig
 from dante.train.objective.chunked_ce import chunked_loss_parts, chunked_weighted_ce_sum
-from dante.train.objective.losses import lambda_kd, sparse_kd_sum, sparse_kl_terms, weighted_ce_sum
-from dante.train.sources.data import IGNORE
+from dante.train.objective.losses import IGNORE, lambda_kd, sparse_kd_sum, sparse_kl_terms, weighted_ce_sum
 
 
 def test_sparse_kd_by_hand():
@@ -123,9 +122,9 @@ def test_bf16_autocast_stays_close():
 
 
 def test_lambda_kd_schedule():
-    cfg = LossConfig(token_kd=0.5, token_kd_schedule=True, token_kd_start=0.1, ce_warmup_steps=10, ce_ramp_end=20)
+    cfg = LossConfig(token_kd={"weight": 0.5, "schedule": True, "start": 0.1}, ce_warmup_steps=10, ce_ramp_end=20)
     assert [lambda_kd(t, cfg) for t in (1, 10, 15, 20, 30)] == pytest.approx([0.1, 0.1, 0.3, 0.5, 0.5])
-    assert lambda_kd(5, LossConfig(token_kd=0.5)) == 0.5
+    assert lambda_kd(5, LossConfig(token_kd={"weight": 0.5})) == 0.5
     assert lambda_kd(5, LossConfig()) == 0.0
 
 
@@ -165,7 +164,7 @@ def test_training_with_token_kd_runs_and_lowers_the_held_out_loss(tmp_path, teac
     cache = write_cache(tmp_path / "cache", rows)
     assert validate_cache(cache)[1] == []
     data = recipe_data(tmp_path, student_dir, cache, steps=12, eval_fraction=0.25, eval_every=12)
-    data["train"]["loss"] = {"token_kd": 1.0}
+    data["train"]["loss"] = {"token_kd": {"weight": 1.0}}
     result = train(load_recipe(data=data))
     assert result.eval_loss < result.initial_eval_loss
     manifest = _json.loads(result.manifest_path.read_text())
@@ -183,7 +182,7 @@ def test_token_kd_without_payload_is_a_clear_error(tmp_path, student_dir, tiny_c
     from dante.train.loop import train
 
     data = recipe_data(tmp_path, student_dir, tiny_cache)
-    data["train"]["loss"] = {"token_kd": 1.0}
+    data["train"]["loss"] = {"token_kd": {"weight": 1.0}}
     with pytest.raises(DanteError, match="store_logprobs"):
         train(load_recipe(data=data))
 
@@ -195,7 +194,7 @@ def _kd_recipe(tmp_path, name, teacher_dir, student_dir, **train_kw):
     if not cache.exists():
         write_cache(cache, _payload_rows(teacher_dir, make_cache_lines(24)))
     data = recipe_data(tmp_path / name, student_dir, cache, **train_kw)
-    data["train"]["loss"] = {"token_kd": 0.7}
+    data["train"]["loss"] = {"token_kd": {"weight": 0.7}}
     return data
 
 

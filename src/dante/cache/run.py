@@ -26,8 +26,9 @@ from dante.errors import DanteError
 from dante.layout import RESOLVED_RECIPE
 from dante.progress import stage_progress
 from dante.prompts import Prompt, prompt_set
-from dante.teacher import Completion, Teacher, batch, make_teacher
+from dante.teacher import Completion, Teacher, batch
 from dante.teacher.base import Generation, sampling_settings
+from dante.teacher.dispatch import make_engine
 from dante.teacher.reasoning import Split, status
 
 
@@ -195,7 +196,7 @@ def run_cache(
             sink = RecordSink(recipe, recipe.teacher.model, writer, summary, console or Console(stderr=True))
             batch.run_batches(recipe, pending, writer, sink, console or Console(stderr=True), client=batch_client)
         elif pending:
-            engine = teacher or make_engine(recipe, teacher_factory)
+            engine = teacher or make_engine(recipe.teacher, teacher_factory)
             try:
                 devices = engine.device_info()
                 writer.manifest_base["teacher"]["name"] = engine.name
@@ -223,15 +224,6 @@ def run_cache(
     summary.shards = len(writer.sealed_shards)
     summary.seconds = time.perf_counter() - t0
     return summary
-
-
-def make_engine(recipe: Recipe, factory: Callable[[TeacherConfig], Teacher] | None = None) -> Teacher:
-    """The teacher of ``teacher.dispatch``: one in this process, or a pool of Ray replicas."""
-    if recipe.teacher.dispatch == "ray":
-        from dante.teacher.ray_pool import RayTeacherPool
-
-        return RayTeacherPool(recipe.teacher, recipe.teacher.ray, factory)
-    return factory(recipe.teacher) if factory is not None else make_teacher(recipe.teacher)
 
 
 def pool_stats(engine: Teacher, writer: CacheWriter, summary: CacheSummary) -> None:

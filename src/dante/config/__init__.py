@@ -1,7 +1,11 @@
-"""The recipe: its schema (``dante.config.schema``) and how it is read and written
-(``dante.config.loader``). Import either from here: ``from dante.config import Recipe, load_recipe``.
+"""The recipe: its schema (``dante.config.schema``, each stage's sections in ``teacher``,
+``prompts``, ``cache``, ``train``, ``eval``) and how it is read and written (``dante.config.loader``).
+Import either from here: ``from dante.config import Recipe, load_recipe``.
 """
 
+from dante.config.base import Section
+from dante.config.cache import CacheConfig
+from dante.config.eval import EvalConfig, EvalVLLMConfig, ReportConfig
 from dante.config.loader import (
     SECRET_FIELDS,
     apply_overrides,
@@ -13,31 +17,26 @@ from dante.config.loader import (
     save_resolved,
     stable_hash,
 )
-from dante.config.schema import (
-    BACKEND_KEYS,
+from dante.config.prompts import DecontaminateConfig, DedupConfig, PromptsConfig, SourceConfig, SourceFields
+from dante.config.schema import BACKEND_KEYS, Recipe
+from dante.config.teacher import (
     BatchConfig,
-    CacheConfig,
-    DecontaminateConfig,
-    DedupConfig,
-    EvalConfig,
-    EvalVLLMConfig,
+    HfTeacherConfig,
+    OpenAITeacherConfig,
+    RayConfig,
+    TeacherConfig,
+    VllmTeacherConfig,
+)
+from dante.config.train import (
+    ChunkKDSettings,
     FilterConfig,
     LossConfig,
     OnPolicyConfig,
-    OpenAITeacherConfig,
     PacingConfig,
     PeftConfig,
-    PromptsConfig,
-    RayConfig,
-    Recipe,
-    ReportConfig,
-    Section,
-    SourceConfig,
-    SourceFields,
     StudentConfig,
-    TeacherConfig,
+    TokenKDSettings,
     TrainConfig,
-    VllmTeacherConfig,
 )
 
 __all__ = [
@@ -50,7 +49,10 @@ __all__ = [
     "EvalConfig",
     "EvalVLLMConfig",
     "FilterConfig",
+    "HfTeacherConfig",
+    "ChunkKDSettings",
     "LossConfig",
+    "TokenKDSettings",
     "OnPolicyConfig",
     "PacingConfig",
     "OpenAITeacherConfig",

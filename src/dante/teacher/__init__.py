@@ -9,7 +9,16 @@ from __future__ import annotations
 from dante.config import TeacherConfig
 from dante.teacher.base import Completion, Generation, Sampling, Teacher, TeacherRequest
 
-__all__ = ["Completion", "Generation", "Sampling", "Teacher", "TeacherRequest", "engine_devices", "make_teacher"]
+__all__ = [
+    "Completion",
+    "Generation",
+    "Sampling",
+    "Teacher",
+    "TeacherRequest",
+    "engine_devices",
+    "engine_gpus",
+    "make_teacher",
+]
 
 
 def make_teacher(cfg: TeacherConfig) -> Teacher:
@@ -36,5 +45,14 @@ def engine_devices(cfg: TeacherConfig) -> tuple[int | None, str]:
     if cfg.backend == "vllm":
         return cfg.vllm.tensor_parallel_size * cfg.vllm.pipeline_parallel_size, "GPU (vLLM)"
     if cfg.backend == "hf":
-        return 1, cfg.device or "auto"
+        return 1, cfg.hf.device or "auto"
     return None, "remote server"
+
+
+def engine_gpus(cfg: TeacherConfig, cluster_gpus: float = 0.0) -> float:
+    """GPUs one engine of this teacher holds: vLLM's tensor × pipeline parallel size; one for hf
+    where the cluster has GPUs and ``teacher.hf.device`` is not cpu; none for an HTTP teacher."""
+    devices, _ = engine_devices(cfg)
+    if cfg.backend == "vllm" or (cfg.backend == "hf" and cfg.hf.device != "cpu" and cluster_gpus > 0):
+        return float(devices or 0)
+    return 0.0

@@ -90,7 +90,7 @@ class HFTeacher(Teacher):
         super().__init__(cfg)
         resolved = resolve_model(cfg.model)
         self.name = resolved.name
-        self.device = default_device() if cfg.device == "auto" else cfg.device
+        self.device = default_device() if cfg.hf.device == "auto" else cfg.hf.device
         self.tokenizer = load_tokenizer(
             resolved, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision, padding_side="left"
         )
@@ -144,13 +144,15 @@ class HFTeacher(Teacher):
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         opened = [self.cfg.thinking != "off" and reasoning.prompt_opens_thinking(t) for t in texts]
-        if self.cfg.thinking_budget is not None and self.cfg.thinking != "off":
+        if self.cfg.hf.thinking_budget is not None and self.cfg.thinking != "off":
             from transformers import LogitsProcessorList
 
             close = self.tokenizer(reasoning.CLOSE, add_special_tokens=False)["input_ids"]
             start = self.tokenizer(reasoning.OPEN, add_special_tokens=False)["input_ids"]
             rows = [o for o in opened for _ in range(n if sample else 1)]
-            budget = reasoning.ThinkingBudget(close, self.cfg.thinking_budget, enc["input_ids"].shape[1], start, rows)
+            budget = reasoning.ThinkingBudget(
+                close, self.cfg.hf.thinking_budget, enc["input_ids"].shape[1], start, rows
+            )
             kwargs["logits_processor"] = LogitsProcessorList([budget])
         hook = (
             StepEntropy(self.model, sampling.top_logprobs, sampling.store_logprobs) if sampling.logprobs > 0 else None

@@ -35,7 +35,7 @@ from typing import Any
 from dante.config import RayConfig, TeacherConfig
 from dante.errors import DanteError
 from dante.prompts import Prompt
-from dante.teacher import Completion, Teacher, engine_devices, make_teacher
+from dante.teacher import Completion, Teacher, engine_gpus, make_teacher
 
 TeacherFactory = Callable[[TeacherConfig], Teacher]
 
@@ -43,15 +43,11 @@ TeacherFactory = Callable[[TeacherConfig], Teacher]
 def replica_resources(cfg: TeacherConfig, ray_cfg: RayConfig, cluster_gpus: float = 0.0) -> dict[str, float]:
     """Ray resources of one replica: GPUs = tensor × pipeline parallel size for vLLM (one
     engine per replica: vLLM's own data-parallel mode is not used), one for hf when the cluster
-    has GPUs and ``teacher.device`` is not cpu, none for an HTTP teacher; CPUs as set.
+    has GPUs and ``teacher.hf.device`` is not cpu, none for an HTTP teacher; CPUs as set.
     ``teacher.ray.gpus_per_replica`` overrides the GPU count."""
     gpus = ray_cfg.gpus_per_replica
     if gpus is None:
-        devices, _ = engine_devices(cfg)
-        if cfg.backend == "vllm" or cfg.backend == "hf" and cfg.device != "cpu" and cluster_gpus > 0:
-            gpus = float(devices)
-        else:
-            gpus = 0.0
+        gpus = engine_gpus(cfg, cluster_gpus)
     return {"num_cpus": ray_cfg.cpus_per_replica, "num_gpus": gpus}
 
 

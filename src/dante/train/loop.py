@@ -31,12 +31,10 @@ from dante.train.metrics import MetricsLog, finite, format_info, progress_bar
 from dante.train.model.accelerator import build_optimizer, device_info, make_accelerator, package_versions
 from dante.train.model.student import FullStudent, make_student
 from dante.train.objective.forward import Forward
-from dante.train.objective.terms import Tea, source_terms
+from dante.train.objective.terms import Tea, check_terms, recipe_folder
+from dante.train.sources import build_sources, student_recipe
 from dante.train.sources.base import BatchSource, Draw
-from dante.train.sources.curriculum import BatchStream, EpochOrder, run_positions
-from dante.train.sources.data import DataStats
-from dante.train.sources.on_policy import OnPolicy, OnPolicySamples, check_warm_start, every_rank
-from dante.train.sources.records import CachedRecords, TrainData, held_out_loss, load_data
+from dante.train.sources.curriculum import EpochOrder
 from dante.train.state import RunState
 
 
@@ -86,8 +84,7 @@ class Run:
     optimizer: Any
     scheduler: Any
     forward: Forward
-    data: TrainData
-    sources: list[BatchSource]  # what each step draws its micro-batches from, in this order
+    sources: list[BatchSource]  # the run's batch sources, in the order a step draws them
     tea: Tea | None  # the embedding anchor (a term on the model, once per step)
     metrics: MetricsLog
     pad_id: int
@@ -97,6 +94,7 @@ class Run:
     hooks: Hooks = field(default_factory=Hooks)
     last_row: dict[str, Any] = field(default_factory=dict)  # the last step's metrics
     initial_eval: float | None = None
+    has_held_out: bool = False  # a source holds records apart: the held-out loss is logged
     setup_time_s: float = 0.0
     segment_start: float = 0.0
 
@@ -105,24 +103,22 @@ class Run:
         return self.accelerator.is_main_process
 
     @property
-    def on_policy(self) -> OnPolicy | None:
-        """The on-policy source's sampler and scorer, when the run has one."""
-        return next((s.on_policy for s in self.sources if isinstance(s, OnPolicySamples)), None)
+    def drawing(self) -> list[BatchSource]:
+        """The sources that give micro-batches each step (one may only hold data: held-out records)."""
+        return [s for s in self.sources if s.active]
 
     def wall_time_s(self) -> float:
         """Training wall time over every segment of the run (resumes add up)."""
         return self.state.wall_time_s + time.perf_counter() - self.segment_start
 
     def held_out_loss(self) -> float | None:
-        cfg = self.recipe.train
-        return held_out_loss(
-            self.forward,
-            self.data.eval_examples,
-            self.accelerator,
-            micro_batch_size=cfg.micro_batch_size,
-            packing=cfg.packing,
-            pad_id=self.pad_id,
-        )
+        """The first held-out loss a source has (None: no source holds data apart)."""
+        return next((x for x in (s.held_out_loss(self.forward) for s in self.sources) if x is not None), None)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint stores besides accelerate's files: the loop's state and each source's."""
+        self.state.sources = {s.name: s.state_dict() for s in self.sources}
+        return {**self.state.as_dict(), "wall_time_s": self.wall_time_s()}
 
 
 def train(recipe: Recipe, resume: bool = False, hooks: Hooks | None = None) -> TrainResult:
@@ -149,7 +145,7 @@ def steps(run: Run, progress, task) -> None:
     with progress:
         for step in range(run.state.step + 1, cfg.steps + 1):
             row = train_step(run, step)
-            if run.data.eval_examples and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+            if run.has_held_out and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
                 row["eval_loss"] = run.held_out_loss()
             if step % cfg.log_every == 0 or step == cfg.steps or "eval_loss" in row:
                 log_row(run, row)
@@ -158,8 +154,7 @@ def steps(run: Run, progress, task) -> None:
             if run.hooks.step_end is not None:
                 run.hooks.step_end(row)
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                state = {**run.state.as_dict(), "wall_time_s": run.wall_time_s()}
-                save_checkpoint(run.accelerator, recipe.student_dir, step, state, cfg.keep_checkpoints)
+                save_checkpoint(run.accelerator, recipe.student_dir, step, run.checkpoint_state(), cfg.keep_checkpoints)
 
 
 # -- set-up ------------------------------------------------------------------------------------
@@ -171,31 +166,12 @@ def setup(recipe: Recipe, resume: bool, hooks: Hooks | None = None) -> Run:
     before training."""
     cfg, out, hooks = recipe.train, recipe.student_dir, hooks or Hooks()
     t_start = time.perf_counter()
+    check_terms(cfg, recipe_folder(recipe))  # plugins, settings, names: before any model loads
     accelerator = make_accelerator(cfg, out)
     set_seed(cfg.seed)
     ckpt = checkpoint_to_resume(out, resume)
-    on_policy_prompts = on_policy_share(recipe)
-    if cfg.on_policy.warm_start:  # start from a trained student (e.g. SFT), its weights and tokenizer
-        check_warm_start(cfg.on_policy.warm_start)
-        recipe = recipe.model_copy(
-            update={"student": recipe.student.model_copy(update={"model": cfg.on_policy.warm_start})}
-        )
+    recipe = student_recipe(recipe)  # a source may start the student from trained weights
     student = make_student(recipe)
-    off_policy = None if cfg.batch_sequences is None else cfg.batch_sequences - on_policy_prompts
-    if off_policy == 0 and not any(p.exists() for p in recipe.cache_dirs):  # on-policy alone needs no cache
-        data = TrainData([], [], DataStats())
-    else:
-        data = load_data(recipe, student.tokenizer, accelerator)
-    stream = BatchStream(
-        data.examples,
-        cfg.curriculum,
-        cfg.seed,
-        batch_sequences=off_policy,
-        batch_tokens=cfg.batch_tokens,
-        run_positions=run_positions(cfg.steps, data.examples, off_policy, cfg.batch_tokens),
-        pacing=cfg.pacing,
-        order=hooks.epoch_order,
-    )
     model, anchor = student.load(accelerator)
     parameters = student.parameter_counts(model)
     optimizer = build_optimizer(model, cfg)
@@ -209,6 +185,10 @@ def setup(recipe: Recipe, resume: bool, hooks: Hooks | None = None) -> Run:
     accelerator.register_for_checkpointing(scheduler)  # not prepared: accelerate would step it once per process
     forward = Forward(model, core, accelerator, chunked_ce=cfg.loss.chunked_ce, packed_attention=cfg.packing)
     student.prepare_checkpoints(accelerator, model)
+    pad_id = student.tokenizer.pad_token_id if student.tokenizer.pad_token_id is not None else 0
+    # the sources read the cache (and load an on-policy teacher) before anything of the run is written:
+    # a bad record fails here, leaving an earlier run's files as they were
+    sources = build_sources(recipe, student, accelerator, model, pad_id, hooks)
 
     state = RunState()
     if resume:
@@ -222,28 +202,8 @@ def setup(recipe: Recipe, resume: bool, hooks: Hooks | None = None) -> Run:
             recipe.name,
             config={k: v for k, v in cfg.model_dump(mode="json").items() if isinstance(v, int | float | str | bool)},
         )
-    pad_id = student.tokenizer.pad_token_id if student.tokenizer.pad_token_id is not None else 0
-    # the student's own samples first, then the cached records: GKD's mix λ = train.on_policy.fraction
-    sources: list[BatchSource] = []
-    if on_policy_prompts:
-        sources.append(
-            OnPolicySamples(
-                OnPolicy(recipe, student, accelerator),
-                cfg,
-                source_terms("on_policy", cfg),
-                prompts_per_step=on_policy_prompts,
-                model=model,
-                accelerator=accelerator,
-                state=state,
-                pad_id=pad_id,
-            )
-        )
-    if stream.batch_tokens is not None or stream.batch_sequences:
-        share = 1.0 - cfg.on_policy.fraction if on_policy_prompts else 1.0
-        terms = source_terms("records", cfg)
-        sources.append(
-            CachedRecords(data, stream, cfg, terms, share=share, accelerator=accelerator, state=state, pad_id=pad_id)
-        )
+    for source in sources:  # each source continues where it stood (nothing to load on a fresh run)
+        source.load_state_dict(state.source_state(source.name, source.older_keys))
     run = Run(
         recipe=recipe,
         accelerator=accelerator,
@@ -252,7 +212,6 @@ def setup(recipe: Recipe, resume: bool, hooks: Hooks | None = None) -> Run:
         optimizer=optimizer,
         scheduler=scheduler,
         forward=forward,
-        data=data,
         sources=sources,
         tea=Tea(cfg, anchor) if anchor is not None else None,
         metrics=metrics,
@@ -264,26 +223,14 @@ def setup(recipe: Recipe, resume: bool, hooks: Hooks | None = None) -> Run:
     )
     if resume:
         run.initial_eval = next((r.get("eval_loss") for r in metrics.rows() if r.get("step") == 0), None)
-    elif data.eval_examples:
+    else:
         run.initial_eval = run.held_out_loss()
-        metrics.write({"step": 0, "eval_loss": run.initial_eval, "tokens": 0})
+        if run.initial_eval is not None:
+            metrics.write({"step": 0, "eval_loss": run.initial_eval, "tokens": 0})
+    run.has_held_out = run.initial_eval is not None
     run.segment_start = time.perf_counter()
     run.setup_time_s = run.segment_start - t_start
     return run
-
-
-def on_policy_share(recipe: Recipe) -> int:
-    """On-policy prompts per step: round(fraction · batch_sequences), at least 1 when on."""
-    cfg = recipe.train
-    if not cfg.on_policy.enabled:
-        return 0
-    if cfg.batch_sequences is None:
-        raise DanteError(
-            "on-policy training splits a batch of sequences between the student's samples and cached records",
-            field="train.on_policy.fraction",
-            hint="set train.batch_sequences instead of train.batch_tokens",
-        )
-    return max(1, round(cfg.on_policy.fraction * cfg.batch_sequences))
 
 
 def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
@@ -316,7 +263,7 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     """
     cfg, accelerator = run.recipe.train, run.accelerator
     t0 = time.perf_counter()
-    draws: list[Draw] = [source.draw(step) for source in run.sources]
+    draws: list[Draw] = [source.draw(step) for source in run.drawing]
     total = sum(len(d) for d in draws)
     tea_lambda = run.tea.weight(step, cfg.steps) if run.tea is not None else 0.0
     tea_value, k = 0.0, 0
@@ -392,13 +339,12 @@ def save(run: Run, last: dict[str, Any]) -> TrainResult:
     wall = run.wall_time_s()
     accelerator.wait_for_everyone()
     run.student.save(accelerator, run.model, out)
+    parts = [source.manifest(accelerator) for source in run.sources]  # every rank: a source may reduce
     for source in run.sources:
         source.close()
-    if run.on_policy is not None:
-        run.on_policy.stats = every_rank(run.on_policy.stats, accelerator)
     manifest_path = out / STUDENT_MANIFEST
     if run.is_main:
-        atomic_write_json(manifest_path, student_manifest(run, last, wall))
+        atomic_write_json(manifest_path, student_manifest(run, last, wall, parts))
     if recipe.train.trackers:
         accelerator.end_training()
     accelerator.wait_for_everyone()
@@ -418,12 +364,18 @@ def save(run: Run, last: dict[str, Any]) -> TrainResult:
     )
 
 
-def student_manifest(run: Run, last: dict[str, Any], wall: float) -> dict[str, Any]:
-    """``dante_manifest.json``: what was trained on what, the headline losses, and where it ran."""
+def student_manifest(run: Run, last: dict[str, Any], wall: float, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """``dante_manifest.json``: what was trained on what, the headline losses, and where it ran;
+    ``parts``, each source's entries (``BatchSource.manifest``), merged in."""
     recipe, state = run.recipe, run.state
     info = device_info(run.accelerator)
     trainable, total = run.parameters
     folders = [str(p) for p in recipe.cache_dirs]
+    # what the student cost the teacher: tokens it generated for the cache records trained on, and
+    # tokens it scored with the seconds it took (the sources add theirs)
+    merged: dict[str, Any] = {"teacher_compute": {"tokens_generated": 0, "tokens_scored": 0, "seconds_scoring": 0.0}}
+    for part in parts:
+        merge_counts(merged, part)
     return {
         "name": recipe.name,
         "student": recipe.student.model,
@@ -432,14 +384,10 @@ def student_manifest(run: Run, last: dict[str, Any], wall: float) -> dict[str, A
         "steps": state.step,
         "tokens_seen": state.tokens,
         "records_seen": state.records,
-        "epochs": state.cursor / len(run.data.examples) if run.data.examples else 0.0,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "peft": run.student.manifest(),
-        "train_records": len(run.data.examples),
-        "heldout_records": len(run.data.eval_examples),
-        "data": run.data.stats.as_dict(),
-        "teacher_compute": teacher_compute(run),
+        **merged,
         "final_loss": last.get("loss"),
         "final_cwce": last.get("cwce"),
         "initial_eval_loss": run.initial_eval,
@@ -455,16 +403,13 @@ def student_manifest(run: Run, last: dict[str, Any], wall: float) -> dict[str, A
     }
 
 
-def teacher_compute(run: Run) -> dict[str, Any]:
-    """What the student cost the teacher: tokens it generated for the cache (the records trained
-    on, counted in the teacher's tokens), and with on-policy training the tokens it scored and the
-    seconds it took (this process)."""
-    stats = run.data.stats
-    generated = stats.teacher_tokens or sum(ex.n_completion for ex in run.data.examples)  # older caches: none kept
-    out: dict[str, Any] = {"tokens_generated": generated, "tokens_scored": 0, "seconds_scoring": 0.0}
-    if run.on_policy is not None:
-        stats = run.on_policy.stats
-        out.update(
-            tokens_scored=stats.teacher_tokens_scored, seconds_scoring=stats.teacher_seconds, on_policy=stats.as_dict()
-        )
-    return out
+def merge_counts(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """``part`` merged into ``into``: dicts key by key, numbers present in both added, the rest set."""
+    for key, value in part.items():
+        have = into.get(key)
+        if isinstance(value, dict) and isinstance(have, dict):
+            merge_counts(have, value)
+        elif isinstance(value, int | float) and isinstance(have, int | float) and not isinstance(value, bool):
+            into[key] = have + value
+        else:
+            into[key] = value

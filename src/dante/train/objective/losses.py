@@ -94,16 +94,17 @@ def lambda_tea(step: int, total_steps: int, cfg: LossConfig = _DEFAULT) -> float
 
 
 def lambda_kd(step: int, cfg: LossConfig = _DEFAULT) -> float:
-    """λ_KD(t) = token_kd, or with token_kd_schedule
-    token_kd_start + (token_kd − token_kd_start) · clamp((t − ce_warmup_steps) / (ce_ramp_end − ce_warmup_steps), 0, 1),
-    on λ_CE's steps. 0 when token_kd is 0."""
-    if cfg.token_kd <= 0:
+    """λ_KD(t) = w (``token_kd.weight``), or with ``token_kd.schedule``
+    s + (w − s) · clamp((t − ce_warmup_steps) / (ce_ramp_end − ce_warmup_steps), 0, 1), s = ``token_kd.start``,
+    on λ_CE's steps. 0 when w is 0."""
+    kd = cfg.token_kd
+    if kd.weight <= 0:
         return 0.0
-    if not cfg.token_kd_schedule:
-        return cfg.token_kd
+    if not kd.schedule:
+        return kd.weight
     span = max(1, cfg.ce_ramp_end - cfg.ce_warmup_steps)
     frac = min(1.0, max(0.0, (step - cfg.ce_warmup_steps) / span))
-    return cfg.token_kd_start + (cfg.token_kd - cfg.token_kd_start) * frac
+    return kd.start + (kd.weight - kd.start) * frac
 
 
 R_FLOOR = 1e-6  # the student's tail mass r_S is clamped here: the KL's gradient scales with r_T / r_S

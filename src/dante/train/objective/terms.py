@@ -4,26 +4,33 @@ the tensors it reads from a collated micro-batch, the names it logs, its value o
 (``ids`` + ``tile``, and ``prepare`` for a term over spans of positions). The formulas are in
 ``dante.train.objective.losses``.
 
-A batch source lists the terms its micro-batches train; the first is the *lead*. The forward
+Every term, built-in or not, sits in one registry (``REGISTRY``) and declares the batch sources
+whose micro-batches it trains (``sources``), the per-record targets it reads (``targets``,
+``objective.targets``) and how the recipe switches it on (``from_recipe``); a source trains the
+registered terms that are on, its *lead* first (``source_terms``). The forward
 pass returns the parts of a micro-batch keyed by name, ``objective`` being
 
     objective = Σ_k κ_k · S_k,   κ_k = λ_k(t) / λ_lead(t)   (κ_lead = 1, a term with λ_k = 0 is skipped)
 
 and the source scales it by λ_lead(t) / D (``sources.base``), so a step's loss is Σ_k λ_k · S_k / D.
 
-Adding a term: a ``Term`` subclass with ``name``, ``sources`` and its methods, and
-``register_term`` (a plugin reads its settings from ``train.loss.terms.<name>``, validated by its
-``Settings`` model). The loop does not change; see docs/training.md, "Adding a loss term".
+Adding a term: a ``Term`` subclass with ``name``, ``sources``, a ``Settings`` model and its
+methods, and ``register_term``; a recipe imports it with ``train.loss.plugins`` (or an installed
+package's ``dante.loss_terms`` entry point) and switches it on with ``train.loss.<name>: {...}``.
+The built-in terms keep their settings in the schema (``train.loss`` for the card's CWCE/λ_CE,
+``train.loss.token_kd``, ``train.loss.chunk_kd``, ``train.on_policy`` for the student's samples).
+The loop does not change; see docs/training.md, "Adding a loss term".
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from dante.config import TrainConfig
+from dante.config import LossConfig, TrainConfig
 from dante.errors import DanteError
 from dante.train.model.anchor import TeaAnchor
 from dante.train.objective.losses import (
@@ -36,6 +43,7 @@ from dante.train.objective.losses import (
     sparse_kl_terms,
     weighted_ce_sum,
 )
+from dante.train.objective.targets import ChunkLikelihoods, Target, TopK
 
 Parts = dict[str, torch.Tensor]  # a micro-batch's sums by name; "objective" is the one with gradients
 Inputs = tuple[torch.Tensor, ...]  # a term's tensors, each (rows, positions, ...) like the batch's targets
@@ -61,13 +69,33 @@ class TileForm(NamedTuple):
 class Term:
     """One term of the objective. Subclasses set ``name`` and ``sources`` and implement the methods."""
 
-    name: ClassVar[str]  # its value's key in the parts and in metrics.jsonl
+    name: ClassVar[str]  # its value's key in the parts and in metrics.jsonl, and its recipe key train.loss.<name>
     sources: ClassVar[tuple[str, ...]] = ("records",)  # the batch sources whose micro-batches it trains
+    lead: ClassVar[bool] = False  # the source's lead term: its λ scales the others' (one per source)
+    targets: ClassVar[tuple[type[Target], ...]] = ()  # what it reads besides the text (objective.targets)
     logs: ClassVar[tuple[str, ...]] = ()  # further sums it returns besides its value (e.g. the plain CE)
-    Settings: ClassVar[type[BaseModel] | None] = None  # a plugin's settings model (train.loss.terms.<name>)
+    Settings: ClassVar[type[BaseModel] | None] = None  # its settings model (train.loss.<name>: {...})
     # the tile form needs every position's log p(target) before the first tile (a term over spans of
     # positions that may cross tiles): the fused lm_head computes them first and calls ``prepare``
     needs_logp: ClassVar[bool] = False
+
+    @classmethod
+    def from_recipe(cls, cfg: TrainConfig) -> Term | None:
+        """The term as the recipe sets it, or None when the recipe leaves it off. A registered term
+        is on when ``train.loss.<name>`` holds its settings (validated by ``Settings``)."""
+        settings = cfg.loss.term_settings().get(cls.name)
+        if settings is None:
+            return None
+        try:
+            return cls(cls.Settings.model_validate(settings))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise DanteError(
+                f"{first['msg']}",
+                field=f"train.loss.{cls.name}" + (f".{where}" if where else ""),
+                hint=f"the settings of term {cls.name!r}: {', '.join(cls.Settings.model_fields)}",
+            ) from None
 
     def weight(self, step: int, total_steps: int) -> float:
         """λ(t) of the 1-based optimizer step ``step``."""
@@ -105,10 +133,15 @@ class CrossEntropy(Term):
     ``train.loss`` (cwce*, normalise, ce_*)."""
 
     name = "cwce"
+    lead = True
     logs = ("ce",)
 
     def __init__(self, cfg: TrainConfig | None = None) -> None:
         self.cfg = (cfg or TrainConfig()).loss
+
+    @classmethod
+    def from_recipe(cls, cfg):
+        return cls(cfg)  # always: the lead of the cached records
 
     def weight(self, step: int, total_steps: int) -> float:
         return lambda_ce(step, self.cfg)
@@ -141,6 +174,10 @@ class PolicyGradient(CrossEntropy):
     name = "policy_gradient"
     sources = ("on_policy",)
     logs = ("policy_ce",)
+
+    @classmethod
+    def from_recipe(cls, cfg):
+        return cls(cfg)  # always: the lead of the student's samples
 
     def weight(self, step, total_steps):
         return 1.0
@@ -186,12 +223,18 @@ class SparseKL(Term):
 
 class TokenKD(SparseKL):
     """Token-level distillation from the cached teacher logprobs (not in the card): λ_KD(t)·Σ v·KL / D,
-    forward KL(q ‖ p). Settings: ``train.loss`` (token_kd, token_kd_schedule, token_kd_start)."""
+    forward KL(q ‖ p). Settings: ``train.loss.token_kd`` (weight, schedule, start; the schedule
+    runs on λ_CE's steps)."""
 
     name = "token_kd"
+    targets = (TopK,)
 
     def __init__(self, cfg: TrainConfig | None = None) -> None:
         self.cfg = (cfg or TrainConfig()).loss
+
+    @classmethod
+    def from_recipe(cls, cfg):
+        return cls(cfg) if cfg.loss.token_kd.weight > 0 else None
 
     def weight(self, step, total_steps):
         return lambda_kd(step, self.cfg)
@@ -206,10 +249,15 @@ class DenseKL(SparseKL):
 
     name = "dense_kl"
     sources = ("on_policy",)
+    targets = (TopK,)
 
     def __init__(self, cfg: TrainConfig | None = None) -> None:
         self.cfg = (cfg or TrainConfig()).on_policy
         self.reverse = self.cfg.dense_direction == "reverse"
+
+    @classmethod
+    def from_recipe(cls, cfg):
+        return cls(cfg) if cfg.on_policy.dense_kl > 0 else None
 
     def weight(self, step, total_steps):
         return self.cfg.dense_kl
@@ -225,17 +273,22 @@ class ChunkLikelihood(Term):
     chunk's positions. It reaches every aligned chunk, where token KD reaches the one-to-one ones.
     In the fused lm_head it is a re-weighted CE (``losses.chunk_binary_kl_grad``) whose weights need
     the student's log-likelihood of whole chunks, so the head first computes log p(target) at every
-    position without gradient (one more lm_head matmul, no backward). Settings: ``train.loss``
-    (chunk_kd, chunk_kd_temperature)."""
+    position without gradient (one more lm_head matmul, no backward). Settings:
+    ``train.loss.chunk_kd`` (weight, temperature)."""
 
     name = "chunk_kd"
     needs_logp = True
+    targets = (ChunkLikelihoods,)
 
     def __init__(self, cfg: TrainConfig | None = None) -> None:
-        self.cfg = (cfg or TrainConfig()).loss
+        self.cfg = (cfg or TrainConfig()).loss.chunk_kd
+
+    @classmethod
+    def from_recipe(cls, cfg):
+        return cls(cfg) if cfg.loss.chunk_kd.weight > 0 else None
 
     def weight(self, step, total_steps):
-        return self.cfg.chunk_kd
+        return self.cfg.weight
 
     def inputs(self, batch):
         if "chunk_ids" not in batch:
@@ -248,7 +301,7 @@ class ChunkLikelihood(Term):
         lp = torch.log_softmax(logits.reshape(-1, logits.shape[-1])[keep].float(), dim=-1)
         lp = lp.gather(1, tgt[keep].clamp_min(0)[:, None]).squeeze(1)
         _, _, ls, lt_c, v = chunk_sums(cid[keep], lp, lt[keep], u[keep])
-        return {self.name: (v * chunk_binary_kl(ls, lt_c, self.cfg.chunk_kd_temperature)).sum()}
+        return {self.name: (v * chunk_binary_kl(ls, lt_c, self.cfg.temperature)).sum()}
 
     def ids(self, inputs):
         return inputs[0][:, None]
@@ -257,7 +310,7 @@ class ChunkLikelihood(Term):
         tgt, cid, lt, u = inputs
         keep = cid >= 0
         inv, count, ls, lt_c, v = chunk_sums(cid[keep], logp[keep].float(), lt[keep], u[keep])
-        tau = self.cfg.chunk_kd_temperature
+        tau = self.cfg.temperature
         per_chunk_w = -v * chunk_binary_kl_grad(ls, lt_c, tau)
         per_chunk_value = v * chunk_binary_kl(ls, lt_c, tau) / count
         w = torch.zeros_like(lt).masked_scatter_(keep, per_chunk_w[inv])
@@ -315,43 +368,110 @@ class Tea:
 
 # -- the registry -------------------------------------------------------------------------------
 
-REGISTRY: dict[str, type[Term]] = {}
+# Every term by name, built-in ones first (in the order a source lists them), then the registered
+# ones in the order they were registered.
+REGISTRY: dict[str, type[Term]] = {t.name: t for t in (CrossEntropy, TokenKD, ChunkLikelihood, PolicyGradient, DenseKL)}
+BUILT_IN = frozenset(REGISTRY)
 
 
 def register_term(term: type[Term]) -> type[Term]:
-    """Make ``term`` available to recipes as ``train.loss.terms.<term.name>`` (usable as a decorator)."""
+    """Make ``term`` available to recipes as ``train.loss.<term.name>: {its settings}`` (usable as a
+    decorator)."""
     if term.Settings is None:
         raise ValueError(f"term {term.name!r} needs a Settings model for its recipe slice")
+    if term.name in BUILT_IN or term.name in LossConfig.model_fields:
+        raise ValueError(f"term name {term.name!r} is taken by a built-in term or a train.loss setting")
     REGISTRY[term.name] = term
     return term
 
 
-def source_terms(source: str, cfg: TrainConfig) -> list[Term]:
-    """The logit-level terms a batch source's micro-batches train, the lead first: the built-in ones
-    by their settings, then the registered ones the recipe names under ``train.loss.terms``."""
-    if source == "records":
-        terms: list[Term] = [CrossEntropy(cfg)]
-        if cfg.loss.token_kd > 0:
-            terms.append(TokenKD(cfg))
-        if cfg.loss.chunk_kd > 0:
-            terms.append(ChunkLikelihood(cfg))
-    elif source == "on_policy":
-        terms = [PolicyGradient(cfg)]
-        if cfg.on_policy.dense_kl > 0:
-            terms.append(DenseKL(cfg))
-    else:
-        raise ValueError(f"unknown batch source {source!r}")
-    for name, settings in cfg.loss.terms.items():
-        cls = REGISTRY.get(name)
-        if cls is None:
+ENTRY_POINTS = "dante.loss_terms"  # installed packages' modules that register terms
+
+
+def recipe_folder(recipe) -> Path | None:
+    """The folder of the recipe file, where relative plugin paths are read from (None: built in Python)."""
+    return Path(recipe.source_file).parent if getattr(recipe, "source_file", None) else None
+
+
+def load_plugins(plugins: list[str], base: Path | None = None) -> None:
+    """Import the modules that register further terms: every module of the ``dante.loss_terms``
+    entry point group, then ``train.loss.plugins`` (module names, or ``.py`` files, relative to
+    ``base``, the recipe's folder); each is imported once. A module that cannot be imported is an
+    error naming the key and the fix."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINTS):
+        ep.load()
+    for i, spec in enumerate(plugins):
+        try:
+            _import_plugin(spec, base)
+        except (ImportError, OSError, SyntaxError) as exc:
+            raise DanteError(
+                f"cannot import loss-term plugin {spec!r}: {type(exc).__name__}: {exc}",
+                field=f"train.loss.plugins[{i}]",
+                hint="give an importable module (installed, or on PYTHONPATH) or a .py file that exists (a relative "
+                "path is read from the recipe's folder)",
+            ) from None
+
+
+def _import_plugin(spec: str, base: Path | None) -> None:
+    import importlib
+    import importlib.util
+    import sys
+
+    if not spec.endswith(".py"):
+        importlib.import_module(spec)
+        return
+    path = Path(spec).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    path = path.resolve()
+    name = f"dante_plugin_{abs(hash(str(path)))}"
+    if name in sys.modules:
+        return
+    loader = importlib.util.spec_from_file_location(name, path)
+    if loader is None or loader.loader is None or not path.is_file():
+        raise ImportError(f"no such file: {path}")
+    module = importlib.util.module_from_spec(loader)
+    sys.modules[name] = module
+    try:
+        loader.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+
+
+def source_terms(source: str, cfg: TrainConfig, base: Path | None = None) -> list[Term]:
+    """The logit-level terms a batch source's micro-batches train, the lead first: every registered
+    term that trains on ``source`` (its ``sources``) and that the recipe switches on (its
+    ``from_recipe``), after importing ``train.loss.plugins`` (``base``: the recipe's folder, for
+    plugin files). A ``train.loss.<name>`` no term is registered under is an error."""
+    load_plugins(cfg.loss.plugins, base)
+    for name in cfg.loss.term_settings():
+        if name not in REGISTRY or name in BUILT_IN:
             raise DanteError(
                 f"no loss term named {name!r} is registered",
-                field=f"train.loss.terms.{name}",
-                hint=f"registered: {', '.join(sorted(REGISTRY)) or 'none'} (dante.train.objective.terms.register_term)",
+                field=f"train.loss.{name}",
+                hint=f"registered: {', '.join(sorted(set(REGISTRY) - BUILT_IN)) or 'none'}; list the module that "
+                "registers it in train.loss.plugins (a module name or a .py file), or fix the name",
             )
-        if source in cls.sources:
-            terms.append(cls(cls.Settings.model_validate(settings)))
-    return terms
+    terms = [t for cls in REGISTRY.values() if source in cls.sources and (t := cls.from_recipe(cfg)) is not None]
+    leads = [t for t in terms if t.lead]
+    if len(leads) != 1:
+        raise DanteError(
+            f"the batch source {source!r} has {len(leads)} lead terms ({', '.join(t.name for t in leads) or 'none'})",
+            field="train.loss",
+            hint="exactly one term of a source sets lead = True: its λ scales the others'",
+        )
+    return leads + [t for t in terms if not t.lead]
+
+
+def check_terms(cfg: TrainConfig, base: Path | None = None) -> None:
+    """Every term the recipe sets up, built once for every source the terms train (plugins
+    imported, settings validated, unknown names refused): a recipe's mistakes before any stage
+    runs."""
+    for source in dict.fromkeys(s for cls in list(REGISTRY.values()) for s in cls.sources):
+        source_terms(source, cfg, base)
 
 
 def scales(terms: list[Term], step: int, total_steps: int) -> tuple[list[float], list[float]]:

@@ -74,13 +74,37 @@ class Draw:
 
 
 class BatchSource(Protocol):
-    """Where a step's micro-batches come from: cached records, the student's own samples, ..."""
+    """Where a step's micro-batches come from: cached records, the student's own samples, ...
+
+    A source owns its state: ``state_dict`` is what a checkpoint stores of it (under its ``name``)
+    and ``load_state_dict`` takes it back on resume, so the loop and ``RunState`` name no source;
+    ``manifest`` is what it adds to the student's manifest, ``held_out_loss`` its held-out loss
+    (None without held-out data)."""
 
     name: str
     share: float  # its weight in the step's mix
+    # a checkpoint written before the sources kept their own state: its top-level key -> the source's key
+    older_keys: dict[str, str]
 
     def draw(self, step: int) -> Draw:
         """This rank's micro-batches of step ``step`` (1-based), advancing the source's cursor."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the source stands (JSON-able): its cursor and running totals."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict``'s output (a resumed run)."""
+        ...
+
+    def held_out_loss(self, forward) -> float | None:
+        """The plain mean token CE over the source's held-out data (None: it has none)."""
+        ...
+
+    def manifest(self, accelerator) -> dict[str, Any]:
+        """The entries it adds to ``dante_manifest.json`` (every rank calls it: it may reduce);
+        a ``teacher_compute`` dict is merged with the other sources' (numbers added)."""
         ...
 
     def close(self, seal: bool = True) -> None:

@@ -1,25 +1,22 @@
-"""Token-level distillation targets (stage 3, ``train.loss.token_kd``): from a record's cached
-teacher payload (``dante.cache.payload``) and the student's tokenization of the same
-completion, the teacher's top-K distribution at every student position that is one token on
-both sides (``dante.train.align``, on the bytes of both sides' tokens), in student token ids.
-
-A teacher alternative is kept when its bytes are one token of the student's vocabulary; the
-rest of the teacher's mass becomes the tail of ``losses.sparse_kd_sum``. Records the payload
-cannot be used for (no payload, a chat template that changes the text, tokens of either side that
-do not spell it, a student token running across the answer's start or end) train on text alone
-and are counted by reason in the training manifest.
+"""A record's teacher payload aligned with the student's tokens, for the targets the terms read
+(stage 4, ``objective.targets``): the record's cached teacher payload (``dante.cache.payload``)
+and the student's tokenization of the same completion, aligned chunk by chunk
+(``dante.train.align``, on the bytes of both sides' tokens); each target (the teacher's top-K at
+the positions one token on both sides, every chunk's likelihood, a plugin's own) is built from that
+one alignment. Records the payload cannot be used for (no payload, a chat template that changes
+the text, tokens of either side that do not spell it, a student token running across the
+answer's start or end) train on text alone and are counted by reason in the training manifest.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from dante.cache.payload import decode
 from dante.tokens import TokenBytes, TokenLogprobs
 from dante.train.align import TEACHER_NOT_JOINING, NotAligned, align, window
-from dante.train.objective.losses import teacher_chunk_logprob
+from dante.train.objective.targets import Aligned, Span, Target
 
 
 class StudentVocab:
@@ -39,7 +36,9 @@ class StudentVocab:
 
 @dataclass
 class KDStats:
-    """What the payloads gave token-level distillation; stored in the training manifest."""
+    """What the payloads gave the terms' targets; stored in the training manifest (``token_kd``).
+    ``counts``: what each target found (``Aligned.count``: positions and mapped_mass for the top-K,
+    chunks and chunk_positions for the chunk likelihoods, ...)."""
 
     records: int = 0
     with_payload: int = 0
@@ -48,51 +47,37 @@ class KDStats:
     template_changed: int = 0  # the student's chat template does not keep teacher_text verbatim: skipped
     unaligned: dict[str, int] = field(default_factory=dict)  # skipped, by dante.train.align's reason
     completion_tokens: int = 0  # student completion tokens of aligned records
-    positions: int = 0  # of them, one to one with a teacher token: where the KL applies
-    chunks: int = 0  # aligned chunks of the answers: where the chunk term applies (every chunk)
-    chunk_positions: int = 0  # student tokens in those chunks
-    mapped_mass: float = 0.0  # mean teacher probability on alternatives the student's vocabulary has
+    counts: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if k != "counts"}
         out["unaligned"] = dict(self.unaligned)
-        out["one_to_one_share"] = self.positions / self.completion_tokens if self.completion_tokens else None
-        out["mapped_mass"] = self.mapped_mass / self.positions if self.positions else None
-        out["chunk_share"] = self.chunk_positions / self.completion_tokens if self.completion_tokens else None
+        out.update(self.counts)
+        n = self.completion_tokens
+        if "positions" in self.counts:  # the top-K's: where the KL applies, and the mass the student can hold
+            positions = self.counts["positions"]
+            out["one_to_one_share"] = positions / n if n else None
+            out["mapped_mass"] = self.counts.get("mapped_mass", 0.0) / positions if positions else None
+        if "chunk_positions" in self.counts:  # the chunk likelihoods': every chunk of the answers
+            out["chunk_share"] = self.counts["chunk_positions"] / n if n else None
         return out
 
 
 @dataclass
-class KDBuild:
-    """What ``build_examples`` builds for distillation: the student's vocabulary, the stats it
-    counts into, and which targets a term reads (``token``: the one-to-one top-K, for
-    ``train.loss.token_kd``; ``chunk``: every chunk's likelihood, for ``train.loss.chunk_kd``).
-    Both are counted in the stats either way; only the ones asked for travel with the example
-    (and are collated into tensors)."""
+class TargetBuild:
+    """What ``build_examples`` builds for the terms: the student's vocabulary, the stats it counts
+    into, and the targets the terms read (``objective.targets.targets_of``)."""
 
     vocab: StudentVocab
     stats: KDStats
-    token: bool = True
-    chunk: bool = True
+    targets: list[Target]
 
 
-@dataclass
-class KDTargets:
-    """Per student completion position j (0-based in the completion): mapped ids and probs; and
-    every aligned chunk as (first student position, end position, the teacher's log-likelihood of
-    the chunk: the sum of its cached token logprobs)."""
-
-    positions: list[int]
-    ids: list[list[int]]
-    probs: list[list[float]]
-    chunks: list[tuple[int, int, float]] = field(default_factory=list)
-
-
-def kd_targets(rec: Any, student: list[bytes], vocab: StudentVocab, stats: KDStats) -> KDTargets | None:
-    """The distillation targets of one record, or None (counted in ``stats``). ``student``: the
-    bytes of each student completion token (its reasoning first, if any; special tokens b"").
-    The teacher's text (its answer) is found as the last place the completion spells it.
-    Positions are indices into ``student``."""
+def align_record(rec: Any, student: list[bytes], vocab: Any, stats: KDStats) -> Aligned | None:
+    """The record's teacher answer aligned with the student's tokens, or None (counted in
+    ``stats``). ``student``: the bytes of each student completion token (its reasoning first, if
+    any; special tokens b""). The teacher's text (its answer) is found as the last place the
+    completion spells it."""
     stats.records += 1
     if rec.token_logprobs is None:
         return None
@@ -112,29 +97,16 @@ def kd_targets(rec: Any, student: list[bytes], vocab: StudentVocab, stats: KDSta
         return None
     stats.aligned += 1
     stats.completion_tokens += len(student)
-    found = one_to_one_targets(payload.top, chunks, vocab)
-    stats.positions += len(found.positions)
-    stats.mapped_mass += sum(min(1.0, sum(p)) for p in found.probs)
-    likelihoods = chunk_likelihoods(payload, chunks)
-    stats.chunks += len(likelihoods)
-    stats.chunk_positions += sum(s1 - s0 for s0, s1, _ in likelihoods)
-    return KDTargets(
-        [j0 + j for j in found.positions],
-        found.ids,
-        found.probs,
-        [(j0 + s0, j0 + s1, lt) for s0, s1, lt in likelihoods],
-    )
+    return Aligned(payload, chunks, j0, vocab, stats.counts)
 
 
-def chunk_likelihoods(payload: TokenLogprobs, chunks) -> list[tuple[int, int, float]]:
-    """(s0, s1, l_T) of every chunk with student tokens: l_T the sum of the cached logprobs of the
-    chunk's non-empty teacher tokens (``losses.teacher_chunk_logprob``, as on-policy sums them)."""
-    out = []
-    for c in chunks:
-        if c.s1 > c.s0 and c.t1 <= len(payload.logprobs):
-            lt = teacher_chunk_logprob(c, payload.tokens, payload.logprobs)
-            out.append((c.s0, c.s1, min(0.0, float(lt))))
-    return out
+def build_targets(rec: Any, student: list[bytes], build: TargetBuild) -> dict[str, list[Span]] | None:
+    """Each of ``build.targets`` of one record, by name, as spans of student completion indices;
+    None when the record cannot be aligned (counted)."""
+    aligned = align_record(rec, student, build.vocab, build.stats)
+    if aligned is None:
+        return None
+    return {t.name: t.build(aligned) for t in build.targets}
 
 
 def answer_payload(payload: TokenLogprobs, reasoning_tokens: int | None) -> TokenLogprobs:
@@ -150,28 +122,3 @@ def answer_payload(payload: TokenLogprobs, reasoning_tokens: int | None) -> Toke
     if tokens and tokens[0][:1].isspace():
         tokens = [tokens[0].lstrip(b" \t\r\n"), *tokens[1:]]
     return TokenLogprobs(tokens, payload.logprobs[start:], payload.top[start:])
-
-
-def one_to_one_targets(top: list[list[tuple[bytes, float]]], chunks, vocab: StudentVocab) -> KDTargets:
-    """The teacher's top-K at every chunk that is one token on both sides, as student ids and
-    probabilities (alternatives the student's vocabulary does not have as one token are left to
-    the tail); positions are the student token indices of those chunks."""
-    out = KDTargets([], [], [])
-    for c in chunks:
-        if not c.one_to_one or c.t0 >= len(top):
-            continue
-        ids, probs = [], []
-        for alt, lp in top[c.t0]:
-            sid = vocab.get(alt)
-            if sid is not None and sid not in ids:
-                ids.append(sid)
-                probs.append(math.exp(min(0.0, lp)))
-        total = sum(probs)
-        if total > 1.0:  # float16 rounding: renormalise so the tail is ≥ 0
-            probs = [p / total for p in probs]
-        if not ids:
-            continue
-        out.positions.append(c.s0)
-        out.ids.append(ids)
-        out.probs.append(probs)
-    return out

@@ -39,12 +39,15 @@ from dante.teacher import Teacher, make_teacher
 from dante.tokens import TokenBytes, TokenLogprobs
 from dante.train.align import Chunk, NotAligned, align
 from dante.train.model.student import Written, eos_token_ids, unwrapped
-from dante.train.objective.losses import chunk_log_ratios, token_advantages
-from dante.train.objective.terms import Term, scales
+from dante.train.objective.losses import IGNORE, chunk_log_ratios, token_advantages
+from dante.train.objective.targets import Span, TopK, top_k_spans
+from dante.train.objective.terms import Term, recipe_folder, scales, source_terms
 from dante.train.sources.base import Draw, rank_slice
-from dante.train.sources.data import IGNORE, Example, collate, render_record, use_chat
-from dante.train.sources.kd_data import KDTargets, StudentVocab, one_to_one_targets
+from dante.train.sources.collate import collate
+from dante.train.sources.examples import Example
+from dante.train.sources.kd_data import StudentVocab
 from dante.train.sources.records import empty_example
+from dante.train.sources.render import render_prompt, use_chat
 
 SCORES = "on_policy_scores"
 
@@ -92,19 +95,17 @@ class Sample:
         return [a - baseline if h else None for a, h in zip(raw, has, strict=True)]
 
     def example(
-        self, token_weight: float, coef: float, dense: KDTargets | None = None, baseline: float = 0.0
+        self, token_weight: float, coef: float, dense: list[Span] | None = None, baseline: float = 0.0
     ) -> tuple[Example, list[float]]:
         """The sample as a training ``Example`` and its per-position weights (A_j − b) · token_weight;
-        ``dense``: top-K targets at completion token indices, moved to sequence positions."""
+        ``dense``: the top-K target's spans at completion token indices, moved to sequence positions."""
         n_prompt = len(self.prompt_ids)
         ids = self.prompt_ids + self.ids
         targets = [IGNORE] * (n_prompt - 1) + self.ids + [IGNORE]
         adv = [0.0 if a is None else a * token_weight for a in self.advantages(coef, baseline)]
         weights = [0.0] * (n_prompt - 1) + adv + [0.0]
-        kd = None
-        if dense is not None and dense.positions:
-            kd = KDTargets([n_prompt - 1 + j for j in dense.positions], dense.ids, dense.probs)
-        return Example(f"on-policy:{self.prompt_id}", ids, targets, len(self.ids), None, kd=kd), weights
+        found = {TopK.name: [s.shifted(n_prompt - 1) for s in dense]} if dense else {}
+        return Example(f"on-policy:{self.prompt_id}", ids, targets, len(self.ids), None, term_targets=found), weights
 
 
 @dataclass
@@ -269,9 +270,9 @@ class OnPolicy:
 
     def prompt_ids(self, p: Prompt) -> list[int]:
         if p.id not in self._prompt_ids:
-            rec = _PromptOnly(p.prompt, p.system, p.messages)
             system = self.recipe.train.system_prompt
-            self._prompt_ids[p.id] = render_record(rec, self.student.tokenizer, self.chat, system=system)[0]
+            tok = self.student.tokenizer
+            self._prompt_ids[p.id] = render_prompt(p.prompt, p.system, p.messages, tok, self.chat, system=system)
         return self._prompt_ids[p.id]
 
     def draft(self, model, p: Prompt, written: Written) -> _Draft | None:
@@ -346,12 +347,12 @@ class OnPolicy:
         self.stats.student_tokens += len(d.written.ids)
         return Sample(d.prompt.id, d.prompt_ids, d.written.ids, d.written.logprobs, chunks, score, d.body, end)
 
-    def dense_targets(self, sample: Sample) -> KDTargets | None:
+    def dense_targets(self, sample: Sample) -> list[Span] | None:
         """The teacher's top-K at the sample's one-to-one positions (the dense term), or None."""
         if self.vocab is None or not sample.score.top:
             return None
-        found = one_to_one_targets(sample.score.top, sample.chunks, self.vocab)
-        self.stats.dense_positions += len(found.positions)
+        found = top_k_spans(sample.score.top, sample.chunks, self.vocab)
+        self.stats.dense_positions += len(found)
         return found
 
     def close(self, seal: bool = True) -> None:
@@ -365,9 +366,12 @@ class OnPolicySamples:
     the student's samples of them (written by the weights being trained), scored by the teacher and
     aligned, as packed micro-batches whose per-token weights are the advantages over N, the student
     tokens of every rank's samples (so accumulation and DDP keep the objective: −Σ_j A_j·log p_S(y_j) / N,
-    plus κ·Σ v·KL / N for the dense term). Its state: ``RunState.on_policy_cursor`` and the totals."""
+    plus κ·Σ v·KL / N for the dense term). Its state: its cursor in the prompt order and the totals
+    (``OnPolicyStats``), which a checkpoint keeps."""
 
     name = "on_policy"
+    active = True
+    older_keys = {"on_policy_cursor": "cursor", "on_policy_stats": "stats"}  # RunState's, before
 
     def __init__(
         self,
@@ -378,20 +382,49 @@ class OnPolicySamples:
         prompts_per_step: int,
         model,
         accelerator,
-        state,
         pad_id: int,
     ) -> None:
         self.on_policy, self.cfg, self.terms, self.share = on_policy, cfg, terms, cfg.on_policy.fraction
         self.prompts_per_step, self.model, self.accelerator = prompts_per_step, model, accelerator
-        self.state, self.pad_id = state, pad_id
-        if state.on_policy_stats is not None:  # a resumed run keeps its totals
-            on_policy.stats = OnPolicyStats(**state.on_policy_stats)
+        self.pad_id = pad_id
+        self.cursor = 0  # position in the seeded prompt order
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, student, accelerator, model, pad_id: int, prompts_per_step: int):
+        """The student's samples as the run's on-policy source (its terms built before the teacher)."""
+        cfg = recipe.train
+        terms = source_terms(cls.name, cfg, recipe_folder(recipe))
+        sampler = OnPolicy(recipe, student, accelerator)
+        return cls(
+            sampler, cfg, terms, prompts_per_step=prompts_per_step, model=model, accelerator=accelerator, pad_id=pad_id
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cursor": self.cursor, "stats": self.on_policy.stats.as_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.cursor = int(state.get("cursor", 0))
+        if state.get("stats") is not None:  # a resumed run keeps its totals
+            self.on_policy.stats = OnPolicyStats(**state["stats"])
+
+    def held_out_loss(self, forward) -> float | None:
+        return None
+
+    def manifest(self, accelerator) -> dict[str, Any]:
+        """What the samples cost the teacher, summed over the ranks: tokens it scored and its
+        seconds (this process's clock on each), and the source's totals (``OnPolicyStats``)."""
+        stats = every_rank(self.on_policy.stats, accelerator)
+        return {
+            "teacher_compute": {
+                "tokens_scored": stats.teacher_tokens_scored,
+                "seconds_scoring": stats.teacher_seconds,
+                "on_policy": stats.as_dict(),
+            }
+        }
 
     def draw(self, step: int) -> OnPolicyDraw:
         acc, sampler, cfg = self.accelerator, self.on_policy, self.cfg
-        prompts, self.state.on_policy_cursor = sampler.prompts_for(
-            step, self.state.on_policy_cursor, self.prompts_per_step
-        )
+        prompts, self.cursor = sampler.prompts_for(step, self.cursor, self.prompts_per_step)
         before = (sampler.stats.sampling_seconds, sampler.stats.teacher_seconds)
         samples = sampler.samples(self.model, rank_slice(prompts, acc.process_index, acc.num_processes), step)
         counts = torch.tensor([len(samples), sum(len(s.ids) for s in samples)], device=acc.device)
@@ -457,7 +490,6 @@ class OnPolicyDraw(Draw):
         dense, kl_sum, n, end_sum, n_end = self.reduced(accelerator, ["dense_kl"], extra)
         per_token = kl_sum / max(1, self.tokens)
         sampler.stats.update_seconds += self.seconds
-        self.source.state.on_policy_stats = sampler.stats.as_dict()  # checkpointed: totals survive a resume
         loss = cfg.kl_coef * per_token + cfg.dense_kl * dense
         return {
             "loss": loss,
@@ -477,22 +509,36 @@ class OnPolicyDraw(Draw):
         }
 
 
+def on_policy_share(recipe: Recipe) -> int:
+    """On-policy prompts per step: round(fraction · batch_sequences), at least 1 when on."""
+    cfg = recipe.train
+    if not cfg.on_policy.enabled:
+        return 0
+    if cfg.batch_sequences is None:
+        raise DanteError(
+            "on-policy training splits a batch of sequences between the student's samples and cached records",
+            field="train.on_policy.fraction",
+            hint="set train.batch_sequences instead of train.batch_tokens",
+        )
+    return max(1, round(cfg.on_policy.fraction * cfg.batch_sequences))
+
+
+def warm_started(recipe: Recipe) -> Recipe:
+    """``train.on_policy.warm_start``: the run's student starts from a trained one (e.g. SFT), its
+    weights and tokenizer."""
+    folder = recipe.train.on_policy.warm_start
+    if not folder:
+        return recipe
+    check_warm_start(folder)
+    return recipe.model_copy(update={"student": recipe.student.model_copy(update={"model": folder})})
+
+
 def every_rank(stats: OnPolicyStats, accelerator) -> OnPolicyStats:
     """The on-policy counts and seconds summed over the ranks (each wrote and scored its share)."""
     names = list(stats.as_dict())
     total = accelerator.reduce(torch.tensor([float(getattr(stats, k)) for k in names], dtype=torch.float64), "sum")
     values = dict(zip(names, total.tolist(), strict=True))
     return OnPolicyStats(**{k: v if k.endswith("seconds") else int(round(v)) for k, v in values.items()})
-
-
-@dataclass
-class _PromptOnly:
-    """A prompt in the shape ``render_record`` reads (no completion)."""
-
-    prompt: str
-    system: str | None
-    messages: list[dict[str, Any]] | None
-    teacher_text: str = ""
 
 
 def _text(pieces: list[bytes]) -> str | None:

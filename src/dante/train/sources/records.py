@@ -17,11 +17,14 @@ from dante.cache.records import read_cache
 from dante.config import Recipe, TrainConfig
 from dante.errors import DanteError
 from dante.train.objective.losses import IGNORE, batch_weights
-from dante.train.objective.terms import CrossEntropy, Term, scales
+from dante.train.objective.targets import targets_of
+from dante.train.objective.terms import CrossEntropy, Term, recipe_folder, scales, source_terms
 from dante.train.sources.base import Draw, micro_batches, rank_slice
-from dante.train.sources.curriculum import NEEDS_ENTROPY, BatchStream, check_entropies
-from dante.train.sources.data import DataStats, Example, build_examples, collate, filter_records, split_heldout
-from dante.train.sources.kd_data import KDBuild, KDStats, StudentVocab
+from dante.train.sources.collate import collate
+from dante.train.sources.curriculum import NEEDS_ENTROPY, BatchStream, check_entropies, run_positions
+from dante.train.sources.examples import DataStats, Example, build_examples
+from dante.train.sources.kd_data import KDStats, StudentVocab, TargetBuild
+from dante.train.sources.splits import filter_records, split_heldout
 
 
 @dataclass
@@ -36,9 +39,12 @@ class TrainData:
 class CachedRecords:
     """The records source: each step the next global batch of the curriculum's stream, this rank's
     contiguous part of it as packed micro-batches, every token weighted by u_t (CWCE) over the
-    global batch's D. Its state is the stream position (``RunState.cursor``)."""
+    global batch's D. Its state is the stream position (``cursor``); it also holds the held-out
+    records and writes the cache's counts into the manifest. ``active``: it draws each step (not
+    when the student's samples take the whole batch)."""
 
     name = "records"
+    older_keys = {"cursor": "cursor"}  # RunState.cursor, before the sources kept their own state
 
     def __init__(
         self,
@@ -49,15 +55,41 @@ class CachedRecords:
         *,
         share: float,
         accelerator,
-        state,
         pad_id: int,
+        active: bool = True,
     ) -> None:
         self.data, self.stream, self.cfg, self.terms, self.share = data, stream, cfg, terms, share
-        self.accelerator, self.state, self.pad_id = accelerator, state, pad_id
+        self.accelerator, self.pad_id, self.active = accelerator, pad_id, active
+        self.cursor = 0  # position in the curriculum's stream
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, student, accelerator, pad_id: int, on_policy_prompts: int, hooks=None):
+        """The cache as the run's records source; ``on_policy_prompts`` of each step's sequences go
+        to the student's samples (none: the records take the whole batch)."""
+        cfg = recipe.train
+        terms = source_terms(cls.name, cfg, recipe_folder(recipe))
+        off_policy = None if cfg.batch_sequences is None else cfg.batch_sequences - on_policy_prompts
+        if off_policy == 0 and not any(p.exists() for p in recipe.cache_dirs):  # on-policy alone needs no cache
+            data = TrainData([], [], DataStats())
+        else:
+            data = load_data(recipe, student.tokenizer, accelerator, terms)
+        stream = BatchStream(
+            data.examples,
+            cfg.curriculum,
+            cfg.seed,
+            batch_sequences=off_policy,
+            batch_tokens=cfg.batch_tokens,
+            run_positions=run_positions(cfg.steps, data.examples, off_policy, cfg.batch_tokens),
+            pacing=cfg.pacing,
+            order=getattr(hooks, "epoch_order", None),
+        )
+        share = 1.0 - cfg.on_policy.fraction if on_policy_prompts else 1.0
+        active = stream.batch_tokens is not None or bool(stream.batch_sequences)
+        return cls(data, stream, cfg, terms, share=share, accelerator=accelerator, pad_id=pad_id, active=active)
 
     def draw(self, step: int) -> RecordsDraw:
         cfg, acc = self.cfg, self.accelerator
-        batch_idx, self.state.cursor = self.stream.next_batch(self.state.cursor)
+        batch_idx, self.cursor = self.stream.next_batch(self.cursor)
         batch = [self.data.examples[i] for i in batch_idx]
         token_weight, denom = batch_weights([ex.entropy for ex in batch], [ex.n_completion for ex in batch], cfg.loss)
         groups = micro_batches(
@@ -71,6 +103,36 @@ class CachedRecords:
         out.tokens, out.records = sum(len(ex) for ex in batch), len(batch)
         out.completion_tokens = sum(ex.n_completion for ex in batch)
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.cursor = int(state.get("cursor", 0))
+
+    def held_out_loss(self, forward) -> float | None:
+        cfg = self.cfg
+        return held_out_loss(
+            forward,
+            self.data.eval_examples,
+            self.accelerator,
+            micro_batch_size=cfg.micro_batch_size,
+            packing=cfg.packing,
+            pad_id=self.pad_id,
+        )
+
+    def manifest(self, accelerator) -> dict[str, Any]:
+        """The cache's part of the manifest: epochs, records trained on and held out, what
+        tokenization and the filters did, and the teacher tokens those records cost."""
+        examples, stats = self.data.examples, self.data.stats
+        generated = stats.teacher_tokens or sum(ex.n_completion for ex in examples)  # older caches: none kept
+        return {
+            "epochs": self.cursor / len(examples) if examples else 0.0,
+            "train_records": len(examples),
+            "heldout_records": len(self.data.eval_examples),
+            "data": stats.as_dict(),
+            "teacher_compute": {"tokens_generated": generated},
+        }
 
     def close(self, seal: bool = True) -> None:
         pass
@@ -108,7 +170,7 @@ class RecordsDraw(Draw):
             loss = lam * value if loss is None else loss + lam * value
             out.update(term.log(value, lam))
         out["ce"] = reduced["ce"] / max(1, self.completion_tokens)
-        out["epoch"] = self.source.stream.epoch_of(self.source.state.cursor)
+        out["epoch"] = self.source.stream.epoch_of(self.source.cursor)
         return {"loss": loss, **out}
 
 
@@ -136,24 +198,26 @@ def held_out_loss(forward, examples: list[Example], accelerator, *, micro_batch_
     return float(ce_sum) / sum(ex.n_completion for ex in examples)
 
 
-def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
-    """The cache (``recipe.cache_dirs``), filtered and split, as the student's examples."""
+def load_data(recipe: Recipe, tokenizer, accelerator, terms: list[Term] | None = None) -> TrainData:
+    """The cache (``recipe.cache_dirs``), filtered and split, as the student's examples, with the
+    targets ``terms`` read (``Term.targets``) built from each record's teacher payload."""
     cfg, student = recipe.train, recipe.student
     folders = recipe.cache_dirs
     source = str(folders[0]) if len(folders) == 1 else ", ".join(map(str, folders))
     check_mixed_caches(folders, cfg.allow_mixed_caches, accelerator)
     records, filtered = filter_records(read_cache(folders), cfg.filter, source)
     train_records, eval_records = split_heldout(records, cfg.eval_fraction, cfg.seed)
-    kd = None
-    if cfg.loss.token_kd > 0 or cfg.loss.chunk_kd > 0:
-        kd = KDBuild(StudentVocab(tokenizer), KDStats(), token=cfg.loss.token_kd > 0, chunk=cfg.loss.chunk_kd > 0)
-        name = "token_kd" if kd.token else "chunk_kd"
+    build = None
+    wanting = [t for t in terms or [] if t.targets]
+    if wanting:
+        build = TargetBuild(StudentVocab(tokenizer), KDStats(), targets_of(wanting))
+        name = wanting[0].name
         if not any(r.token_logprobs is not None for r in train_records):
             raise DanteError(
                 f"train.loss.{name} needs the teacher's per-token logprobs in the cache, and no record has them",
                 file=source,
                 field=f"train.loss.{name}",
-                hint=f"write the cache with teacher.store_logprobs (e.g. 20), or set train.loss.{name}=0",
+                hint=f"write the cache with teacher.store_logprobs (e.g. 20), or switch train.loss.{name} off",
             )
     examples, stats = build_examples(
         train_records,
@@ -162,19 +226,19 @@ def load_data(recipe: Recipe, tokenizer, accelerator) -> TrainData:
         cfg.max_length,
         source=source,
         model_ref=student.model,
-        kd=kd,
+        targets=build,
         reasoning=cfg.reasoning,
         system=cfg.system_prompt,
     )
     stats.teacher_tokens = sum(r.completion_tokens or 0 for r in train_records)
-    if kd is not None:
-        stats.token_kd = kd.stats.as_dict()
+    if build is not None:
+        stats.token_kd = build.stats.as_dict()
         if accelerator.is_main_process:
             k = stats.token_kd
+            found = ", ".join(f"{n} {key}" for key, n in build.stats.counts.items() if key != "mapped_mass")
             accelerator.print(
-                f"data: token_kd on {k['aligned']} of {k['records']} records ({k['positions']} positions, "
-                f"{k['one_to_one_share'] or 0:.0%} of their tokens one to one with a teacher token; "
-                f"{k['chunks']} chunks for the chunk term); skipped "
+                f"data: {', '.join(t.name for t in wanting)} on {k['aligned']} of {k['records']} records "
+                f"({found or 'no targets'}); skipped "
                 f"{k['records'] - k['with_payload']} without payload, {k['template_changed']} changed by the chat "
                 f"template, not aligned: {k['unaligned'] or 'none'}"
             )
