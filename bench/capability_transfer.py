@@ -32,8 +32,9 @@ questions and the exact McNemar p per replicate, the sign across replicates, and
 of the mean difference from a two-level bootstrap (replicates, then questions), and the exact
 sign-flip p over the replicates' differences; a difference **holds** by the replication standard
 (dante.eval.scores.replication_verdict, docs/eval.md): at least 5 replicates, sign-flip p ≤ 0.05
-(one-sided in the direction the validation split showed, else two-sided) and the interval
-excluding 0. With on-policy
+(one-sided only in a direction registered before the first test read, bench/directions.py and
+bench/results/directions.json, else two-sided; the summary stamps a comparison's first test read)
+and the interval excluding 0. With on-policy
 settings, the teacher tokens each setting cost (generated for the cache + scored) and GR per
 million of them. Every stage resumes (caches, finished students, finished evaluations are
 kept). Results: <out>/capability-<split>.md, .json and .png (and curve.png).
@@ -53,6 +54,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+import directions  # noqa: E402
 from common import set_threads, thread_arg  # noqa: E402
 
 if __name__ == "__main__":
@@ -254,6 +256,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-teacher-eval", action="store_true", help="leave out the (slowest) teacher evaluation")
     ap.add_argument("--train-only", action="store_true", help="train the students, evaluate nothing")
     ap.add_argument("--eval-only", action="store_true", help="evaluate and summarise the students trained so far")
+    ap.add_argument(
+        "--directions", type=Path, default=directions.DATA, help="the registered test directions (bench/directions.py)"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads of this process (set before torch loads)")
     ap.add_argument("overrides", nargs="*", help="extra dotted recipe overrides for every run")
     args = ap.parse_args(argv)
@@ -606,6 +611,7 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
         "|---|---|---:|---|---:|---|---|---|---:|---:|---|",
     ]
     results: dict[str, dict] = {}
+    registered, notes = directions.load(args.directions), []  # the test directions written before the test read
     for name in names:
         per = {r: correct(args, r, f"student-{name}") for r in replicates}
         per = {r: v for r, v in per.items() if v}
@@ -629,9 +635,9 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
                 row.update(vs_sft={str(r): t for r, t in tests.items()}, bootstrap=boot)
                 cells[0] = ", ".join(f"{t['b_only']}/{t['a_only']} ({t['p_value']:.2g})" for t in tests.values())
                 cells[1] = f"{sum(d > 0 for d in diffs.values())}+ {sum(d < 0 for d in diffs.values())}−"
-                direction = validation_direction(args, name, replicates) if args.split == "test" else 0
+                direction, why = test_direction(args, name, replicates, registered, notes)
                 verdict = replication_verdict(list(diffs.values()), boot["ci95"], direction)
-                row["verdict"] = verdict
+                row["verdict"], row["direction"] = verdict, why
                 mark = " **holds**" if verdict["holds"] else ""
                 cells[2] = (
                     f"{100 * boot['mean']:+.1f} ({100 * boot['ci95'][0]:+.1f}, {100 * boot['ci95'][1]:+.1f}); "
@@ -653,6 +659,9 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
             f"| {SETTINGS[name].label} | {per_text} | {mean:.1%} | {lo:.1%}–{hi:.1%} | {gr_text} | {cells[0]} | "
             f"{cells[1]} | {cells[2]} | {tok_text} | {per_m} | {op_text} |"
         )
+    if args.split == "test":
+        directions.save(registered, args.directions)  # the first test read stamped: a direction written later is late
+        lines += ["", "Test directions (bench/results/directions.json):", *notes]
     times = {n: step_seconds(args, n, replicates) for n in names}
     times = {n: t for n, t in times.items() if t}
     if times:
@@ -676,6 +685,21 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
     text = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text)
     return text
+
+
+def test_direction(args, name: str, replicates: list[int], registered: dict, notes: list[str]) -> tuple[int, str]:
+    """The direction a test of ``name`` against the reference uses, and why: on the test split the
+    one registered before the first test read (bench/directions.py; this read is stamped), else
+    two-sided; a sign the validation folders show but nobody registered is said, not used. On the
+    validation split: two-sided (it is where directions come from)."""
+    if args.split != "test":
+        return 0, "two-sided: the validation split"
+    sign, why = directions.test_direction(registered, directions.key(args.task, name, args.reference))
+    shown = validation_direction(args, name, replicates)
+    if shown and not sign:
+        why += f"; the validation folders here show {'greater' if shown > 0 else 'less'}, not registered, so not used"
+    notes.append(f"- {name} vs {args.reference}: {why}")
+    return sign, why
 
 
 def validation_direction(args: argparse.Namespace, name: str, replicates: list[int]) -> int:

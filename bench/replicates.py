@@ -17,9 +17,10 @@ in different sessions (whose eval folders are gone) are combined exactly, from t
 BENCHMARKS printed and the summaries `capability_transfer.py` writes
 (`<out>/capability-<split>.json`).
 
-Each comparison records its test direction with the reason (one-sided only where the
-validation split showed a sign before the test read; otherwise two-sided), as docs/eval.md
-requires; the verdict is `dante.eval.scores.replication_verdict`.
+Each comparison names its entry in bench/results/directions.json (``comparison``), which holds its
+test direction: one-sided only where the direction was written before the first test read,
+otherwise two-sided (bench/directions.py), as docs/eval.md requires; the verdict is
+`dante.eval.scores.replication_verdict`.
 """
 
 from __future__ import annotations
@@ -54,17 +55,23 @@ def pairs_from_counts(n: int, reference: int, setting: int, won: int, lost: int)
     return a, b
 
 
-def verdict(comparison: dict[str, Any]) -> dict[str, Any]:
+def verdict(comparison: dict[str, Any], directions: dict[str, Any] | None = None) -> dict[str, Any]:
     """The replication standard over a comparison's replicates: per-replicate differences, the
-    two-level bootstrap's mean and interval, the sign-flip p and whether the difference holds."""
+    two-level bootstrap's mean and interval, the sign-flip p and whether the difference holds; the
+    direction is the registered one (``directions``, bench/results/directions.json) when it was
+    written before the test read, else two-sided."""
+    import directions as registry
     from dante.eval.scores import replicate_bootstrap, replication_verdict
+
+    directions = registry.load() if directions is None else directions
+    sign, why = registry.test_direction(directions, comparison["comparison"], record=False)
 
     reps = sorted(comparison["replicates"], key=lambda r: r["replicate"])
     pairs = [pairs_from_counts(r["n"], r["reference"], r["setting"], r["won"], r["lost"]) for r in reps]
     diffs = [(r["setting"] - r["reference"]) / r["n"] for r in reps]
     boot = replicate_bootstrap(pairs)
-    out = replication_verdict(diffs, boot["ci95"], comparison["direction"])
-    return {**out, "diffs": diffs, "mean": boot["mean"], "ci95": boot["ci95"], "reps": reps}
+    out = replication_verdict(diffs, boot["ci95"], sign)
+    return {**out, "diffs": diffs, "mean": boot["mean"], "ci95": boot["ci95"], "reps": reps, "direction_why": why}
 
 
 def from_summary(path: Path, setting: str, reference: str, machine: str) -> list[dict[str, Any]]:
@@ -97,14 +104,14 @@ def from_summary(path: Path, setting: str, reference: str, machine: str) -> list
     return out
 
 
-def table(data: dict[str, Any]) -> str:
+def table(data: dict[str, Any], directions: dict[str, Any] | None = None) -> str:
     lines = [
         "| task | setting vs reference | replicates | per replicate (won / lost) | mean diff. (95% CI) | "
         "sign-flip p | verdict |",
         "|---|---|---:|---|---|---|---|",
     ]
     for comp in data["comparisons"].values():
-        v = verdict(comp)
+        v = verdict(comp, directions)
         per = ", ".join(
             f"r{r['replicate']} {100 * d:+.1f} ({r['won']}/{r['lost']})" for r, d in zip(v["reps"], v["diffs"])
         )
@@ -125,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--comparison", help="KEY:SETTING:REFERENCE, KEY one of the data file's comparisons")
     ap.add_argument("--machine", default="", help="the CPU the added replicates ran on")
+    ap.add_argument("--directions", type=Path, default=None, help="default: bench/results/directions.json")
     args = ap.parse_args(argv)
     data = json.loads(args.data.read_text())
     if args.add:
@@ -145,7 +153,9 @@ def main(argv: list[str] | None = None) -> None:
         comp["replicates"] = sorted(kept + new, key=lambda r: r["replicate"])
         args.data.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         print(f"{key}: replicates {[r['replicate'] for r in new]} added from {args.add}")
-    print(table(data))
+    import directions as registry
+
+    print(table(data, registry.load(args.directions) if args.directions else None))
 
 
 if __name__ == "__main__":

@@ -161,3 +161,23 @@ def test_the_gold_peer_trains_on_the_cache_records_and_writes_what_the_summary_r
     losses = [h["loss"] for h in manifest["log_history"] if "loss" in h]
     assert len(losses) == 2 and all(loss == loss for loss in losses)  # logged and not NaN
     assert capability.SETTINGS["gold"].gold and not capability.SETTINGS["gold"].flags
+
+
+def test_the_test_split_uses_only_a_direction_registered_before_its_first_read(tmp_path, monkeypatch):
+    """A one-sided test needs an entry in the directions file written before the first test read;
+    a sign the validation folders show but nobody registered is said and not used; the read is stamped."""
+    import directions
+
+    path = tmp_path / "directions.json"
+    data = {"comparisons": {}}
+    directions.register(data, "chain_sum:sft-kd:sft", "less", "validation -2", now="2026-12-01T00:00:00+00:00")
+    directions.save(data, path)
+    args = capability.parse_args(["--split", "test", "--directions", str(path)])
+    monkeypatch.setattr(capability, "validation_direction", lambda args, name, replicates: 1)
+    registered, notes = directions.load(path), []
+    assert capability.test_direction(args, "sft-kd", [1], registered, notes)[0] == -1
+    sign, why = capability.test_direction(args, "sft-chunk", [1], registered, notes)
+    assert sign == 0 and "show greater, not registered, so not used" in why and len(notes) == 2
+    assert registered["comparisons"]["chain_sum:sft-kd:sft"]["first_test_read"] is not None
+    validation = capability.parse_args(["--split", "validation", "--directions", str(path)])
+    assert capability.test_direction(validation, "sft-kd", [1], registered, [])[0] == 0

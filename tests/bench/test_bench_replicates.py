@@ -49,8 +49,7 @@ def test_replicates_added_from_a_summary_join_the_verdict(tmp_path, capsys):
                 "task": "t",
                 "setting": "new",
                 "reference": "old",
-                "direction": 1,
-                "direction_from": "validation",
+                "comparison": "t:new:old",
                 "replicates": [
                     {"replicate": r, "n": 100, "reference": 10, "setting": 30, "won": 22, "lost": 2} for r in (1, 2, 3)
                 ],
@@ -74,7 +73,11 @@ def test_replicates_added_from_a_summary_join_the_verdict(tmp_path, capsys):
         },
     }
     (tmp_path / "s.json").write_text(json.dumps(summary))
+    registry = {"comparisons": {"t:new:old": {"direction": "greater", "from": "validation", "registered": "2026-01-01",
+                                              "first_test_read": "2026-01-02"}}}  # fmt: skip
+    (tmp_path / "directions.json").write_text(json.dumps(registry))
     argv = ["--data", str(path), "--add", str(tmp_path / "s.json"), "--comparison", "k:new:old"]
+    argv += ["--directions", str(tmp_path / "directions.json")]
     replicates.main(argv)
     out = capsys.readouterr().out
     stored = json.loads(path.read_text())["comparisons"]["k"]["replicates"]
