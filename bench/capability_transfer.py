@@ -605,7 +605,7 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
     lines += [
         "",
         f"| setting | per replicate | mean | range | GR | vs {args.reference} per replicate: won / lost (p) | sign | "
-        "mean diff. (95% CI, 2-level bootstrap); sign-flip p over replicates | teacher tokens | "
+        "mean diff. (95% CI: 2-level bootstrap; t over replicates); sign-flip p over replicates | teacher tokens | "
         "GR per M teacher tokens | "
         "on-policy: sampled reverse KL per token, first → last 5 steps; tokens per sample |",
         "|---|---|---:|---|---:|---|---|---|---:|---:|---|",
@@ -639,8 +639,10 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
                 verdict = replication_verdict(list(diffs.values()), boot["ci95"], direction)
                 row["verdict"], row["direction"] = verdict, why
                 mark = " **holds**" if verdict["holds"] else ""
+                t_lo, t_hi = verdict["t_ci95"]
                 cells[2] = (
-                    f"{100 * boot['mean']:+.1f} ({100 * boot['ci95'][0]:+.1f}, {100 * boot['ci95'][1]:+.1f}); "
+                    f"{100 * boot['mean']:+.1f} ({100 * boot['ci95'][0]:+.1f}, {100 * boot['ci95'][1]:+.1f}; "
+                    f"t {100 * t_lo:+.1f}, {100 * t_hi:+.1f}); "
                     f"sign-flip p = {verdict['p']:.3g} ({verdict['alternative']}){mark}"
                 )
         results[name] = row

@@ -106,8 +106,8 @@ def from_summary(path: Path, setting: str, reference: str, machine: str) -> list
 
 def table(data: dict[str, Any], directions: dict[str, Any] | None = None) -> str:
     lines = [
-        "| task | setting vs reference | replicates | per replicate (won / lost) | mean diff. (95% CI) | "
-        "sign-flip p | verdict |",
+        "| task | setting vs reference | replicates | per replicate (won / lost) | mean diff. (95% CI: "
+        "2-level bootstrap; t over replicates) | sign-flip p | verdict |",
         "|---|---|---:|---|---|---|---|",
     ]
     for comp in data["comparisons"].values():
@@ -115,7 +115,11 @@ def table(data: dict[str, Any], directions: dict[str, Any] | None = None) -> str
         per = ", ".join(
             f"r{r['replicate']} {100 * d:+.1f} ({r['won']}/{r['lost']})" for r, d in zip(v["reps"], v["diffs"])
         )
-        ci = f"{100 * v['mean']:+.1f} ({100 * v['ci95'][0]:+.1f}, {100 * v['ci95'][1]:+.1f})"
+        t_lo, t_hi = v["t_ci95"]
+        ci = (
+            f"{100 * v['mean']:+.1f} ({100 * v['ci95'][0]:+.1f}, {100 * v['ci95'][1]:+.1f}; "
+            f"t {100 * t_lo:+.1f}, {100 * t_hi:+.1f})"
+        )
         word = "**holds**" if v["holds"] else "not established: " + "; ".join(v["why_not"])
         lines.append(
             f"| {comp['task']} | {comp['setting']} vs {comp['reference']} | {len(v['reps'])} | {per} | {ci} | "

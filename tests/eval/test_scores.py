@@ -101,3 +101,23 @@ def test_replication_verdict_can_fail():
     # two-sided with 5: the smallest p is 2/32 > 0.05 -> does not hold
     v = replication_verdict([0.05, 0.04, 0.06, 0.03, 0.05], (0.02, 0.07))
     assert not v["holds"] and v["p"] == 2 / 32
+
+
+def test_t_interval_by_hand_and_its_part_in_the_verdict():
+    import math
+
+    from dante.eval.scores import replication_verdict, t_interval
+
+    # diffs 1, 2, 3: mean 2, s = 1, t(0.975, 2) = 4.3027: 2 ± 4.3027 / √3
+    lo, hi = t_interval([1.0, 2.0, 3.0])
+    assert (lo, hi) == (
+        pytest.approx(2 - 4.302653 / math.sqrt(3), rel=1e-5),
+        pytest.approx(2 + 4.302653 / math.sqrt(3), rel=1e-5),
+    )
+    assert t_interval([0.5]) == (-math.inf, math.inf)
+    # five positive replicates whose bootstrap interval clears 0 but whose t-interval does not:
+    # the verdict needs both, so it does not hold
+    diffs = [0.001, 0.002, 0.001, 0.002, 0.2]
+    v = replication_verdict(diffs, (0.0005, 0.12), direction=1)
+    assert v["p"] == 1 / 32 and v["t_ci95"][0] < 0 and not v["holds"]
+    assert v["why_not"] == ["the t-interval includes 0"]

@@ -102,8 +102,9 @@ def replicate_bootstrap(
 # The replication standard (docs/eval.md, "Replicated claims"): a difference between two settings
 # *holds* when it was measured on at least MIN_REPLICATES replicates (independent re-runs: prompt
 # draw, teacher dtype, seed), the exact sign-flip test over their paired differences rejects "no
-# difference" at ALPHA (one-sided in the direction the validation split showed, when it showed
-# one; else two-sided), and the two-level bootstrap's 95% interval excludes 0.
+# difference" at ALPHA (one-sided in a direction registered before the test read, else
+# two-sided), and both 95% intervals exclude 0: the two-level bootstrap's and the t-interval over
+# the replicates' differences (the wider at 3-5 replicates).
 MIN_REPLICATES = 5
 ALPHA = 0.05
 
@@ -141,23 +142,48 @@ def sign_flip_p(diffs: list[float], alternative: str = "two-sided", draws: int =
     return float(hits.mean())
 
 
+def t_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float]:
+    """mean ± t_{(1+level)/2, k−1} · s / √k over the k replicates' differences: the interval that
+    treats only the replicates as the sample (their spread, at k − 1 degrees of freedom). At 3-5
+    replicates it is wider than the two-level bootstrap's, which resamples k replicates as if they
+    were the population's spread; (−inf, inf) for fewer than 2 replicates."""
+    from scipy.stats import t as student_t
+
+    d = np.asarray(diffs, dtype=float)
+    k = len(d)
+    if k < 2:
+        return (-math.inf, math.inf)
+    half = float(student_t.ppf((1 + level) / 2, k - 1)) * float(d.std(ddof=1)) / math.sqrt(k)
+    return (float(d.mean()) - half, float(d.mean()) + half)
+
+
 def replication_verdict(
     diffs: list[float], ci95: tuple[float, float], direction: int = 0, alpha: float = ALPHA
 ) -> dict[str, Any]:
     """Whether a difference holds under the replication standard, with the p-value and the reason.
-    ``direction``: +1 / −1, the sign the validation split showed (a one-sided test that way), 0
-    for none (two-sided)."""
+    ``direction``: +1 / −1, a sign registered before the test read (a one-sided test that way), 0
+    for none (two-sided). ``ci95``: the two-level bootstrap's interval; the t-interval over the
+    replicates' differences (``t_interval``) is computed here, and both must exclude 0."""
     alternative = {1: "greater", -1: "less"}.get(direction, "two-sided")
     p = sign_flip_p(diffs, alternative)
-    excludes_zero = ci95[0] > 0 or ci95[1] < 0
+    t_ci = t_interval(diffs)
     reasons = []
     if len(diffs) < MIN_REPLICATES:
         reasons.append(f"{len(diffs)} replicates (< {MIN_REPLICATES})")
     if p > alpha:
         reasons.append(f"sign-flip p = {p:.3g} > {alpha:g}")
-    if not excludes_zero:
-        reasons.append("the interval includes 0")
-    return {"holds": not reasons, "p": p, "alternative": alternative, "replicates": len(diffs), "why_not": reasons}
+    if not (ci95[0] > 0 or ci95[1] < 0):
+        reasons.append("the bootstrap interval includes 0")
+    if not (t_ci[0] > 0 or t_ci[1] < 0):
+        reasons.append("the t-interval includes 0")
+    return {
+        "holds": not reasons,
+        "p": p,
+        "alternative": alternative,
+        "replicates": len(diffs),
+        "t_ci95": t_ci,
+        "why_not": reasons,
+    }
 
 
 def correct_by_doc(model_dir: Path, task: str, metric: str, filt: str) -> dict[int, bool] | None:
