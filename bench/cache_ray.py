@@ -140,7 +140,7 @@ def real_teacher(args, work: Path) -> dict:
 
         model = resolve_model("pypi:smollm2-135m-instruct").path
     prompts = _prompts(work, args.prompts)
-    teacher = {"backend": "hf", "model": model, "device": "cpu", "max_new_tokens": args.max_new_tokens}
+    teacher = {"backend": "hf", "model": model, "hf": {"device": "cpu"}, "max_new_tokens": args.max_new_tokens}
     teacher.update(top_logprobs=5, dtype="float32")
     os.environ["OMP_NUM_THREADS"] = "1"  # each replica one thread, like the local process
     out = {}

@@ -188,7 +188,7 @@ def run_dante(meta: dict[str, Any], args, *, top_logprobs: int, cache_dir: Path)
                 "backend": "hf",
                 "model": meta["teacher"],
                 "dtype": "float32",
-                "device": "cpu",
+                "hf": {"device": "cpu"},
                 "max_new_tokens": args.max_new_tokens,
                 "temperature": 0.0,
                 "top_logprobs": top_logprobs,
