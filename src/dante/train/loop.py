@@ -94,13 +94,17 @@ class Run:
     hooks: Hooks = field(default_factory=Hooks)
     last_row: dict[str, Any] = field(default_factory=dict)  # the last step's metrics
     initial_eval: float | None = None
-    has_held_out: bool = False  # a source holds records apart: the held-out loss is logged
     setup_time_s: float = 0.0
     segment_start: float = 0.0
 
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
+
+    @property
+    def has_held_out(self) -> bool:
+        """A source holds records apart (the held-out loss before training was measured): it is logged."""
+        return self.initial_eval is not None
 
     @property
     def drawing(self) -> list[BatchSource]:
@@ -227,7 +231,6 @@ def setup(recipe: Recipe, resume: bool, hooks: Hooks | None = None) -> Run:
         run.initial_eval = run.held_out_loss()
         if run.initial_eval is not None:
             metrics.write({"step": 0, "eval_loss": run.initial_eval, "tokens": 0})
-    run.has_held_out = run.initial_eval is not None
     run.segment_start = time.perf_counter()
     run.setup_time_s = run.segment_start - t_start
     return run

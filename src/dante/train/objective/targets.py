@@ -88,7 +88,7 @@ def targets_of(terms) -> list[Target]:
     """One instance of every target the terms read, in the order they first name them."""
     out: dict[str, Target] = {}
     for term in terms:
-        for cls in getattr(term, "targets", ()):
+        for cls in term.targets:
             out.setdefault(cls.name, cls())
     return list(out.values())
 

@@ -24,6 +24,7 @@ The loop does not change; see docs/training.md, "Adding a loss term".
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -398,10 +399,7 @@ def load_plugins(plugins: list[str], base: Path | None = None) -> None:
     entry point group, then ``train.loss.plugins`` (module names, or ``.py`` files, relative to
     ``base``, the recipe's folder); each is imported once. A module that cannot be imported is an
     error naming the key and the fix."""
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINTS):
-        ep.load()
+    _load_entry_points()
     for i, spec in enumerate(plugins):
         try:
             _import_plugin(spec, base)
@@ -412,6 +410,16 @@ def load_plugins(plugins: list[str], base: Path | None = None) -> None:
                 hint="give an importable module (installed, or on PYTHONPATH) or a .py file that exists (a relative "
                 "path is read from the recipe's folder)",
             ) from None
+
+
+@functools.cache
+def _load_entry_points() -> None:
+    """The ``dante.loss_terms`` entry points, imported once a process (installed packages do not
+    change under a run; the registry is read for every source and at every check)."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINTS):
+        ep.load()
 
 
 def _import_plugin(spec: str, base: Path | None) -> None:

@@ -61,9 +61,21 @@ def render_prompt(prompt: str, system_text: str | None, msgs, tokenizer, chat: b
         text = tokenizer.apply_chat_template(
             conversation(prompt, system_text, msgs, system), tokenize=False, add_generation_prompt=True
         )
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    text = (system_text + "\n\n" if system_text and system == "keep" else "") + prompt
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    else:
+        text = plain_prompt(prompt, system_text, system)
+    return prompt_ids(text, tokenizer, chat)
+
+
+def plain_prompt(prompt: str, system_text: str | None, system: str = "keep") -> str:
+    """A prompt's text without a chat template: its system prompt (unless ``system``: drop), a blank
+    line, the prompt."""
+    return (system_text + "\n\n" if system_text and system == "keep" else "") + prompt
+
+
+def prompt_ids(text: str, tokenizer, chat: bool) -> list[int]:
+    """A rendered prompt's token ids: a chat template already holds its special tokens (BOS
+    included); raw text gets the tokenizer's."""
+    return list(tokenizer(text, add_special_tokens=not chat)["input_ids"])
 
 
 # How a record's reasoning reaches the student's training text: its template writes reasoning_content
@@ -151,12 +163,11 @@ def render_record_text(rec, tokenizer, chat: bool, *, reasoning: str = "keep", s
             # Templates that rewrite earlier turns (e.g. drop reasoning) break the prefix property:
             # then the completion is the teacher's own text (its reasoning in the plain format).
             completion_text, how = plain_thinking(thought, answer), "plain"
-        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     else:
-        prompt_text = (rec.system + "\n\n" if rec.system and system == "keep" else "") + rec.prompt
+        prompt_text = plain_prompt(rec.prompt, rec.system, system)
         completion_text = plain_thinking(thought, answer) if thought is not None else answer
         how = "plain" if thought is not None else None
-        prompt_ids = tokenizer(prompt_text, add_special_tokens=True)["input_ids"]
+    ids = prompt_ids(prompt_text, tokenizer, chat)
     if thought is not None and thought not in completion_text:
         raise DanteError(
             f"record {rec.id!r}: the student's chat template drops the teacher's reasoning from the training text",
@@ -169,7 +180,7 @@ def render_record_text(rec, tokenizer, chat: bool, *, reasoning: str = "keep", s
     eos = tokenizer.eos_token_id
     if eos is not None and eos not in completion_ids[-2:]:  # ChatML-like templates already end with EOS (+ newline)
         completion_ids = [*completion_ids, eos]
-    return Rendered(list(prompt_ids), list(completion_ids), completion_text, max(start, 0), how)
+    return Rendered(ids, list(completion_ids), completion_text, max(start, 0), how)
 
 
 def opened_completion(tokenizer, msgs, switch, prompt_text: str, thought: str, answer: str) -> tuple[str, str]:
