@@ -84,7 +84,7 @@ TASKS = {
     ),
 }
 
-PLAIN = ["train.loss.cwce=false", "train.loss.tea=false", "train.loss.ce_schedule=false"]
+PLAIN = ["train.loss.cwce.weighted=false", "train.loss.tea.enabled=false", "train.loss.cwce.schedule=false"]
 SFT_FLAGS = [*PLAIN, "train.curriculum=shuffle"]
 CARD = ["train.curriculum=entropy"]  # the card's curriculum, whatever the recipe's default
 
@@ -116,16 +116,16 @@ def on_policy(
 ) -> list[str]:
     """The on-policy overrides; ``end``: the teacher's end of turn scored and a mean baseline."""
     return [
-        f"train.on_policy.score_end={str(end).lower()}",
-        f"train.on_policy.baseline={'mean' if end else 'none'}",
+        f"train.loss.policy_gradient.score_end={str(end).lower()}",
+        f"train.loss.policy_gradient.baseline={'mean' if end else 'none'}",
         f"train.on_policy.fraction={fraction}",
         f"train.on_policy.samples_per_prompt={samples}",
         "train.on_policy.temperature=1.0",
         "train.on_policy.max_new_tokens=48",
-        f"train.on_policy.kl_coef={coef}",
-        f"train.on_policy.dense_kl={dense}",
-        f"train.on_policy.top_k={20 if dense else 0}",
-        f"train.on_policy.dense_direction={direction}",
+        f"train.loss.policy_gradient.kl_coef={coef}",
+        f"train.loss.dense_kl.weight={dense}",
+        f"train.loss.dense_kl.top_k={20 if dense else 0}",
+        f"train.loss.dense_kl.direction={direction}",
         f"train.lr={lr}",
     ]
 
@@ -133,15 +133,19 @@ def on_policy(
 SETTINGS: dict[str, Setting] = {
     "sft": Setting("plain SFT", SFT_FLAGS),
     "dante": Setting("DANTE (the card)", CARD),
-    "no-cwce": Setting("DANTE (the card) without CWCE", [*CARD, "train.loss.cwce=false"]),
-    "no-tea": Setting("DANTE (the card) without TEA", [*CARD, "train.loss.tea=false"]),
-    "no-ce-schedule": Setting("DANTE (the card) without the λ_CE schedule", [*CARD, "train.loss.ce_schedule=false"]),
+    "no-cwce": Setting("DANTE (the card) without CWCE", [*CARD, "train.loss.cwce.weighted=false"]),
+    "no-tea": Setting("DANTE (the card) without TEA", [*CARD, "train.loss.tea.enabled=false"]),
+    "no-ce-schedule": Setting("DANTE (the card) without the λ_CE schedule", [*CARD, "train.loss.cwce.schedule=false"]),
     "no-curriculum": Setting("DANTE, shuffled (the curriculum chosen)", ["train.curriculum=shuffle"]),
     # each addition off from the chosen (shuffled) loss: under the card's order the curriculum decides
-    "shuffled-no-cwce": Setting("DANTE, shuffled, without CWCE", ["train.curriculum=shuffle", "train.loss.cwce=false"]),
-    "shuffled-no-tea": Setting("DANTE, shuffled, without TEA", ["train.curriculum=shuffle", "train.loss.tea=false"]),
+    "shuffled-no-cwce": Setting(
+        "DANTE, shuffled, without CWCE", ["train.curriculum=shuffle", "train.loss.cwce.weighted=false"]
+    ),
+    "shuffled-no-tea": Setting(
+        "DANTE, shuffled, without TEA", ["train.curriculum=shuffle", "train.loss.tea.enabled=false"]
+    ),
     "shuffled-no-ce-schedule": Setting(
-        "DANTE, shuffled, without the λ_CE schedule", ["train.curriculum=shuffle", "train.loss.ce_schedule=false"]
+        "DANTE, shuffled, without the λ_CE schedule", ["train.curriculum=shuffle", "train.loss.cwce.schedule=false"]
     ),
     "dante-competence": Setting("DANTE, competence curriculum", ["train.curriculum=competence"]),
     "dante-buckets": Setting("DANTE, bucketed curriculum", ["train.curriculum=buckets"]),
@@ -157,7 +161,7 @@ SETTINGS: dict[str, Setting] = {
     "sft-entropy": Setting("plain SFT in the card's entropy order", [*PLAIN, "train.curriculum=entropy"]),
     "sft-cwce": Setting(
         "SFT + CWCE weights (DANTE's w(H) alone)",
-        ["train.loss.tea=false", "train.loss.ce_schedule=false", "train.curriculum=shuffle"],
+        ["train.loss.tea.enabled=false", "train.loss.cwce.schedule=false", "train.curriculum=shuffle"],
     ),
     # token-level KD (λ_KD chosen on validation in section 6b)
     "sft-kd": Setting("SFT + token-level KD (λ_KD 0.3)", [*SFT_FLAGS, "train.loss.token_kd.weight=0.3"]),
@@ -301,8 +305,8 @@ def recipe_for(
         f"train.lr={args.lr}",
         f"train.warmup_steps={max(1, steps // 8)}",
         f"train.checkpoint_every={max(1, steps // 2)}",
-        f"train.loss.ce_warmup_steps={max(1, steps // 10)}",
-        f"train.loss.ce_ramp_end={steps}",
+        f"train.loss.cwce.warmup_steps={max(1, steps // 10)}",
+        f"train.loss.cwce.ramp_end={steps}",
         "eval.suite=null",
         f"eval.tasks=[{eval_task(args)}]",
     ]

@@ -55,9 +55,9 @@ def run(args, name: str, extra: list[str], scores_from: Path | None = None) -> l
             "train.batch_sequences=16",
             "train.micro_batch_size=16",
             "train.checkpoint_every=1000",
-            "train.loss.cwce=false",
-            "train.loss.tea=false",
-            "train.loss.ce_schedule=false",
+            "train.loss.cwce.weighted=false",
+            "train.loss.tea.enabled=false",
+            "train.loss.cwce.schedule=false",
             "train.curriculum=shuffle",
             "train.seed=1",
             f"train.on_policy.warm_start={base / 'student-sft'}",
@@ -91,9 +91,9 @@ def main() -> None:
         "train.on_policy.fraction=1.0",
         "train.on_policy.temperature=1.0",
         "train.on_policy.max_new_tokens=48",
-        "train.on_policy.kl_coef=0.0",  # the setting chosen on validation (sft-op-dense): the dense
-        "train.on_policy.dense_kl=1.0",  # reverse KL on the teacher's top-20 at one-to-one positions
-        "train.on_policy.top_k=20",
+        "train.loss.policy_gradient.kl_coef=0.0",  # the setting chosen on validation (sft-op-dense): the dense
+        "train.loss.dense_kl.weight=1.0",  # reverse KL on the teacher's top-20 at one-to-one positions
+        "train.loss.dense_kl.top_k=20",
         "train.lr=5e-5",
     ]
     results = {

@@ -151,7 +151,7 @@ def run_dante(
         "checkpoint_every": 10_000,
         "log_every": 1,
         "seed": args.seed,
-        "loss": {"cwce": True, "tea": True, "ce_schedule": True},
+        "loss": {"cwce": {"weighted": True, "schedule": True}, "tea": {"enabled": True}},
     }
     if chunked_ce is not None:
         train["loss"]["chunked_ce"] = chunked_ce

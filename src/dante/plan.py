@@ -325,7 +325,7 @@ def render_plan(recipe: Recipe, nodes: int = 1, gpus_per_node: int = 1):
     table.add_row("tokens per record", f"{plan.mean_record_tokens} ({plan.record_tokens_source})")
     table.add_row("student tokens", _fmt(plan.student_tokens))
     table.add_row("epochs over cache", _fmt(plan.epochs))
-    op = recipe.train.on_policy
+    op, end = recipe.train.on_policy, recipe.train.loss.policy_gradient.score_end
     if op.enabled and recipe.train.batch_sequences:
         prompts = max(1, round(op.fraction * recipe.train.batch_sequences))
         written = recipe.train.steps * prompts * op.samples_per_prompt
@@ -333,8 +333,8 @@ def render_plan(recipe: Recipe, nodes: int = 1, gpus_per_node: int = 1):
             "on-policy",
             f"λ = {op.fraction:g}: {prompts} prompts × {op.samples_per_prompt} samples a step written by the student "
             f"({_fmt(written)} in all, ≤ {op.max_new_tokens} tokens each), scored by the teacher "
-            f"(≤ {_fmt(written * (op.max_new_tokens + op.score_end))} teacher tokens"
-            + (", each ended sample's end of turn included" if op.score_end else "")
+            f"(≤ {_fmt(written * (op.max_new_tokens + end))} teacher tokens"
+            + (", each ended sample's end of turn included" if end else "")
             + "; repeated texts come from the score cache)",
         )
     if nodes * gpus_per_node > 1:

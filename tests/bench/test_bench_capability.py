@@ -30,8 +30,8 @@ def test_recipe_scales_the_demo_and_a_replicate_varies_prompts_teacher_dtype_and
     args = capability.parse_args(["--prompts", "40", "--epochs", "2", "--batch", "8", "--out", "/tmp/x"])
     recipe = capability.recipe_for(args, 1, *capability.SETTINGS["sft"].flags)
     t = recipe.train
-    assert t.steps == 10 and t.loss.ce_ramp_end == 10 and recipe.prompts.limit == 40
-    assert not (t.loss.cwce or t.loss.tea or t.loss.ce_schedule) and t.curriculum == "shuffle"
+    assert t.steps == 10 and t.loss.cwce.ramp_end == 10 and recipe.prompts.limit == 40
+    assert not (t.loss.cwce.weighted or t.loss.tea.enabled or t.loss.cwce.schedule) and t.curriculum == "shuffle"
     assert recipe.eval.tasks == ["rg_chain_sum_2x2_validation"] and recipe.eval.suite is None
     assert (recipe.prompts.seed, t.seed, recipe.teacher.dtype) == (0, 1, "auto")  # replicate 1: the recipe's prompts
     two = capability.recipe_for(args, 2)
@@ -44,25 +44,33 @@ def test_recipe_scales_the_demo_and_a_replicate_varies_prompts_teacher_dtype_and
 def test_each_ablation_switches_exactly_one_addition_off():
     args = capability.parse_args(["--prompts", "32", "--batch", "16", "--out", "/tmp/x"])
     full = capability.recipe_for(args, 1, *capability.SETTINGS["dante"].flags).train
-    assert full.loss.cwce and full.loss.tea and full.loss.ce_schedule and full.curriculum == "entropy"
+    assert (
+        full.loss.cwce.weighted and full.loss.tea.enabled and full.loss.cwce.schedule and full.curriculum == "entropy"
+    )
     assert capability.recipe_for(args, 1).train.curriculum == "shuffle"  # the demo's, chosen on validation
-    for name, off in (("no-cwce", "cwce"), ("no-tea", "tea"), ("no-ce-schedule", "ce_schedule")):
+
+    def off(t):
+        switches = {"cwce": t.loss.cwce.weighted, "tea": t.loss.tea.enabled, "ce_schedule": t.loss.cwce.schedule}
+        return [k for k, on in switches.items() if not on]
+
+    for name, key in (("no-cwce", "cwce"), ("no-tea", "tea"), ("no-ce-schedule", "ce_schedule")):
         t = capability.recipe_for(args, 1, *capability.SETTINGS[name].flags).train
-        assert [k for k in ("cwce", "tea", "ce_schedule") if not getattr(t.loss, k)] == [off]
+        assert off(t) == [key]
         assert t.curriculum == "entropy"
         t = capability.recipe_for(args, 1, *capability.SETTINGS[f"shuffled-{name}"].flags).train
-        assert [k for k in ("cwce", "tea", "ce_schedule") if not getattr(t.loss, k)] == [off]
+        assert off(t) == [key]
         assert t.curriculum == "shuffle"
     t = capability.recipe_for(args, 1, *capability.SETTINGS["no-curriculum"].flags).train
-    assert t.curriculum == "shuffle" and t.loss.cwce and t.loss.tea and t.loss.ce_schedule
+    assert t.curriculum == "shuffle" and off(t) == []
 
 
 def test_on_policy_settings_start_from_sft_and_the_baselines_match_their_budget(tmp_path):
     args = capability.parse_args(["--out", str(tmp_path)])
     dense = capability.SETTINGS["sft-op-dense"]
     t = capability.recipe_for(args, 1, *dense.flags).train
-    assert dense.warm == "sft" and t.on_policy.fraction == 1.0 and t.on_policy.kl_coef == 0.0
-    assert t.on_policy.dense_kl == 1.0 and t.on_policy.top_k == 20 and t.on_policy.dense_direction == "reverse"
+    assert dense.warm == "sft" and t.on_policy.fraction == 1.0 and t.loss.policy_gradient.kl_coef == 0.0
+    dense_kl = t.loss.dense_kl
+    assert dense_kl.weight == 1.0 and dense_kl.top_k == 20 and dense_kl.direction == "reverse"
     assert capability.SETTINGS["sft-long"].steps == 2.0 and capability.SETTINGS["op-dense"].warm is None
     # sft-tokens: as many teacher tokens as SFT's cache plus what the on-policy run scored, in whole batches
     folder = capability.student_dir(args, 1, "sft-op-dense")
@@ -124,9 +132,10 @@ def test_curriculum_diagnosis_sorts_questions_into_their_problem_types():
 def test_the_end_of_turn_settings_score_the_end_and_subtract_a_baseline(tmp_path):
     args = capability.parse_args(["--out", str(tmp_path)])
     t = capability.recipe_for(args, 1, *capability.SETTINGS["sft-op-end"].flags).train
-    assert t.on_policy.score_end and t.on_policy.baseline == "mean" and t.on_policy.kl_coef == 1.0
+    pg = t.loss.policy_gradient
+    assert pg.score_end and pg.baseline == "mean" and pg.kl_coef == 1.0
     plain = capability.recipe_for(args, 1, *capability.SETTINGS["sft-op"].flags).train
-    assert not plain.on_policy.score_end and plain.on_policy.baseline == "none"
+    assert not plain.loss.policy_gradient.score_end and plain.loss.policy_gradient.baseline == "none"
 
 
 def test_every_setting_loads_as_a_recipe_and_names_a_known_diagnostic_order():

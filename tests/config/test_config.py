@@ -15,9 +15,9 @@ def write(tmp_path, text):
 
 def test_overrides_are_typed_and_nested(tmp_path):
     p = write(tmp_path, "teacher:\n  model: m\n  batch_size: 4\n")
-    r = load_recipe(p, ["teacher.batch_size=16", "train.loss.tea=false", "train.lr=3e-5"])
+    r = load_recipe(p, ["teacher.batch_size=16", "train.loss.tea.enabled=false", "train.lr=3e-5"])
     assert r.teacher.batch_size == 16
-    assert r.train.loss.tea is False
+    assert r.train.loss.tea.enabled is False
     assert r.train.lr == pytest.approx(3e-5)
 
 

@@ -59,10 +59,10 @@ def test_cwce_weight_is_monotone_decreasing(a, b):
 @given(st.floats(0.0, 0.9), st.floats(0.0, 1.0), st.floats(0.01, 20.0), st.floats(-5.0, 5.0), entropies, entropies)
 def test_cwce_weight_any_config_stays_between_floor_and_floor_plus_span(floor, span_share, slope, center, a, b):
     tick("cwce_weight any config")
-    cfg = LossConfig(cwce_floor=floor, cwce_span=span_share * (1.0 - floor), cwce_slope=slope, cwce_center=center)
+    cfg = LossConfig(cwce={"floor": floor, "span": span_share * (1.0 - floor), "slope": slope, "center": center})
     lo, hi = min(a, b), max(a, b)
     w_lo, w_hi = cwce_weight(lo, cfg), cwce_weight(hi, cfg)
-    assert cfg.cwce_floor - 1e-12 <= w_hi <= w_lo <= cfg.cwce_floor + cfg.cwce_span + 1e-12
+    assert cfg.cwce.floor - 1e-12 <= w_hi <= w_lo <= cfg.cwce.floor + cfg.cwce.span + 1e-12
 
 
 # --- top-k entropy ----------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def write_student(run: Path, steps: int = 60) -> None:
         "eval_loss": rows[-1]["eval_loss"],
         "mixed_precision": "no",
         "data": {"records": 240},
-        "config": {"train": {"loss": {"cwce_center": 1.5}}},
+        "config": {"train": {"loss": {"cwce": {"center": 1.5}}}},
     }
     (d / "dante_manifest.json").write_text(json.dumps(manifest))
 
@@ -147,7 +147,7 @@ def make_run(run: Path, *, cache: bool = True, student: bool = True, scores: boo
         "output_dir": str(run),
         "teacher": {"model": "Qwen/Qwen2.5-0.5B-Instruct"},
         "student": {"model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
-        "train": {"steps": 60, "lr": 3e-3, "loss": {"cwce": True}},
+        "train": {"steps": 60, "lr": 3e-3, "loss": {"cwce": {"weighted": True}}},
     }
     (run / "resolved_recipe.yaml").write_text(yaml.safe_dump(recipe))
     if cache:

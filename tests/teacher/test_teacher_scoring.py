@@ -127,7 +127,7 @@ def test_engines_without_scoring_say_so():
     assert exc.value.field == "teacher.backend" and math.isfinite(1.0)
 
 
-# -- the end of turn (train.on_policy.score_end) ------------------------------------------------
+# -- the end of turn (train.loss.policy_gradient.score_end) ------------------------------------------------
 
 
 def test_hf_scores_the_end_of_turn_after_an_ended_text_as_a_direct_forward(hf_teacher, teacher_dir):
@@ -205,4 +205,4 @@ def test_an_engine_that_cannot_score_the_end_names_the_setting(teacher_server):
     teacher.check_scoring(k=1)  # it scores texts
     with pytest.raises(DanteError, match="cannot score the teacher's end of turn") as exc:
         teacher.check_scoring(k=1, end=True)
-    assert exc.value.field == "train.on_policy.score_end"
+    assert exc.value.field == "train.loss.policy_gradient.score_end"

@@ -39,9 +39,8 @@ def _recipe(tmp_path, **train):
                     "fraction": 1.0,
                     "samples_per_prompt": 2,
                     "max_new_tokens": 32,
-                    "top_k": 5,
-                    "dense_kl": 0.5,
                 },
+                "loss": {"dense_kl": {"weight": 0.5, "top_k": 5}},
                 **train,
             },
         }

@@ -36,6 +36,17 @@ def rows(path):
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
+# the on-policy terms' settings (train.loss.policy_gradient / dense_kl) among a test's keyword arguments
+TERM_KEYS = {
+    "kl_coef": ("policy_gradient", "kl_coef"),
+    "score_end": ("policy_gradient", "score_end"),
+    "baseline": ("policy_gradient", "baseline"),
+    "dense_kl": ("dense_kl", "weight"),
+    "top_k": ("dense_kl", "top_k"),
+    "dense_direction": ("dense_kl", "direction"),
+}
+
+
 def recipe_dict(tmp_path, student_dir, cache, teacher_dir, folder="run", steps=3, **on_policy):
     data = recipe_data(tmp_path / folder, student_dir, cache, steps=steps, checkpoint_every=1)
     prompts = tmp_path / "prompts.jsonl"
@@ -50,8 +61,12 @@ def recipe_dict(tmp_path, student_dir, cache, teacher_dir, folder="run", steps=3
         "samples_per_prompt": 2,
         "temperature": 0.7,
         "top_p": 0.9,
-        **on_policy,
+        **{k: v for k, v in on_policy.items() if k not in TERM_KEYS},
     }
+    for key, value in on_policy.items():
+        if key in TERM_KEYS:
+            term, field = TERM_KEYS[key]
+            data["train"].setdefault("loss", {}).setdefault(term, {})[field] = value
     return data
 
 
@@ -207,7 +222,7 @@ def test_bad_samples_are_counted_never_trained_on_or_scored_as_zero(tmp_path, st
 def test_greedy_with_several_samples_per_prompt_is_refused(tmp_path, student_dir, teacher_dir, tiny_cache):
     with pytest.raises(Exception, match="temperature 0 \\(greedy\\) writes one completion per prompt"):
         recipe(tmp_path, student_dir, tiny_cache, teacher_dir, temperature=0.0, samples_per_prompt=2)
-    with pytest.raises(Exception, match="dense_kl needs the teacher's top-k"):
+    with pytest.raises(Exception, match="the dense term needs the teacher's top-k"):
         recipe(tmp_path, student_dir, tiny_cache, teacher_dir, dense_kl=1.0)
 
 
@@ -333,7 +348,7 @@ def test_the_on_policy_example_recipe_plans_and_trains_at_a_tiny_size(tmp_path, 
             "train.batch_sequences=2",
             "train.micro_batch_size=2",
             "train.on_policy.max_new_tokens=6",
-            "train.on_policy.top_k=5",
+            "train.loss.dense_kl.top_k=5",
         ],
     )
     console = Console(width=200, record=True)

@@ -87,7 +87,7 @@ def test_dante_train_trains_the_example_term_named_in_a_recipe(tmp_path, teacher
     from dante.cli import app
 
     cache = write_cache(tmp_path / "cache", _payload_rows(teacher_dir, make_cache_lines(16)))
-    data = recipe_data(tmp_path, student_dir, cache, steps=3, loss={"tea": False})
+    data = recipe_data(tmp_path, student_dir, cache, steps=3, loss={"tea": {"enabled": False}})
     data["train"]["loss"].update(plugins=[str(EXAMPLE)], chunk_confidence={"weight": 0.5, "temperature": 1.0})
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(data))

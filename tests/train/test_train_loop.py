@@ -95,13 +95,13 @@ def test_fifty_steps_lower_held_out_loss_and_write_outputs(tmp_path, student_dir
 @pytest.mark.parametrize(
     "flags",
     [
-        {"loss": {"cwce": False}},
-        {"loss": {"tea": False}},
-        {"loss": {"ce_schedule": False}},
+        {"loss": {"cwce": {"weighted": False}}},
+        {"loss": {"tea": {"enabled": False}}},
+        {"loss": {"cwce": {"schedule": False}}},
         {"curriculum": "shuffle"},
         {"curriculum": "none", "packing": False},
-        {"batch_tokens": 150, "loss": {"normalise": "sequence"}},
-        {"loss": {"normalise": "card"}, "gradient_checkpointing": True},
+        {"batch_tokens": 150, "loss": {"cwce": {"normalise": "sequence"}}},
+        {"loss": {"cwce": {"normalise": "card"}}, "gradient_checkpointing": True},
     ],
 )
 def test_ablation_flags_run(tmp_path, student_dir, tiny_cache, flags):
@@ -109,9 +109,9 @@ def test_ablation_flags_run(tmp_path, student_dir, tiny_cache, flags):
     result = train(recipe)
     rows = [r for r in _rows(result.metrics_path) if "loss" in r]
     assert len(rows) == 3 and all(r["loss"] == r["loss"] for r in rows)
-    if flags.get("loss", {}).get("tea") is False:
+    if flags.get("loss", {}).get("tea") == {"enabled": False}:
         assert all(r["tea"] == 0.0 and r["lambda_tea"] == 0.0 for r in rows)
-    if flags.get("loss", {}).get("ce_schedule") is False:
+    if flags.get("loss", {}).get("cwce") == {"schedule": False}:
         assert all(r["lambda_ce"] == 1.0 for r in rows)
 
 

@@ -34,7 +34,7 @@ def test_cwce_weight_hand_values():
     assert cwce_weight(1e6) == pytest.approx(0.30)
     t = cwce_weight(torch.tensor([0.0, 1.5, 50.0]))
     assert torch.allclose(t, torch.tensor([0.93326, 0.65, 0.30]), atol=1e-4)
-    cfg = LossConfig(cwce_floor=0.5, cwce_span=0.5, cwce_center=0.0, cwce_slope=1.0)
+    cfg = LossConfig(cwce={"floor": 0.5, "span": 0.5, "center": 0.0, "slope": 1.0})
     assert cwce_weight(0.0, cfg) == pytest.approx(0.75)
 
 
@@ -44,13 +44,13 @@ def test_lambda_schedules_hand_values():
     assert lambda_ce(1100) == pytest.approx(0.85)
     assert lambda_ce(2000) == pytest.approx(1.0)
     assert lambda_ce(5000) == pytest.approx(1.0)
-    assert lambda_ce(10, LossConfig(ce_schedule=False)) == 1.0
+    assert lambda_ce(10, LossConfig(cwce={"schedule": False})) == 1.0
     assert lambda_tea(1, 2000) == pytest.approx(1.0)
     assert lambda_tea(2000, 2000) == pytest.approx(0.1)
     assert lambda_tea(1000, 2000) == pytest.approx(1.0 - 0.9 * 999 / 1999)
     vals = [lambda_tea(t, 50) for t in range(1, 51)]
     assert all(a > b for a, b in zip(vals, vals[1:]))  # linear, decreasing
-    assert lambda_tea(3, 50, LossConfig(tea=False)) == 0.0
+    assert lambda_tea(3, 50, LossConfig(tea={"enabled": False})) == 0.0
 
 
 def test_tea_penalty_is_squared_frobenius_and_rejects_trainable_snapshot():
@@ -119,7 +119,7 @@ def test_combined_loss_gradient_matches_direct_pytorch(student_dir, normalise):
         (tok("The quick brown")["input_ids"], tok(" fox jumps over the lazy dog.")["input_ids"], 2.7),
         (tok("def add(a, b):")["input_ids"], tok("\n    return a + b\n")["input_ids"], 1.5),
     ]
-    cfg = LossConfig(normalise=normalise)
+    cfg = LossConfig(cwce={"normalise": normalise})
     step, total = 300, 1000
     lam_c, lam_t = lambda_ce(step, cfg), lambda_tea(step, total, cfg)
 
@@ -167,15 +167,15 @@ def test_record_weight_and_batch_weights_hand_values():
     w0 = 0.30 + 0.70 / (1 + math.exp(-2.25))
     assert record_weight(0.0, cfg) == pytest.approx(w0)
     assert record_weight(None, cfg) == 1.0  # no logprobs: full weight
-    assert record_weight(1.5, LossConfig(cwce=False)) == 1.0
+    assert record_weight(1.5, LossConfig(cwce={"weighted": False})) == 1.0
     # two records: H = 0 with 2 completion tokens, H = 1.5 with 4
-    u, d = batch_weights([0.0, 1.5], [2, 4], LossConfig(normalise="token"))
+    u, d = batch_weights([0.0, 1.5], [2, 4], LossConfig(cwce={"normalise": "token"}))
     assert u == pytest.approx([w0, 0.65]) and d == pytest.approx(2 * w0 + 4 * 0.65)
-    u, d = batch_weights([0.0, 1.5], [2, 4], LossConfig(normalise="sequence"))
+    u, d = batch_weights([0.0, 1.5], [2, 4], LossConfig(cwce={"normalise": "sequence"}))
     assert u == pytest.approx([w0 / 2, 0.65 / 4]) and d == pytest.approx(w0 + 0.65)
-    u, d = batch_weights([0.0, 1.5], [2, 4], LossConfig(normalise="card"))
+    u, d = batch_weights([0.0, 1.5], [2, 4], LossConfig(cwce={"normalise": "card"}))
     assert u == pytest.approx([w0 / 2, 0.65 / 4]) and d == 2.0
-    u, d = batch_weights([0.0, None], [2, 4], LossConfig(cwce=False, normalise="token"))
+    u, d = batch_weights([0.0, None], [2, 4], LossConfig(cwce={"weighted": False, "normalise": "token"}))
     assert u == [1.0, 1.0] and d == 6.0  # plain SFT: the mean token CE
 
 
@@ -183,13 +183,13 @@ def test_loss_constants_that_make_no_sense_are_refused():
     from pydantic import ValidationError
 
     for bad in (
-        {"cwce_floor": -0.1},
-        {"cwce_slope": 0.0},
-        {"cwce_span": -0.5},
-        {"tea_start": -1.0},
-        {"ce_start": 0.0},
-        {"ce_warmup_steps": 10, "ce_ramp_end": 10},
+        {"cwce": {"floor": -0.1}},
+        {"cwce": {"slope": 0.0}},
+        {"cwce": {"span": -0.5}},
+        {"tea": {"start": -1.0}},
+        {"cwce": {"start": 0.0}},
+        {"cwce": {"warmup_steps": 10, "ramp_end": 10}},
     ):
         with pytest.raises(ValidationError):
             LossConfig(**bad)
-    LossConfig(ce_schedule=False, ce_warmup_steps=10, ce_ramp_end=10)  # no ramp: the pair does not matter
+    LossConfig(cwce={"schedule": False, "warmup_steps": 10, "ramp_end": 10})  # no ramp: the pair does not matter

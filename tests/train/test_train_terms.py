@@ -104,7 +104,9 @@ def test_training_with_a_term_registered_from_outside(tmp_path, student_dir, tin
     from dante.train.loop import train
 
     def run(name, **loss):
-        data = recipe_data(tmp_path / name, student_dir, tiny_cache, steps=8, lr=3e-2, loss={"tea": False, **loss})
+        data = recipe_data(
+            tmp_path / name, student_dir, tiny_cache, steps=8, lr=3e-2, loss={"tea": {"enabled": False}, **loss}
+        )
         return _rows(train(load_recipe(data=data)).metrics_path)
 
     strong = run("strong", z_loss={"weight": 1.0})
@@ -121,7 +123,7 @@ def test_training_with_a_term_registered_from_outside(tmp_path, student_dir, tin
 
 def test_terms_per_source_and_their_weights():
     cfg = TrainConfig.model_validate(
-        {"loss": {"token_kd": {"weight": 0.3}}, "on_policy": {"fraction": 0.5, "dense_kl": 1.0, "top_k": 5}}
+        {"loss": {"token_kd": {"weight": 0.3}, "dense_kl": {"weight": 1.0, "top_k": 5}}, "on_policy": {"fraction": 0.5}}
     )
     assert [type(t) for t in source_terms("records", cfg)] == [CrossEntropy, TokenKD]
     assert [type(t) for t in source_terms("on_policy", cfg)] == [PolicyGradient, DenseKL]
@@ -194,7 +196,7 @@ def test_dante_train_loads_a_term_from_a_plugin_file_named_in_the_recipe(tmp_pat
     from dante.cli import app
 
     (tmp_path / "my_terms.py").write_text(PLUGIN)
-    data = recipe_data(tmp_path, student_dir, tiny_cache, steps=2, loss={"tea": False})
+    data = recipe_data(tmp_path, student_dir, tiny_cache, steps=2, loss={"tea": {"enabled": False}})
     data["train"]["loss"].update(plugins=["my_terms.py"], logit_norm={"weight": 0.5})
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(data))
@@ -219,36 +221,88 @@ def test_dante_train_loads_a_term_from_a_plugin_file_named_in_the_recipe(tmp_pat
 
 
 def test_an_old_recipe_loads_its_flat_term_keys_into_each_terms_settings(tmp_path, capsys):
-    """Recipes written before each term owned its settings: the flat keys and train.loss.terms land
-    in the new places, one notice a key, and the terms are the same."""
+    """Recipes written before each term owned its settings: the flat keys of the card's terms and
+    of token KD and the chunk term, train.loss.terms, and the on-policy terms' keys in train.on_policy
+    land in the new places, one notice a key, and give the recipe the new form gives."""
     import yaml
 
+    old_loss = {
+        "cwce": False,
+        "cwce_floor": 0.2,
+        "cwce_span": 0.6,
+        "cwce_slope": 2.0,
+        "cwce_center": 1.0,
+        "normalise": "sequence",
+        "ce_schedule": True,
+        "ce_start": 0.5,
+        "ce_end": 0.9,
+        "ce_warmup_steps": 3,
+        "ce_ramp_end": 9,
+        "tea": False,
+        "tea_start": 2.0,
+        "tea_end": 0.5,
+        "token_kd": 0.3,
+        "token_kd_schedule": True,
+        "token_kd_start": 0.1,
+        "chunk_kd": 1.0,
+        "chunk_kd_temperature": 50.0,
+        "terms": {"z_loss": {"weight": 0.5}},
+    }
+    old_on_policy = {
+        "fraction": 0.5,
+        "kl_coef": 0.0,
+        "score_end": True,
+        "baseline": "mean",
+        "dense_kl": 0.4,
+        "dense_direction": "forward",
+        "top_k": 7,
+    }
     old = tmp_path / "old.yaml"
-    old.write_text(
-        yaml.safe_dump(
-            {
-                "train": {
-                    "loss": {
-                        "token_kd": 0.3,
-                        "token_kd_schedule": True,
-                        "token_kd_start": 0.1,
-                        "chunk_kd": 1.0,
-                        "chunk_kd_temperature": 50.0,
-                        "terms": {"z_loss": {"weight": 0.5}},
-                    }
-                }
-            }
-        )
-    )
-    loss = load_recipe(old).train.loss
+    old.write_text(yaml.safe_dump({"train": {"loss": old_loss, "on_policy": old_on_policy}}))
+    loaded = load_recipe(old).train
     notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dante: recipe key")]
-    assert loss.token_kd.model_dump() == {"weight": 0.3, "schedule": True, "start": 0.1}
-    assert loss.chunk_kd.model_dump() == {"weight": 1.0, "temperature": 50.0}
-    assert loss.term_settings() == {"z_loss": {"weight": 0.5}}
-    assert len(notices) == 6 and any("train.loss.terms.z_loss is now train.loss.z_loss" in n for n in notices)
     new = load_recipe(
+        data={
+            "train": {
+                "loss": {
+                    "cwce": {
+                        "weighted": False,
+                        "floor": 0.2,
+                        "span": 0.6,
+                        "slope": 2.0,
+                        "center": 1.0,
+                        "normalise": "sequence",
+                        "schedule": True,
+                        "start": 0.5,
+                        "end": 0.9,
+                        "warmup_steps": 3,
+                        "ramp_end": 9,
+                    },
+                    "tea": {"enabled": False, "start": 2.0, "end": 0.5},
+                    "token_kd": {"weight": 0.3, "schedule": True, "start": 0.1},
+                    "chunk_kd": {"weight": 1.0, "temperature": 50.0},
+                    "policy_gradient": {"kl_coef": 0.0, "score_end": True, "baseline": "mean"},
+                    "dense_kl": {"weight": 0.4, "direction": "forward", "top_k": 7},
+                    "z_loss": {"weight": 0.5},
+                },
+                "on_policy": {"fraction": 0.5},
+            }
+        }
+    ).train
+    assert capsys.readouterr().err == ""  # the new form: no notice
+    assert loaded.model_dump() == new.model_dump()
+    assert loaded.loss.term_settings() == {"z_loss": {"weight": 0.5}}
+    assert len(notices) == len(old_loss) + len(old_on_policy) - 1  # every old key but fraction, once
+    assert any("train.loss.terms.z_loss is now train.loss.z_loss" in n for n in notices)
+    assert any("train.on_policy.dense_kl is now train.loss.dense_kl.weight" in n for n in notices)
+    assert any("train.loss.tea (a value) is now train.loss.tea.enabled" in n for n in notices)
+    over = load_recipe(
         data={"train": {"loss": {"token_kd": {"weight": 0.3}}}}, overrides=["train.loss.chunk_kd.weight=2"]
     )
-    assert new.train.loss.chunk_kd.weight == 2.0 and capsys.readouterr().err == ""
+    assert over.train.loss.chunk_kd.weight == 2.0 and capsys.readouterr().err == ""
     with pytest.raises(Exception, match="both set"):
         load_recipe(data={"train": {"loss": {"token_kd": {"schedule": True}, "token_kd_schedule": False}}})
+    with pytest.raises(Exception, match="train.loss.cwce_floor and train.loss.cwce.floor are both set"):
+        load_recipe(data={"train": {"loss": {"cwce": {"floor": 0.1}, "cwce_floor": 0.2}}})
+    with pytest.raises(Exception, match="train.on_policy.top_k and train.loss.dense_kl.top_k are both set"):
+        load_recipe(data={"train": {"loss": {"dense_kl": {"top_k": 3}}, "on_policy": {"top_k": 5}}})

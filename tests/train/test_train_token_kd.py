@@ -122,7 +122,9 @@ def test_bf16_autocast_stays_close():
 
 
 def test_lambda_kd_schedule():
-    cfg = LossConfig(token_kd={"weight": 0.5, "schedule": True, "start": 0.1}, ce_warmup_steps=10, ce_ramp_end=20)
+    cfg = LossConfig(
+        token_kd={"weight": 0.5, "schedule": True, "start": 0.1}, cwce={"warmup_steps": 10, "ramp_end": 20}
+    )
     assert [lambda_kd(t, cfg) for t in (1, 10, 15, 20, 30)] == pytest.approx([0.1, 0.1, 0.3, 0.5, 0.5])
     assert lambda_kd(5, LossConfig(token_kd={"weight": 0.5})) == 0.5
     assert lambda_kd(5, LossConfig()) == 0.0

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from dante import layout
-from dante.config.base import Section, _notice
+from dante.config.base import Section, _notice, move_keys
 from dante.config.cache import CacheConfig
 from dante.config.eval import EvalConfig, ReportConfig
 from dante.config.prompts import PromptsConfig
@@ -23,32 +23,20 @@ from dante.errors import ConfigError
 __all__ = ["BACKEND_KEYS", "Recipe", "rename_keys"]
 
 
-# Recipe keys renamed since recipes were first written: (old path, new path). A recipe or an
-# override that uses an old name still loads, with a one-line notice (``Recipe._renamed_keys``).
-RENAMED_KEYS = (
-    (("cache", "engine"), ("teacher", "dispatch")),
-    (("cache", "ray"), ("teacher", "ray")),
-    (("cache", "batch"), ("teacher", "batch_api")),
-)
+# Recipe keys renamed since recipes were first written: old path -> new path. A recipe or an
+# override that uses an old name still loads, with a one-line notice (``Recipe._renamed_keys``);
+# each section moves its own old keys the same way (``config.base.move_keys``).
+RENAMED_KEYS = {
+    "cache.engine": "teacher.dispatch",
+    "cache.ray": "teacher.ray",
+    "cache.batch": "teacher.batch_api",
+}
 
 
-def rename_keys(data: dict[str, Any], notice=None) -> dict[str, Any]:
+def rename_keys(data: dict[str, Any], notice=_notice) -> dict[str, Any]:
     """``data`` with every old key of ``RENAMED_KEYS`` moved to its new place (an error when both
     are set); ``notice`` gets one line per key moved."""
-    for (old_sec, old_key), (new_sec, new_key) in RENAMED_KEYS:
-        section = data.get(old_sec)
-        if not isinstance(section, dict) or old_key not in section:
-            continue
-        data[old_sec] = section = dict(section)
-        value = section.pop(old_key)
-        target = data.get(new_sec)
-        target = target.model_dump() if isinstance(target, BaseModel) else dict(target or {})
-        if new_key in target:
-            raise ValueError(f"{old_sec}.{old_key} and {new_sec}.{new_key} are both set: keep {new_sec}.{new_key}")
-        data[new_sec] = {**target, new_key: value}
-        if notice is not None:
-            notice(f"recipe key {old_sec}.{old_key} is now {new_sec}.{new_key}; read as such")
-    return data
+    return move_keys(data, RENAMED_KEYS, notice=notice)
 
 
 class Recipe(Section):
@@ -57,7 +45,7 @@ class Recipe(Section):
     @model_validator(mode="before")
     @classmethod
     def _renamed_keys(cls, data: Any) -> Any:
-        return rename_keys(dict(data), _notice) if isinstance(data, dict) else data
+        return rename_keys(data)
 
     name: str = Field(
         "dante-run", description="Run name: the report's title, the trackers' project, the model card's name."

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from dante.config.base import Section, _notice
+from dante.config.base import Section, move_keys
 
 
 class HfTeacherConfig(Section):
@@ -197,22 +197,8 @@ class TeacherConfig(Section):
     def _flat_backend_keys(cls, data: Any) -> Any:
         """A backend key written flat (``teacher.base_url``, as recipes did before the sections)
         goes into its section; the same key in both places is an error naming both."""
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        for section, keys in BACKEND_KEYS.items():
-            flat = {k: data.pop(k) for k in keys if k in data}
-            if not flat:
-                continue
-            nested = data.get(section)
-            nested = nested.model_dump() if isinstance(nested, BaseModel) else dict(nested or {})
-            both = sorted(set(flat) & set(nested))
-            if both:
-                raise ValueError(f"teacher.{both[0]} and teacher.{section}.{both[0]} are both set: keep one")
-            data[section] = {**nested, **flat}
-            for key in flat:
-                _notice(f"recipe key teacher.{key} is now teacher.{section}.{key}; read as such")
-        return data
+        flat = {key: f"{section}.{key}" for section, keys in BACKEND_KEYS.items() for key in keys}
+        return move_keys(data, flat, "teacher")
 
 
 # The backend keys as they were written before the sections, still read (``_flat_backend_keys``).

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from dante.config.base import Section, _notice
+from dante.config.base import Section, move_keys
 
 
 class PeftConfig(Section):
@@ -83,6 +83,51 @@ class StudentConfig(Section):
     )
 
 
+class CWCESettings(Section):
+    """``train.loss.cwce``: the card's confidence-weighted CE, the lead term of the cached records. Its
+    confidence weights w(H) are every cached-record term's (token KD and the chunk term are weighted
+    by them too), and λ_CE(t), its schedule, is the scale the other terms' λ are set against."""
+
+    weighted: bool = Field(True, description="Confidence weighting w(H); false = plain masked CE.")
+    floor: float = Field(0.30, ge=0.0, description="w(inf): the weight of a completion the teacher was unsure of.")
+    span: float = Field(
+        0.70,
+        ge=0.0,
+        description="w(-inf) - w(inf): floor + span is the weight of a fully confident one (0: constant w).",
+    )
+    slope: float = Field(1.5, gt=0.0, description="Logistic slope in H (per nat): how fast w falls around the center.")
+    center: float = Field(1.5, description="Entropy (nats) where w is halfway between floor + span and floor.")
+    normalise: Literal["token", "sequence", "card"] = Field(
+        "token",
+        description=(
+            "token: sum_t w_t*CE_t / sum_t w_t over the global batch; sequence: mean CE per record, then "
+            "weighted mean; card: (1/N) sum_i w_i*CE_i literally (see dante.train.objective.losses)."
+        ),
+    )
+    schedule: bool = Field(True, description="lambda_CE ramp; false = 1.0 throughout.")
+    start: float = Field(0.70, gt=0.0, description="lambda_CE during warm-up.")
+    end: float = Field(1.0, gt=0.0, description="lambda_CE at ramp_end.")
+    warmup_steps: int = Field(200, ge=0, description="Steps held at start.")
+    ramp_end: int = Field(2000, ge=1, description="Step where lambda_CE reaches end.")
+
+    @model_validator(mode="after")
+    def _ramp_after_warmup(self) -> CWCESettings:
+        if self.schedule and self.ramp_end <= self.warmup_steps:
+            raise ValueError(
+                f"ramp_end ({self.ramp_end}) must come after warmup_steps ({self.warmup_steps}): "
+                "lambda_CE ramps from start to end between them"
+            )
+        return self
+
+
+class TeaSettings(Section):
+    """``train.loss.tea``: the card's embedding anchor λ_TEA(t)·‖E − E₀‖²_F, λ_TEA linear over the run."""
+
+    enabled: bool = Field(True, description="The embedding anchor; false = off.")
+    start: float = Field(1.0, ge=0.0, description="lambda_TEA at the first step.")
+    end: float = Field(0.1, ge=0.0, description="lambda_TEA at the last step (linear in between).")
+
+
 class TokenKDSettings(Section):
     """``train.loss.token_kd``: token-level distillation from the cached teacher logprobs (not in the
     card): λ_KD(t)·Σ v·KL(q ‖ p) / D at the student positions one token on both sides."""
@@ -96,7 +141,7 @@ class TokenKDSettings(Section):
     schedule: bool = Field(
         False, description="Ramp lambda_KD from start to weight over lambda_CE's warm-up and ramp steps."
     )
-    start: float = Field(0.0, ge=0.0, description="lambda_KD before ce_warmup_steps when scheduled.")
+    start: float = Field(0.0, ge=0.0, description="lambda_KD before cwce.warmup_steps when scheduled.")
 
 
 class ChunkKDSettings(Section):
@@ -111,53 +156,99 @@ class ChunkKDSettings(Section):
     temperature: float = Field(100.0, gt=0.0, description="tau of the binarised divergence (ALM's default: 100).")
 
 
-# Flat keys of the built-in terms before each term owned its settings: old key -> (term, its key).
+class PolicyGradientSettings(Section):
+    """``train.loss.policy_gradient``: the on-policy chunk policy gradient, the lead term of the
+    student's samples (``train.on_policy``): every student token of a chunk c gets the advantage
+    β·(log p_T(c) − log p_S(c))."""
+
+    kl_coef: float = Field(
+        1.0,
+        ge=0.0,
+        description="β: a chunk's advantage is β · (log p_T − log p_S); 0 with dense_kl.weight > 0: the dense "
+        "term alone.",
+    )
+    score_end: bool = Field(
+        False,
+        description="Score the teacher's end of turn after a sample the student ended: its term "
+        "log p_T(end) − log p_S(end) goes to the student's end-of-sequence token in the policy gradient, so "
+        "stopping where the teacher would not is penalised (hf and vllm engines).",
+    )
+    baseline: Literal["none", "mean"] = Field(
+        "none",
+        description="Subtracted from every token's advantage in the policy gradient: none, or mean: the mean "
+        "advantage over the step's sampled tokens (all ranks), which leaves the gradient unbiased and lowers "
+        "its variance.",
+    )
+
+
+class DenseKLSettings(Section):
+    """``train.loss.dense_kl``: the dense on-policy term, the sparse top-k KL between the teacher's
+    top-k and the student at a sample's positions that are one token on both sides."""
+
+    weight: float = Field(0.0, ge=0.0, description="κ: the dense term's weight (needs top_k > 0); 0: off.")
+    direction: Literal["reverse", "forward"] = Field(
+        "reverse", description="reverse KL(student ‖ teacher) or forward KL(teacher ‖ student)."
+    )
+    top_k: int = Field(
+        0, ge=0, le=20, description="Top-k alternatives the teacher returns per scored token of a student sample."
+    )
+
+    @model_validator(mode="after")
+    def _needs_top_k(self) -> DenseKLSettings:
+        if self.weight > 0 and self.top_k == 0:
+            raise ValueError("the dense term needs the teacher's top-k alternatives: set top_k (e.g. 20)")
+        return self
+
+
+# Keys of the objective before each term owned its settings (train.loss.<old> -> train.loss.<new>),
+# read with a one-line notice each (``config.base.move_keys``).
 LOSS_RENAMES = {
-    "token_kd_schedule": ("token_kd", "schedule"),
-    "token_kd_start": ("token_kd", "start"),
-    "chunk_kd_temperature": ("chunk_kd", "temperature"),
+    "cwce_floor": "cwce.floor",
+    "cwce_span": "cwce.span",
+    "cwce_slope": "cwce.slope",
+    "cwce_center": "cwce.center",
+    "normalise": "cwce.normalise",
+    "ce_schedule": "cwce.schedule",
+    "ce_start": "cwce.start",
+    "ce_end": "cwce.end",
+    "ce_warmup_steps": "cwce.warmup_steps",
+    "ce_ramp_end": "cwce.ramp_end",
+    "tea_start": "tea.start",
+    "tea_end": "tea.end",
+    "token_kd_schedule": "token_kd.schedule",
+    "token_kd_start": "token_kd.start",
+    "chunk_kd_temperature": "chunk_kd.temperature",
+    "terms.*": "*",
+}
+# A term's section written as one value: the key the value is.
+LOSS_SHORTHANDS = {"cwce": "weighted", "tea": "enabled", "token_kd": "weight", "chunk_kd": "weight"}
+# The on-policy terms' settings, once in train.on_policy (train.<old> -> train.<new>).
+ON_POLICY_RENAMES = {
+    "on_policy.kl_coef": "loss.policy_gradient.kl_coef",
+    "on_policy.score_end": "loss.policy_gradient.score_end",
+    "on_policy.baseline": "loss.policy_gradient.baseline",
+    "on_policy.dense_kl": "loss.dense_kl.weight",
+    "on_policy.dense_direction": "loss.dense_kl.direction",
+    "on_policy.top_k": "loss.dense_kl.top_k",
 }
 
 
 class LossConfig(Section):
-    """The DANTE objective; every component can be switched off (ablations are one flag). The card's
-    own settings (CWCE weights, λ_CE, TEA) are the objective's: every term on cached records shares
-    the CWCE weights and is scaled against λ_CE. Every other term owns its settings under
-    ``train.loss.<its name>`` (``token_kd``, ``chunk_kd``, and registered terms by their name)."""
+    """The DANTE objective; every component can be switched off (ablations are one flag). Every term
+    owns its settings under ``train.loss.<its name>``: the card's ``cwce`` (its confidence weights,
+    shared by every term on cached records, and λ_CE) and ``tea``, ``token_kd``, ``chunk_kd``, the
+    on-policy terms ``policy_gradient`` and ``dense_kl``, and registered terms by their name."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True, protected_namespaces=())
 
-    cwce: bool = Field(True, description="Confidence weighting w(H); off = plain masked CE.")
-    cwce_floor: float = Field(0.30, ge=0.0, description="w(inf): the weight of a completion the teacher was unsure of.")
-    cwce_span: float = Field(
-        0.70,
-        ge=0.0,
-        description="w(-inf) - w(inf): floor + span is the weight of a fully confident one (0: constant w).",
+    cwce: CWCESettings = Field(
+        default_factory=CWCESettings,
+        description="The card's confidence-weighted CE and lambda_CE (train.loss.cwce.weighted, .floor, .span, "
+        ".slope, .center, .normalise, .schedule, .start, .end, .warmup_steps, .ramp_end).",
     )
-    cwce_slope: float = Field(
-        1.5, gt=0.0, description="Logistic slope in H (per nat): how fast w falls around the center."
-    )
-    cwce_center: float = Field(1.5, description="Entropy (nats) where w is halfway between floor + span and floor.")
-    normalise: Literal["token", "sequence", "card"] = Field(
-        "token",
-        description=(
-            "token: sum_t w_t*CE_t / sum_t w_t over the global batch; sequence: mean CE per record, then "
-            "weighted mean; "
-            "card: (1/N) sum_i w_i*CE_i literally (see dante.train.objective.losses)."
-        ),
-    )
-    tea: bool = Field(True, description="Embedding anchor ||E - E0||_F^2.")
-    tea_start: float = Field(1.0, ge=0.0, description="lambda_TEA at the first step.")
-    tea_end: float = Field(0.1, ge=0.0, description="lambda_TEA at the last step (linear in between).")
-    ce_schedule: bool = Field(True, description="lambda_CE ramp; off = 1.0 throughout.")
-    ce_start: float = Field(0.70, gt=0.0, description="lambda_CE during warm-up.")
-    ce_end: float = Field(1.0, gt=0.0, description="lambda_CE at ce_ramp_end.")
-    ce_warmup_steps: int = Field(200, ge=0, description="Steps held at ce_start.")
-    ce_ramp_end: int = Field(2000, ge=1, description="Step where lambda_CE reaches ce_end.")
-    chunked_ce: bool = Field(
-        True,
-        description="Compute the lm_head and CE in token chunks (never the full tokens x vocab logits): "
-        "less memory, same gradients (dante.train.objective.chunked_ce).",
+    tea: TeaSettings = Field(
+        default_factory=TeaSettings,
+        description="The card's embedding anchor (train.loss.tea.enabled, .start, .end).",
     )
     token_kd: TokenKDSettings = Field(
         default_factory=TokenKDSettings,
@@ -166,6 +257,20 @@ class LossConfig(Section):
     chunk_kd: ChunkKDSettings = Field(
         default_factory=ChunkKDSettings,
         description="The chunk term's settings (train.loss.chunk_kd.weight, .temperature).",
+    )
+    policy_gradient: PolicyGradientSettings = Field(
+        default_factory=PolicyGradientSettings,
+        description="The on-policy policy gradient's settings (train.loss.policy_gradient.kl_coef, .score_end, "
+        ".baseline).",
+    )
+    dense_kl: DenseKLSettings = Field(
+        default_factory=DenseKLSettings,
+        description="The dense on-policy term's settings (train.loss.dense_kl.weight, .direction, .top_k).",
+    )
+    chunked_ce: bool = Field(
+        True,
+        description="Compute the lm_head and every term in token chunks (never the full tokens x vocab logits): "
+        "less memory, same gradients (dante.train.objective.chunked_ce).",
     )
     plugins: list[str] = Field(
         default_factory=list,
@@ -178,32 +283,10 @@ class LossConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _older_forms(cls, data: Any) -> Any:
-        """Recipes written before each term owned its settings: ``token_kd: 0.5`` (the weight),
-        ``token_kd_schedule``, ``token_kd_start``, ``chunk_kd_temperature`` and ``terms: {name: ...}``
-        are read into the new places, each with a one-line notice."""
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        for term in ("token_kd", "chunk_kd"):
-            if isinstance(data.get(term), int | float) and not isinstance(data.get(term), bool):
-                _notice(f"recipe key train.loss.{term} (a number) is now train.loss.{term}.weight; read as such")
-                data[term] = {"weight": data[term]}
-        for old, (term, key) in LOSS_RENAMES.items():
-            if old not in data:
-                continue
-            section = data.get(term)
-            section = section.model_dump() if isinstance(section, BaseModel) else dict(section or {})
-            if key in section:
-                raise ValueError(f"train.loss.{old} and train.loss.{term}.{key} are both set: keep {term}.{key}")
-            section[key] = data.pop(old)
-            data[term] = section
-            _notice(f"recipe key train.loss.{old} is now train.loss.{term}.{key}; read as such")
-        for name, settings in dict(data.pop("terms", None) or {}).items():
-            if name in data:
-                raise ValueError(f"train.loss.terms.{name} and train.loss.{name} are both set: keep train.loss.{name}")
-            data[name] = settings
-            _notice(f"recipe key train.loss.terms.{name} is now train.loss.{name}; read as such")
-        return data
+        """Recipes written before each term owned its settings (``cwce_floor``, ``ce_start``,
+        ``tea: false``, ``token_kd: 0.5``, ``terms: {name: ...}``, ...) load into the new places,
+        with a one-line notice each."""
+        return move_keys(data, LOSS_RENAMES, "train.loss", LOSS_SHORTHANDS)
 
     @model_validator(mode="after")
     def _term_settings_are_mappings(self) -> LossConfig:
@@ -211,22 +294,13 @@ class LossConfig(Section):
             if not isinstance(value, dict):
                 raise ValueError(
                     f"train.loss.{key}: unknown key (a registered loss term's settings are a mapping, "
-                    f"train.loss.{key}: {{...}}; the built-in settings are listed by `dante config`)"
+                    f"train.loss.{key}: {{...}}; `dante plan RECIPE` prints every built-in setting)"
                 )
         return self
 
     def term_settings(self) -> dict[str, dict[str, Any]]:
         """The settings of the registered (plugin) terms the recipe switches on, by term name."""
         return dict(self.model_extra or {})
-
-    @model_validator(mode="after")
-    def _ramp_after_warmup(self) -> LossConfig:
-        if self.ce_schedule and self.ce_ramp_end <= self.ce_warmup_steps:
-            raise ValueError(
-                f"ce_ramp_end ({self.ce_ramp_end}) must come after ce_warmup_steps ({self.ce_warmup_steps}): "
-                "lambda_CE ramps from ce_start to ce_end between them"
-            )
-        return self
 
 
 class FilterConfig(Section):
@@ -266,35 +340,6 @@ class OnPolicyConfig(Section):
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the student (0: greedy).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling of the student.")
     max_new_tokens: int = Field(128, ge=1, description="Length cap of a student sample.")
-    kl_coef: float = Field(
-        1.0,
-        ge=0.0,
-        description="β: a chunk's advantage is β · (log p_T − log p_S); 0 with dense_kl > 0: the dense term alone.",
-    )
-    top_k: int = Field(
-        0, ge=0, le=20, description="Top-k alternatives the teacher returns per scored token (the dense term's)."
-    )
-    dense_kl: float = Field(
-        0.0,
-        ge=0.0,
-        description="Weight of the dense term: the sparse top-k KL at the positions one token on both sides "
-        "(needs top_k > 0); 0: off.",
-    )
-    dense_direction: Literal["reverse", "forward"] = Field(
-        "reverse", description="The dense term's KL: reverse KL(student ‖ teacher) or forward KL(teacher ‖ student)."
-    )
-    score_end: bool = Field(
-        False,
-        description="Score the teacher's end of turn after a sample the student ended: its term "
-        "log p_T(end) − log p_S(end) goes to the student's end-of-sequence token in the policy gradient, so "
-        "stopping where the teacher would not is penalised (hf and vllm engines).",
-    )
-    baseline: Literal["none", "mean"] = Field(
-        "none",
-        description="Subtracted from every token's advantage in the policy gradient: none, or mean: the mean "
-        "advantage over the step's sampled tokens (all ranks), which leaves the gradient unbiased and lowers "
-        "its variance.",
-    )
     generate_batch: int = Field(32, ge=1, description="Student samples written per batched generate call.")
     warm_start: str | None = Field(
         None, description="A student folder to start from (e.g. an SFT run's output) instead of student.model."
@@ -307,10 +352,6 @@ class OnPolicyConfig(Section):
                 f"temperature 0 (greedy) writes one completion per prompt, not samples_per_prompt="
                 f"{self.samples_per_prompt}: set a temperature > 0 or one sample"
             )
-        if self.kl_coef == 0 and self.dense_kl == 0:
-            raise ValueError("kl_coef 0 leaves nothing to train on the samples: set kl_coef > 0 or dense_kl > 0")
-        if self.dense_kl > 0 and self.top_k == 0:
-            raise ValueError("dense_kl needs the teacher's top-k alternatives: set train.on_policy.top_k (e.g. 20)")
         return self
 
     @property
@@ -415,6 +456,22 @@ class TrainConfig(Section):
         default_factory=list,
         description="accelerate trackers that also get every logged row (extra dante-distill[tracking]).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_policy_terms(cls, data: Any) -> Any:
+        """The on-policy terms' settings written in train.on_policy, as recipes did before each term
+        owned its settings, load into train.loss.policy_gradient / dense_kl with a notice each."""
+        return move_keys(data, ON_POLICY_RENAMES, "train")
+
+    @model_validator(mode="after")
+    def _samples_train_something(self) -> TrainConfig:
+        if self.loss.policy_gradient.kl_coef == 0 and self.loss.dense_kl.weight == 0:
+            raise ValueError(
+                "loss.policy_gradient.kl_coef 0 leaves nothing to train on the student's samples: set kl_coef > 0 "
+                "or loss.dense_kl.weight > 0"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_batch_unit(self) -> TrainConfig:

@@ -75,25 +75,22 @@ def _objective(loss: dict[str, Any] | None) -> list[str]:
     if loss is None:
         return ["- objective settings not recorded"]
     try:
-        loss = LossConfig.model_validate(loss).model_dump()
+        settings = LossConfig.model_validate(loss)
     except ValueError:
         return ["- objective settings not readable"]
+    cwce, tea = settings.cwce, settings.tea
     lines = [
-        f"- CWCE weights w(H) = {loss.get('cwce_floor')} + {loss.get('cwce_span')} / (1 + "
-        f"exp({loss.get('cwce_slope')}·(H − {loss.get('cwce_center')})))"
-        if loss.get("cwce")
+        f"- CWCE weights w(H) = {cwce.floor} + {cwce.span} / (1 + exp({cwce.slope}·(H − {cwce.center})))"
+        if cwce.weighted
         else "- plain masked CE (CWCE off)"
     ]
+    lines.append(f"- TEA anchor λ_TEA {tea.start} → {tea.end}" if tea.enabled else "- no TEA anchor")
     lines.append(
-        f"- TEA anchor λ_TEA {loss.get('tea_start')} → {loss.get('tea_end')}" if loss.get("tea") else "- no TEA anchor"
-    )
-    lines.append(
-        f"- λ_CE {loss.get('ce_start')} → {loss.get('ce_end')} (steps "
-        f"{loss.get('ce_warmup_steps')}–{loss.get('ce_ramp_end')})"
-        if loss.get("ce_schedule")
+        f"- λ_CE {cwce.start} → {cwce.end} (steps {cwce.warmup_steps}–{cwce.ramp_end})"
+        if cwce.schedule
         else "- λ_CE = 1 throughout"
     )
-    lines.append(f"- CE averaged per `{loss.get('normalise')}`")
+    lines.append(f"- CE averaged per `{cwce.normalise}`")
     return lines
 
 

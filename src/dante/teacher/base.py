@@ -202,8 +202,8 @@ class Teacher:
         if eos is None:
             raise DanteError(
                 f"the {self.name} teacher has no end-of-sequence token to score the end of a sample with",
-                field="train.on_policy.score_end",
-                hint="set train.on_policy.score_end=false, or a teacher whose tokenizer defines eos_token",
+                field="train.loss.policy_gradient.score_end",
+                hint="set train.loss.policy_gradient.score_end=false, or a teacher whose tokenizer defines eos_token",
             )
         return int(eos)
 
@@ -224,7 +224,9 @@ class Teacher:
         try:
             got = self.score([probe], [text], k, ended=[end] if end else None)[0]
         except DanteError as exc:
-            if exc.field == "train.on_policy.score_end":  # it scores texts, not their end: that setting is the fix
+            if (
+                exc.field == "train.loss.policy_gradient.score_end"
+            ):  # it scores texts, not their end: that setting is the fix
                 raise
             raise DanteError(
                 f"the teacher cannot score the student's samples: {exc.message}"

@@ -470,8 +470,8 @@ class OpenAITeacher(Teacher):
             raise DanteError(
                 "the openai engine cannot score the teacher's end of turn after a sample (it sends text, and has "
                 "no tokenizer to name the end-of-turn token)",
-                field="train.on_policy.score_end",
-                hint="set train.on_policy.score_end=false, or teacher.backend hf or vllm",
+                field="train.loss.policy_gradient.score_end",
+                hint="set train.loss.policy_gradient.score_end=false, or teacher.backend hf or vllm",
             )
         if self.cfg.openai.api != "completions":
             raise DanteError(

@@ -62,7 +62,7 @@ class FullStudent:
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model = self.wrap(model, accelerator)  # after checkpointing (peft wraps the prepared layers), before compile
-        anchor = self.tea_anchor(model, accelerator) if train.loss.tea else None
+        anchor = self.tea_anchor(model, accelerator) if train.loss.tea.enabled else None
         if train.compile:
             n_blocks = compile_blocks(model)
             if accelerator.is_main_process:

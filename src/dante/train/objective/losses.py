@@ -7,15 +7,15 @@ penalty, a hook on the embedding, in ``dante.train.model.anchor``.
     L(θ; t)   = λ_CE(t) · L_CWCE(θ) + λ_TEA(t) · L_TEA(θ)
     w(H)      = floor + span / (1 + exp(slope · (H − center)))      card: 0.30, 0.70, 1.5, 1.5
     L_TEA(θ)  = ‖E(θ) − E(θ₀)‖²_F
-    λ_TEA(t)  = tea_start → tea_end, linear over the run               card: 1.0 → 0.1
-    λ_CE(t)   = ce_start + (ce_end − ce_start) · clamp((t − W) / (R − W))   card: 0.70 + 0.30·max(0, t−200)/1800
+    λ_TEA(t)  = tea.start → tea.end, linear over the run               card: 1.0 → 0.1
+    λ_CE(t)   = start + (end − start) · clamp((t − W) / (R − W))  (cwce.*)   card: 0.70 + 0.30·max(0, t−200)/1800
 
 Token-level distillation (not in the card; ``token_kd`` > 0, docs/training.md) adds
 λ_KD(t) · Σ_t u_t · KL_t / D over the positions aligned one to one with a teacher token
 (``sparse_kd_sum``), with the same u_t and D as the CE. The chunk term (``chunk_kd`` > 0) adds
 λ_chunk · Σ_c v_c · KL_c / D over every aligned chunk of the teacher's answer (``chunk_binary_kl``).
 
-How CE_masked is averaged (``LossConfig.normalise``). Every variant is written as one sum over
+How CE_masked is averaged (``train.loss.cwce.normalise``). Every variant is written as one sum over
 completion tokens t of the *global* batch (all micro-batches of the optimizer step, all ranks):
 
     L_CWCE = Σ_t u_t · CE_t / D
@@ -59,51 +59,51 @@ def cwce_weight(entropy: float | torch.Tensor, cfg: LossConfig = _DEFAULT) -> fl
     down to ``floor``. Accepts a float or a tensor of entropies in nats.
     """
     if isinstance(entropy, torch.Tensor):
-        return cfg.cwce_floor + cfg.cwce_span * torch.sigmoid(-cfg.cwce_slope * (entropy - cfg.cwce_center))
-    z = cfg.cwce_slope * (float(entropy) - cfg.cwce_center)
+        return cfg.cwce.floor + cfg.cwce.span * torch.sigmoid(-cfg.cwce.slope * (entropy - cfg.cwce.center))
+    z = cfg.cwce.slope * (float(entropy) - cfg.cwce.center)
     if z > 700:  # exp overflow: the weight is the floor
-        return cfg.cwce_floor
-    return cfg.cwce_floor + cfg.cwce_span / (1.0 + math.exp(z))
+        return cfg.cwce.floor
+    return cfg.cwce.floor + cfg.cwce.span / (1.0 + math.exp(z))
 
 
 def lambda_ce(step: int, cfg: LossConfig = _DEFAULT) -> float:
-    """λ_CE(t) = ce_start + (ce_end − ce_start) · clamp((t − ce_warmup_steps) / (ce_ramp_end − ce_warmup_steps), 0, 1).
+    """λ_CE(t) = start + (end − start) · clamp((t − warmup_steps) / (ramp_end − warmup_steps), 0, 1) (``cwce.*``).
 
     Card: 0.70 up to step 200, then linear to 1.0 at step 2 000 (λ_CE(200)=0.70, λ_CE(2000)=1.0).
-    ``step`` is the 1-based number of the optimizer update. ce_schedule=false gives 1.0.
+    ``step`` is the 1-based number of the optimizer update. cwce.schedule=false gives 1.0.
     """
-    if not cfg.ce_schedule:
+    if not cfg.cwce.schedule:
         return 1.0
-    span = max(1, cfg.ce_ramp_end - cfg.ce_warmup_steps)
-    frac = min(1.0, max(0.0, (step - cfg.ce_warmup_steps) / span))
-    return cfg.ce_start + (cfg.ce_end - cfg.ce_start) * frac
+    span = max(1, cfg.cwce.ramp_end - cfg.cwce.warmup_steps)
+    frac = min(1.0, max(0.0, (step - cfg.cwce.warmup_steps) / span))
+    return cfg.cwce.start + (cfg.cwce.end - cfg.cwce.start) * frac
 
 
 def lambda_tea(step: int, total_steps: int, cfg: LossConfig = _DEFAULT) -> float:
-    """λ_TEA(t) = tea_start + (tea_end − tea_start) · clamp((t − 1) / (T − 1), 0, 1).
+    """λ_TEA(t) = start + (end − start) · clamp((t − 1) / (T − 1), 0, 1).
 
-    Linear over the run of T optimizer updates (1-based t): tea_start at the first update,
-    tea_end at the last (card: 1.0 → 0.1 over 2 000 steps). tea=false gives 0.0.
+    Linear over the run of T optimizer updates (1-based t): ``tea.start`` at the first update,
+    end at the last (card: 1.0 → 0.1 over 2 000 steps). tea.enabled=false gives 0.0.
     """
-    if not cfg.tea:
+    if not cfg.tea.enabled:
         return 0.0
     if total_steps <= 1:
-        return cfg.tea_start
+        return cfg.tea.start
     frac = min(1.0, max(0.0, (step - 1) / (total_steps - 1)))
-    return cfg.tea_start + (cfg.tea_end - cfg.tea_start) * frac
+    return cfg.tea.start + (cfg.tea.end - cfg.tea.start) * frac
 
 
 def lambda_kd(step: int, cfg: LossConfig = _DEFAULT) -> float:
     """λ_KD(t) = w (``token_kd.weight``), or with ``token_kd.schedule``
-    s + (w − s) · clamp((t − ce_warmup_steps) / (ce_ramp_end − ce_warmup_steps), 0, 1), s = ``token_kd.start``,
+    s + (w − s) · clamp((t − cwce.warmup_steps) / (cwce.ramp_end − cwce.warmup_steps), 0, 1), s = ``token_kd.start``,
     on λ_CE's steps. 0 when w is 0."""
     kd = cfg.token_kd
     if kd.weight <= 0:
         return 0.0
     if not kd.schedule:
         return kd.weight
-    span = max(1, cfg.ce_ramp_end - cfg.ce_warmup_steps)
-    frac = min(1.0, max(0.0, (step - cfg.ce_warmup_steps) / span))
+    span = max(1, cfg.cwce.ramp_end - cfg.cwce.warmup_steps)
+    frac = min(1.0, max(0.0, (step - cfg.cwce.warmup_steps) / span))
     return kd.start + (kd.weight - kd.start) * frac
 
 
@@ -313,7 +313,7 @@ def weighted_ce_sum(
 def record_weight(entropy: float | None, cfg: LossConfig = _DEFAULT) -> float:
     """w_i of record i: ``cwce_weight(H_i)`` with CWCE on; 1.0 with it off or without an entropy
     (a teacher that returned no logprobs)."""
-    if not cfg.cwce or entropy is None:
+    if not cfg.cwce.weighted or entropy is None:
         return 1.0
     return float(cwce_weight(entropy, cfg))
 
@@ -339,5 +339,8 @@ def batch_weights(
     """(u_i per record, D) of one global batch: every token of record i gets weight u_i, and
     L_CWCE = Σ_t u_t · CE_t / D. Known before any forward pass, so micro-batches and ranks
     each add their share Σ u·CE / D and the sum is the full-batch loss."""
-    u = [token_weights(record_weight(h, cfg), n, cfg.normalise) for h, n in zip(entropies, n_completion, strict=True)]
-    return u, normaliser(n_completion, u, cfg.normalise)
+    u = [
+        token_weights(record_weight(h, cfg), n, cfg.cwce.normalise)
+        for h, n in zip(entropies, n_completion, strict=True)
+    ]
+    return u, normaliser(n_completion, u, cfg.cwce.normalise)

@@ -17,8 +17,8 @@ and the source scales it by λ_lead(t) / D (``sources.base``), so a step's loss 
 Adding a term: a ``Term`` subclass with ``name``, ``sources``, a ``Settings`` model and its
 methods, and ``register_term``; a recipe imports it with ``train.loss.plugins`` (or an installed
 package's ``dante.loss_terms`` entry point) and switches it on with ``train.loss.<name>: {...}``.
-The built-in terms keep their settings in the schema (``train.loss`` for the card's CWCE/λ_CE,
-``train.loss.token_kd``, ``train.loss.chunk_kd``, ``train.on_policy`` for the student's samples).
+The built-in terms' settings are sections of the schema under the same key: ``train.loss.cwce``
+(the card's weights and λ_CE), ``tea``, ``token_kd``, ``chunk_kd``, ``policy_gradient``, ``dense_kl``.
 The loop does not change; see docs/training.md, "Adding a loss term".
 """
 
@@ -131,7 +131,7 @@ class Term:
 class CrossEntropy(Term):
     """The card's L_CWCE: Σ_t u_t·CE_t with u_t the CWCE weights (``losses.batch_weights``), λ_CE(t)
     its schedule. Also sums the plain CE (the log's ``ce``, the held-out loss). Settings:
-    ``train.loss`` (cwce*, normalise, ce_*)."""
+    ``train.loss.cwce`` (weighted, floor, span, slope, center, normalise, schedule, start, end, ...)."""
 
     name = "cwce"
     lead = True
@@ -170,7 +170,7 @@ class CrossEntropy(Term):
 class PolicyGradient(CrossEntropy):
     """The on-policy chunk policy gradient −Σ_j ρ_j·A_j / N (``losses.policy_gradient_sum``): at ρ = 1
     its gradient is that of Σ_j (A_j / N)·CE_j, so it is the CE with the advantages as weights (β is
-    in the advantages, so λ = 1). Settings: ``train.on_policy`` (kl_coef, baseline, score_end)."""
+    in the advantages, so λ = 1). Settings: ``train.loss.policy_gradient`` (kl_coef, baseline, score_end)."""
 
     name = "policy_gradient"
     sources = ("on_policy",)
@@ -246,22 +246,22 @@ class TokenKD(SparseKL):
 
 class DenseKL(SparseKL):
     """The dense on-policy term: κ·Σ_j KL_j / N at the sample's one-to-one positions, reverse
-    KL(p ‖ q) by default. Settings: ``train.on_policy`` (dense_kl, dense_direction, top_k)."""
+    KL(p ‖ q) by default. Settings: ``train.loss.dense_kl`` (weight, direction, top_k)."""
 
     name = "dense_kl"
     sources = ("on_policy",)
     targets = (TopK,)
 
     def __init__(self, cfg: TrainConfig | None = None) -> None:
-        self.cfg = (cfg or TrainConfig()).on_policy
-        self.reverse = self.cfg.dense_direction == "reverse"
+        self.cfg = (cfg or TrainConfig()).loss.dense_kl
+        self.reverse = self.cfg.direction == "reverse"
 
     @classmethod
     def from_recipe(cls, cfg):
-        return cls(cfg) if cfg.on_policy.dense_kl > 0 else None
+        return cls(cfg) if cfg.loss.dense_kl.weight > 0 else None
 
     def weight(self, step, total_steps):
-        return self.cfg.dense_kl
+        return self.cfg.weight
 
     def log(self, value, lam):
         return {}  # logged by the on-policy source as on_policy_dense_kl
@@ -347,7 +347,7 @@ class Tea:
     """The card's L_TEA = ‖E − E₀‖²_F with λ_TEA(t): a term on the model, not on a micro-batch's
     logits. The embedding's forward hook (``model.anchor.TeaAnchor``) computes it during the step's
     last forward pass, so it is right where the weight exists only inside that call (FSDP).
-    Settings: ``train.loss`` (tea, tea_start, tea_end)."""
+    Settings: ``train.loss.tea`` (enabled, start, end)."""
 
     name = "tea"
 

@@ -137,7 +137,7 @@ def score_key(recipe: Recipe) -> str:
     keep["api"] = (teacher.get("openai") or {}).get("api")
     if teacher.get("thinking", "auto") != "auto":  # the switch renders the prompt the teacher scores under
         keep["thinking"] = teacher["thinking"]
-    return stable_hash({**keep, "top_k": recipe.train.on_policy.top_k})
+    return stable_hash({**keep, "top_k": recipe.train.loss.dense_kl.top_k})
 
 
 class ScoreCache:
@@ -207,16 +207,17 @@ class OnPolicy:
     def __init__(self, recipe: Recipe, student, accelerator, teacher: Teacher | None = None) -> None:
         cfg = recipe.train.on_policy
         self.recipe, self.cfg, self.student, self.accelerator = recipe, cfg, student, accelerator
+        self.pg, self.dense = recipe.train.loss.policy_gradient, recipe.train.loss.dense_kl  # the terms' settings
         check_unsharded(accelerator)
         self.prompts = prompt_set(recipe)
         if not self.prompts:
             raise DanteError("train.on_policy needs prompts", field="prompts.source")
         self.teacher = teacher or make_teacher(recipe.teacher)
         if accelerator.is_main_process:  # before training: an engine that cannot score says so now
-            self.teacher.check_scoring(cfg.top_k, end=cfg.score_end)
+            self.teacher.check_scoring(self.dense.top_k, end=self.pg.score_end)
         self.chat = use_chat(student.tokenizer, recipe.student, recipe.student.model)
         self.token_bytes = TokenBytes(student.tokenizer)
-        self.vocab = StudentVocab(student.tokenizer) if cfg.dense_kl > 0 else None
+        self.vocab = StudentVocab(student.tokenizer) if self.dense.weight > 0 else None
         self.cache = ScoreCache(recipe.student_dir / SCORES / score_key(recipe), accelerator.process_index)
         self.stats = OnPolicyStats()
         self._orders: dict[int, list[int]] = {}
@@ -311,8 +312,8 @@ class OnPolicy:
             fresh = self.teacher.score(
                 [first[k].prompt for k in todo],
                 [first[k].text for k in todo],
-                self.cfg.top_k,
-                ended=[self.end_scored(first[k]) for k in todo] if self.cfg.score_end else None,
+                self.dense.top_k,
+                ended=[self.end_scored(first[k]) for k in todo] if self.pg.score_end else None,
             )
             self.stats.teacher_seconds += time.perf_counter() - t0
             for k, score in zip(todo, fresh, strict=True):
@@ -320,12 +321,12 @@ class OnPolicy:
                     self.stats.scored += 1
                     self.stats.teacher_tokens_scored += len(score)
                     d = first[k]
-                    out[k] = self.cache.put(d.prompt, d.text, score, self.cfg.top_k, self.end_scored(d))
+                    out[k] = self.cache.put(d.prompt, d.text, score, self.dense.top_k, self.end_scored(d))
         return [out[k] for k in keys]
 
     def end_scored(self, d: _Draft) -> bool:
         """The teacher scores the end of turn after this draft (``score_end`` and the student ended it)."""
-        return self.cfg.score_end and d.ended
+        return self.pg.score_end and d.ended
 
     def aligned(self, d: _Draft, score: TokenLogprobs | None) -> Sample | None:
         end = None
@@ -333,7 +334,7 @@ class OnPolicy:
             if not len(score) or score.tokens[-1] != b"":
                 raise DanteError(
                     f"the teacher's score of a sample of prompt {d.prompt.id} has no end-of-turn token",
-                    field="train.on_policy.score_end",
+                    field="train.loss.policy_gradient.score_end",
                 )
             end = score.logprobs[-1]
             score = TokenLogprobs(score.tokens[:-1], score.logprobs[:-1], score.top[:-1])
@@ -435,8 +436,8 @@ class OnPolicySamples:
         ]
         lams, kappas = scales(self.terms, step, cfg.steps)
         out = OnPolicyDraw(self, samples, groups, int(every[:, 1].sum()), lams, kappas)
-        if cfg.on_policy.baseline == "mean":  # the mean advantage over every rank's sampled tokens
-            advs = [a for smp in samples for a in smp.advantages(cfg.on_policy.kl_coef) if a is not None]
+        if cfg.loss.policy_gradient.baseline == "mean":  # the mean advantage over every rank's sampled tokens
+            advs = [a for smp in samples for a in smp.advantages(cfg.loss.policy_gradient.kl_coef) if a is not None]
             local = torch.tensor([sum(advs), len(advs)], dtype=torch.float32, device=acc.device)  # one dtype on all
             total, count = acc.reduce(local, "sum").tolist()
             out.baseline = total / count if count else 0.0
@@ -457,7 +458,7 @@ class OnPolicyDraw(Draw):
         super().__init__(source.terms, lams, kappas, source.share, 1.0, source.accelerator.num_processes, len(groups))
         self.source, self.samples, self.groups = source, samples, groups
         self.tokens = tokens  # student tokens of every rank's samples: N
-        self.baseline = 0.0  # train.on_policy.baseline: subtracted from every token's advantage
+        self.baseline = 0.0  # train.loss.policy_gradient.baseline: subtracted from every token's advantage
         self.sampling_s = self.scoring_s = 0.0
         self.batches: list[dict[str, torch.Tensor]] = []
 
@@ -467,38 +468,42 @@ class OnPolicyDraw(Draw):
     def collate(self, group: list[int]) -> dict[str, torch.Tensor]:
         """The samples of ``group`` as one packed micro-batch (an empty one for a rank with none)."""
         src = self.source
-        cfg, packing = src.cfg.on_policy, src.cfg.packing
+        pg, dense, packing = src.cfg.loss.policy_gradient, src.cfg.loss.dense_kl, src.cfg.packing
         if not group:
             return collate([empty_example(src.pad_id)], [0.0], packing=packing, pad_id=src.pad_id)
         per_token = 1.0 / max(1, self.tokens)
         examples, weights = [], []
         for i in group:
             smp = self.samples[i]
-            ex, w = smp.example(per_token, cfg.kl_coef, src.on_policy.dense_targets(smp), baseline=self.baseline)
+            ex, w = smp.example(per_token, pg.kl_coef, src.on_policy.dense_targets(smp), baseline=self.baseline)
             examples.append(ex)
             weights.append(w)
-        kd_weights = [per_token] * len(examples) if cfg.dense_kl > 0 else None
+        kd_weights = [per_token] * len(examples) if dense.weight > 0 else None
         return collate(examples, weights, packing=packing, pad_id=src.pad_id, kd_weights=kd_weights)
 
     def log(self, accelerator) -> dict[str, Any]:
         """The logged on-policy terms, summed over ranks: the reverse-KL estimate per sample and
         per student token (−Σ_c r_c), the dense KL per token, and ``loss``, the value of the
         objective the gradient follows (β·KL per token + κ·dense KL)."""
-        cfg, sampler = self.source.cfg.on_policy, self.source.on_policy
+        pg, dense_kl, sampler = (
+            self.source.cfg.loss.policy_gradient,
+            self.source.cfg.loss.dense_kl,
+            self.source.on_policy,
+        )
         ends = [s.end_log_ratio for s in self.samples if s.end_log_ratio is not None]
         extra = [-sum(s.log_ratio for s in self.samples), float(len(self.samples)), sum(ends), float(len(ends))]
         dense, kl_sum, n, end_sum, n_end = self.reduced(accelerator, ["dense_kl"], extra)
         per_token = kl_sum / max(1, self.tokens)
         sampler.stats.update_seconds += self.seconds
-        loss = cfg.kl_coef * per_token + cfg.dense_kl * dense
+        loss = pg.kl_coef * per_token + dense_kl.weight * dense
         return {
             "loss": loss,
-            # log p_T(end) − log p_S(end) over the samples whose end was scored (train.on_policy.score_end)
-            "on_policy_end_log_ratio": end_sum / n_end if cfg.score_end and n_end else None,
-            "on_policy_baseline": self.baseline if cfg.baseline != "none" else None,
+            # log p_T(end) − log p_S(end) over the samples whose end was scored (train.loss.policy_gradient.score_end)
+            "on_policy_end_log_ratio": end_sum / n_end if pg.score_end and n_end else None,
+            "on_policy_baseline": self.baseline if pg.baseline != "none" else None,
             "on_policy_kl": kl_sum / n if n else None,
             "on_policy_kl_per_token": per_token if n else None,
-            "on_policy_dense_kl": dense if cfg.dense_kl > 0 else None,
+            "on_policy_dense_kl": dense if dense_kl.weight > 0 else None,
             "on_policy_samples": int(n),
             "on_policy_tokens": self.tokens,
             "on_policy_loss": loss,

@@ -268,7 +268,7 @@ def load_data(recipe: Recipe, tokenizer, accelerator, terms: list[Term] | None =
             f"{stats.reasoning_too_long} dropped, reasoning and answer longer than max_length={cfg.max_length}"
         )
     no_entropy = sum(ex.entropy is None for ex in examples)
-    if accelerator.is_main_process and cfg.loss.cwce and no_entropy:
+    if accelerator.is_main_process and cfg.loss.cwce.weighted and no_entropy:
         accelerator.print(f"data: {no_entropy} records have no output_entropy; CWCE gives them weight 1.0")
     if accelerator.is_main_process and (stats.truncated or stats.dropped):
         accelerator.print(
