@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: test test-fast test-slow lint format demo install clean
+.PHONY: test test-fast test-slow lint format demo install clean llama-server
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,12 @@ $(LARGE_STAMP): $(DEMO_STAMP)
 	$(PIP) install --quiet -e ".[offline-teacher-large,serving,bench]"
 	touch $(LARGE_STAMP)
 
-test-slow: $(LARGE_STAMP)
+# llama.cpp's server for teacher.backend: llamacpp (docs/teachers.md), built for this CPU from the
+# llama.cpp source that PyPI's llama-cpp-python vendors, into the dante cache; once (5-7 min, 2 cores).
+llama-server: $(PY)
+	scripts/build_llama_server.sh $(PIP)
+
+test-slow: $(LARGE_STAMP) llama-server
 	@DANTE_REQUIRE_OFFLINE_MODELS=1 $(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests: failing"; exit 1; fi; exit $$rc
 

@@ -113,15 +113,18 @@ def on_policy(
     dense: float = 0.0,
     direction: str = "reverse",
     end: bool = False,
+    max_new: int = 48,
 ) -> list[str]:
-    """The on-policy overrides; ``end``: the teacher's end of turn scored and a mean baseline."""
+    """The on-policy overrides; ``end``: the teacher's end of turn scored and a mean baseline;
+    ``max_new``: the length cap of a student sample (48 for a bare answer; the reasoning task's
+    working and answer run to about 50 student tokens, so it needs more)."""
     return [
         f"train.loss.policy_gradient.score_end={str(end).lower()}",
         f"train.loss.policy_gradient.baseline={'mean' if end else 'none'}",
         f"train.on_policy.fraction={fraction}",
         f"train.on_policy.samples_per_prompt={samples}",
         "train.on_policy.temperature=1.0",
-        "train.on_policy.max_new_tokens=48",
+        f"train.on_policy.max_new_tokens={max_new}",
         f"train.loss.policy_gradient.kl_coef={coef}",
         f"train.loss.dense_kl.weight={dense}",
         f"train.loss.dense_kl.top_k={20 if dense else 0}",
@@ -235,6 +238,37 @@ SETTINGS.update(
         ),
     }
 )
+# issue 49 (--task reasoning): on-policy after reasoning SFT, the student writing its own working
+# (samples up to 128 tokens), from the chosen reasoning student (think-keep-long, 76 steps), for 19
+# steps (half the base run's 38); chosen on validation
+SETTINGS.update(
+    {
+        "think-op-dense": Setting(
+            "SFT on reasoning, then on-policy dense reverse KL",
+            [*KEEP, *on_policy(1.0, 5e-5, coef=0.0, dense=1.0, max_new=128)],
+            steps=0.5,
+            warm="think-keep-long",
+        ),
+        "think-op-dense-hi": Setting(
+            "SFT on reasoning, then on-policy dense reverse KL (lr 2e-4)",
+            [*KEEP, *on_policy(1.0, 2e-4, coef=0.0, dense=1.0, max_new=128)],
+            steps=0.5,
+            warm="think-keep-long",
+        ),
+        "think-op-pg": Setting(
+            "SFT on reasoning, then chunk PG + dense, end scored, mean baseline",
+            [*KEEP, *on_policy(1.0, 5e-5, dense=1.0, end=True, max_new=128)],
+            steps=0.5,
+            warm="think-keep-long",
+        ),
+        "think-op-mix": Setting(
+            "SFT on reasoning, then on-policy dense reverse KL mixed 1:1 with the cache",
+            [*KEEP, *on_policy(0.5, 5e-5, coef=0.0, dense=1.0, max_new=128)],
+            steps=0.5,
+            warm="think-keep-long",
+        ),
+    }
+)
 DEFAULT = ["sft", "dante", "no-cwce", "no-tea", "no-ce-schedule", "no-curriculum", "sft-kd"]
 
 
@@ -339,7 +373,7 @@ def train_student(args: argparse.Namespace, replicate: int, name: str) -> Path:
     extra = [f"train.output_dir={folder}", *setting.flags]
     if setting.warm:
         extra.append(f"train.on_policy.warm_start={train_student(args, replicate, setting.warm)}")
-    steps = round(base_steps(args) * setting.steps) if not setting.warm else base_steps(args)
+    steps = round(base_steps(args) * setting.steps)  # a warm start's too: × the base run's steps
     prompts = extra_prompts(args, replicate) if setting.extra_prompts else None
     if name in curve_settings(args):
         extra += [f"train.checkpoint_every={args.curve_every}", "train.keep_checkpoints=100"]
@@ -561,7 +595,7 @@ def curve(args: argparse.Namespace, replicate: int) -> dict[str, list[tuple[int,
         models = sorted(curve_dir(args, replicate).glob(f"{name}-step-*"))
         warm = [str(student_dir(args, replicate, setting.warm))] if setting.warm else []
         evaluate(args, replicate, [str(m) for m in models] + [str(folder), *warm], "validation")
-        steps = base_steps(args) if setting.warm else round(base_steps(args) * setting.steps)
+        steps = round(base_steps(args) * setting.steps)
         start = correct(args, replicate, f"student-{setting.warm}", "validation") if setting.warm else base
         series = [(offset, start[0] if start else None)]
         series += [

@@ -36,6 +36,7 @@ SCORING = {
     "hf": "yes (the model's own logprobs)",
     "vllm": "yes (prompt_logprobs)",
     "openai": "only a server with echo + logprobs on /v1/completions (vLLM serve); probed before training",
+    "llamacpp": "no (llama.cpp's server returns no logprobs of a given text); probed before training",
 }
 
 

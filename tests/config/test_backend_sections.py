@@ -103,3 +103,24 @@ def test_renamed_keys_load_under_their_old_names_with_a_one_line_notice(capsys):
 def test_an_old_and_a_new_name_together_is_an_error():
     with pytest.raises(ConfigError, match="cache.engine and teacher.dispatch are both set"):
         load_recipe(None, ["cache.engine=ray", "teacher.dispatch=local"])
+
+
+# The shipped recipes' cache keys as written before the llamacpp engine's section existed: a new
+# engine section (or any other schema addition) must not move every existing cache's key. A change
+# of a recipe's content settings changes its key on purpose: update the value with it.
+KEYS = {
+    "demo.yaml": "c64661dc88ecdc10",
+    "reasoning.yaml": "4f757e7107a2c51e",
+    "products.yaml": "78228b0ccc047cc8",
+    "teacher-openai.yaml": "bbd2ea58fa908833",
+    "teacher-vllm.yaml": "9f4f6d1a25bbce0b",
+}
+
+
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_a_new_engine_section_leaves_every_cache_key_as_it_was(name):
+    recipe = load_recipe(CONFIGS / name)
+    assert cache_key(recipe) == KEYS[name]
+    served = load_recipe(CONFIGS / name, ["teacher.backend=llamacpp", "teacher.llamacpp.parallel=4"])
+    slots = load_recipe(CONFIGS / name, ["teacher.backend=llamacpp", "teacher.llamacpp.parallel=8"])
+    assert cache_key(served) != KEYS[name] and cache_key(served) == cache_key(slots)  # slots are not content

@@ -18,7 +18,11 @@ code path, read from its source:
     llamacpp          llama.cpp's server, ``--reasoning-format deepseek`` (common/chat-parser.cpp,
                       ``try_parse_reasoning``): the reasoning trimmed, the spaces after ``</think>``
                       consumed, ``content`` always a string; logprobs entries with ``id``, ``token``,
-                      ``bytes``, ``logprob``, ``top_logprobs``; the end of generation is not sent.
+                      ``bytes``, ``logprob``, ``top_logprobs``; the end of generation is the last
+                      entry, its ``token`` "" and ``bytes`` [] (llama.cpp 0c1e570, as vendored by
+                      llama-cpp-python 0.3.36, read off the real server: BENCHMARKS 17).
+    llamacpp-none     llama.cpp's server, ``--reasoning-format none`` (as ``teacher.backend: llamacpp``
+                      starts it): the whole text in ``content``, markers included; logprobs as above.
     deepseek          the DeepSeek API (deepseek-reasoner): ``logprobs`` / ``top_logprobs`` refused
                       with HTTP 400 and its error body; without them ``reasoning_content`` and
                       ``content``, and the thinking's token count in
@@ -171,7 +175,10 @@ def response(
         message["content"] = content
         if reasoning:
             message["reasoning_content"] = reasoning
-        sent = [t for t in out if t != eos]  # llama.cpp does not send the end of generation
+        sent = ["" if t == eos else t for t in out]  # the end of generation: no text, no bytes
+    elif style == "llamacpp-none":
+        message["content"] = text
+        sent = ["" if t == eos else t for t in out]
     elif style in ("deepseek", "o-series"):
         reasoning, content = _vllm_parse(text)
         message.update({"content": (content or "").lstrip(), "reasoning_content": (reasoning or "").strip()})
@@ -181,9 +188,19 @@ def response(
     if style in ("deepseek", "o-series"):
         spent = out.index("</think>") + 1 if "</think>" in out else len(out)
         usage["completion_tokens_details"] = {"reasoning_tokens": spent}
-    lp = {"content": [_entry(t, style == "llamacpp") for t in sent]} if want_logprobs else None
+    lp = {"content": [_entry(t, style.startswith("llamacpp")) for t in sent]} if want_logprobs else None
     choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": lp}
     return 200, {"id": "chatcmpl", "object": "chat.completion", "choices": [choice], "usage": usage}
+
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, data: dict) -> None:
+    """Answer ``handler``'s request with ``data`` as JSON (UTF-8, not ASCII-escaped, as servers send it)."""
+    raw = json.dumps(data, ensure_ascii=False).encode("utf-8")
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)
 
 
 class ReasoningServer:
@@ -214,12 +231,7 @@ class ReasoningServer:
                 status, data = (
                     (503, {}) if over else response(server.style, prompt, body, server.field, server.no_answer)
                 )
-                raw = json.dumps(data, ensure_ascii=False).encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                send_json(self, status, data)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"

@@ -60,6 +60,9 @@ def content_settings(recipe: Recipe) -> dict[str, Any]:
     data = resolved_dict(recipe)
     for section in BACKEND_KEYS:  # keyed flat, as before the backend sections: older caches keep their keys
         data["teacher"].update(data["teacher"].pop(section))
+    served = data["teacher"].pop("llamacpp")  # added later: keyed only where it is the engine, so others keep theirs
+    if data["teacher"]["backend"] == "llamacpp":  # the file served decides the content, not the slots or threads
+        data["teacher"]["llamacpp_gguf"] = served["gguf"]
     content = {sec: {k: v for k, v in data[sec].items() if k not in OPERATIONAL[sec]} for sec in ("teacher", "prompts")}
     for section, added in ADDED_LATER.items():
         for key, default in added.items():

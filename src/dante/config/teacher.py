@@ -55,6 +55,32 @@ class OpenAITeacherConfig(Section):
     )
 
 
+class LlamaCppTeacherConfig(Section):
+    """``teacher.backend: llamacpp``: llama.cpp's own server, started by dante on this machine, serving
+    the teacher's GGUF (``teacher.llamacpp``; dante.llamacpp, docs/teachers.md "llama.cpp")."""
+
+    server: str | None = Field(
+        None,
+        description="The llama-server program (default: $DANTE_LLAMA_SERVER, llama-server on PATH, or the one "
+        "`make llama-server` builds into the dante cache).",
+    )
+    gguf: str | None = Field(
+        None, description="The GGUF file served (default: teacher.model's: a .gguf path or a packaged pypi: model)."
+    )
+    parallel: int = Field(16, ge=1, description="Server slots: sequences decoded together (continuous batching).")
+    ctx_per_slot: int = Field(1024, ge=64, description="Context tokens of each slot: prompt plus completion.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads of the server (default: the CPUs this process may use)."
+    )
+    args: list[str] = Field(
+        default_factory=lambda: ["--poll", "0"],
+        description="Further llama-server arguments (default --poll 0: threads sleep rather than spin between "
+        "steps, measured faster on 2 shared cores, BENCHMARKS 17).",
+    )
+    start_timeout_s: float = Field(300.0, gt=0.0, description="Wait this long for the server to load the model.")
+    request_timeout_s: float = Field(600.0, gt=0.0, description="Per-request timeout in seconds.")
+
+
 class RayConfig(Section):
     """``teacher.dispatch: ray``: teacher replicas as Ray actors (docs/scale.md)."""
 
@@ -124,7 +150,7 @@ class BatchConfig(Section):
 class TeacherConfig(Section):
     """Who writes the completions, and how (stage 1 "spin up teacher")."""
 
-    backend: Literal["hf", "vllm", "openai"] = Field("hf", description="Engine that runs the teacher.")
+    backend: Literal["hf", "vllm", "openai", "llamacpp"] = Field("hf", description="Engine that runs the teacher.")
     model: str = Field("", description="Hub id, local folder, GGUF file, or packaged name (pypi:...).")
     revision: str | None = Field(None, description="Model revision (hub) for hf/vllm.")
     trust_remote_code: bool = Field(False, description="Allow model code from the model repo. Off unless you trust it.")
@@ -179,6 +205,9 @@ class TeacherConfig(Section):
     batch_api: BatchConfig = Field(default_factory=BatchConfig, description="Settings of dispatch: batch.")
     hf: HfTeacherConfig = Field(default_factory=HfTeacherConfig, description="Settings of backend: hf.")
     vllm: VllmTeacherConfig = Field(default_factory=VllmTeacherConfig, description="Settings of backend: vllm.")
+    llamacpp: LlamaCppTeacherConfig = Field(
+        default_factory=LlamaCppTeacherConfig, description="Settings of backend: llamacpp (llama.cpp's server)."
+    )
     openai: OpenAITeacherConfig = Field(
         default_factory=OpenAITeacherConfig, description="Settings of backend: openai (any OpenAI-compatible server)."
     )

@@ -35,6 +35,10 @@ def make_teacher(cfg: TeacherConfig) -> Teacher:
         from dante.teacher.openai import OpenAITeacher
 
         return OpenAITeacher(cfg)
+    if cfg.backend == "llamacpp":
+        from dante.teacher.llamacpp import LlamaCppTeacher
+
+        return LlamaCppTeacher(cfg)
     raise ValueError(f"unknown teacher backend {cfg.backend!r}")
 
 
@@ -46,6 +50,8 @@ def engine_devices(cfg: TeacherConfig) -> tuple[int | None, str]:
         return cfg.vllm.tensor_parallel_size * cfg.vllm.pipeline_parallel_size, "GPU (vLLM)"
     if cfg.backend == "hf":
         return 1, cfg.hf.device or "auto"
+    if cfg.backend == "llamacpp":
+        return 1, "cpu (llama.cpp)"
     return None, "remote server"
 
 
