@@ -241,34 +241,28 @@ SETTINGS.update(
 # issue 49 (--task reasoning): on-policy after reasoning SFT, the student writing its own working
 # (samples up to 128 tokens), from the chosen reasoning student (think-keep-long, 76 steps), for 19
 # steps (half the base run's 38); chosen on validation
+
+
+def think_op(label: str, fraction: float, lr: float, **kw) -> Setting:
+    """On-policy from the chosen reasoning student, 19 steps, samples up to 128 tokens."""
+    return Setting(label, [*KEEP, *on_policy(fraction, lr, max_new=128, **kw)], steps=0.5, warm="think-keep-long")
+
+
 SETTINGS.update(
     {
-        "think-op-dense": Setting(
-            "SFT on reasoning, then on-policy dense reverse KL",
-            [*KEEP, *on_policy(1.0, 5e-5, coef=0.0, dense=1.0, max_new=128)],
-            steps=0.5,
-            warm="think-keep-long",
+        "think-op-dense": think_op("SFT on reasoning, then on-policy dense reverse KL", 1.0, 5e-5, coef=0.0, dense=1.0),
+        "think-op-dense-hi": think_op(
+            "SFT on reasoning, then on-policy dense reverse KL (lr 2e-4)", 1.0, 2e-4, coef=0.0, dense=1.0
         ),
-        "think-op-dense-hi": Setting(
-            "SFT on reasoning, then on-policy dense reverse KL (lr 2e-4)",
-            [*KEEP, *on_policy(1.0, 2e-4, coef=0.0, dense=1.0, max_new=128)],
-            steps=0.5,
-            warm="think-keep-long",
+        "think-op-pg": think_op(
+            "SFT on reasoning, then chunk PG + dense, end scored, mean baseline", 1.0, 5e-5, dense=1.0, end=True
         ),
-        "think-op-pg": Setting(
-            "SFT on reasoning, then chunk PG + dense, end scored, mean baseline",
-            [*KEEP, *on_policy(1.0, 5e-5, dense=1.0, end=True, max_new=128)],
-            steps=0.5,
-            warm="think-keep-long",
-        ),
-        "think-op-mix": Setting(
-            "SFT on reasoning, then on-policy dense reverse KL mixed 1:1 with the cache",
-            [*KEEP, *on_policy(0.5, 5e-5, coef=0.0, dense=1.0, max_new=128)],
-            steps=0.5,
-            warm="think-keep-long",
+        "think-op-mix": think_op(
+            "SFT on reasoning, then on-policy dense reverse KL mixed 1:1 with the cache", 0.5, 5e-5, coef=0.0, dense=1.0
         ),
     }
 )
+
 DEFAULT = ["sft", "dante", "no-cwce", "no-tea", "no-ce-schedule", "no-curriculum", "sft-kd"]
 
 

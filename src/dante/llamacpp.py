@@ -52,7 +52,7 @@ def packaged_gguf(model: str) -> Path:
                 "llama.cpp serves a GGUF file: give a .gguf path or a packaged model (pypi:...)", file=path
             )
         return path
-    from dante.offline import expected_sha256, find_chunks, join_chunks, packaged_model
+    from dante.offline import join_package_gguf, packaged_model
 
     spec = packaged_model(model.removeprefix("pypi:"))
     out = cache_root() / "gguf" / spec.gguf_name
@@ -60,7 +60,7 @@ def packaged_gguf(model: str) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".gguf.partial")
-    join_chunks(find_chunks(spec), partial, expected=expected_sha256(spec))
+    join_package_gguf(spec, partial)
     partial.replace(out)
     return out
 

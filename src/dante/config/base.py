@@ -49,23 +49,12 @@ def move_keys(
             if notice is not None:
                 notice(f"recipe key {prefix}{key} (a value) is now {prefix}{key}.{field}; read as such")
     for old, new in renames.items():
-        if old.endswith(".*"):
-            section = data.get(old[:-2])
-            if section is None:
-                continue
-            data.pop(old[:-2])
-            base = new[:-1].rstrip(".")
-            for key in _as_dict(section):
-                data = _move(
-                    data,
-                    f"{old[:-2]}.{key}",
-                    f"{base}.{key}" if base else key,
-                    prefix,
-                    notice,
-                    value=_as_dict(section)[key],
-                )
+        if not old.endswith(".*"):
+            data = _move(data, old, new, prefix, notice)
             continue
-        data = _move(data, old, new, prefix, notice)
+        head, base = old[:-2], new[:-1].rstrip(".")
+        for key, value in _as_dict(data.pop(head, None)).items():
+            data = _move(data, f"{head}.{key}", f"{base}.{key}" if base else key, prefix, notice, value=value)
     return data
 
 
