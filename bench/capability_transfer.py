@@ -55,6 +55,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import directions  # noqa: E402
+import per_question  # noqa: E402
 from common import set_threads, thread_arg  # noqa: E402
 
 if __name__ == "__main__":
@@ -260,6 +261,20 @@ SETTINGS.update(
         "think-op-mix": think_op(
             "SFT on reasoning, then on-policy dense reverse KL mixed 1:1 with the cache", 0.5, 5e-5, coef=0.0, dense=1.0
         ),
+        "think-op-dense-mid": think_op(
+            "SFT on reasoning, then on-policy dense reverse KL (lr 1e-4)", 1.0, 1e-4, coef=0.0, dense=1.0
+        ),
+        # control (a): the same extra steps from the same student, on the same cache (SFT's lr and
+        # the on-policy runs' lr, the control's best chosen on validation like theirs)
+        "think-more": Setting(
+            "SFT on reasoning, then 19 more SFT steps (lr 5e-5)",
+            [*KEEP, "train.lr=5e-5"],
+            steps=0.5,
+            warm="think-keep-long",
+        ),
+        "think-more-hi": Setting(
+            "SFT on reasoning, then 19 more SFT steps (lr 2e-4)", KEEP, steps=0.5, warm="think-keep-long"
+        ),
     }
 )
 
@@ -290,6 +305,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval-only", action="store_true", help="evaluate and summarise the students trained so far")
     ap.add_argument(
         "--directions", type=Path, default=directions.DATA, help="the registered test directions (bench/directions.py)"
+    )
+    ap.add_argument(
+        "--per-question",
+        type=Path,
+        default=per_question.FOLDER,
+        help="where every summarised model's correct-by-question results are kept (bench/per_question.py)",
     )
     ap.add_argument("--threads", type=int, default=1, help="torch threads of this process (set before torch loads)")
     ap.add_argument("overrides", nargs="*", help="extra dotted recipe overrides for every run")
@@ -693,6 +714,7 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
             f"| {SETTINGS[name].label} | {per_text} | {mean:.1%} | {lo:.1%}–{hi:.1%} | {gr_text} | {cells[0]} | "
             f"{cells[1]} | {cells[2]} | {tok_text} | {per_m} | {op_text} |"
         )
+    keep_per_question(args, names, replicates)
     if args.split == "test":
         directions.save(registered, args.directions)  # the first test read stamped: a direction written later is late
         lines += ["", "Test directions (bench/results/directions.json):", *notes]
@@ -719,6 +741,20 @@ def summarise(args: argparse.Namespace, names: list[str], replicates: list[int],
     text = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text)
     return text
+
+
+def keep_per_question(args: argparse.Namespace, names: list[str], replicates: list[int]) -> Path:
+    """Every model this summary read, question by question, merged into the kept file
+    (``--per-question``): what ``recompute.py`` recomputes the summary's figures from."""
+    found = {"teacher": correct(args, None, "teacher"), "base": correct(args, None, "base")}
+    for r in replicates:
+        for name in {*names, args.reference}:
+            found[f"r{r}/student-{name}"] = correct(args, r, f"student-{name}")
+    path = per_question.path_for(args.task, args.split, args.per_question)
+    results = {model: got[2] for model, got in found.items() if got}
+    if results:
+        per_question.merge(path, args.task, args.split, eval_task(args), results, machine())
+    return path
 
 
 def test_direction(args, name: str, replicates: list[int], registered: dict, notes: list[str]) -> tuple[int, str]:

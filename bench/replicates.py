@@ -33,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import per_question  # noqa: E402
 
 DATA = common.REPO / "bench" / "results" / "replicates.json"
 
@@ -86,22 +87,38 @@ def from_summary(path: Path, setting: str, reference: str, machine: str) -> list
         raise SystemExit(f"{path}: {setting} was not compared with a reference (run with --reference {reference})")
     if summary["args"].get("reference") != reference:
         raise SystemExit(f"{path}: compared with {summary['args'].get('reference')!r}, not {reference!r}")
+    kept = kept_file(summary)
     out = []
     for r, t in tests.items():
         n = t["rows"]
-        out.append(
-            {
-                "replicate": int(r),
-                "n": n,
-                "reference": round(settings[reference]["per_replicate"][r] * n),
-                "setting": round(settings[setting]["per_replicate"][r] * n),
-                "won": t["b_only"],
-                "lost": t["a_only"],
-                "machine": machine or summary.get("machine", ""),
-                "source": str(path),
-            }
-        )
+        rep = {
+            "replicate": int(r),
+            "n": n,
+            "reference": round(settings[reference]["per_replicate"][r] * n),
+            "setting": round(settings[setting]["per_replicate"][r] * n),
+            "won": t["b_only"],
+            "lost": t["a_only"],
+            "machine": machine or summary.get("machine", ""),
+            "source": str(path),
+        }
+        models = {"setting": f"r{r}/student-{setting}", "reference": f"r{r}/student-{reference}"}
+        if kept and all(m in per_question.load(common.REPO / kept).get("models", {}) for m in models.values()):
+            rep["per_question"] = {"file": kept, **models}  # bench/recompute.py checks the counts against it
+        out.append(rep)
     return out
+
+
+def kept_file(summary: dict[str, Any]) -> str | None:
+    """The per-question file a capability_transfer summary merged its models into, relative to the
+    repository (None for a summary written before they were kept, or one kept outside it)."""
+    args = summary.get("args", {})
+    if not args.get("per_question"):
+        return None
+    path = per_question.path_for(args["task"], args["split"], Path(args["per_question"])).resolve()
+    try:
+        return str(path.relative_to(common.REPO))
+    except ValueError:
+        return None
 
 
 def table(data: dict[str, Any], directions: dict[str, Any] | None = None) -> str:

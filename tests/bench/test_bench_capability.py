@@ -190,3 +190,28 @@ def test_the_test_split_uses_only_a_direction_registered_before_its_first_read(t
     assert registered["comparisons"]["chain_sum:sft-kd:sft"]["first_test_read"] is not None
     validation = capability.parse_args(["--split", "validation", "--directions", str(path)])
     assert capability.test_direction(validation, "sft-kd", [1], registered, [])[0] == 0
+
+
+def test_the_summary_keeps_every_model_it_read_question_by_question(tmp_path):
+    """keep_per_question: the teacher, the student before and each setting of each replicate,
+    merged into bench/per_question.py's file, which replaces a model evaluated again."""
+    import per_question
+
+    args = capability.parse_args(["--out", str(tmp_path / "run"), "--per-question", str(tmp_path / "kept")])
+    task = capability.eval_task(args)
+
+    def evaluated(folder: Path, right: list[bool]) -> None:
+        folder.mkdir(parents=True)
+        rows = [{"doc_id": q, "filter": "none", "exact_match": float(ok)} for q, ok in enumerate(right)]
+        rows.append({"doc_id": 0, "filter": "strict", "exact_match": 0.0})  # another filter: not read
+        (folder / f"samples_{task}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+
+    evaluated(capability.eval_dir(args, None) / "teacher", [True, True, False])
+    evaluated(capability.eval_dir(args, None) / "base", [False, False, False])
+    evaluated(capability.eval_dir(args, 2) / "student-sft", [True, False, False])
+    evaluated(capability.eval_dir(args, 2) / "student-sft-kd", [True, False, True])
+    path = capability.keep_per_question(args, ["sft-kd", "sft-op"], [2])  # sft-op was never evaluated
+    assert path == tmp_path / "kept" / "chain_sum-validation.json.gz"  # the default split
+    data = per_question.load(path)
+    assert data["eval_task"] == task and data["questions"] == [0, 1, 2]
+    assert data["models"] == {"base": "000", "r2/student-sft": "100", "r2/student-sft-kd": "101", "teacher": "110"}
