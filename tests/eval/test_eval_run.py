@@ -257,9 +257,58 @@ def test_thinking_models_get_their_budget_and_their_thinking_cut_before_scoring(
     raw = (tmp_path / "run" / "eval" / "base" / "generations_gsm8k_local.jsonl").read_text().splitlines()
     samples = (tmp_path / "run" / "eval" / "base" / "samples_gsm8k_local.jsonl").read_text().splitlines()
     assert len(raw) == len({json.loads(line)["doc_id"] for line in samples}) == 5  # a row per filter in samples
-    logged = sorted(json.loads(line)["resps"][0][0] for line in samples)
-    kept = sorted(json.loads(line)["text"] for line in raw)
-    assert all(any(k.endswith(g) or g in k for k in kept) for g in logged)
+    kept = {json.loads(line)["doc_id"]: json.loads(line)["text"] for line in raw}  # in question order
+    assert [json.loads(line)["doc_id"] for line in raw] == sorted(kept)
+    for line in samples:  # each kept generation is the one its question's logged response came from
+        row = json.loads(line)
+        assert row["resps"][0][0] in kept[row["doc_id"]]
+
+
+def test_kept_generations_are_paired_with_their_questions_in_any_generation_order(monkeypatch):
+    """lm-eval generates longest context first and hands its cache hook each continuation right
+    after decoding it (the pinned HFLM.generate_until, read: tok_decode then add_partial per
+    continuation, then get_original); the kept file is in question order with doc ids, the same
+    question asked twice included. The tiny random model above writes the same text for every
+    question, so the pairing is checked here, on lm-eval's call sequence."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from dante.eval.run import generations_jsonl, thinking_hflm
+
+    def generate_until(self, requests, disable_tqdm=False):
+        out = [None] * len(requests)
+        for i in sorted(range(len(requests)), key=lambda i: -len(requests[i].args[0])):
+            ctx, kwargs = requests[i].args
+            text = self.tok_decode([ord(c) for c in f"<think>{ctx}</think> {len(ctx)}"])
+            self.cache_hook.add_partial("generate_until", (ctx, kwargs), text)
+            out[i] = text
+        return out
+
+    monkeypatch.setattr(HFLM, "generate_until", generate_until)
+    monkeypatch.setattr(HFLM, "tok_decode", lambda self, tokens, skip_special_tokens=True: "".join(map(chr, tokens)))
+    seen = []
+
+    class Hook:
+        def add_partial(self, attr, req, res):
+            seen.append(req[0])
+
+    lm = object.__new__(thinking_hflm())
+    lm.think_end_token, lm.cache_hook = "</think>", Hook()
+    contexts = ["a", "ccc", "bb", "ccc", "dddd"]
+    requests = [
+        Instance("generate_until", {}, (c, {}), idx=0, metadata=("t", doc, 1)) for doc, c in enumerate(contexts)
+    ]
+    lm.generate_until(requests)
+    assert seen == ["dddd", "ccc", "ccc", "bb", "a"] and isinstance(lm.cache_hook, Hook)  # forwarded, restored
+    rows = [json.loads(line) for line in generations_jsonl(lm).splitlines()]
+    assert [(r["doc_id"], r["text"]) for r in rows] == [
+        (doc, f"<think>{c}</think> {len(c)}") for doc, c in enumerate(contexts)
+    ]
+    lm.doc_ids = lm.doc_ids[:-1]  # a generation not paired: kept in generation order, without ids
+    assert [json.loads(line) for line in generations_jsonl(lm).splitlines()][0] == {
+        "text": "<think>dddd</think> 4",
+        "thinking_unclosed": False,
+    }
 
 
 def test_a_models_system_instruction_reaches_its_prompts_only(tmp_path, student_dir):

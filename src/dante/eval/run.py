@@ -310,7 +310,9 @@ def thinking_hflm():
     """lm-eval's HFLM that also keeps every generation as the model wrote it, before lm-eval cuts
     the thinking off (``think_end_token``) and logs only what follows: the report's reasoning
     lengths need the thinking. Kept in the order lm-eval generated them (by length, not by
-    question), in ``raw_generations``, each with whether its thinking never ended.
+    question), in ``raw_generations``, each with whether its thinking never ended; ``doc_ids`` then
+    gives, per generation, the question it answered (lm-eval's doc_id), from the context lm-eval
+    hands its cache hook right after decoding each continuation.
 
     The rule for a generation whose thinking never ended (it opened ``<think>``, or the model's
     template opened it in the prompt: ``prompt_opened``, and no ``think_end_token`` followed): it
@@ -320,15 +322,32 @@ def thinking_hflm():
 
     class ThinkingHFLM(HFLM):
         raw_generations: list[tuple[str, bool]]
+        doc_ids: list[int | None]
         prompt_opened = False
         _keeping = False
 
         def generate_until(self, requests, disable_tqdm: bool = False):
-            self.raw_generations, self._keeping = [], True
+            self.raw_generations, self.doc_ids, self._keeping = [], [], True
+            waiting: dict[str, list[int | None]] = {}  # context -> the doc_ids of its requests, in order
+            for req in requests:
+                waiting.setdefault(req.args[0], []).append(getattr(req, "doc_id", None))
+            hook = self.cache_hook
+            owner = self
+
+            class Pairing:  # lm-eval calls add_partial once per continuation, right after tok_decode
+                def add_partial(self, attr, req, res):
+                    ids = waiting.get(req[0])
+                    owner.doc_ids.append(ids.pop(0) if ids else None)
+                    return hook.add_partial(attr, req, res)
+
+                def __getattr__(self, name):
+                    return getattr(hook, name)
+
+            self.cache_hook = Pairing()
             try:
                 return super().generate_until(requests, disable_tqdm)
             finally:
-                self._keeping = False
+                self._keeping, self.cache_hook = False, hook
 
         def tok_decode(self, tokens, skip_special_tokens: bool = True):
             text = super().tok_decode(tokens, skip_special_tokens=skip_special_tokens)
@@ -340,6 +359,16 @@ def thinking_hflm():
             return text
 
     return ThinkingHFLM
+
+
+def generations_jsonl(lm) -> str:
+    """The kept generations, one JSON line each, in question order with their ``doc_id`` where
+    every one was paired with its question (else in the order lm-eval generated them, without)."""
+    rows = [{"text": t, "thinking_unclosed": u} for t, u in lm.raw_generations]
+    ids = getattr(lm, "doc_ids", [])
+    if len(ids) == len(rows) and None not in ids:
+        rows = [{"doc_id": i, **row} for i, row in sorted(zip(ids, rows, strict=True), key=lambda x: x[0])]
+    return "".join(json.dumps(row) + "\n" for row in rows)
 
 
 def thinking_never_ended(text: str, close: Any, prompt_opened: bool) -> bool:
@@ -481,10 +510,7 @@ def evaluate_model(model: ModelRef, specs: list[TaskSpec], recipe: Recipe, manag
             continue
         save_raw(model_dir, spec.task, raw)
         if getattr(lm, "raw_generations", None) is not None:  # the thinking lm-eval cut off, for the report
-            atomic_write_text(
-                model_dir / f"generations_{spec.task}.jsonl",
-                "".join(json.dumps({"text": t, "thinking_unclosed": u}) + "\n" for t, u in lm.raw_generations),
-            )
+            atomic_write_text(model_dir / f"generations_{spec.task}.jsonl", generations_jsonl(lm))
         atomic_write_json(
             model_dir / f"dante_{spec.task}.json", {**info, "status": "ok", "wall_time_s": time.perf_counter() - t0}
         )
