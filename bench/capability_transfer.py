@@ -101,6 +101,7 @@ class Setting:
     warm: str | None = None
     order: str | None = None  # a diagnostic epoch order of bench/orders.py, through the trainer's hook
     extra_prompts: bool = False  # a larger cache: the same teacher tokens as sft-op (sft-tokens)
+    equal_tokens: bool = False  # its own cache (``cache``) as large as the main cache in teacher tokens
     cache: str | None = None  # a cache of its own (another teacher prompt), in r<k>/cache-<name>
     gold: bool = False  # trained by TRL's GOLD trainer (a peer), not by dante (``train_gold``)
     lr: float | None = None  # GOLD only: its learning rate where not the bench's --lr
@@ -275,6 +276,23 @@ SETTINGS.update(
         "think-more-hi": Setting(
             "SFT on reasoning, then 19 more SFT steps (lr 2e-4)", KEEP, steps=0.5, warm="think-keep-long"
         ),
+        # control (b): the same extra steps on a reasoning cache grown by as many records as the
+        # teacher tokens the on-policy run (--on-policy) scored would buy
+        "think-tokens": Setting(
+            "SFT on reasoning, then 19 more SFT steps on a cache with the on-policy run's teacher tokens",
+            KEEP,
+            steps=0.5,
+            warm="think-keep-long",
+            extra_prompts=True,
+        ),
+        # control (c): answers alone, from a cache of the teacher told not to reason that costs it as
+        # many generated tokens as the reasoning cache (about 4.7x the prompts), 2 epochs of it
+        "direct-tokens": Setting(
+            "SFT on a teacher asked not to reason, as many teacher tokens as the reasoning cache",
+            DIRECT_FLAGS,
+            cache="direct",
+            equal_tokens=True,
+        ),
     }
 )
 
@@ -295,7 +313,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--replicates", default="1,2,3", help="comma list of replicate numbers")
     ap.add_argument("--settings", default=",".join(DEFAULT), help=f"comma list from {', '.join(SETTINGS)}")
     ap.add_argument(
-        "--on-policy", default="sft-op-dense", help="the on-policy setting whose teacher tokens sft-tokens matches"
+        "--on-policy",
+        default=None,
+        help="the on-policy setting whose teacher tokens sft-tokens and think-tokens match "
+        "(default: think-op-dense for --task reasoning, else sft-op-dense)",
     )
     ap.add_argument("--reference", default="sft", help="the setting every other one is compared with")
     ap.add_argument("--curve", default="", help="settings whose checkpoints are scored on validation (a curve)")
@@ -316,6 +337,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("overrides", nargs="*", help="extra dotted recipe overrides for every run")
     args = ap.parse_args(argv)
     args.out = Path(args.out or ROOT / "runs" / f"capability-{args.task}")
+    args.on_policy = args.on_policy or ("think-op-dense" if args.task == "reasoning" else "sft-op-dense")
     return args
 
 
@@ -342,11 +364,11 @@ def recipe_for(
     steps = steps or base_steps(args)
     prompts = prompts or args.prompts
     out = args.out if replicate is None else args.out / f"r{replicate}"
-    folder = "cache" if prompts == args.prompts else f"cache-{prompts}"
+    folder = cache_folder(args, prompts, cache)
     overrides = [
         f"output_dir={out}",
         f"prompts.limit={prompts}",
-        f"cache.dir={out / (folder if cache is None else f'cache-{cache}')}",
+        f"cache.dir={out / folder}",
         "teacher.store_logprobs=20",  # the teacher's per-token top-20 for token-level KD
         f"train.steps={steps}",
         f"train.batch_sequences={args.batch}",
@@ -366,6 +388,43 @@ def recipe_for(
             f"teacher.dtype={'float32' if TASKS[args.task].fp32_even and replicate % 2 == 0 else 'auto'}",
         ]
     return load_recipe(ROOT / TASKS[args.task].recipe, [*overrides, *args.overrides, *extra])
+
+
+def cache_folder(args: argparse.Namespace, prompts: int, cache: str | None = None) -> str:
+    """A replicate's cache folder: ``cache`` (the task's recipe, ``--prompts`` prompts),
+    ``cache-<name>`` for a setting's own teacher prompt, ``-<n>`` appended for n prompts."""
+    name = "cache" if cache is None else f"cache-{cache}"
+    return name if prompts == args.prompts else f"{name}-{prompts}"
+
+
+def seeded_cache(args: argparse.Namespace, replicate: int, prompts: int, cache: str | None = None) -> None:
+    """A larger cache starts as a copy of the replicate's ``--prompts`` one (same prompt draw, whose
+    first prompts are the same ones: the cache then writes only the new ones, exactly once)."""
+    out = args.out / f"r{replicate}"
+    small, big = out / cache_folder(args, args.prompts, cache), out / cache_folder(args, prompts, cache)
+    if prompts != args.prompts and not big.exists() and (small / "manifest.json").is_file():
+        shutil.copytree(small, big)
+
+
+def cache_tokens(folder: Path) -> tuple[int, int]:
+    """(records, the teacher's generated tokens) of a cache."""
+    from dante.cache.records import read_cache
+
+    records = list(read_cache([folder]))
+    return len(records), sum(r.completion_tokens or 0 for r in records)
+
+
+def equal_token_prompts(args: argparse.Namespace, replicate: int, cache: str | None) -> int:
+    """Prompts whose cache, written with the setting's own teacher prompt (``cache``), costs the
+    teacher as many generated tokens as the replicate's main cache, to a whole batch: measured on
+    the setting's ``--prompts`` cache (written first)."""
+    from dante.cache.run import run_cache
+
+    run_cache(recipe_for(args, replicate, cache=cache))
+    out = args.out / f"r{replicate}"
+    n, own = cache_tokens(out / cache_folder(args, args.prompts, cache))
+    _, target = cache_tokens(out / cache_folder(args, args.prompts))
+    return args.batch * math.ceil(target / max(1e-9, own / n) / args.batch)
 
 
 def student_dir(args: argparse.Namespace, replicate: int, name: str) -> Path:
@@ -390,6 +449,11 @@ def train_student(args: argparse.Namespace, replicate: int, name: str) -> Path:
         extra.append(f"train.on_policy.warm_start={train_student(args, replicate, setting.warm)}")
     steps = round(base_steps(args) * setting.steps)  # a warm start's too: × the base run's steps
     prompts = extra_prompts(args, replicate) if setting.extra_prompts else None
+    if setting.equal_tokens:  # the same epochs of its larger cache
+        prompts = equal_token_prompts(args, replicate, setting.cache)
+        steps = round(base_steps(args) * setting.steps * prompts / args.prompts)
+    if prompts:
+        seeded_cache(args, replicate, prompts, setting.cache)
     if name in curve_settings(args):
         extra += [f"train.checkpoint_every={args.curve_every}", "train.keep_checkpoints=100"]
     recipe = recipe_for(args, replicate, *extra, steps=steps, prompts=prompts, cache=setting.cache)

@@ -215,3 +215,40 @@ def test_the_summary_keeps_every_model_it_read_question_by_question(tmp_path):
     data = per_question.load(path)
     assert data["eval_task"] == task and data["questions"] == [0, 1, 2]
     assert data["models"] == {"base": "000", "r2/student-sft": "100", "r2/student-sft-kd": "101", "teacher": "110"}
+
+
+def test_equal_token_caches_are_sized_from_the_teachers_tokens_and_grow_from_the_smaller_one(tmp_path, monkeypatch):
+    """direct-tokens (control (c) of issue 49): the direct cache at --prompts first, its tokens per
+    record, then as many prompts as the main cache's tokens buy, in whole batches; a larger cache
+    starts as a copy of the smaller one so only the new prompts are written."""
+    args = capability.parse_args(["--task", "reasoning", "--out", str(tmp_path)])
+    assert args.on_policy == "think-op-dense"  # the reasoning task's on-policy run, for think-tokens
+    assert capability.cache_folder(args, 300) == "cache" and capability.cache_folder(args, 636) == "cache-636"
+    assert capability.cache_folder(args, 300, "direct") == "cache-direct"
+    assert capability.cache_folder(args, 1408, "direct") == "cache-direct-1408"
+
+    def cache(folder: Path, tokens: list[int]) -> None:
+        folder.mkdir(parents=True)
+        rows = [
+            {"id": f"p{i}", "prompt": f"q{i}", "teacher_text": "The answer is 1.", "completion_tokens": t}
+            for i, t in enumerate(tokens)
+        ]
+        (folder / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "manifest.json").write_text("{}")
+
+    cache(tmp_path / "r1" / "cache", [42] * 300)  # 12 600 reasoning tokens
+    cache(tmp_path / "r1" / "cache-direct", [9] * 299 + [10])  # 2 701: 9.0033 a record
+    assert capability.cache_tokens(tmp_path / "r1" / "cache-direct") == (300, 2701)
+    monkeypatch.setattr("dante.cache.run.run_cache", lambda recipe: None)  # both caches are there
+    prompts = capability.equal_token_prompts(args, 1, "direct")
+    assert prompts == 16 * 88  # 12 600 / 9.0033 = 1399.4 prompts -> 88 batches of 16 = 1408
+    capability.seeded_cache(args, 1, prompts, "direct")
+    assert capability.cache_tokens(tmp_path / "r1" / "cache-direct-1408") == (300, 2701)  # the 300 already written
+    capability.seeded_cache(args, 1, 300, "direct")  # the --prompts cache itself: nothing to copy
+    assert sorted(p.name for p in (tmp_path / "r1").iterdir()) == ["cache", "cache-direct", "cache-direct-1408"]
+    setting = capability.SETTINGS["direct-tokens"]
+    assert setting.equal_tokens and setting.cache == "direct" and setting.warm is None
+    assert (
+        capability.SETTINGS["think-tokens"].extra_prompts
+        and capability.SETTINGS["think-tokens"].warm == "think-keep-long"
+    )
