@@ -20,6 +20,8 @@ extra finds are counted). Scaling: dante's times at N/4, N/2 and N, extrapolated
 
     .venv/bin/python bench/prompts_throughput.py                  # 200 000 prompts, ~8 min
     .venv/bin/python bench/prompts_throughput.py --prompts 1000000 --scaling ""   # 1 M measured
+    .venv/bin/python bench/prompts_throughput.py --near-rounds 3 --baseline-prompts 200000 \
+        --json bench/results/near_dedup_rounds.json   # dante vs datasketch bulk + CRC-32, interleaved
 """
 
 from __future__ import annotations
@@ -148,6 +150,73 @@ def datasketch_near_dedup(prompts: list[str], skip: set[int], shingle: int = 5, 
     return found
 
 
+def datasketch_bulk_near_dedup(
+    prompts: list[str], skip: set[int], shingle: int = 5, threshold: float = 0.8, seed: int = 1
+) -> set[int]:
+    """datasketch at its documented fast path and with dante's hash: the signatures of every prompt
+    from ``MinHash.bulk`` with ``hashfunc=zlib.crc32`` (dante's choice), then ``MinHashLSH`` with its
+    own band choice, ``query`` then ``insert``; no exact check. What dante adds on top of the same
+    library is then what the comparison times: its recall banding and the exact Jaccard check."""
+    import zlib
+
+    from datasketch import MinHash, MinHashLSH
+
+    from dante.prompts.dedup import shingles, words
+
+    todo = [p for p in range(len(prompts)) if p not in skip]
+    sets = [[s.encode("utf-8") for s in shingles(words(prompts[p]), shingle)] for p in todo]
+    hashes = MinHash.bulk(sets, num_perm=128, seed=seed, hashfunc=zlib.crc32)
+    lsh = MinHashLSH(threshold=threshold, num_perm=128)
+    found = set()
+    for p, sh, m in zip(todo, sets, hashes, strict=True):
+        if not sh:
+            continue
+        if lsh.query(m):
+            found.add(p)
+        else:
+            lsh.insert(p, m, check_duplication=False)
+    return found
+
+
+def near_rounds(prompts: list[str], rounds: int) -> dict:
+    """dante's near de-duplication against ``datasketch_bulk_near_dedup`` on the same prompts, in
+    rotating order (A B, B A, ...): per round each one's seconds and the ratio datasketch / dante."""
+    import statistics
+
+    from dante.prompts.dedup import exact_duplicates, near_duplicates
+
+    skip = {d.index for d in exact_duplicates(prompts)}
+    runs = {
+        "dante": lambda: {d.index for d in near_duplicates(prompts, skip=skip)},
+        "datasketch": lambda: datasketch_bulk_near_dedup(prompts, skip),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    found: dict[str, set[int]] = {}
+    for r in range(rounds):
+        for name in list(runs)[r % 2 :] + list(runs)[: r % 2]:
+            t0 = time.perf_counter()
+            found[name] = runs[name]()
+            seconds[name].append(time.perf_counter() - t0)
+            print(
+                f"  round {r + 1}/{rounds} {name:<10} {seconds[name][-1]:.1f} s, {len(found[name])} found", flush=True
+            )
+    ratios = [b / a for a, b in zip(seconds["dante"], seconds["datasketch"], strict=True)]
+    ours, theirs = found["dante"], found["datasketch"]
+    return {
+        "prompts": len(prompts),
+        "exact_duplicates_skipped": len(skip),
+        "seconds": seconds,
+        "ratio_datasketch_over_dante": ratios,
+        "median_ratio": statistics.median(ratios),
+        "found": {"dante": len(ours), "datasketch": len(theirs)},
+        "agreement": {
+            "both": len(ours & theirs),
+            "only_dante": len(ours - theirs),
+            "only_datasketch": len(theirs - ours),
+        },
+    }
+
+
 # -- dante ----------------------------------------------------------------------------------
 
 
@@ -185,12 +254,37 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline-prompts", type=int, default=50_000, help="prompts the baselines (and dante again) are timed on"
     )
     ap.add_argument("--json", default=str(ROOT / "runs" / "bench" / "prompts_throughput.json"))
+    ap.add_argument(
+        "--near-rounds",
+        type=int,
+        default=0,
+        help="only near de-duplication: dante against datasketch's bulk MinHash with dante's hash (CRC-32), "
+        "in this many interleaved rounds on --baseline-prompts prompts",
+    )
     args = ap.parse_args(argv)
     set_threads(1)
     from common import machine
     from dante.prompts.decontaminate import task_documents
 
     info = machine()
+    if args.near_rounds:
+        prompts, _, _ = corpus(args.baseline_prompts)
+        result = {"machine": info, **near_rounds(prompts, args.near_rounds)}
+        a = result["agreement"]
+        print(
+            f"\nCPU: {info['cpu']}, 1 thread; {result['prompts']:,} prompts: dante "
+            + ", ".join(f"{x:.1f}" for x in result["seconds"]["dante"])
+            + " s, datasketch (bulk, CRC-32) "
+            + ", ".join(f"{x:.1f}" for x in result["seconds"]["datasketch"])
+            + " s; datasketch / dante per round "
+            + ", ".join(f"{x:.2f}" for x in result["ratio_datasketch_over_dante"])
+            + f", median {result['median_ratio']:.2f}; found dante {result['found']['dante']}, datasketch "
+            f"{result['found']['datasketch']} ({a['both']} both, {a['only_dante']} only dante's, "
+            f"{a['only_datasketch']} only datasketch's)"
+        )
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        return 0
     documents = task_documents(TASKS)
     t0 = time.perf_counter()
     prompts, planted, copies = corpus(args.prompts)
