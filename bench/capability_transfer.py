@@ -116,6 +116,7 @@ def on_policy(
     direction: str = "reverse",
     end: bool = False,
     max_new: int = 48,
+    temperature: float = 1.0,
 ) -> list[str]:
     """The on-policy overrides; ``end``: the teacher's end of turn scored and a mean baseline;
     ``max_new``: the length cap of a student sample (48 for a bare answer; the reasoning task's
@@ -125,7 +126,7 @@ def on_policy(
         f"train.loss.policy_gradient.baseline={'mean' if end else 'none'}",
         f"train.on_policy.fraction={fraction}",
         f"train.on_policy.samples_per_prompt={samples}",
-        "train.on_policy.temperature=1.0",
+        f"train.on_policy.temperature={temperature}",
         f"train.on_policy.max_new_tokens={max_new}",
         f"train.loss.policy_gradient.kl_coef={coef}",
         f"train.loss.dense_kl.weight={dense}",
@@ -264,6 +265,17 @@ SETTINGS.update(
         ),
         "think-op-dense-mid": think_op(
             "SFT on reasoning, then on-policy dense reverse KL (lr 1e-4)", 1.0, 1e-4, coef=0.0, dense=1.0
+        ),
+        # the student's samples at temperature 1 wander off its greedy working (verbose prose,
+        # longer every step at lr 2e-4): sampled nearer its mode, the teacher scores the working
+        # the student actually writes
+        "think-op-dense-t05": think_op(
+            "SFT on reasoning, then on-policy dense reverse KL, samples at T 0.5 (lr 1e-4)",
+            1.0,
+            1e-4,
+            coef=0.0,
+            dense=1.0,
+            temperature=0.5,
         ),
         # control (a): the same extra steps from the same student, on the same cache (SFT's lr and
         # the on-policy runs' lr, the control's best chosen on validation like theirs)
