@@ -81,6 +81,28 @@ def cpu_computes_bf16() -> bool:
     return any(bool(probe()) for probe in probes if probe is not None)
 
 
+def cpu_description() -> str:
+    """This CPU as a run's manifest names it: its model and the kernels torch picked for it, e.g.
+    'AMD EPYC 9B14 (AVX512 kernels, native bf16)'. The kernels matter for reproducing a number:
+    the same recipe is deterministic on one machine and independent of the thread count, but
+    another instruction set (AVX2, AVX-512, AMX) sums in another order (BENCHMARKS.md, "Why a
+    number moves between machines")."""
+    import platform
+
+    import torch
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return f"{name} ({kernels} kernels, {'native' if cpu_computes_bf16() else 'emulated'} bf16)"
+
+
 def resolve_dtype(name: str | None, device: str | None) -> str:
     """The weights dtype to load for ``name`` on ``device``: explicit names as given (normalised);
     ``auto`` on a CPU is ``bfloat16`` only where the CPU computes it natively, else ``float32``;

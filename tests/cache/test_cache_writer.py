@@ -167,6 +167,7 @@ def test_manifest_records_teacher_compute_across_resumes(tmp_path, teacher_dir):
     from dante.cache.manifest import read_manifest
     from dante.cache.run import run_cache
     from dante.config import load_recipe
+    from dante.models import cpu_description
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"q{i}?"}) + "\n" for i in range(4)))
@@ -178,11 +179,13 @@ def test_manifest_records_teacher_compute_across_resumes(tmp_path, teacher_dir):
     run_cache(load_recipe(data=data))
     first = read_manifest(tmp_path / "run" / "cache")
     assert first["device_type"] == "cpu" and first["device_count"] == 1 and first["wall_time_s"] > 0
+    assert first["device_name"] == cpu_description()  # the CPU and its kernels: what reproducing a cache needs
     data["prompts"]["limit"] = 4
     run_cache(load_recipe(data=data))
     second = read_manifest(tmp_path / "run" / "cache")
     assert second["wall_time_s"] > first["wall_time_s"]
     assert second["device_hours"] == pytest.approx(second["wall_time_s"] / 3600)
+    assert second["device_name"] == first["device_name"]
 
 
 def test_a_dante_cache_folder_reads_only_its_shards(tmp_path):

@@ -29,6 +29,15 @@ def test_cpu_probe_reads_torchs_own_capability_report(monkeypatch):
     assert models.cpu_computes_bf16() is True
 
 
+def test_the_cpu_is_named_with_the_kernels_torch_picked(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(models, "cpu_computes_bf16", lambda: False)
+    assert models.cpu_description().endswith(" (AVX2 kernels, emulated bf16)")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(models, "cpu_computes_bf16", lambda: True)
+    assert models.cpu_description().endswith(" (AVX512 kernels, native bf16)")
+
+
 def test_unknown_dtype_is_an_error():
     with pytest.raises(DanteError, match="unknown dtype"):
         models.resolve_dtype("int3", "cpu")

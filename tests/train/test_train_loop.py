@@ -81,6 +81,7 @@ def test_fifty_steps_lower_held_out_loss_and_write_outputs(tmp_path, student_dir
     ):
         assert key in manifest
     assert manifest["tokens_seen"] == steps[-1]["tokens"] and manifest["data"]["truncated"] == 0
+    assert manifest["device_name"].endswith(" bf16)") and " kernels, " in manifest["device_name"]  # the CPU's kernels
     assert (
         (out / "model.safetensors").is_file()
         and (out / "resolved_recipe.yaml").is_file()

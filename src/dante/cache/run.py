@@ -184,7 +184,7 @@ def run_cache(
     pending = [p for p in prompts if p.id not in done]
     summary = CacheSummary(directory, len(prompts), 0, 0, len(prompts) - len(pending), 0, teacher=None)
     complete = False
-    devices: dict[str, Any] = {k: old[k] for k in ("device_type", "device_count") if k in old}
+    devices: dict[str, Any] = {k: old[k] for k in ("device_type", "device_count", "device_name") if k in old}
     try:
         writer.write_manifest()
         if write_requests is not None:

@@ -78,7 +78,14 @@ def compile_blocks(model: torch.nn.Module) -> int:
 
 def device_info(accelerator) -> dict[str, Any]:
     dev = accelerator.device
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+    elif dev.type == "cpu":
+        from dante.models import cpu_description
+
+        name = cpu_description()
+    else:
+        name = platform.processor() or platform.machine()
     return {
         "device_type": dev.type,
         "device_count": accelerator.num_processes,
