@@ -335,17 +335,13 @@ def run_child(script: Path, args: list[str], timeout: float = 1800) -> dict[str,
 
 
 def machine() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from importlib.metadata import PackageNotFoundError, version
+    from dante.models import cpu_name
+
+    cpu = cpu_name()
 
     versions = {}
     for pkg in ("torch", "transformers", "accelerate", "trl"):

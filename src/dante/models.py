@@ -87,20 +87,23 @@ def cpu_description() -> str:
     the same recipe is deterministic on one machine and independent of the thread count, but
     another instruction set (AVX2, AVX-512, AMX) sums in another order (BENCHMARKS.md, "Why a
     number moves between machines")."""
-    import platform
-
     import torch
 
-    name = platform.processor() or platform.machine()
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return f"{cpu_name()} ({kernels} kernels, {'native' if cpu_computes_bf16() else 'emulated'} bf16)"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else what platform reports)."""
+    import platform
+
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    kernels = torch.backends.cpu.get_cpu_capability()
-    return f"{name} ({kernels} kernels, {'native' if cpu_computes_bf16() else 'emulated'} bf16)"
+    return platform.processor() or platform.machine()
 
 
 def resolve_dtype(name: str | None, device: str | None) -> str:
