@@ -319,10 +319,12 @@ def test_on_policy_alone_draws_from_one_source_and_logs_its_terms(tmp_path, stud
     assert "cwce" not in format_info(metrics[-1]) and format_info(metrics[-1]).startswith("loss ")
 
 
-def test_the_on_policy_example_recipe_plans_and_trains_at_a_tiny_size(tmp_path, student_dir, teacher_dir, warm):
+@pytest.mark.parametrize("name", ["on-policy-demo.yaml", "reasoning-on-policy.yaml"])
+def test_the_on_policy_example_recipes_plan_and_train_at_a_tiny_size(tmp_path, student_dir, teacher_dir, warm, name):
     """configs/on-policy-demo.yaml (SFT start, then the dense term, as BENCHMARKS 6f measured it)
-    is planned by `dante plan` and trains, with the tiny student and teacher in place of the real
-    ones and its sizes cut down."""
+    and configs/reasoning-on-policy.yaml (the chunk policy gradient with the end scored and a mean
+    baseline, plus the dense term: BENCHMARKS 18) are planned by `dante plan` and train, with the
+    tiny student and teacher in place of the real ones and their sizes cut down."""
     from pathlib import Path
 
     from rich.console import Console
@@ -331,7 +333,7 @@ def test_the_on_policy_example_recipe_plans_and_trains_at_a_tiny_size(tmp_path, 
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Question {i}: what is {i} + 3?"}) + "\n" for i in range(4)))
-    config = Path(__file__).resolve().parents[2] / "configs" / "on-policy-demo.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs" / name
     r = load_recipe(
         config,
         [
@@ -353,7 +355,12 @@ def test_the_on_policy_example_recipe_plans_and_trains_at_a_tiny_size(tmp_path, 
     )
     console = Console(width=200, record=True)
     console.print(render_plan(r))
-    assert "λ = 1: 2 prompts × 1 samples a step written by the student (4 in all" in console.export_text()
+    plan = console.export_text()
+    assert "λ = 1: 2 prompts × 1 samples a step written by the student (4 in all" in plan
     result = train(r)
     metrics = [x for x in rows(result.metrics_path) if "loss" in x]
     assert len(metrics) == 2 and all(x["on_policy_dense_kl"] is not None for x in metrics)
+    if name == "reasoning-on-policy.yaml":  # the chunk policy gradient with the end of turn scored, too
+        assert "each ended sample's end of turn" in plan and r.train.loss.policy_gradient.baseline == "mean"
+        # the tiny random student's samples are sometimes all dropped; each step with one has its PG term
+        assert all((x["on_policy_samples"] > 0) == (x["on_policy_kl"] is not None) for x in metrics)
