@@ -291,7 +291,14 @@ SETTINGS.update(
         # control (b): the same extra steps on a reasoning cache grown by as many records as the
         # teacher tokens the on-policy run (--on-policy) scored would buy
         "think-tokens": Setting(
-            "SFT on reasoning, then 19 more SFT steps on a cache with the on-policy run's teacher tokens",
+            "SFT on reasoning, then 19 more SFT steps (lr 5e-5) on a cache with the on-policy run's teacher tokens",
+            [*KEEP, "train.lr=5e-5"],
+            steps=0.5,
+            warm="think-keep-long",
+            extra_prompts=True,
+        ),
+        "think-tokens-hi": Setting(
+            "SFT on reasoning, then 19 more SFT steps (lr 2e-4) on a cache with the on-policy run's teacher tokens",
             KEEP,
             steps=0.5,
             warm="think-keep-long",
@@ -874,8 +881,12 @@ def teacher_tokens(args: argparse.Namespace, name: str, replicates: list[int]) -
             compute = json.loads(manifest.read_text())["teacher_compute"]
             total += compute["tokens_scored"]
             warm = SETTINGS[folder.name.removeprefix("student-")].warm
-            if warm is None:
-                total += compute["tokens_generated"]
+            generated = compute["tokens_generated"]
+            if warm is not None:  # what its cache holds beyond the warm start's (think-tokens' larger cache)
+                start = student_dir(args, r, warm) / "dante_manifest.json"
+                before = json.loads(start.read_text())["teacher_compute"]["tokens_generated"] if start.is_file() else 0
+                generated = max(0, generated - before)
+            total += generated
             folder = student_dir(args, r, warm) if warm else None
         totals.append(total)
     return sum(totals) / len(totals)

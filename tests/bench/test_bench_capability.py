@@ -252,3 +252,23 @@ def test_equal_token_caches_are_sized_from_the_teachers_tokens_and_grow_from_the
         capability.SETTINGS["think-tokens"].extra_prompts
         and capability.SETTINGS["think-tokens"].warm == "think-keep-long"
     )
+
+
+def test_teacher_tokens_count_a_warm_starts_cache_once_and_a_larger_cache_beyond_it(tmp_path):
+    """The summary's teacher tokens: the SFT start's cache, plus what an on-policy run scored, plus
+    what a control's larger cache generated beyond the start's (think-tokens), by hand."""
+    args = capability.parse_args(["--task", "reasoning", "--out", str(tmp_path)])
+
+    def trained(name, generated, scored=0):
+        folder = capability.student_dir(args, 1, name)
+        folder.mkdir(parents=True)
+        compute = {"tokens_generated": generated, "tokens_scored": scored}
+        (folder / "dante_manifest.json").write_text(json.dumps({"teacher_compute": compute}))
+
+    trained("think-keep-long", 12_451)
+    trained("think-op-pg", 12_451, scored=15_299)  # the same cache: counted once
+    trained("think-tokens", 26_031)  # its own cache of 636 records, the first 300 the start's
+    assert capability.teacher_tokens(args, "think-keep-long", [1]) == 12_451
+    assert capability.teacher_tokens(args, "think-op-pg", [1]) == 12_451 + 15_299
+    assert capability.teacher_tokens(args, "think-tokens", [1]) == 26_031
+    assert capability.teacher_tokens(args, "think-more", [1]) is None  # not trained
