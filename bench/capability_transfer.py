@@ -429,7 +429,7 @@ def cache_tokens(folder: Path) -> tuple[int, int]:
     """(records, the teacher's generated tokens) of a cache."""
     from dante.cache.records import read_cache
 
-    records = list(read_cache([folder]))
+    records = read_cache([folder])
     return len(records), sum(r.completion_tokens or 0 for r in records)
 
 
@@ -873,22 +873,18 @@ def teacher_tokens(args: argparse.Namespace, name: str, replicates: list[int]) -
     its warm start's) plus scored on-policy."""
     totals = []
     for r in replicates:
-        folder, total = student_dir(args, r, name), 0
+        chain, folder = [], student_dir(args, r, name)  # the setting's manifest, then its warm starts'
         while folder is not None:
             manifest = folder / "dante_manifest.json"
             if not manifest.is_file():
                 return None
-            compute = json.loads(manifest.read_text())["teacher_compute"]
-            total += compute["tokens_scored"]
+            chain.append(json.loads(manifest.read_text())["teacher_compute"])
             warm = SETTINGS[folder.name.removeprefix("student-")].warm
-            generated = compute["tokens_generated"]
-            if warm is not None:  # what its cache holds beyond the warm start's (think-tokens' larger cache)
-                start = student_dir(args, r, warm) / "dante_manifest.json"
-                before = json.loads(start.read_text())["teacher_compute"]["tokens_generated"] if start.is_file() else 0
-                generated = max(0, generated - before)
-            total += generated
             folder = student_dir(args, r, warm) if warm else None
-        totals.append(total)
+        generated = [c["tokens_generated"] for c in chain]
+        # the root's cache once, and what each larger cache holds beyond its warm start's (think-tokens)
+        extra = sum(max(0, g - start) for g, start in zip(generated, generated[1:]))
+        totals.append(sum(c["tokens_scored"] for c in chain) + generated[-1] + extra)
     return sum(totals) / len(totals)
 
 

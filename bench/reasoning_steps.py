@@ -32,10 +32,18 @@ def thinking_of(text: str) -> str:
 
 def step_ops(text: str) -> list[tuple[str, bool]]:
     """(operation, right) of each ``a ± b = c`` step of the thinking, in order."""
+    return steps_in(thinking_of(text))
+
+
+def steps_in(thinking: str) -> list[tuple[str, bool]]:
     return [
-        (op, (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(c))
-        for a, op, b, c in STEP.findall(thinking_of(text))
+        (op, (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(c)) for a, op, b, c in STEP.findall(thinking)
     ]
+
+
+def both_right(steps: list[bool]) -> bool:
+    """The first two steps written, both right."""
+    return len(steps) > 1 and steps[0] and steps[1]
 
 
 def steps_of(text: str) -> list[bool]:
@@ -54,8 +62,8 @@ def read(folder: Path, task: str) -> list[dict]:
         raise SystemExit(f"{path}: not found (dante eval writes it when eval.think_end_token is set)")
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     for row in rows:
-        row["steps"] = step_ops(row["text"])
         reasoning = split_inline(row["text"]).reasoning
+        row["steps"] = steps_in(row["text"] if reasoning is None else reasoning)
         row["thinking_chars"] = None if reasoning is None else len(reasoning)
     return rows
 
@@ -71,7 +79,7 @@ def summary(rows: list[dict]) -> dict:
         "written": dict(sorted(Counter(len(s) for s in steps).items())),
         "step1": sum(bool(s) and s[0] for s in steps) / n,
         "step2": sum(len(s) > 1 and s[1] for s in steps) / n,
-        "both": sum(len(s) > 1 and s[0] and s[1] for s in steps) / n,
+        "both": sum(both_right(s) for s in steps) / n,
         "by_op": {op: (sum(v) / len(v) if v else None, len(v)) for op, v in by_op.items()},
         "thinking_chars": sum(lengths) / len(lengths) if lengths else None,
     }
@@ -86,7 +94,7 @@ def compare(before: list[dict], after: list[dict]) -> dict:
     a, b = {r["doc_id"]: r for r in before}, {r["doc_id"]: r for r in after}
 
     def right(r: dict) -> bool:
-        return len(r["steps"]) > 1 and all(ok for _, ok in r["steps"][:2])
+        return both_right([ok for _, ok in r["steps"]])
 
     kinds: dict[str, list[int]] = {"corrected": [], "broken": [], "still wrong": [], "still right": []}
     for doc in sorted(set(a) & set(b)):

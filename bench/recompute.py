@@ -103,9 +103,12 @@ class Data:
     def comparison(self, key: str) -> dict[str, Any]:
         return self.data["comparisons"][key]
 
+    def reps(self, key: str) -> list[dict[str, Any]]:
+        """The comparison's replicates in replicate order."""
+        return sorted(self.comparison(key)["replicates"], key=lambda r: r["replicate"])
+
     def accuracies(self, key: str, side: str) -> list[float]:
-        reps = sorted(self.comparison(key)["replicates"], key=lambda r: r["replicate"])
-        return [r[side] / r["n"] for r in reps]
+        return [r[side] / r["n"] for r in self.reps(key)]
 
     def mean(self, key: str, side: str) -> float:
         acc = self.accuracies(key, side)
@@ -134,7 +137,7 @@ class Data:
         from dante.eval.scores import mcnemar_exact
 
         out = []
-        for r in sorted(self.comparison(key)["replicates"], key=lambda r: r["replicate"]):
+        for r in self.reps(key):
             a, b = replicates.pairs_from_counts(r["n"], r["reference"], r["setting"], r["won"], r["lost"])
             out.append(mcnemar_exact(a, b)["p_value"])
         return out
@@ -155,6 +158,8 @@ class Data:
     def check_per_question(self) -> list[str]:
         """Every replicate or model that names a kept per-question file: its counts recomputed
         from the file. Returns the mismatches."""
+        from dante.eval.scores import mcnemar_exact
+
         problems = []
         for key, comp in self.data["comparisons"].items():
             for r in comp["replicates"]:
@@ -163,13 +168,14 @@ class Data:
                     continue
                 path = self.root / pq["file"]
                 a, b = per_question.correct(path, pq["reference"]), per_question.correct(path, pq["setting"])
-                both = sorted(set(a) & set(b))
+                both = set(a) & set(b)
+                t = mcnemar_exact(a, b)  # the paired questions and their discordant counts
                 got = {
-                    "n": len(both),
+                    "n": t["rows"],
                     "reference": sum(a[q] for q in both),
                     "setting": sum(b[q] for q in both),
-                    "won": sum(b[q] and not a[q] for q in both),
-                    "lost": sum(a[q] and not b[q] for q in both),
+                    "won": t["b_only"],
+                    "lost": t["a_only"],
                 }
                 wrong = {k: (r[k], v) for k, v in got.items() if r[k] != v}
                 if wrong:
@@ -189,9 +195,8 @@ def per_replicate(values: list[float], sep: str = " / ", suffix: str = "") -> st
 
 def diffs_with_counts(d: Data, key: str, first: str = "{won} won / {lost} lost") -> str:
     """'+2.0 (12 won / 6 lost), -2.3 (9/16), ...' as 6d and 6g print them."""
-    reps = sorted(d.comparison(key)["replicates"], key=lambda r: r["replicate"])
     out = []
-    for i, r in enumerate(reps):
+    for i, r in enumerate(d.reps(key)):
         counts = first.format(**r) if i == 0 else f"{r['won']}/{r['lost']}"
         out.append(f"{signed((r['setting'] - r['reference']) / r['n'])} ({counts})")
     return ", ".join(out)
@@ -199,8 +204,7 @@ def diffs_with_counts(d: Data, key: str, first: str = "{won} won / {lost} lost")
 
 def mcnemar_cells(d: Data, key: str, fmt: str = "{won}/{lost} ({p:.2g})", first: int = 0) -> str:
     """Each replicate's won / lost and exact McNemar p, as the tables print them."""
-    reps = sorted(d.comparison(key)["replicates"], key=lambda r: r["replicate"])
-    return ", ".join(fmt.format(p=p, **r) for r, p in list(zip(reps, d.mcnemar(key), strict=True))[first:])
+    return ", ".join(fmt.format(p=p, **r) for r, p in list(zip(d.reps(key), d.mcnemar(key), strict=True))[first:])
 
 
 def interval(v: dict[str, Any]) -> str:

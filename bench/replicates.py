@@ -88,6 +88,7 @@ def from_summary(path: Path, setting: str, reference: str, machine: str) -> list
     if summary["args"].get("reference") != reference:
         raise SystemExit(f"{path}: compared with {summary['args'].get('reference')!r}, not {reference!r}")
     kept = kept_file(summary)
+    kept_models = per_question.load(common.REPO / kept).get("models", {}) if kept else {}
     out = []
     for r, t in tests.items():
         n = t["rows"]
@@ -102,7 +103,7 @@ def from_summary(path: Path, setting: str, reference: str, machine: str) -> list
             "source": str(path),
         }
         models = {"setting": f"r{r}/student-{setting}", "reference": f"r{r}/student-{reference}"}
-        if kept and all(m in per_question.load(common.REPO / kept).get("models", {}) for m in models.values()):
+        if kept and all(m in kept_models for m in models.values()):
             rep["per_question"] = {"file": kept, **models}  # bench/recompute.py checks the counts against it
         out.append(rep)
     return out

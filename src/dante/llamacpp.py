@@ -115,9 +115,9 @@ class LlamaServer:
         import tempfile
 
         self.log_path = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
-        log = self.log_path.open("wb")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
+        with self.log_path.open("wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = t0 + self.start_timeout_s
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:

@@ -93,6 +93,21 @@ def cpu_description() -> str:
     return f"{cpu_name()} ({kernels} kernels, {'native' if cpu_computes_bf16() else 'emulated'} bf16)"
 
 
+def device_name(device: Any) -> str:
+    """A torch device as a manifest names it: a GPU's product name, this CPU with its kernels
+    (``cpu_description``), or what platform reports for another kind."""
+    import platform
+
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.cuda.get_device_name(device)
+    if kind == "cpu":
+        return cpu_description()
+    return platform.processor() or platform.machine()
+
+
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux, else what platform reports)."""
     import platform

@@ -36,6 +36,7 @@ def test_the_cpu_is_named_with_the_kernels_torch_picked(monkeypatch):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.setattr(models, "cpu_computes_bf16", lambda: True)
     assert models.cpu_description().endswith(" (AVX512 kernels, native bf16)")
+    assert models.device_name("cpu") == models.device_name(torch.device("cpu")) == models.cpu_description()
 
 
 def test_unknown_dtype_is_an_error():

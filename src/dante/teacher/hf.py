@@ -114,13 +114,13 @@ class HFTeacher(Teacher):
         self.token_bytes = TokenBytes(self.tokenizer, keep=self.marker_ids)
 
     def device_info(self) -> dict[str, Any]:
-        from dante.models import cpu_description
+        from dante.models import device_name
 
-        kind = str(self.device).split(":")[0]
-        name = {"cpu": cpu_description, "cuda": lambda: self._torch.cuda.get_device_name(self.device)}.get(
-            kind, lambda: kind
-        )()
-        return {"device_type": kind, "device_count": 1, "device_name": name}
+        return {
+            "device_type": str(self.device).split(":")[0],
+            "device_count": 1,
+            "device_name": device_name(self.device),
+        }
 
     def render(self, prompt: Prompt) -> str:
         return render_prompt(prompt, self.tokenizer, self.cfg.use_chat_template, self.cfg.thinking)

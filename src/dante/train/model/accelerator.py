@@ -78,18 +78,12 @@ def compile_blocks(model: torch.nn.Module) -> int:
 
 def device_info(accelerator) -> dict[str, Any]:
     dev = accelerator.device
-    if dev.type == "cuda":
-        name = torch.cuda.get_device_name(dev)
-    elif dev.type == "cpu":
-        from dante.models import cpu_description
+    from dante.models import device_name
 
-        name = cpu_description()
-    else:
-        name = platform.processor() or platform.machine()
     return {
         "device_type": dev.type,
         "device_count": accelerator.num_processes,
-        "device_name": name,
+        "device_name": device_name(dev),
         "distributed_type": str(accelerator.distributed_type).split(".")[-1],
         "mixed_precision": accelerator.mixed_precision,
     }
