@@ -105,6 +105,7 @@ class Setting:
     cache: str | None = None  # a cache of its own (another teacher prompt), in r<k>/cache-<name>
     gold: bool = False  # trained by TRL's GOLD trainer (a peer), not by dante (``train_gold``)
     lr: float | None = None  # GOLD only: its learning rate where not the bench's --lr
+    gold_args: dict = field(default_factory=dict)  # GOLD only: GOLDConfig fields over run_gold's (lmbda, beta)
 
 
 def on_policy(
@@ -176,6 +177,14 @@ SETTINGS: dict[str, Setting] = {
     "sft-chunk-3": Setting("SFT + chunk term (λ_chunk 3)", [*SFT_FLAGS, "train.loss.chunk_kd.weight=3.0"]),
     "gold": Setting("TRL GOLD trainer (hybrid ULD 0.6 / 0.4, half on-policy)", gold=True),
     "gold-lr2e-5": Setting("TRL GOLD trainer, lr 2e-5", gold=True, lr=2e-5),
+    # GOLD's validation budget (issue 50 item 5): learning rates, then GKD's on-policy λ and β
+    "gold-lr1e-5": Setting("TRL GOLD trainer, lr 1e-5", gold=True, lr=1e-5),
+    "gold-lr5e-5": Setting("TRL GOLD trainer, lr 5e-5", gold=True, lr=5e-5),
+    "gold-lr1e-4": Setting("TRL GOLD trainer, lr 1e-4", gold=True, lr=1e-4),
+    # GKD's finding (TRL's GKD docs): on-policy data (high λ) works better; β stays at its default
+    "gold-lr2e-5-l1": Setting(
+        "TRL GOLD trainer, lr 2e-5, every step on-policy (λ 1)", gold=True, lr=2e-5, gold_args={"lmbda": 1.0}
+    ),
     # on-policy distillation (issue 23): settings chosen on validation, section 6e
     "sft-op": Setting("SFT, then on-policy", [*SFT_FLAGS, *on_policy(1.0, 5e-5)], warm="sft"),
     "sft-op-mix": Setting("SFT, then on-policy mixed 1:1", [*SFT_FLAGS, *on_policy(0.5, 5e-5)], warm="sft"),
@@ -389,6 +398,9 @@ def recipe_for(
         f"prompts.limit={prompts}",
         f"cache.dir={out / folder}",
         "teacher.store_logprobs=20",  # the teacher's per-token top-20 for token-level KD
+        # every published replicate's cache was written batch by batch (before the refilling
+        # schedule): a new replicate's is too, so the series stays one engine's
+        "teacher.hf.schedule=batch",
         f"train.steps={steps}",
         f"train.batch_sequences={args.batch}",
         f"train.micro_batch_size={args.batch}",
@@ -514,6 +526,7 @@ def train_gold(args: argparse.Namespace, replicate: int, name: str, folder: Path
         teacher_dtype=resolve_dtype(recipe.teacher.dtype, "cpu"),
         system=t.system_prompt,
         extra={"filter": counts.as_dict()},
+        config=SETTINGS[name].gold_args,
     )
     return folder
 
@@ -534,6 +547,7 @@ def run_gold(
     teacher_dtype: str = "float32",
     system: str = "keep",
     extra: dict | None = None,
+    config: dict | None = None,
 ) -> dict:
     """Train ``student`` on the cache ``records`` with TRL's GOLD trainer (trl pinned in the
     ``bench`` extra): the teacher loaded here (GOLD scores with its logits), the records' prompts
@@ -541,7 +555,8 @@ def run_gold(
     schedule and seed, and the cross-tokenizer settings GOLD's documentation recommends:
     ``use_uld_loss``, ``uld_use_hybrid_loss`` with matched / unmatched weights 0.6 / 0.4, its
     defaults otherwise (λ = 0.5: half the steps on the student's own samples, β = 0.5,
-    temperature 0.9). Writes the model and a ``dante_manifest.json`` in the shape the summary reads
+    temperature 0.9); ``config`` overrides GOLDConfig fields (``lmbda``, ``beta``). Writes the
+    model and a ``dante_manifest.json`` in the shape the summary reads
     (teacher tokens: the cache's, plus every token the teacher ran forward on) and returns it."""
     import trl
     from datasets import Dataset
@@ -575,6 +590,7 @@ def run_gold(
         save_strategy="no",
         use_cpu=True,
         bf16=False,
+        **(config or {}),
     )
     trainer = GOLDTrainer(
         model=student, teacher_model=teacher, args=config, processing_class=tok, train_dataset=Dataset.from_list(rows)

@@ -51,21 +51,26 @@ def records_of(folder: Path) -> dict[str, dict[str, Any]]:
 LIMIT: list[str] = []  # prompts.limit=N from --limit, for every engine
 
 
-def run_cache(recipe: str, folder: Path, overrides: list[str], threads: int) -> dict[str, Any]:
-    """`dante cache run` in a child process (threads pinned) under /usr/bin/time; seconds and the
-    child's own peak resident memory."""
-    if folder.exists():
-        shutil.rmtree(folder)
+def timed_dante(args: list[str], threads: int) -> tuple[float, int]:
+    """``python -m dante.cli ARGS`` in a child process (threads pinned) under /usr/bin/time: its
+    seconds and its own peak resident memory in MiB."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "dante.cli", "cache", "run", recipe, f"cache.dir={folder}", *LIMIT, *overrides]
-    cmd = ["/usr/bin/time", "-f", "peak-kb %M", *cmd]
+    cmd = ["/usr/bin/time", "-f", "peak-kb %M", sys.executable, "-m", "dante.cli", *args]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     peak = [line for line in done.stderr.splitlines() if line.startswith("peak-kb ")][-1]
-    return {"seconds": round(seconds, 1), "client_peak_mib": round(int(peak.split()[1]) / 1024)}
+    return seconds, round(int(peak.split()[1]) / 1024)
+
+
+def run_cache(recipe: str, folder: Path, overrides: list[str], threads: int) -> dict[str, Any]:
+    """`dante cache run` of ``recipe`` into ``folder`` (``timed_dante``)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    seconds, peak = timed_dante(["cache", "run", recipe, f"cache.dir={folder}", *LIMIT, *overrides], threads)
+    return {"seconds": round(seconds, 1), "client_peak_mib": peak}
 
 
 def summary(folder: Path, seconds: float) -> dict[str, Any]:

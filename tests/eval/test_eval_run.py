@@ -352,3 +352,57 @@ def test_a_generation_whose_thinking_never_ended_is_scored_as_no_answer_and_kept
     monkeypatch.setattr(HFLM, "tok_decode", lambda self, tokens, skip_special_tokens=True: next(texts))
     assert lm.tok_decode([1, 2]) == "" and lm.tok_decode([3]) == "5</think> The answer is 5."
     assert lm.raw_generations == [("2 + 3 is", True), ("5</think> The answer is 5.", False)]
+
+
+def test_refilling_schedule_gives_lm_evals_greedy_answers(tmp_path, student_dir, monkeypatch):
+    """eval.schedule refill (the default) and lm-eval's own batches score the same generations:
+    the task's requests go to the model in one call and decode two rows at a time (checked), each
+    row cut where lm-eval cuts it; sampling keeps lm-eval's batches."""
+    from dante.teacher import refill
+
+    calls: list[int] = []
+    original = refill.refill_greedy
+
+    def counting(model, prompts, **kw):
+        calls.append(len(prompts))
+        assert kw["slots"] == 2
+        yield from original(model, prompts, **kw)
+
+    monkeypatch.setattr(refill, "refill_greedy", counting)
+    responses = {}
+    for schedule in ("batch", "refill"):
+        recipe = tiny_recipe(tmp_path / schedule, student_dir, schedule=schedule, limit=6, batch_size=2)
+        evaluate(recipe)
+        lines = (tmp_path / schedule / "run" / "eval" / "base" / "samples_gsm8k_local.jsonl").read_text().splitlines()
+        responses[schedule] = sorted((json.loads(x)["doc_id"], json.loads(x)["resps"][0][0]) for x in lines)
+    assert calls == [6]  # one call, the batch schedule never
+    assert responses["refill"] == responses["batch"] and len(responses["batch"]) == 12  # two filters
+
+
+def test_stop_strings_end_a_row_only_after_its_thinking():
+    from dante.eval.run import StopAfterThinking, greedy_requests
+
+    class Tok:
+        def decode(self, ids):
+            return "".join(chr(i) for i in ids)
+
+    def ids(text):
+        return [ord(c) for c in text]
+
+    stop = StopAfterThinking(Tok(), ["\n\n"], "</think>", prompt_opened=False)
+    assert not stop(ids("<think>a\n\nb"))  # inside an open thinking block: not yet
+    assert not stop(ids("<think>a\n\nb</think>7"))
+    assert stop(ids("<think>a\n\nb</think>7\n\n"))
+    assert stop(ids("7\n\n"))  # no thinking at all
+    opened = StopAfterThinking(Tok(), ["\n\n"], "</think>", prompt_opened=True)
+    assert not opened(ids("a\n\nb")) and opened(ids("a\n\nb</think>7\n\n"))
+    plain = StopAfterThinking(Tok(), ["\n\n"], None, prompt_opened=False)
+    assert plain(ids("<think>a\n\n"))
+
+    class Req:
+        def __init__(self, kwargs):
+            self.args = ("q", kwargs)
+
+    assert greedy_requests([Req({"until": ["\n"], "do_sample": False, "temperature": 0.0, "max_gen_toks": 5})])
+    assert not greedy_requests([Req({"do_sample": True, "temperature": 0.7})])
+    assert not greedy_requests([Req({"until": ["\n"], "top_p": 0.9})])

@@ -24,6 +24,7 @@ FORMAT = "dante-cache/1"
 OPERATIONAL = {
     "teacher": {
         "device",
+        "schedule",  # the hf engine's decoding schedule: the same greedy tokens, in another order
         "batch_size",
         "concurrency",
         "max_retries",

@@ -52,6 +52,12 @@ class EvalConfig(Section):
         description="lm-eval --limit: rows per task (>= 1) or a fraction (< 1). Scores are flagged as partial.",
     )
     batch_size: int | str = Field(1, description="Batch size, or 'auto' / 'auto:N' (lm-eval).")
+    schedule: Literal["refill", "batch"] = Field(
+        "refill",
+        description="Greedy generation (hf backend): 'refill' decodes batch_size rows at a time across a task's "
+        "requests, a finished row replaced at once and the shared prompt prefix computed once "
+        "(dante.teacher.refill); 'batch' is lm-eval's, each batch until its longest row ends.",
+    )
     dtype: str = Field("auto", description="Weights dtype: auto, float32, bfloat16, float16.")
     device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     num_fewshot: int | None = Field(

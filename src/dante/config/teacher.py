@@ -16,6 +16,12 @@ class HfTeacherConfig(Section):
     """``teacher.backend: hf``: the local transformers engine's device and thinking budget (``teacher.hf``)."""
 
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    schedule: Literal["refill", "batch"] = Field(
+        "refill",
+        description="Greedy decoding: 'refill' lets a finished row leave at once and a waiting prompt take its place "
+        "(batch_size rows at a time across the whole cache); 'batch' runs generate batch by batch, each until its "
+        "longest row ends. Sampling and a thinking budget always run by batch.",
+    )
     thinking_budget: int | None = Field(
         None,
         ge=1,

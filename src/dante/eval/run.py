@@ -361,6 +361,101 @@ def thinking_hflm():
     return ThinkingHFLM
 
 
+# generation kwargs a task may give that leave decoding greedy and unprocessed (lm-eval's own)
+_GREEDY_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature"}
+
+
+def greedy_requests(requests) -> bool:
+    """Every request decodes greedily with nothing but stop strings and a length (refillable)."""
+    for req in requests:
+        kwargs = req.args[1] if len(req.args) > 1 and isinstance(req.args[1], dict) else {}
+        if set(kwargs) - _GREEDY_KWARGS or kwargs.get("do_sample") or (kwargs.get("temperature") or 0.0) > 0.0:
+            return False
+    return True
+
+
+class StopAfterThinking:
+    """A row ends once one of lm-eval's stop strings appears in what it wrote after its thinking
+    (after the last ``think_end`` marker; nowhere while a thinking block it or its prompt opened
+    is still open), which is where lm-eval cuts the answer. lm-eval's batch path checks the
+    strings anywhere, but stops no row before the whole batch has: a row that met one inside its
+    thinking wrote on to its answer only while others still ran."""
+
+    def __init__(self, tokenizer: Any, stops: list[str], think_end: Any, prompt_opened: bool) -> None:
+        self.tokenizer, self.stops, self.prompt_opened = tokenizer, [s for s in stops if s], prompt_opened
+        self.think_end = think_end if isinstance(think_end, str) and think_end else None
+
+    def __call__(self, ids: list[int]) -> bool:
+        if not self.stops:
+            return False
+        text = self.tokenizer.decode(ids)
+        if self.think_end is not None:
+            split = split_inline(text, self.think_end, opened=self.prompt_opened)
+            if split.reasoning is not None and not split.closed:
+                return False
+            text = split.answer if split.reasoning is not None else text
+        return any(s in text for s in self.stops)
+
+
+def refilling(base):
+    """lm-eval's HFLM class ``base`` whose greedy generation runs on the hf teacher's refilling
+    schedule (``dante.teacher.refill``; ``eval.schedule: refill``): all of a task's requests in one
+    call, ``refill_slots`` rows decoding at a time, a finished row replaced at once, the prompts'
+    shared prefix computed once. Sampling, other generation kwargs, and models ``generate`` would
+    process or with sliding-window caches keep lm-eval's batches."""
+
+    class Refilling(base):
+        refill_slots = 16
+        prompt_opened = False
+
+        def _refills(self) -> bool:
+            from dante.teacher.refill import full_attention_cache, unprocessed
+
+            if getattr(self, "_refill_model", None) is None:
+                self._refill_model = unprocessed(self.model.generation_config) and full_attention_cache(self.model)
+            return self._refill_model
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            if not requests or not greedy_requests(requests) or not self._refills():
+                return super().generate_until(requests, disable_tqdm)
+            batch, self.batch_size_per_gpu, self._refilling = self.batch_size_per_gpu, len(requests), True
+            try:  # one lm-eval batch: the schedule keeps refill_slots rows decoding
+                return super().generate_until(requests, disable_tqdm)
+            finally:
+                self.batch_size_per_gpu, self._refilling = batch, False
+
+        def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
+            if not getattr(self, "_refilling", False):
+                return super()._model_generate(context, max_length, stop, **generation_kwargs)
+            import torch
+
+            from dante.teacher.refill import refill_greedy
+
+            mask = generation_kwargs.get("attention_mask")
+            if mask is None:
+                mask = torch.ones_like(context)
+            rows = [ids[m.bool()].tolist() for ids, m in zip(context, mask, strict=True)]  # lm-eval pads left
+            eos = self.model.generation_config.eos_token_id
+            eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(eos_ids - {None})
+            width = context.shape[1]
+            out = torch.full((len(rows), max_length), pad, dtype=context.dtype, device=context.device)
+            out[:, :width] = context
+            for row in refill_greedy(
+                self.model,
+                rows,
+                slots=self.refill_slots,
+                max_new_tokens=max_length - width,
+                eos_ids=eos_ids - {None},
+                pad_id=pad,
+                stop=StopAfterThinking(self.tokenizer, stop, self.think_end_token, self.prompt_opened),
+            ):
+                out[row.index, width : width + len(row.ids)] = torch.tensor(row.ids, dtype=context.dtype)
+            return out
+
+    return Refilling
+
+
 def generations_jsonl(lm) -> str:
     """The kept generations, one JSON line each, in question order with their ``doc_id`` where
     every one was paired with its question (else in the order lm-eval generated them, without)."""
@@ -402,7 +497,11 @@ def load_lm(model: ModelRef, cfg: EvalConfig, lora_rank: int | None = None):
         kwargs.update(peft=model.peft, tokenizer=model.peft)
     try:
         cls = thinking_hflm() if cfg.think_end_token is not None else HFLM
+        if cfg.schedule == "refill":
+            cls = refilling(cls)
         lm = cls(**kwargs)
+        if cfg.schedule == "refill" and isinstance(cfg.batch_size, int):
+            lm.refill_slots = cfg.batch_size
     except (OSError, ValueError) as exc:
         raise DanteError(
             f"lm-eval cannot load model {model.label!r}: {exc}", file=resolved.path, field="eval.models"

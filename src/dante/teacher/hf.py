@@ -10,7 +10,7 @@ steps × a 152k vocabulary).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -19,8 +19,8 @@ from dante.config import TeacherConfig
 from dante.models import default_device, load_causal_lm, load_tokenizer, resolve_dtype, resolve_model
 from dante.prompts import Prompt, render_prompt
 from dante.teacher import reasoning
-from dante.teacher.base import Generation, Sampling, Teacher
-from dante.teacher.entropy import topk_entropy_from_logits, topk_entropy_from_top
+from dante.teacher.base import Completion, Generation, Sampling, Teacher
+from dante.teacher.refill import full_attention_cache, refill_greedy, step_stats, unprocessed
 from dante.tokens import TokenBytes, TokenLogprobs, from_ids, marker_ids
 
 
@@ -47,15 +47,11 @@ class StepEntropy:
 
     def _hook(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
         logits = output.logits if hasattr(output, "logits") else output[0]
-        last = logits[:, -1, :]
+        entropies, logp, top = step_stats(logits[:, -1, :], self.k, self.store)
+        if entropies is not None:
+            self.steps.append(entropies)
         if self.store == 0:
-            self.steps.append(topk_entropy_from_logits(last, self.k))
             return
-        # one softmax and one top-k serve the entropy's k and the payload's K
-        logp = torch.log_softmax(last.float(), dim=-1)
-        top = logp.topk(min(max(self.k, self.store), logp.shape[-1]), dim=-1)
-        if self.k > 0:
-            self.steps.append(topk_entropy_from_top(top.values[:, : self.k]))
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if self._last is not None and input_ids is not None:
             self.chosen_lps.append(self._last.gather(1, input_ids[:, -1:].to(self._last.device)).squeeze(1))
@@ -112,6 +108,7 @@ class HFTeacher(Teacher):
         # how the output is split: dante.teacher.reasoning); every other special token has none
         self.marker_ids = marker_ids(self.tokenizer, (reasoning.OPEN, reasoning.CLOSE))
         self.token_bytes = TokenBytes(self.tokenizer, keep=self.marker_ids)
+        self._refill_model: bool | None = None  # decided on first use (``refills``)
 
     def device_info(self) -> dict[str, Any]:
         from dante.models import device_name
@@ -128,10 +125,61 @@ class HFTeacher(Teacher):
     def _uses_template(self) -> bool:
         return bool(self.cfg.use_chat_template and getattr(self.tokenizer, "chat_template", None))
 
-    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Generation]]:
-        torch = self._torch
+    def refills(self, sampling: Sampling) -> bool:
+        """Whether ``sampling`` decodes on the refilling schedule (``dante.teacher.refill``):
+        ``teacher.hf.schedule: refill``, greedy, no thinking budget, and a model whose greedy
+        logits ``generate`` would not process and whose cache is full attention."""
+        if self.cfg.hf.schedule != "refill" or not sampling.greedy:
+            return False
+        if self.cfg.hf.thinking_budget is not None and self.cfg.thinking != "off":
+            return False
+        if self._refill_model is None:
+            self._refill_model = unprocessed(self.model.generation_config) and full_attention_cache(self.model)
+        return self._refill_model
+
+    def _encode(self, prompts: Sequence[Prompt]) -> tuple[list[str], list[bool]]:
         texts = [self.render(p) for p in prompts]
+        opened = [self.cfg.thinking != "off" and reasoning.prompt_opens_thinking(t) for t in texts]
+        return texts, opened
+
+    def _refill(self, prompts: Sequence[Prompt], sampling: Sampling) -> Iterator[tuple[int, Generation]]:
+        """(prompt index, its greedy generation), as each ends (``refill_greedy``)."""
+        texts, opened = self._encode(prompts)
         # A chat template already holds the special tokens it needs (BOS included).
+        ids = self.tokenizer(texts, add_special_tokens=not self._uses_template())["input_ids"]
+        store = sampling.store_logprobs
+        rows = refill_greedy(
+            self.model,
+            ids,
+            slots=self.cfg.batch_size,
+            max_new_tokens=sampling.max_new_tokens,
+            eos_ids=self.eos_ids,
+            pad_id=self.tokenizer.pad_token_id,
+            top_k=sampling.top_logprobs,
+            store=store,
+        )
+        for row in rows:
+            stored = (row.chosen, row.top_ids, row.top_lps) if store > 0 else None
+            entropies = row.entropies if sampling.top_logprobs > 0 else None
+            yield row.index, self._generation(row.ids, entropies, stored, len(ids[row.index]), opened[row.index])
+
+    def iter_completions(self, prompts: Sequence[Prompt]) -> Iterator[Completion]:
+        """On the refilling schedule, each prompt's completion as soon as it ends, ``batch_size``
+        rows decoding at a time across the whole list; otherwise batch by batch."""
+        if self.request.consistency is not None or not self.refills(self.request.main):
+            yield from super().iter_completions(prompts)
+            return
+        for index, gen in self._refill(prompts, self.request.main):
+            yield Completion(prompts[index], gen, [])
+
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Generation]]:
+        if self.refills(sampling):
+            gens: list[Generation | None] = [None] * len(prompts)
+            for index, gen in self._refill(prompts, sampling):
+                gens[index] = gen
+            return [[g] * sampling.n for g in gens]
+        torch = self._torch
+        texts, opened = self._encode(prompts)
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self._uses_template()).to(
             self.device
         )
@@ -149,7 +197,6 @@ class HFTeacher(Teacher):
                 torch.manual_seed(sampling.seed)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        opened = [self.cfg.thinking != "off" and reasoning.prompt_opens_thinking(t) for t in texts]
         if self.cfg.hf.thinking_budget is not None and self.cfg.thinking != "off":
             from transformers import LogitsProcessorList
 
@@ -174,32 +221,51 @@ class HFTeacher(Teacher):
             hook.finish(new[:, -1])
         entropies = hook.per_row() if hook is not None and sampling.top_logprobs > 0 else None
         stored = hook.payload_rows() if hook is not None and sampling.store_logprobs > 0 else None
+        per = n if sample else 1
         gens = []
         for row, ids in enumerate(new.tolist()):
-            length, finish = len(ids), "length"
-            for i, t in enumerate(ids):
-                if t in self.eos_ids:
-                    length, finish = i + 1, "stop"  # the end-of-sequence token counts, like vLLM/OpenAI
-                    break
-            text = self.decode(ids[:length])
-            payload = None
-            if stored is not None:
-                chosen, top_ids, top_lps = (part[row][:length] for part in stored)
-                payload = from_ids(self.token_bytes, ids[:length], chosen, top_ids, top_lps)
-            gen = Generation(
-                text=text,
-                completion_tokens=length,
-                finish_reason=finish,
-                token_entropies=entropies[row][:length] if entropies is not None else None,
-                prompt_tokens=int(prompt_lens[row // (n if sample else 1)]),
-                token_logprobs=payload,
+            gens.append(
+                self._generation(
+                    ids,
+                    entropies[row] if entropies is not None else None,
+                    tuple(part[row] for part in stored) if stored is not None else None,
+                    int(prompt_lens[row // per]),
+                    opened[row // per],
+                )
             )
-            gens.append(reasoning.separate(gen, self.cfg.thinking, opened[row // (n if sample else 1)]))
-        per = n if sample else 1
         grouped = [gens[i * per : (i + 1) * per] for i in range(len(prompts))]
         if not sample and n > 1:  # greedy samples are all the same completion
             grouped = [g * n for g in grouped]
         return grouped
+
+    def _generation(
+        self,
+        ids: list[int],
+        entropies: list[float] | None,
+        stored: tuple[list, list, list] | None,
+        prompt_tokens: int,
+        opened: bool,
+    ) -> Generation:
+        """A row's generation: cut after its first end of sequence (which counts, like vLLM's
+        and OpenAI's), decoded, with its entropies and payload over the kept tokens."""
+        length, finish = len(ids), "length"
+        for i, t in enumerate(ids):
+            if t in self.eos_ids:
+                length, finish = i + 1, "stop"
+                break
+        payload = None
+        if stored is not None:
+            chosen, top_ids, top_lps = (part[:length] for part in stored)
+            payload = from_ids(self.token_bytes, ids[:length], chosen, top_ids, top_lps)
+        gen = Generation(
+            text=self.decode(ids[:length]),
+            completion_tokens=length,
+            finish_reason=finish,
+            token_entropies=entropies[:length] if entropies is not None else None,
+            prompt_tokens=prompt_tokens,
+            token_logprobs=payload,
+        )
+        return reasoning.separate(gen, self.cfg.thinking, opened)
 
     def decode(self, ids: list[int]) -> str:
         """The output's text: special tokens skipped, the thinking markers kept."""
