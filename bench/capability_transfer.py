@@ -398,9 +398,10 @@ def recipe_for(
         f"prompts.limit={prompts}",
         f"cache.dir={out / folder}",
         "teacher.store_logprobs=20",  # the teacher's per-token top-20 for token-level KD
-        # every published replicate's cache was written batch by batch (before the refilling
-        # schedule): a new replicate's is too, so the series stays one engine's
+        # every published replicate's cache was written and scored batch by batch (before the
+        # refilling schedule): a new replicate's is too, so the series stays one engine's
         "teacher.hf.schedule=batch",
+        "eval.schedule=batch",
         f"train.steps={steps}",
         f"train.batch_sequences={args.batch}",
         f"train.micro_batch_size={args.batch}",
