@@ -189,3 +189,17 @@ def test_the_schedule_does_not_change_the_cache_key(teacher_dir):
         for s in ("batch", "refill")
     }
     assert len(keys) == 1
+
+
+def test_a_peft_wrapped_model_decodes_as_its_base(teacher):
+    """lm-eval loads a LoRA student as a peft model (its forward passes **kwargs on): with a fresh
+    adapter (B = 0) the schedule writes what the base model writes."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    ids = prompt_ids(teacher, SYSTEM)
+    wrapped = get_peft_model(copy.deepcopy(teacher.model), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    plain = [r.ids for r in refill_greedy(teacher.model, ids, slots=3, max_new_tokens=6, eos_ids=set(), pad_id=0)]
+    lora = [r.ids for r in refill_greedy(wrapped, ids, slots=3, max_new_tokens=6, eos_ids=set(), pad_id=0)]
+    assert lora == plain

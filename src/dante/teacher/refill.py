@@ -111,8 +111,11 @@ class _Batch:
         from transformers import DynamicCache
 
         self.model = model
-        self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        self.keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        # the model's own forward names its cache argument (a peft wrapper's takes **kwargs)
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        params = inspect.signature(inner.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.keep_logits = "logits_to_keep" in params
         self.new_cache = lambda: DynamicCache(config=model.config)
         self.cache: Any = None
         self.mask: Any = None
