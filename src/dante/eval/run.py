@@ -409,10 +409,10 @@ def refilling(base):
         prompt_opened = False
 
         def _refills(self) -> bool:
-            from dante.teacher.refill import full_attention_cache, unprocessed
+            from dante.teacher.refill import refillable
 
             if getattr(self, "_refill_model", None) is None:
-                self._refill_model = unprocessed(self.model.generation_config) and full_attention_cache(self.model)
+                self._refill_model = refillable(self.model)
             return self._refill_model
 
         def generate_until(self, requests, disable_tqdm: bool = False):

@@ -20,7 +20,7 @@ from dante.models import default_device, load_causal_lm, load_tokenizer, resolve
 from dante.prompts import Prompt, render_prompt
 from dante.teacher import reasoning
 from dante.teacher.base import Completion, Generation, Sampling, Teacher
-from dante.teacher.refill import full_attention_cache, refill_greedy, step_stats, unprocessed
+from dante.teacher.refill import refill_greedy, refillable, step_stats
 from dante.tokens import TokenBytes, TokenLogprobs, from_ids, marker_ids
 
 
@@ -129,13 +129,15 @@ class HFTeacher(Teacher):
         """Whether ``sampling`` decodes on the refilling schedule (``dante.teacher.refill``):
         ``teacher.hf.schedule: refill``, greedy, no thinking budget, and a model whose greedy
         logits ``generate`` would not process and whose cache is full attention."""
-        if self.cfg.hf.schedule != "refill" or not sampling.greedy:
-            return False
-        if self.cfg.hf.thinking_budget is not None and self.cfg.thinking != "off":
+        if self.cfg.hf.schedule != "refill" or not sampling.greedy or self._budgeted():
             return False
         if self._refill_model is None:
-            self._refill_model = unprocessed(self.model.generation_config) and full_attention_cache(self.model)
+            self._refill_model = refillable(self.model)
         return self._refill_model
+
+    def _budgeted(self) -> bool:
+        """A thinking budget bounds this teacher's thinking (``reasoning.ThinkingBudget``)."""
+        return self.cfg.hf.thinking_budget is not None and self.cfg.thinking != "off"
 
     def _encode(self, prompts: Sequence[Prompt]) -> tuple[list[str], list[bool]]:
         texts = [self.render(p) for p in prompts]
@@ -197,7 +199,7 @@ class HFTeacher(Teacher):
                 torch.manual_seed(sampling.seed)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if self.cfg.hf.thinking_budget is not None and self.cfg.thinking != "off":
+        if self._budgeted():
             from transformers import LogitsProcessorList
 
             close = self.tokenizer(reasoning.CLOSE, add_special_tokens=False)["input_ids"]

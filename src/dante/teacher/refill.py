@@ -14,9 +14,9 @@ and top-K payload computed by the same functions as the ``generate`` path's hook
 Whether the bits are the same also depends on the CPU's kernels being independent of the batch's
 shape (BENCHMARKS 17 counts equal texts against ``generate``).
 
-Only plain greedy decoding takes this path (``eligible``): sampling, a thinking budget, logits
-processors from the model's generation config, and caches other than full-attention dynamic ones
-(sliding windows) go through ``generate``.
+Only plain greedy decoding of a ``refillable`` model takes this path: sampling and a thinking
+budget (the callers decide), logits processors from the model's generation config, and caches
+other than full-attention dynamic ones (sliding windows) go through ``generate``.
 """
 
 from __future__ import annotations
@@ -77,6 +77,12 @@ def full_attention_cache(model: Any) -> bool:
     except Exception:  # noqa: BLE001 - a model whose config the cache cannot read: use generate
         return False
     return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def refillable(model: Any) -> bool:
+    """The model decodes greedily on this schedule as ``generate`` would: no processor of its
+    greedy logits (``unprocessed``) and a full-attention cache (``full_attention_cache``)."""
+    return unprocessed(model.generation_config) and full_attention_cache(model)
 
 
 def shared_prefix(prompts: Sequence[list[int]]) -> int:
