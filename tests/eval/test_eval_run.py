@@ -390,14 +390,14 @@ def test_stop_strings_end_a_row_only_after_its_thinking():
         return [ord(c) for c in text]
 
     stop = StopAfterThinking(Tok(), ["\n\n"], "</think>", prompt_opened=False)
-    assert not stop(ids("<think>a\n\nb"))  # inside an open thinking block: not yet
-    assert not stop(ids("<think>a\n\nb</think>7"))
-    assert stop(ids("<think>a\n\nb</think>7\n\n"))
-    assert stop(ids("7\n\n"))  # no thinking at all
+    assert not stop(0, ids("<think>a\n\nb"))  # inside an open thinking block: not yet
+    assert not stop(1, ids("<think>a\n\nb</think>7"))
+    assert stop(2, ids("<think>a\n\nb</think>7\n\n"))
+    assert stop(3, ids("7\n\n"))  # no thinking at all
     opened = StopAfterThinking(Tok(), ["\n\n"], "</think>", prompt_opened=True)
-    assert not opened(ids("a\n\nb")) and opened(ids("a\n\nb</think>7\n\n"))
+    assert not opened(0, ids("a\n\nb")) and opened(1, ids("a\n\nb</think>7\n\n"))
     plain = StopAfterThinking(Tok(), ["\n\n"], None, prompt_opened=False)
-    assert plain(ids("<think>a\n\n"))
+    assert plain(0, ids("<think>a\n\n"))
 
     class Req:
         def __init__(self, kwargs):
@@ -406,3 +406,65 @@ def test_stop_strings_end_a_row_only_after_its_thinking():
     assert greedy_requests([Req({"until": ["\n"], "do_sample": False, "temperature": 0.0, "max_gen_toks": 5})])
     assert not greedy_requests([Req({"do_sample": True, "temperature": 0.7})])
     assert not greedy_requests([Req({"until": ["\n"], "top_p": 0.9})])
+
+
+def test_stop_check_streams_a_fast_tokenizers_text_token_by_token(tmp_path, monkeypatch):
+    """With a fast tokenizer the stop check reads each row's text one token at a time (never the
+    whole row again), and stops every row on the same token as decoding the whole row would,
+    rows interleaved as the schedule calls them, characters split across tokens included."""
+    from tests.tiny import make_tokenizer
+
+    from dante.eval.run import StopAfterThinking
+
+    tok = make_tokenizer(tmp_path / "tok")
+    texts = [
+        "<think>1 + 2 = 3\n\nthen 3 + 4 = 7</think>\n\nThe answer is 7.\n\nQuestion: more",
+        "<think>é ü 数 🙂\n\n</think> 数学 🙂 done\n\nnext",
+        "no thinking here, only an answer\n\nand more",
+        "<think>never closed\n\n and on",
+    ]
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert any("\ufffd" in tok.decode([i]) for i in rows[1])  # a character split across tokens
+
+    def first_stop(check, decode_calls):
+        ends, n = {}, 0
+        while len(ends) < len(rows):  # one token to every live row per step, as refill_greedy does
+            n += 1
+            for index, ids in enumerate(rows):
+                if index not in ends and n <= len(ids) and check(index, ids[:n]):
+                    ends[index] = n
+                elif index not in ends and n > len(ids):
+                    ends[index] = None
+        return ends
+
+    whole = StopAfterThinking(tok, ["\n\n"], "</think>", prompt_opened=False)
+    whole._backend = None  # the whole-row decode, as before
+    want = first_stop(whole, None)
+    assert want[3] is None and all(want[i] is not None for i in range(3))
+
+    import tokenizers.decoders
+
+    steps = []
+
+    class Counted:  # the library's stream, each token it reads counted
+        def __init__(self, **kw):
+            self.inner = Stream(**kw)
+
+        def step(self, backend, token):
+            steps.append(token)
+            return self.inner.step(backend, token)
+
+    Stream = tokenizers.decoders.DecodeStream
+    monkeypatch.setattr(tokenizers.decoders, "DecodeStream", Counted)
+    streamed = StopAfterThinking(tok, ["\n\n"], "</think>", prompt_opened=False)
+    calls = []
+    decode = tok.decode
+    tok.decode = lambda ids, **kw: calls.append(len(ids)) or decode(ids, **kw)
+    try:
+        got = first_stop(streamed, calls)
+    finally:
+        tok.decode = decode
+    assert got == want
+    assert calls == []  # never a whole-row decode
+    assert len(steps) == sum(n if n is not None else len(rows[i]) for i, n in want.items())  # each token once
+    assert [streamed.text(9 + i, ids) for i, ids in enumerate(rows)] == [decode(ids) for ids in rows]

@@ -220,7 +220,7 @@ def refill_greedy(
     store: int = 0,
     refill_at: int = 1,
     share_from: int | None = 8,
-    stop: Callable[[list[int]], bool] | None = None,
+    stop: Callable[[int, list[int]], bool] | None = None,
 ) -> Iterator[Row]:
     """Greedy completions of ``prompts`` (token ids), at most ``slots`` rows decoding at a time;
     each ``Row`` is yielded as soon as it ends (an id in ``eos_ids``, kept as its last token, or
@@ -228,7 +228,8 @@ def refill_greedy(
     ``refill_at`` places are free (or no row is left). ``top_k`` > 0 records each step's top-k
     entropy, ``store`` K > 0 the chosen token's logprob and the top-K ids and logprobs. Where the
     prompts share at least ``share_from`` first tokens (a system prompt, the chat template), those
-    are computed once (None: never). ``stop(ids)`` true also ends a row (lm-eval's stop strings)."""
+    are computed once (None: never). ``stop(index, ids)`` true (a row's prompt index and its tokens so
+    far, after each new one) also ends it (lm-eval's stop strings)."""
     waiting = deque(enumerate(prompts))
     if max_new_tokens <= 0:
         yield from (Row(i) for i, _ in waiting)
@@ -265,7 +266,7 @@ def refill_greedy(
                 row.chosen.append(chosen[j])
                 row.top_ids.append(top_ids[j])
                 row.top_lps.append(top_lps[j])
-            if tokens[j] in eos_ids or (stop is not None and stop(row.ids)):
+            if tokens[j] in eos_ids or (stop is not None and stop(row.index, row.ids)):
                 row.finish = "stop"
                 ended.append(first + j)
             elif len(row.ids) >= max_new_tokens:
