@@ -136,6 +136,18 @@ class LlamaServer:
         self.stop()
         raise DanteError(f"llama-server did not load the model in {self.start_timeout_s:.0f} s", file=self.gguf)
 
+    def version(self) -> str | None:
+        """What ``llama-server --version`` names (``0.5.0-dev (build 1, commit 0c1e570)``), None
+        where it names nothing: with the CPU, what a cache's numbers were computed by."""
+        try:
+            done = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        for line in (done.stderr + done.stdout).splitlines():  # the program writes it to stderr
+            if line.startswith("version:"):
+                return line.split(":", 1)[1].strip() or None
+        return None
+
     def log_tail(self, n: int = 2000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path and self.log_path.exists() else ""
 

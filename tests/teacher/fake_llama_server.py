@@ -20,6 +20,9 @@ from reasoning_server import response, send_json  # noqa: E402
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:  # as llama-server writes it: to stderr, then its compiler
+        print("version: 0.5.0-dev (build 1, commit 0c1e570)\nbuilt with GNU 12.2.0 for Linux x86_64", file=sys.stderr)
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--host", default="127.0.0.1")

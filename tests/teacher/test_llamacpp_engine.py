@@ -20,6 +20,7 @@ from dante.cache.run import run_cache
 from dante.config import load_recipe
 from dante.errors import DanteError
 from dante.llamacpp import packaged_gguf, server_binary
+from dante.models import cpu_name
 from dante.teacher import engine_devices, make_teacher
 
 HERE = Path(__file__).parent
@@ -68,6 +69,8 @@ def test_the_engine_serves_the_gguf_writes_valid_records_and_stops_the_server(tm
     assert validate_cache(recipe.cache_dir) == (len(PROMPTS), [])
     manifest = json.loads((recipe.cache_dir / "manifest.json").read_text())
     assert manifest["teacher"]["backend"] == "llamacpp" and manifest["device_type"] == "cpu"
+    # the CPU and the build that computed the numbers
+    assert manifest["device_name"] == f"{cpu_name()} (llama.cpp 0.5.0-dev (build 1, commit 0c1e570), 1 threads)"
 
     teacher = make_teacher(recipe.teacher)
     proc = teacher.server.proc
@@ -132,3 +135,5 @@ def test_the_real_server_on_a_packaged_gguf_writes_records_that_validate(tmp_pat
         assert b"".join(payload.tokens).decode().strip() == rec.teacher_text.strip()
         assert payload.tokens[-1] == b"" if rec.finish_reason == "stop" else payload.tokens[-1] != b""
     assert validate_cache(recipe.cache_dir) == (len(PROMPTS), [])
+    name = json.loads((recipe.cache_dir / "manifest.json").read_text())["device_name"]
+    assert name.startswith(f"{cpu_name()} (llama.cpp ") and "commit" in name  # the real program's --version

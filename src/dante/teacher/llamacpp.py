@@ -58,9 +58,17 @@ class LlamaCppTeacher(OpenAITeacher):
             self.server.stop()
             raise
         self.name = cfg.model or gguf.name
+        self._device_name: str | None = None
 
     def device_info(self) -> dict:
-        return {"device_type": "cpu", "device_count": 1}
+        """This CPU, the llama.cpp build and its threads: llama.cpp picks its own kernels."""
+        from dante.models import cpu_name
+
+        if self._device_name is None:
+            build = self.server.version()
+            engine = f"llama.cpp {build}" if build else "llama.cpp"
+            self._device_name = f"{cpu_name()} ({engine}, {self.server.threads} threads)"
+        return {"device_type": "cpu", "device_count": 1, "device_name": self._device_name}
 
     def close(self) -> None:
         try:
