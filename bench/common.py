@@ -334,6 +334,14 @@ def run_child(script: Path, args: list[str], timeout: float = 1800) -> dict[str,
     return json.loads(last)
 
 
+def write_result(result: dict[str, Any], path: Path | None) -> None:
+    """Print ``result`` without its per-round detail, and write all of it to ``path`` (if given)."""
+    print(json.dumps({k: v for k, v in result.items() if k != "rounds"}, indent=2))
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def machine() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import machine, write_result  # noqa: E402
 from teacher_llamacpp import LIMIT, compare, run_cache, summary, timed_dante  # noqa: E402
 
 SCHEDULES = ("batch", "refill")
@@ -96,10 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         "rounds": rounds,
         "median_batch_over_refill": statistics.median(r["batch_over_refill"] for r in rounds),
     }
-    print(json.dumps({k: v for k, v in result.items() if k != "rounds"}, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, args.json)
 
 
 if __name__ == "__main__":
