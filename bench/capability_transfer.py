@@ -118,11 +118,17 @@ def on_policy(
     end: bool = False,
     max_new: int = 48,
     temperature: float = 1.0,
+    discount: float = 0.0,
+    mask_above: float | None = None,
 ) -> list[str]:
     """The on-policy overrides; ``end``: the teacher's end of turn scored and a mean baseline;
     ``max_new``: the length cap of a student sample (48 for a bare answer; the reasoning task's
-    working and answer run to about 50 student tokens, so it needs more)."""
+    working and answer run to about 50 student tokens, so it needs more); ``discount`` and
+    ``mask_above`` only where set (the settings before them keep their overrides)."""
+    extra = [f"train.loss.policy_gradient.discount={discount}"] if discount else []
+    extra += [f"train.loss.policy_gradient.mask_above={mask_above}"] if mask_above is not None else []
     return [
+        *extra,
         f"train.loss.policy_gradient.score_end={str(end).lower()}",
         f"train.loss.policy_gradient.baseline={'mean' if end else 'none'}",
         f"train.on_policy.fraction={fraction}",
@@ -268,6 +274,25 @@ SETTINGS.update(
         ),
         "think-op-pg": think_op(
             "SFT on reasoning, then chunk PG + dense, end scored, mean baseline", 1.0, 5e-5, dense=1.0, end=True
+        ),
+        # two changes the literature uses for reasoning, on the chosen setting: every chunk credited
+        # with the log-ratio of the rest of the sample (a wrong first sum makes the second unlikely
+        # too), and outlier chunks (|r| > 5 nats, rllm's advantage clip) left out
+        "think-op-pg-disc": think_op(
+            "SFT on reasoning, then chunk PG (discount 1) + dense, end scored, mean baseline",
+            1.0,
+            5e-5,
+            dense=1.0,
+            end=True,
+            discount=1.0,
+        ),
+        "think-op-pg-mask": think_op(
+            "SFT on reasoning, then chunk PG (chunks over 5 nats masked) + dense, end scored, mean baseline",
+            1.0,
+            5e-5,
+            dense=1.0,
+            end=True,
+            mask_above=5.0,
         ),
         "think-op-mix": think_op(
             "SFT on reasoning, then on-policy dense reverse KL mixed 1:1 with the cache", 0.5, 5e-5, coef=0.0, dense=1.0

@@ -13,9 +13,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dante.config.train import PolicyGradientSettings
 from dante.tokens import TokenBytes
 from dante.train.align import Chunk, align
-from dante.train.objective.losses import chunk_log_ratios, policy_gradient_sum, token_advantages
+from dante.train.objective.losses import chunk_log_ratios, chunk_returns, policy_gradient_sum, token_advantages
 
 
 def test_hand_computed_chunks():
@@ -25,6 +26,23 @@ def test_hand_computed_chunks():
     r = chunk_log_ratios(chunks, tokens, [-0.1, -0.2, -0.3, -0.4], [-1.0, -0.5, -0.25])
     assert r == pytest.approx([-0.3 + 1.0, -0.3 + 0.5, -0.4 + 0.25])
     assert token_advantages(chunks, r, 4, coef=2.0, end=-0.5) == pytest.approx([1.4, 0.4, -0.3, -1.0])
+    # discount 0.5, by hand: G_end = -0.5, G_3 = -0.15 - 0.25 = -0.4, G_2 = 0.2 - 0.2 = 0.0, G_1 = 0.7 + 0.0
+    assert token_advantages(chunks, r, 4, coef=2.0, end=-0.5, discount=0.5) == pytest.approx([1.4, 0.0, -0.8, -1.0])
+    # discount 1: each chunk carries the log-ratio of the rest of the sample, the end included
+    assert token_advantages(chunks, r, 4, end=-0.5, discount=1.0) == pytest.approx([0.25, -0.45, -0.65, -0.5])
+    # |0.7| > 0.6 is masked: no term of its own, 0 in the returns before it (none here)
+    assert token_advantages(chunks, r, 4, coef=2.0, end=-0.5, discount=0.5, mask_above=0.6) == pytest.approx(
+        [None, 0.0, -0.8, -1.0]
+    )
+
+
+def test_chunk_returns_mask_outliers_out_of_the_returns_before_them():
+    # r = 1, 5 (an outlier above 4), -1; end 0.5; γ 0.5: G_3 = -1 + 0.25 = -0.75, G_2 masked (0 ahead of
+    # chunk 1: the outlier's 5 counts nowhere), G_1 = 1 + 0.5 · (0 + 0.5 · -0.75) = 0.8125
+    returns, end = chunk_returns([1.0, 5.0, -1.0], end=0.5, discount=0.5, mask_above=4.0)
+    assert returns == pytest.approx([0.8125, None, -0.75]) and end == 0.5
+    assert chunk_returns([1.0, -2.0], end=-9.0, mask_above=4.0) == ([1.0, -2.0], None)  # an outlier end
+    assert chunk_returns([], end=None) == ([], None)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +132,8 @@ def test_a_sample_trained_as_weighted_ce_has_the_policy_gradient(student_dir, ch
         score = TokenLogprobs([b"x"] * len(ids), [-0.2 * (j + 1) for j in range(len(ids))])
         samples.append(Sample("p", prompt, ids, [-1.0] * len(ids), chunks, score, len(ids)))
     n = sum(len(s.ids) for s in samples)
-    made = [s.example(1.0 / n, coef=0.7) for s in samples]
+    pg = PolicyGradientSettings(kl_coef=0.7)
+    made = [s.example(1.0 / n, pg) for s in samples]
     batch = collate([e for e, _ in made], [w for _, w in made], packing=True, pad_id=0)
     forward = Forward(model, model, Accelerator(cpu=True), chunked_ce=chunked, packed_attention=True)
     (got,) = torch.autograd.grad(forward.loss_sums(batch)["objective"], [model.get_input_embeddings().weight])
@@ -124,11 +143,11 @@ def test_a_sample_trained_as_weighted_ce_has_the_policy_gradient(student_dir, ch
         seq = torch.tensor([s.prompt_ids + s.ids])
         logits = model(input_ids=seq).logits[0, len(s.prompt_ids) - 1 : -1]
         lp = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(s.ids)[:, None]).squeeze(1)
-        adv = torch.tensor(s.advantages(0.7))
+        adv = torch.tensor(s.advantages(pg))
         total = total + policy_gradient_sum(lp, lp.detach(), adv, torch.full_like(lp, 1.0 / n))
     (want,) = torch.autograd.grad(total, [model.get_input_embeddings().weight])
     assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
-    assert samples[0].advantages(0.7) == pytest.approx([0.7 * (-0.2 * (j + 1) + 1.0) for j in range(4)])
+    assert samples[0].advantages(pg) == pytest.approx([0.7 * (-0.2 * (j + 1) + 1.0) for j in range(4)])
 
 
 def test_the_end_of_turn_and_the_baseline_in_a_samples_advantages_by_hand():
@@ -144,12 +163,19 @@ def test_the_end_of_turn_and_the_baseline_in_a_samples_advantages_by_hand():
     ended = Sample("p", [5, 6], ids, lps, chunks, score, text_tokens=2, end_logprob=-0.2)
     assert ended.log_ratios == pytest.approx([-0.3 + 1.0, -0.3 + 0.5])
     assert ended.end_log_ratio == pytest.approx(-0.2 + 0.7)
-    assert ended.advantages(2.0) == pytest.approx([1.4, 0.4, 1.0])
-    assert ended.advantages(2.0, baseline=0.5) == pytest.approx([0.9, -0.1, 0.5])
-    _, weights = ended.example(0.25, coef=2.0, baseline=0.5)
+    pg = PolicyGradientSettings(kl_coef=2.0)
+    assert ended.advantages(pg) == pytest.approx([1.4, 0.4, 1.0])
+    assert ended.advantages(pg, baseline=0.5) == pytest.approx([0.9, -0.1, 0.5])
+    _, weights = ended.example(0.25, pg, baseline=0.5)
     assert weights == pytest.approx([0.0, 0.9 / 4, -0.1 / 4, 0.5 / 4, 0.0])  # prompt 5 -> 0, then A − b, pad
     unscored = Sample("p", [5, 6], ids, lps, chunks, score, text_tokens=2)  # the end not scored: no term
-    assert unscored.end_log_ratio is None and unscored.advantages(2.0, baseline=0.5)[-1] is None
-    assert unscored.example(0.25, coef=2.0, baseline=0.5)[1][-2] == 0.0
+    assert unscored.end_log_ratio is None and unscored.advantages(pg, baseline=0.5)[-1] is None
+    assert unscored.example(0.25, pg, baseline=0.5)[1][-2] == 0.0
+    # the discount carries the end's 0.5 back (γ 0.5: G_2 = 0.2 + 0.25, G_1 = 0.7 + 0.225); an outlier
+    # mask above 0.6 leaves "12" (0.7) out: no term, not in the baseline's tokens, weight 0
+    disc = PolicyGradientSettings(kl_coef=2.0, discount=0.5, mask_above=0.6)
+    assert ended.advantages(disc) == pytest.approx([None, 0.9, 1.0]) and ended.masked(disc) == 1
+    assert ended.example(0.25, disc)[1] == pytest.approx([0.0, 0.0, 0.9 / 4, 1.0 / 4, 0.0])
+    assert ended.masked(pg) == 0
     cut = Sample("p", [5, 6], ids[:2], lps[:2], chunks, score, text_tokens=2, end_logprob=-0.2)  # not ended
     assert cut.end_log_ratio is None

@@ -41,6 +41,8 @@ TERM_KEYS = {
     "kl_coef": ("policy_gradient", "kl_coef"),
     "score_end": ("policy_gradient", "score_end"),
     "baseline": ("policy_gradient", "baseline"),
+    "discount": ("policy_gradient", "discount"),
+    "mask_above": ("policy_gradient", "mask_above"),
     "dense_kl": ("dense_kl", "weight"),
     "top_k": ("dense_kl", "top_k"),
     "dense_direction": ("dense_kl", "direction"),
@@ -118,6 +120,7 @@ def test_two_ranks_equal_one_process(tmp_path, student_dir, teacher_dir, tiny_ca
     prompts (per-sample seeds: the same samples), the normaliser counts every rank's tokens, and
     the loss, the on-policy KL and the samples equal one process's step for step."""
     kw = {"warm_start": str(warm), "dense_kl": 0.5, "top_k": 5, "score_end": True, "baseline": "mean"}
+    kw |= {"discount": 0.5, "mask_above": 3.0}
     single = train(recipe(tmp_path, student_dir, tiny_cache, teacher_dir, folder="one", **kw))
     recipe_file = tmp_path / "two.yaml"
     recipe_file.write_text(yaml.safe_dump(recipe_dict(tmp_path, student_dir, tiny_cache, teacher_dir, "two", **kw)))
@@ -148,6 +151,7 @@ def test_two_ranks_equal_one_process(tmp_path, student_dir, teacher_dir, tiny_ca
             assert b["on_policy_kl"] == pytest.approx(a["on_policy_kl"], rel=1e-4, abs=1e-5)
             assert b["on_policy_baseline"] == pytest.approx(a["on_policy_baseline"], rel=1e-4, abs=1e-6)  # global
             assert b["on_policy_dense_kl"] == pytest.approx(a["on_policy_dense_kl"], rel=1e-4, abs=1e-6)
+            assert b["on_policy_masked"] == pytest.approx(a["on_policy_masked"]) and 0.0 <= a["on_policy_masked"] <= 1.0
 
 
 class _Written:
@@ -299,7 +303,9 @@ def test_the_end_of_turn_is_scored_only_after_a_sample_the_student_ended(
     assert ended.end_logprob is not None and math.isfinite(ended.end_logprob) and ended.end_logprob <= 0
     assert cut.end_logprob is None and cut.end_log_ratio is None
     assert ended.score == cut.score  # the text's own tokens score the same; the end is kept apart
-    assert ended.advantages(1.0)[-1] == pytest.approx(ended.end_logprob + 0.5)  # the fake writer's log p_S = -0.5
+    assert ended.advantages(r.train.loss.policy_gradient)[-1] == pytest.approx(
+        ended.end_logprob + 0.5
+    )  # the fake writer's log p_S = -0.5
     assert op.stats.scored == 2 and op.teacher.calls == 2  # two keys: the text with its end, the text alone
     text = "The fox is 3."
     assert ScoreCache.key(op.prompts[0], text, end=True) != ScoreCache.key(op.prompts[0], text)

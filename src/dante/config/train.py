@@ -179,6 +179,22 @@ class PolicyGradientSettings(Section):
         "advantage over the step's sampled tokens (all ranks), which leaves the gradient unbiased and lowers "
         "its variance.",
     )
+    discount: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="γ: a chunk's advantage is β·(r_c + γ·r_{c+1} + γ²·r_{c+2} + …), the discounted log-ratio of "
+        "the sample from that chunk on (the end's term last); 0: its own chunk's alone (on-policy distillation's "
+        "usual per-token reverse KL); 1: the whole rest of the sample (tinker-cookbook's kl_discount_factor, with "
+        "chunks as the steps).",
+    )
+    mask_above: float | None = Field(
+        None,
+        gt=0.0,
+        description="A chunk whose |log p_T − log p_S| exceeds this many nats is an outlier and gets no "
+        "advantage (nor counts in the ones before it or in the baseline); None: every chunk counts. The masked "
+        "share is logged (on_policy_masked).",
+    )
 
 
 class DenseKLSettings(Section):

@@ -259,26 +259,56 @@ def teacher_chunk_logprob(c: Chunk, teacher_tokens: Sequence[bytes], teacher_log
     return sum(teacher_logprobs[i] for i in range(c.t0, c.t1) if teacher_tokens[i])
 
 
-def token_advantages(
-    chunks: Sequence[Chunk], log_ratios: Sequence[float], n_student: int, coef: float = 1.0, end: float | None = None
-) -> list[float]:
-    """A_j = coef · r_c for every student token j of chunk c; ``end`` (log p_T(eos) − log p_S(eos)
-    of a sample the student ended) goes to its last token, the end-of-sequence one, outside the
-    text's chunks. Tokens in no chunk get 0.
+def chunk_returns(
+    log_ratios: Sequence[float], end: float | None = None, discount: float = 0.0, mask_above: float | None = None
+) -> tuple[list[float | None], float | None]:
+    """The advantage of each chunk, in text order, and of the end (None: no term), before β:
+    G_c = r_c + γ·G_{c+1} (the end's term after the last chunk), γ = ``discount``. γ 0 gives each
+    chunk its own r_c (on-policy distillation's per-token reverse KL, discount 0); γ 1 the whole
+    log-ratio of the rest of the sample, REINFORCE's return for the sequence-level reverse KL
+    (unbiased, noisier): tinker-cookbook's ``kl_discount_factor``, with chunks as the steps.
+    ``mask_above``: a chunk (or end) whose |r| exceeds it is an outlier (a digit the teacher
+    finds near-impossible, a seam the two tokenizations cut oddly) and carries no term: None, and
+    0 in the returns of the chunks before it."""
+    kept = [None if mask_above is not None and abs(r) > mask_above else r for r in log_ratios]
+    end_kept = None if end is None or (mask_above is not None and abs(end) > mask_above) else end
+    out: list[float | None] = [None] * len(kept)
+    ahead = end_kept or 0.0
+    for c in range(len(kept) - 1, -1, -1):
+        g = (kept[c] or 0.0) + discount * ahead
+        out[c] = g if kept[c] is not None else None
+        ahead = g
+    return out, end_kept
 
-    Why every token of a chunk gets the whole r_c: the chunk is the smallest piece of text both
+
+def token_advantages(
+    chunks: Sequence[Chunk],
+    log_ratios: Sequence[float],
+    n_student: int,
+    coef: float = 1.0,
+    end: float | None = None,
+    discount: float = 0.0,
+    mask_above: float | None = None,
+) -> list[float | None]:
+    """A_j = coef · G_c for every student token j of chunk c (``chunk_returns``: G_c = r_c at
+    discount 0); ``end`` (log p_T(eos) − log p_S(eos) of a sample the student ended) goes to its
+    last token, the end-of-sequence one, outside the text's chunks. None for a token with no term:
+    in no chunk, or in a masked one.
+
+    Why every token of a chunk gets the whole G_c: the chunk is the smallest piece of text both
     models assign a probability to, so it is the action; the REINFORCE estimate of the gradient of
     its reverse KL is r_c · ∇ log p_S(chunk) and log p_S(chunk) = Σ_{j ∈ c} log p_S(y_j). With one
     tokenizer every chunk is one token and A_j = coef · (log p_T(y_j) − log p_S(y_j)), the
     per-token reverse KL advantage of on-policy distillation (discount 0: a token is not credited
     with the chunks after it).
     """
-    adv = [0.0] * n_student
-    for c, r in zip(chunks, log_ratios, strict=True):
+    returns, end_return = chunk_returns(log_ratios, end, discount, mask_above)
+    adv: list[float | None] = [None] * n_student
+    for c, g in zip(chunks, returns, strict=True):
         for j in range(c.s0, c.s1):
-            adv[j] = coef * r
-    if end is not None and n_student:
-        adv[-1] = coef * end
+            adv[j] = None if g is None else coef * g
+    if end_return is not None and n_student:
+        adv[-1] = coef * end_return
     return adv
 
 

@@ -33,6 +33,7 @@ from dante.cache.payload import decode, encode
 from dante.cache.records import CacheRecord, iter_cache
 from dante.cache.writer import CacheWriter
 from dante.config import Recipe, resolved_dict, stable_hash
+from dante.config.train import PolicyGradientSettings
 from dante.errors import DanteError
 from dante.prompts import Prompt, prompt_set
 from dante.teacher import Teacher, make_teacher
@@ -83,26 +84,37 @@ class Sample:
             return None
         return self.end_logprob - self.logprobs[len(self.ids) - 1]
 
-    def advantages(self, coef: float, baseline: float = 0.0) -> list[float | None]:
-        """Per completion token, coef · r_c of its chunk, and for the end-of-sequence token the
-        end's log-ratio when it was scored, less ``baseline``; None for a token with no term."""
-        raw = token_advantages(self.chunks, self.log_ratios, len(self.ids), coef=coef, end=self.end_log_ratio)
-        has = [False] * len(self.ids)
-        for c in self.chunks:
-            has[c.s0 : c.s1] = [True] * (c.s1 - c.s0)
-        if self.end_log_ratio is not None:
-            has[-1] = True
-        return [a - baseline if h else None for a, h in zip(raw, has, strict=True)]
+    def advantages(self, pg: PolicyGradientSettings, baseline: float = 0.0) -> list[float | None]:
+        """Per completion token, β · G_c of its chunk (``token_advantages``: r_c at discount 0), and
+        for the end-of-sequence token the end's log-ratio when it was scored, less ``baseline``;
+        None for a token with no term (in no chunk, or in a chunk ``mask_above`` masks)."""
+        raw = token_advantages(
+            self.chunks,
+            self.log_ratios,
+            len(self.ids),
+            coef=pg.kl_coef,
+            end=self.end_log_ratio,
+            discount=pg.discount,
+            mask_above=pg.mask_above,
+        )
+        return [None if a is None else a - baseline for a in raw]
+
+    def masked(self, pg: PolicyGradientSettings) -> int:
+        """The chunks (and end) ``mask_above`` leaves without a term."""
+        if pg.mask_above is None:
+            return 0
+        terms = [*self.log_ratios, *([self.end_log_ratio] if self.end_log_ratio is not None else [])]
+        return sum(abs(r) > pg.mask_above for r in terms)
 
     def example(
-        self, token_weight: float, coef: float, dense: list[Span] | None = None, baseline: float = 0.0
+        self, token_weight: float, pg: PolicyGradientSettings, dense: list[Span] | None = None, baseline: float = 0.0
     ) -> tuple[Example, list[float]]:
         """The sample as a training ``Example`` and its per-position weights (A_j − b) · token_weight;
         ``dense``: the top-K target's spans at completion token indices, moved to sequence positions."""
         n_prompt = len(self.prompt_ids)
         ids = self.prompt_ids + self.ids
         targets = [IGNORE] * (n_prompt - 1) + self.ids + [IGNORE]
-        adv = [0.0 if a is None else a * token_weight for a in self.advantages(coef, baseline)]
+        adv = [0.0 if a is None else a * token_weight for a in self.advantages(pg, baseline)]
         weights = [0.0] * (n_prompt - 1) + adv + [0.0]
         found = {TopK.name: [s.shifted(n_prompt - 1) for s in dense]} if dense else {}
         return Example(f"on-policy:{self.prompt_id}", ids, targets, len(self.ids), None, term_targets=found), weights
@@ -437,7 +449,7 @@ class OnPolicySamples:
         lams, kappas = scales(self.terms, step, cfg.steps)
         out = OnPolicyDraw(self, samples, groups, int(every[:, 1].sum()), lams, kappas)
         if cfg.loss.policy_gradient.baseline == "mean":  # the mean advantage over every rank's sampled tokens
-            advs = [a for smp in samples for a in smp.advantages(cfg.loss.policy_gradient.kl_coef) if a is not None]
+            advs = [a for smp in samples for a in smp.advantages(cfg.loss.policy_gradient) if a is not None]
             local = torch.tensor([sum(advs), len(advs)], dtype=torch.float32, device=acc.device)  # one dtype on all
             total, count = acc.reduce(local, "sum").tolist()
             out.baseline = total / count if count else 0.0
@@ -475,7 +487,7 @@ class OnPolicyDraw(Draw):
         examples, weights = [], []
         for i in group:
             smp = self.samples[i]
-            ex, w = smp.example(per_token, pg.kl_coef, src.on_policy.dense_targets(smp), baseline=self.baseline)
+            ex, w = smp.example(per_token, pg, src.on_policy.dense_targets(smp), baseline=self.baseline)
             examples.append(ex)
             weights.append(w)
         kd_weights = [per_token] * len(examples) if dense.weight > 0 else None
@@ -492,7 +504,9 @@ class OnPolicyDraw(Draw):
         )
         ends = [s.end_log_ratio for s in self.samples if s.end_log_ratio is not None]
         extra = [-sum(s.log_ratio for s in self.samples), float(len(self.samples)), sum(ends), float(len(ends))]
-        dense, kl_sum, n, end_sum, n_end = self.reduced(accelerator, ["dense_kl"], extra)
+        terms = sum(len(s.log_ratios) + (s.end_log_ratio is not None) for s in self.samples)
+        extra += [float(sum(s.masked(pg) for s in self.samples)), float(terms)]
+        dense, kl_sum, n, end_sum, n_end, masked, n_terms = self.reduced(accelerator, ["dense_kl"], extra)
         per_token = kl_sum / max(1, self.tokens)
         sampler.stats.update_seconds += self.seconds
         loss = pg.kl_coef * per_token + dense_kl.weight * dense
@@ -501,6 +515,8 @@ class OnPolicyDraw(Draw):
             # log p_T(end) − log p_S(end) over the samples whose end was scored (train.loss.policy_gradient.score_end)
             "on_policy_end_log_ratio": end_sum / n_end if pg.score_end and n_end else None,
             "on_policy_baseline": self.baseline if pg.baseline != "none" else None,
+            # the share of chunk (and end) terms train.loss.policy_gradient.mask_above left out
+            "on_policy_masked": masked / n_terms if pg.mask_above is not None and n_terms else None,
             "on_policy_kl": kl_sum / n if n else None,
             "on_policy_kl_per_token": per_token if n else None,
             "on_policy_dense_kl": dense if dense_kl.weight > 0 else None,
