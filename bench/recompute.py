@@ -432,7 +432,8 @@ def figures(d: Data) -> list[Figure]:
             "15: GOLD at lr 5e-5 against SFT, 5 replicates",
             f"| TRL GOLD (lr 5e-5) | {per_replicate(b_gold, suffix='%')} | {pct(sum(b_gold) / 5)}% | "
             + mcnemar_cells(d, best)
-            + f" | {interval(v_best)[:-1]}; t {signed(v_best['t_ci95'][0])}, {signed(v_best['t_ci95'][1])}); "
+            + f" | {signed(v_best['mean'])} ({signed(v_best['ci95'][0])}, {signed(v_best['ci95'][1])}; "
+            + f"t {signed(v_best['t_ci95'][0])}, {signed(v_best['t_ci95'][1])}); "
             + f"p = {v_best['p']:.2g} {v_best['alternative']}",
             d.basis(best),
         ),

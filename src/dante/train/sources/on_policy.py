@@ -40,7 +40,7 @@ from dante.teacher import Teacher, make_teacher
 from dante.tokens import TokenBytes, TokenLogprobs
 from dante.train.align import Chunk, NotAligned, align
 from dante.train.model.student import Written, eos_token_ids, unwrapped
-from dante.train.objective.losses import IGNORE, chunk_log_ratios, token_advantages
+from dante.train.objective.losses import IGNORE, chunk_log_ratios, chunk_returns, token_advantages
 from dante.train.objective.targets import Span, TopK, top_k_spans
 from dante.train.objective.terms import Term, recipe_folder, scales, source_terms
 from dante.train.sources.base import Draw, rank_slice
@@ -100,11 +100,11 @@ class Sample:
         return [None if a is None else a - baseline for a in raw]
 
     def masked(self, pg: PolicyGradientSettings) -> int:
-        """The chunks (and end) ``mask_above`` leaves without a term."""
+        """The chunks (and end) ``mask_above`` leaves without a term (``chunk_returns``'s Nones)."""
         if pg.mask_above is None:
             return 0
-        terms = [*self.log_ratios, *([self.end_log_ratio] if self.end_log_ratio is not None else [])]
-        return sum(abs(r) > pg.mask_above for r in terms)
+        returns, end = chunk_returns(self.log_ratios, self.end_log_ratio, mask_above=pg.mask_above)
+        return returns.count(None) + (self.end_log_ratio is not None and end is None)
 
     def example(
         self, token_weight: float, pg: PolicyGradientSettings, dense: list[Span] | None = None, baseline: float = 0.0
